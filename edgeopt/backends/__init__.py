@@ -1,0 +1,58 @@
+"""The runtime registry: every module in this package that defines ``BACKEND`` is a backend.
+
+Nothing here lists backends by hand; adding ``backends/<runtime>.py`` is enough.
+Importing a backend module is cheap: runtime libraries load only when used.
+
+Example:
+    >>> [b.name for b in all_backends()]            # doctest: +SKIP
+    ['eager', 'torchscript', 'onnxruntime', 'openvino', 'executorch', 'tensorrt']
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from functools import lru_cache
+
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.errors import ConfigError
+
+__all__ = ["Backend", "Capabilities", "CompileResult", "Session", "all_backends", "get_backend", "open_session"]
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, Backend]:
+    found: dict[str, Backend] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        backend = getattr(importlib.import_module(f"{__name__}.{info.name}"), "BACKEND", None)
+        if isinstance(backend, Backend):
+            found[backend.name] = backend
+    return dict(sorted(found.items(), key=lambda item: item[1].order))
+
+
+def all_backends() -> list[Backend]:
+    """Every registered backend, available here or not, in display order."""
+    return list(_registry().values())
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; ConfigError listing the known names otherwise."""
+    registry = _registry()
+    if name not in registry:
+        raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(registry)}")
+    return registry[name]
+
+
+def open_session(path: str | os.PathLike, threads: int | None = None) -> Session:
+    """Verify the artifact folder at ``path`` and load it with its own backend.
+
+    This is all an edge box needs: for ONNX Runtime and OpenVINO artifacts it imports
+    neither torch nor any other backend's runtime.
+    """
+    from edgeopt.artifact import Artifact
+
+    artifact = Artifact.open(path)
+    return get_backend(artifact.backend).load(artifact, threads=threads)

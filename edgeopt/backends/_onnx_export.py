@@ -1,0 +1,44 @@
+"""Shared by the ONNX-based backends: write the model as one ONNX file.
+
+A PyTorch model goes through the dynamo-based ``torch.onnx.export`` (the maintained
+exporter) with a dynamic batch dimension; an ONNX source is copied with its external
+data folded in, so the artifact is self-contained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeopt.errors import BackendError
+
+OPSET = 18
+# Protobuf cannot hold more than 2 GiB; larger models keep their weights beside the file.
+PROTOBUF_LIMIT_BYTES = 2 * 1024**3 - 1024**2
+
+
+def write_onnx(model, path: Path) -> None:
+    """Write ``model`` (a LoadedModel) as ONNX at ``path``."""
+    if model.kind == "onnx":
+        import onnx
+
+        onnx.save(onnx.load(str(model.onnx_path)), str(path))
+        return
+    import torch
+
+    spec = model.input_spec
+    example = torch.from_numpy(spec.example(batch=2 if spec.dynamic_batch else None))
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if spec.dynamic_batch else None
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
+    try:
+        program = torch.onnx.export(
+            model.module, (example,), dynamo=True, opset_version=OPSET,
+            input_names=[spec.name], dynamic_shapes=dynamic, verbose=False,
+        )
+        program.save(str(path), external_data=weight_bytes > PROTOBUF_LIMIT_BYTES)
+    except Exception as exc:  # the exporter raises many types; all mean "cannot export"
+        raise BackendError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,112 @@
+"""The one interface every runtime implements: Backend (compile, load) and Session (run).
+
+A backend module defines a ``Backend`` subclass and exposes an instance as ``BACKEND``;
+the registry in ``edgeopt.backends`` finds it, so adding a runtime means adding a file
+(and passing the conformance suite). Backends import their runtime library inside their
+methods, never at module level, so ``import edgeopt`` stays light.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgeopt.spec import InputSpec
+
+if TYPE_CHECKING:
+    from edgeopt.artifact import Artifact
+    from edgeopt.models import LoadedModel
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the pipeline asks this instead of branching on names.
+
+    ``sources``: model kinds it compiles ("torch", "onnx"). ``runtime_needs_torch``:
+    whether loading its artifacts imports torch (False is what an edge box wants).
+    ``max_batch``: the largest batch a dynamic-batch artifact accepts, if bounded.
+    """
+
+    precisions: tuple[str, ...]
+    sources: tuple[str, ...]
+    runtime_needs_torch: bool
+    dynamic_batch: bool = True
+    max_batch: int | None = None
+    options: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class CompileResult:
+    """What ``Backend.compile`` reports back: the entry file and facts for the manifest."""
+
+    entry: str
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Session(ABC):
+    """A loaded artifact, ready to run batches. ``run`` validates input for every backend."""
+
+    def __init__(self, input_spec: InputSpec, threads: int | None) -> None:
+        self.input_spec = input_spec
+        self.threads = threads
+
+    def run(self, inputs: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """Run one batch: a list with one array (or the array itself) in, output arrays out."""
+        batch = self.input_spec.validate(inputs)
+        return self._run(batch)
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a validated batch."""
+
+
+class Backend(ABC):
+    """A runtime: compiles a model into artifact files and loads them into a Session."""
+
+    name: str
+    order: int  # display order in tables; eager (the reference) comes first
+    capabilities: Capabilities
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run here (missing library or hardware), or None."""
+        return None
+
+    @abstractmethod
+    def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+        """Write the model's files into ``folder`` (a staging folder) for ``precision``."""
+
+    @abstractmethod
+    def load(self, artifact: "Artifact", threads: int | None = None) -> Session:
+        """Load a verified artifact; ``threads`` is the intra-op thread count (None: runtime default)."""
+
+    def profile(self, artifact: "Artifact", out_dir: Path, iters: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
+        """The runtime's own per-layer profile: rows of name, op_type, ms per run (slowest first)."""
+        from edgeopt.errors import BackendError
+
+        raise BackendError(f"{self.name} has no native per-layer profiler; profile the PyTorch model instead")
+
+
+def aggregate_layers(records: list[tuple[str, str, float]], iters: int) -> list[dict[str, Any]]:
+    """Sum (name, op_type, ms) records over ``iters`` runs into per-run rows, slowest first."""
+    totals: dict[tuple[str, str], float] = {}
+    for name, op_type, ms in records:
+        totals[(name, op_type)] = totals.get((name, op_type), 0.0) + ms
+    rows = [{"name": n, "op_type": t, "ms": ms / iters} for (n, t), ms in totals.items()]
+    return sorted(rows, key=lambda r: r["ms"], reverse=True)
+
+
+def missing_module(*modules: str) -> str | None:
+    """'pip install ...' advice for the first module not importable here, else None."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"the Python package {module!r} is not installed (pip install 'edgeopt[{module}]')"
+    return None

@@ -1,0 +1,57 @@
+"""Eager PyTorch: the FP32 reference every other backend is compared with.
+
+The artifact is the architecture source plus its weights in safetensors; loading
+rebuilds the architecture and loads the weights (no pickle involved).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.errors import ConfigError
+
+WEIGHTS = "weights.safetensors"
+
+
+class EagerSession(Session):
+    def __init__(self, module: Any, input_spec, threads: int | None) -> None:
+        super().__init__(input_spec, threads)
+        from edgeopt.models import torch_runner
+
+        self._runner = torch_runner(module)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._runner(batch)
+
+
+class EagerBackend(Backend):
+    name = "eager"
+    order = 0
+    capabilities = Capabilities(precisions=("fp32",), sources=("torch",), runtime_needs_torch=True)
+
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+        from safetensors.torch import save_model
+
+        if model.arch is None:
+            raise ConfigError("the eager backend needs a PyTorch model with a known architecture")
+        save_model(model.module, str(folder / WEIGHTS))
+        return CompileResult(entry=WEIGHTS, details={"arch": model.arch})
+
+    def load(self, artifact, threads: int | None = None) -> Session:
+        import torch
+        from safetensors.torch import load_model as load_weights
+
+        from edgeopt.models import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        module = load_model(artifact.manifest["compile"]["arch"]).module
+        load_weights(module, str(artifact.entry))
+        return EagerSession(module.eval(), artifact.input_spec, threads)
+
+
+BACKEND = EagerBackend()

@@ -1,0 +1,66 @@
+"""ExecuTorch with the XNNPACK delegate: ``torch.export`` -> lower to XNNPACK -> ``.pte``.
+
+The batch dimension is exported dynamic up to ``MAX_BATCH`` (XNNPACK needs a bound).
+The Python runtime that runs a ``.pte`` here takes torch tensors, so loading imports
+torch; on a device the same file runs under the C++ runtime without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+
+MODEL = "model.pte"
+MAX_BATCH = 64
+
+
+class ExecuTorchSession(Session):
+    def __init__(self, path: Path, input_spec, threads: int | None) -> None:
+        super().__init__(input_spec, threads)
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if threads:
+            # XNNPACK's threadpool is process-wide; resetting it is how the runtime sizes it.
+            portable_lib._unsafe_reset_threadpool(threads)
+        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        outputs = self.method.execute([torch.from_numpy(batch)])
+        return [o.numpy() for o in outputs]
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    order = 40
+    capabilities = Capabilities(
+        precisions=("fp32",), sources=("torch",), runtime_needs_torch=True, max_batch=MAX_BATCH
+    )
+
+    def unavailable_reason(self) -> str | None:
+        return missing_module("executorch")
+
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        spec = model.input_spec
+        example = torch.from_numpy(spec.example(batch=2 if spec.dynamic_batch else None))
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if spec.dynamic_batch else None
+        exported = torch.export.export(model.module.eval(), (example,), dynamic_shapes=dynamic)
+        program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+        (folder / MODEL).write_bytes(program.buffer)
+        return CompileResult(entry=MODEL, notes=[f"XNNPACK delegate, batch up to {MAX_BATCH}"])
+
+    def load(self, artifact, threads: int | None = None) -> Session:
+        return ExecuTorchSession(artifact.entry, artifact.input_spec, threads)
+
+
+BACKEND = ExecuTorchBackend()

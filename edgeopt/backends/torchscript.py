@@ -1,0 +1,71 @@
+"""TorchScript: trace, freeze, and optionally optimize for mobile / the lite interpreter.
+
+Options: ``mobile`` (run ``optimize_for_mobile``) and ``lite`` (save for the lite
+interpreter, as PyTorch Mobile loads it; implies ``mobile``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+
+
+class TorchScriptSession(Session):
+    def __init__(self, module: Any, input_spec, threads: int | None) -> None:
+        super().__init__(input_spec, threads)
+        from edgeopt.models import torch_runner
+
+        self._runner = torch_runner(module)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._runner(batch)
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+    order = 10
+    capabilities = Capabilities(
+        precisions=("fp32",), sources=("torch",), runtime_needs_torch=True, options=("mobile", "lite")
+    )
+
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+        import torch
+
+        example = torch.from_numpy(model.input_spec.example(batch=2))
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(model.module.eval(), example, check_trace=False)
+            frozen = torch.jit.freeze(traced)
+        notes = ["traced and frozen"]
+        if options.get("mobile") or options.get("lite"):
+            from torch.utils.mobile_optimizer import optimize_for_mobile
+
+            frozen = optimize_for_mobile(frozen)
+            notes.append("optimized for mobile")
+        if options.get("lite"):
+            entry = "model.ptl"
+            frozen._save_for_lite_interpreter(str(folder / entry))
+            notes.append("saved for the lite interpreter")
+        else:
+            entry = "model.pt"
+            torch.jit.save(frozen, str(folder / entry))
+        return CompileResult(entry=entry, notes=notes, details={"lite": bool(options.get("lite"))})
+
+    def load(self, artifact, threads: int | None = None) -> Session:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if artifact.manifest["compile"].get("lite"):
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            module = _load_for_lite_interpreter(str(artifact.entry))
+        else:
+            module = torch.jit.load(str(artifact.entry), map_location="cpu")
+        return TorchScriptSession(module, artifact.input_spec, threads)
+
+
+BACKEND = TorchScriptBackend()

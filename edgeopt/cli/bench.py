@@ -1,0 +1,48 @@
+"""``edgeopt bench``: every backend side by side, honestly measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeopt.cli.app import app
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, make_console, parse_int_list
+
+
+@app.command("bench")
+def bench_command(
+    model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends (default: all)."),
+    batch: str = typer.Option("1", "--batch", help="Batch sizes, e.g. 1,8: latency at the first, throughput at each."),
+    precision: str = typer.Option("fp32", "--precision", help="Precision for every backend."),
+    iters: int = typer.Option(50, "--iters", help="Timed iterations, at least."),
+    seconds: float = typer.Option(2.0, "--seconds", help="Timed seconds per batch size, at least."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up iterations."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write environment and results as JSON."),
+    keep: Optional[Path] = typer.Option(None, "--keep-artifacts", help="Keep each backend's artifact under this folder."),
+    input: Optional[str] = InputOption,
+    arch: Optional[str] = ArchOption,
+    threads: Optional[int] = ThreadsOption,
+) -> None:
+    """Compile MODEL for each backend, verify parity, and time each in its own process."""
+    from edgeopt.measure.bench import BenchConfig, bench
+    from edgeopt.measure.latency import TimingConfig
+    from edgeopt.report.console import print_bench
+
+    console = make_console()
+    config = BenchConfig(
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()) if backends else None,
+        batches=parse_int_list(batch, "--batch"),
+        threads=threads,
+        precision=precision,
+        timing=TimingConfig(warmup=warmup, min_iters=iters, min_seconds=seconds),
+    )
+    loaded = load(model, input, arch)
+    with console.status("starting…") as status:
+        report = bench(loaded, config, artifacts_dir=keep,
+                       progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
+    print_bench(report, console)
+    if json_out:
+        console.print(f"results written to {report.write_json(json_out)}")

@@ -1,0 +1,51 @@
+"""``edgeopt export``: one verified artifact for one backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgeopt.cli.app import app
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, make_console
+from edgeopt.errors import ConfigError
+
+
+def _parse_options(items: list[str]) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise ConfigError(f"--option {item!r} must look like key=value or key")
+        options[key] = {"true": True, "false": False}.get(value.lower(), value) if sep else True
+    return options
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
+    backend: str = typer.Option(..., "--backend", "-b", help="Runtime: see `edgeopt backends`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to create."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8, as the backend supports."),
+    option: List[str] = typer.Option([], "--option", help="Backend option key[=value], e.g. mobile (torchscript)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    input: Optional[str] = InputOption,
+    arch: Optional[str] = ArchOption,
+    threads: Optional[int] = ThreadsOption,
+) -> None:
+    """Compile MODEL for one backend, load it back, check parity, and write the artifact."""
+    from edgeopt.export import export
+
+    console = make_console()
+    loaded = load(model, input, arch)
+    with console.status(f"exporting {model} to {backend} {precision}…"):
+        artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option), overwrite=force)
+    parity = artifact.parity
+    top1 = parity["top1_agreement"]
+    console.print(
+        f"[green]ok[/] {artifact.backend} {artifact.precision} · {artifact.size_bytes / 2**20:.2f} MB · "
+        f"max|Δ| {parity['max_abs_diff']:.1e} of output scale · top-1 agreement "
+        f"{'–' if top1 is None else f'{top1:.3f}'} · {artifact.path}",
+        soft_wrap=True,
+    )

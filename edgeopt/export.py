@@ -1,0 +1,119 @@
+"""Export: compile a model with one backend into a verified artifact.
+
+Every artifact is loaded back and run on a probe batch against the eager FP32
+reference before it is called good; one whose outputs diverge raises ParityError and
+nothing is left on disk. This is the only place that turns a model into files.
+
+Example:
+    >>> from edgeopt import load_model, export
+    >>> model = load_model("torchvision:mobilenet_v2")                  # doctest: +SKIP
+    >>> art = export(model, "openvino", "out/mbv2_ov")                  # doctest: +SKIP
+    >>> art.parity["max_abs_diff"] < 1e-3                               # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from edgeopt.artifact import Artifact, ArtifactWriter
+from edgeopt.backends import Backend, get_backend
+from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError
+from edgeopt.measure.fidelity import compare
+from edgeopt.models import LoadedModel
+
+PROBE_BATCH = 4
+
+
+def unsupported_reason(backend: Backend, model: LoadedModel, precision: str) -> str | None:
+    """Why ``backend`` cannot take ``model`` at ``precision`` on this machine, or None."""
+    caps = backend.capabilities
+    if precision not in caps.precisions:
+        return f"supports precisions {', '.join(caps.precisions)}, not {precision}"
+    if model.kind not in caps.sources:
+        return f"needs a PyTorch model; {model.source} is an {model.kind.upper()} file"
+    return backend.unavailable_reason()
+
+
+def export(
+    model: LoadedModel,
+    backend: str,
+    out: str | os.PathLike,
+    precision: str = "fp32",
+    threads: int | None = None,
+    options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Artifact:
+    """Compile ``model`` for ``backend`` into the folder ``out``, verified for parity."""
+    runtime = get_backend(backend)
+    reason = unsupported_reason(runtime, model, precision)
+    if reason:
+        raise BackendUnavailable(f"{backend} cannot be used here: {reason}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(runtime.capabilities.options))
+    if unknown:
+        raise ConfigError(f"{backend} has no option(s) {unknown}; it accepts {list(runtime.capabilities.options)}")
+    spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)
+    model = dataclasses.replace(model, input_spec=spec)
+    probe = spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
+    reference = model.reference()(probe)
+
+    with ArtifactWriter(out, overwrite=overwrite) as writer:
+        result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir, options)
+        manifest = {
+            "backend": backend,
+            "precision": precision,
+            "entry": result.entry,
+            "input": spec.to_dict(),
+            "outputs": _output_records(model, reference, spec.dynamic_batch),
+            "task": model.task,
+            "labels": model.labels,
+            "source": model.source,
+            "options": options,
+            "compile": result.details,
+            "notes": result.notes,
+        }
+        staged = writer.write_manifest(manifest)
+        session = _guarded(f"{backend} could not load its own artifact", runtime.load, staged, threads)
+        outputs = _guarded(f"{backend} could not run its own artifact", session.run, [probe])
+        parity = compare(reference, outputs, precision, model.task)
+        parity["probe_batch"] = int(probe.shape[0])
+        if not parity["passed"]:
+            raise ParityError(
+                f"{backend} {precision} outputs diverge from the FP32 reference: {parity['reason']}",
+                detail=parity["reason"], parity=parity,
+            )
+        writer.write_manifest({**manifest, "parity": parity})
+        return writer.commit()
+
+
+def _guarded(what: str, function, *args):
+    """Call ``function``; turn a runtime library's exception into one BackendError line."""
+    try:
+        return function(*args)
+    except EdgeoptError:
+        raise
+    except Exception as exc:  # runtimes raise their own exception types
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise BackendError(f"{what}: {first[:300]}") from exc
+
+
+def _output_records(model: LoadedModel, reference: list[np.ndarray], dynamic_batch: bool) -> list[dict[str, Any]]:
+    names = _onnx_output_names(model) or [f"output{i}" for i in range(len(reference))]
+    return [
+        {"name": name, "shape": [-1 if dynamic_batch else out.shape[0], *out.shape[1:]]}
+        for name, out in zip(names, reference)
+    ]
+
+
+def _onnx_output_names(model: LoadedModel) -> list[str] | None:
+    if model.kind != "onnx":
+        return None
+    import onnx
+
+    return [o.name for o in onnx.load(str(model.onnx_path), load_external_data=False).graph.output]

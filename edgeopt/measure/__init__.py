@@ -1,0 +1,1 @@
+"""Measuring instruments: latency, memory, fidelity, environment, profiles."""

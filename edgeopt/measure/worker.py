@@ -1,0 +1,84 @@
+"""One backend's measurement, run in a fresh process: ``python -m edgeopt.measure.worker``.
+
+Reads a job (JSON) on stdin, loads the artifact, times it at each batch size and
+prints one result line prefixed ``RESULT_PREFIX``. A fresh process per backend makes
+its peak RSS its own, and loading an ONNX Runtime or OpenVINO artifact here imports
+no torch, just as on an edge box.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "EDGEOPT_RESULT "
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    On Linux this is VmHWM from /proc: ``ru_maxrss`` survives exec, so a worker started
+    from a large parent would report the parent's peak as its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    divisor = 1024**2 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / divisor
+
+
+def measure(job: dict[str, Any]) -> dict[str, Any]:
+    from edgeopt.artifact import Artifact
+    from edgeopt.backends import get_backend
+    from edgeopt.measure.latency import TimingConfig, summarize, time_calls
+
+    timing = TimingConfig(**job["timing"])
+    artifact = Artifact.open(job["artifact"])
+    rss_before_load = peak_rss_mb()
+    t0 = time.perf_counter()
+    session = get_backend(artifact.backend).load(artifact, threads=job["threads"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    spec = artifact.input_spec
+    batches = {}
+    for batch in sorted(job["batches"]):  # ascending, so the latency batch peak is its own
+        if spec.max_batch is not None and batch > spec.max_batch:
+            batches[str(batch)] = {"batch": batch, "skipped": f"artifact accepts batch <= {spec.max_batch}"}
+            continue
+        if not spec.dynamic_batch and batch != spec.shape[0]:
+            batches[str(batch)] = {"batch": batch, "skipped": f"artifact has fixed batch {spec.shape[0]}"}
+            continue
+        data = [spec.example(batch=batch)]
+        batches[str(batch)] = summarize(time_calls(lambda: session.run(data), timing), batch)
+        batches[str(batch)]["peak_rss_mb"] = peak_rss_mb()  # cumulative: includes smaller batches
+    return {
+        "load_ms": load_ms,
+        "batches": batches,
+        "rss_before_load_mb": rss_before_load,
+        "torch_imported": "torch" in sys.modules,
+    }
+
+
+def main() -> int:
+    from edgeopt.errors import EdgeoptError
+
+    job = json.loads(sys.stdin.read())
+    try:
+        result = measure(job)
+    except EdgeoptError as exc:
+        result = {"error": str(exc)}
+    except Exception as exc:  # a runtime crash inside the worker is reported, not raised
+        result = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+    sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Model sources: resolve a source string into a model and its InputSpec.
+
+Accepted sources:
+
+- ``torchvision:<name>[?weights=DEFAULT&num_classes=10]`` — a torchvision model builder;
+  ``weights=DEFAULT`` downloads pretrained weights (needs internet) and takes the
+  preprocessing and labels from the weights' metadata.
+- ``package.module:factory[?key=value]`` — a callable returning an ``nn.Module``.
+- ``path.safetensors`` or a state-dict ``path.pt``/``.pth`` (loaded with
+  ``weights_only=True``; pickled modules are refused) applied to ``arch``, an
+  architecture source as above. Checkpoints written by edgeopt carry their arch.
+- ``path.onnx`` — an ONNX model, for the ONNX-based backends.
+
+Loading is safe by construction: no pickle is ever executed.
+
+Example:
+    >>> model = load_model("torchvision:mobilenet_v2")          # doctest: +SKIP
+    >>> model.input_spec.shape
+    (1, 3, 224, 224)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from edgeopt.errors import ConfigError, ModelSourceError
+from edgeopt.spec import InputSpec, Preprocess
+
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+META_ARCH, META_INPUT, META_LABELS, META_TASK = "edgeopt.arch", "edgeopt.input", "edgeopt.labels", "edgeopt.task"
+SOURCE_HELP = (
+    "use torchvision:<name>, package.module:factory, a .safetensors/.pt checkpoint "
+    "with --arch, or an .onnx file"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A resolved model: a torch module or an ONNX file, with its InputSpec.
+
+    ``arch`` is the source that rebuilds the architecture without weights (``None`` for
+    ONNX); ``kind`` is ``"torch"`` or ``"onnx"``.
+    """
+
+    source: str
+    input_spec: InputSpec
+    module: "torch.nn.Module | None" = None
+    onnx_path: Path | None = None
+    arch: str | None = None
+    task: str = "unknown"
+    labels: list[str] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "torch" if self.module is not None else "onnx"
+
+    def reference(self) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """A function running the unconverted FP32 model: numpy batch in, numpy outputs out."""
+        if self.module is not None:
+            return torch_runner(self.module)
+        return onnx_runner(self.onnx_path)
+
+
+def load_model(source: str, input: str | InputSpec | None = None, arch: str | None = None) -> LoadedModel:
+    """Resolve ``source`` into a LoadedModel; ``input`` overrides the inferred InputSpec."""
+    source = source.strip()
+    given = input if isinstance(input, InputSpec) or input is None else InputSpec.parse(input)
+    if source.startswith("torchvision:"):
+        model = _from_torchvision(source)
+    elif source.lower().endswith(".onnx"):
+        model = _from_onnx(Path(source), given)
+    elif source.lower().endswith(CHECKPOINT_SUFFIXES):
+        model = _from_checkpoint(Path(source), arch, given)
+    elif ":" in source and not Path(source).exists():
+        model = _from_factory(source, given)
+    else:
+        raise ModelSourceError(f"model source {source!r} is not understood; {SOURCE_HELP}")
+    if given is not None:
+        model.input_spec = replace(given, preprocess=given.preprocess or model.input_spec.preprocess)
+    if model.module is not None:
+        model.module.eval()
+    return model
+
+
+# -- torch sources ---------------------------------------------------------------------
+def _split_query(text: str) -> tuple[str, dict[str, Any]]:
+    base, _, query = text.partition("?")
+    return base, {k: _literal(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+
+
+def _literal(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def _from_torchvision(source: str) -> LoadedModel:
+    import torchvision
+
+    name, kwargs = _split_query(source.removeprefix("torchvision:"))
+    available = torchvision.models.list_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
+        raise ModelSourceError(f"torchvision has no model {name!r}{hint}")
+    weights_name = kwargs.pop("weights", None)
+    try:
+        weights = torchvision.models.get_model_weights(name).verify(weights_name) if weights_name else None
+    except ValueError as exc:
+        raise ModelSourceError(f"torchvision:{name} has no weights {weights_name!r} ({exc})") from None
+    try:
+        module = torchvision.models.get_model(name, weights=weights, **kwargs)
+    except TypeError as exc:
+        raise ModelSourceError(f"torchvision:{name} does not accept {sorted(kwargs)}: {exc}") from None
+    except Exception as exc:  # weight download fails without internet
+        raise ModelSourceError(f"could not build torchvision:{name} ({exc}); without internet, leave out weights=") from None
+    classification = name in torchvision.models.list_models(module=torchvision.models)
+    arch = "torchvision:" + name + ("?" + "&".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else "")
+    spec, labels = _torchvision_input(name, weights, classification)
+    return LoadedModel(source, spec, module=module, arch=arch,
+                       task="classification" if classification else "unknown", labels=labels)
+
+
+def _torchvision_input(name: str, weights: Any, classification: bool) -> tuple[InputSpec, list[str] | None]:
+    size = 299 if name.startswith("inception") else 224
+    if weights is not None:
+        transforms = weights.transforms()
+        crop = int(transforms.crop_size[0])
+        preprocess = Preprocess(resize=int(transforms.resize_size[0]), crop=(crop, crop),
+                                mean=tuple(transforms.mean), std=tuple(transforms.std))
+        return InputSpec((1, 3, crop, crop), preprocess=preprocess), list(weights.meta.get("categories", [])) or None
+    preprocess = Preprocess(resize=round(size * 256 / 224), crop=(size, size)) if classification else None
+    return InputSpec((1, 3, size, size), preprocess=preprocess), None
+
+
+def _from_factory(source: str, given: InputSpec | None) -> LoadedModel:
+    import torch
+
+    target, kwargs = _split_query(source)
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise ModelSourceError(f"cannot import {module_name!r} for model source {source!r} ({exc}); {SOURCE_HELP}") from None
+    except AttributeError:
+        raise ModelSourceError(f"module {module_name!r} has no attribute {attr!r}") from None
+    module = factory(**kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSourceError(f"{target} returned {type(module).__name__}, not a torch.nn.Module")
+    return LoadedModel(source, given or infer_input_spec(module, source), module=module, arch=source)
+
+
+def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:
+    """Guess the input from the first layer: Conv2d -> 1xCx224x224, Linear -> 1xF."""
+    import torch
+
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            return InputSpec((1, layer.in_channels, 224, 224))
+        if isinstance(layer, torch.nn.Conv1d):
+            return InputSpec((1, layer.in_channels, 256))
+        if isinstance(layer, torch.nn.Linear):
+            return InputSpec((1, layer.in_features))
+    raise ConfigError(f"cannot infer the input shape of {source}; pass it, e.g. --input 1x3x224x224")
+
+
+def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None) -> LoadedModel:
+    if not path.is_file():
+        raise ModelSourceError(f"checkpoint {path} does not exist")
+    meta: dict[str, str] = {}
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+    else:
+        state = _read_state_dict(path)
+    arch = arch or meta.get(META_ARCH)
+    if not arch:
+        raise ModelSourceError(f"checkpoint {path} holds weights only; name its architecture with --arch (e.g. torchvision:resnet18)")
+    model = load_model(arch, input=given)
+    if model.module is None:
+        raise ModelSourceError(f"--arch {arch} is not a PyTorch architecture")
+    try:
+        result = model.module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when strict=False
+        mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ModelSourceError(f"checkpoint {path} does not fit {arch}: {mismatch}; check --arch and its options") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelSourceError(
+            f"checkpoint {path} does not fit {arch}: missing {result.missing_keys[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}; check --arch and its options (e.g. ?num_classes=)"
+        )
+    model.source = str(path)
+    if META_INPUT in meta:
+        model.input_spec = InputSpec.from_dict(json.loads(meta[META_INPUT]))
+    model.labels = json.loads(meta[META_LABELS]) if META_LABELS in meta else model.labels
+    model.task = meta.get(META_TASK, model.task)
+    return model
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelSourceError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt") from None
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelSourceError(
+            f"{path} holds more than plain weights (a pickled object: {str(exc).splitlines()[0]}); edgeopt never "
+            "unpickles code: save model.state_dict() or use .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ModelSourceError(f"{path} is not a readable PyTorch checkpoint ({exc}); it may be truncated or corrupt") from None
+    for key in ("state_dict", "model_state_dict", "model"):  # common training-script wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelSourceError(f"{path} does not hold a state dict")
+    return state
+
+
+def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
+    """Write ``model``'s weights as safetensors, carrying arch, InputSpec, labels and task."""
+    from safetensors.torch import save_model
+
+    if model.module is None or model.arch is None:
+        raise ConfigError("only a PyTorch model with a known architecture can be saved as a checkpoint")
+    path = Path(path)
+    meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task}
+    if model.labels:
+        meta[META_LABELS] = json.dumps(model.labels)
+    tmp = path.with_name(path.name + ".partial")
+    save_model(model.module, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+# -- ONNX sources ----------------------------------------------------------------------
+def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
+    if not path.is_file():
+        raise ModelSourceError(f"ONNX file {path} does not exist")
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))  # by path, so external weight files are checked too
+        graph_model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"{path} is not a valid ONNX model ({first}); the file may be truncated or corrupt: export it again") from None
+    initializers = {init.name for init in graph_model.graph.initializer}
+    inputs = [i for i in graph_model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelSourceError(f"{path} has {len(inputs)} inputs; edgeopt handles single-input models")
+    tensor = inputs[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    if any(d is None for d in dims[1:]) and given is None:
+        raise ConfigError(f"{path} has a dynamic input shape {dims}; pass the shape, e.g. --input 1x3x224x224")
+    if given is not None:
+        return LoadedModel(str(path), replace(given, name=inputs[0].name, dtype=dtype), onnx_path=path)
+    spec = InputSpec((dims[0] or 1, *dims[1:]), name=inputs[0].name, dtype=dtype, dynamic_batch=dims[0] is None)
+    return LoadedModel(str(path), spec, onnx_path=path)
+
+
+# -- reference runners -----------------------------------------------------------------
+def flatten_outputs(output: Any) -> list[Any]:
+    """Flatten a tensor, or nested tuples/lists/dicts of tensors, in a stable order."""
+    if isinstance(output, (list, tuple)):
+        return [leaf for item in output for leaf in flatten_outputs(item)]
+    if isinstance(output, dict):
+        return [leaf for key in output for leaf in flatten_outputs(output[key])]
+    return [output]
+
+
+def torch_runner(module: "torch.nn.Module") -> Callable[[np.ndarray], list[np.ndarray]]:
+    import torch
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch)))
+        return [t.detach().float().numpy() for t in flatten_outputs(out)]
+
+    return run
+
+
+def onnx_runner(path: Path | None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: [np.asarray(o) for o in session.run(None, {name: batch})]

@@ -1,0 +1,1 @@
+"""Presenting results: console tables (and, later, HTML reports with plots)."""

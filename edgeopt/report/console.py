@@ -1,0 +1,62 @@
+"""Rich console tables for benchmark and profile results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgeopt.measure.bench import BenchReport
+
+STATUS_STYLE = {"ok": "green", "failed": "red", "unavailable": "yellow"}
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def bench_table(report: BenchReport) -> Table:
+    """One row per backend; throughput columns for every batch size above 1."""
+    big_batches = [b for b in report.config["batches"] if b > 1]
+    table = Table(title=f"{report.model} · {report.config['threads']} threads · {report.config['precision']}")
+    for header in ("backend", "status", "size MB", "p50 ms", "p90 ms", "p99 ms", "FPS (b=1)"):
+        table.add_column(header, justify="left" if header in ("backend", "status") else "right")
+    for batch in big_batches:
+        table.add_column(f"img/s b={batch}", justify="right")
+    for header in ("peak RSS MB", "max|Δ| rel", "top-1", "× eager"):
+        table.add_column(header, justify="right")
+    for r in report.results:
+        latency = r.latency_ms or {}
+        parity = r.parity or {}
+        table.add_row(
+            r.backend,
+            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+            _num(r.size_mb),
+            _num(latency.get("p50")),
+            _num(latency.get("p90")),
+            _num(latency.get("p99")),
+            _num(r.fps, 1),
+            *(_num(r.throughput.get(str(b)), 1) for b in big_batches),
+            _num(r.peak_rss_mb, 0),
+            "–" if parity.get("max_abs_diff") is None else f"{parity['max_abs_diff']:.1e}",
+            _num(parity.get("top1_agreement")),
+            "–" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×",
+        )
+    return table
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    flags = ",".join(env["isa_flags"]) or "none"
+    return f"{env['cpu']} · {env['usable_cpus']} CPUs · {env['memory_mb']:.0f} MB · ISA {flags} · Python {env['python']}"
+
+
+def print_bench(report: BenchReport, console: Console | None = None) -> None:
+    """The table, then one line per backend that is not ok (its reason), then the machine."""
+    console = console or Console()
+    console.print(bench_table(report))
+    for r in report.results:
+        if r.status != "ok":
+            console.print(f"[{STATUS_STYLE[r.status]}]{r.backend}[/] {escape(r.label)}", soft_wrap=True)
+    console.print(f"[dim]{environment_line(report.environment)}[/]", soft_wrap=True)

@@ -1,0 +1,59 @@
+"""Small built-in models: the demo's default and the conformance suite's test subject.
+
+``tiny_cnn`` packs the layer patterns that break converters in practice — a residual
+add, a depthwise convolution, a channel concatenation, BatchNorm, SiLU and Hardswish —
+into a model that compiles in seconds. Use it as ``edgeopt.zoo:tiny_cnn``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _Block(nn.Module):
+    """Depthwise-separable residual block whose two branches are concatenated."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.SiLU(),
+        )
+        self.pointwise_a = nn.Conv2d(channels, half, 1)
+        self.pointwise_b = nn.Sequential(nn.Conv2d(channels, half, 1), nn.Hardswish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.depthwise(x)
+        y = torch.cat([self.pointwise_a(y), self.pointwise_b(y)], dim=1)
+        return x + y
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.SiLU()
+        )
+        self.block1 = _Block(width)
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.Hardswish())
+        self.block2 = _Block(2 * width)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.down(self.block1(self.stem(x))))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, seed: int = 0) -> TinyCNN:
+    """A seeded TinyCNN, so every process builds identical weights."""
+    torch.manual_seed(seed)
+    model = TinyCNN(num_classes, in_channels, width)
+    # Non-trivial BatchNorm statistics, so a converter that mishandles BN shows up in parity.
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()

@@ -1,0 +1,60 @@
+"""The conformance suite: every available backend runs the same cases on the tiny CNN.
+
+The tiny CNN has a residual add, depthwise conv, concat, BatchNorm, SiLU and Hardswish.
+A new backend file is picked up here automatically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.backends import get_backend, open_session
+from edgeopt.errors import InputError
+from edgeopt.measure.fidelity import TOLERANCES, compare
+from tests.conftest import backend_params
+
+BACKENDS = backend_params()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_records_parity_within_fp32_tolerance(backend, artifact_cache):
+    artifact = artifact_cache(backend)
+    parity = artifact.parity
+    assert parity["passed"] is True
+    assert parity["max_abs_diff"] <= TOLERANCES["fp32"].max_abs_diff
+    assert parity["top1_agreement"] == 1.0
+    assert artifact.manifest["backend"] == backend
+    assert artifact.manifest["input"]["shape"] == [1, 3, 32, 32]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_reloaded_artifact_matches_reference_at_any_batch(backend, batch, artifact_cache, tiny_model):
+    artifact = artifact_cache(backend)
+    session = open_session(artifact.path, threads=1)
+    data = tiny_model.input_spec.example(batch=batch, seed=7)
+    outputs = session.run([data])
+    assert outputs[0].shape == (batch, 10)
+    parity = compare(tiny_model.reference()(data), outputs, "fp32", task="classification")
+    assert parity["passed"], parity
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wrong_input_shape_is_one_clear_error(backend, artifact_cache):
+    session = open_session(artifact_cache(backend).path)
+    with pytest.raises(InputError, match=r"has shape 1x3x31x32, the model expects Nx3x32x32"):
+        session.run([np.zeros((1, 3, 31, 32), np.float32)])
+    with pytest.raises(InputError, match="NaN"):
+        session.run([np.full((1, 3, 32, 32), np.nan, np.float32)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_above_runtime_bound_is_refused_clearly(backend, artifact_cache):
+    artifact = artifact_cache(backend)
+    bound = get_backend(backend).capabilities.max_batch
+    if bound is None:
+        pytest.skip(f"{backend} has no batch bound")
+    session = open_session(artifact.path)
+    with pytest.raises(InputError, match=f"at most {bound}"):
+        session.run([np.zeros((bound + 1, 3, 32, 32), np.float32)])

@@ -1,0 +1,110 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.errors import ConfigError, ModelSourceError
+from edgeopt.models import load_model, save_checkpoint
+from edgeopt.spec import InputSpec
+
+
+def test_torchvision_source_with_kwargs_and_default_input():
+    model = load_model("torchvision:resnet18?num_classes=6")
+    assert model.input_spec.shape == (1, 3, 224, 224)
+    assert model.task == "classification"
+    assert model.arch == "torchvision:resnet18?num_classes=6"
+    assert model.module.fc.out_features == 6
+    assert not model.module.training
+
+
+def test_unknown_torchvision_name_suggests_close_matches():
+    with pytest.raises(ModelSourceError, match="did you mean mobilenet_v2"):
+        load_model("torchvision:mobilenetv2")
+
+
+def test_unknown_source_and_missing_files():
+    with pytest.raises(ModelSourceError, match="not understood"):
+        load_model("resnet18")
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        load_model("missing.onnx")
+    with pytest.raises(ModelSourceError, match="cannot import"):
+        load_model("no_such_package_xyz.models:factory")
+
+
+def test_factory_source_infers_input_from_first_layer():
+    model = load_model("edgeopt.zoo:tiny_cnn?in_channels=1&num_classes=4")
+    assert model.input_spec.shape == (1, 1, 224, 224)
+    assert model.reference()(model.input_spec.example(batch=2))[0].shape == (2, 4)
+    model = load_model("torch.nn:Linear?in_features=5&out_features=2")
+    assert model.input_spec.shape == (1, 5)
+
+
+def test_uninferable_input_asks_for_it():
+    with pytest.raises(ConfigError, match="--input"):
+        load_model("torch.nn:ReLU")
+    assert load_model("torch.nn:ReLU", input="2x7").input_spec.shape == (2, 7)
+
+
+def test_safetensors_checkpoint_carries_arch_input_and_labels(tmp_path):
+    model = load_model("edgeopt.zoo:tiny_cnn?num_classes=3", input="1x3x16x16")
+    model.labels = ["a", "b", "c"]
+    path = save_checkpoint(model, tmp_path / "ckpt.safetensors")
+    again = load_model(str(path))
+    assert again.input_spec.shape == (1, 3, 16, 16) and again.labels == ["a", "b", "c"]
+    x = model.input_spec.example(batch=2)
+    np.testing.assert_array_equal(model.reference()(x)[0], again.reference()(x)[0])
+
+
+def test_state_dict_pt_with_arch(tmp_path):
+    module = load_model("edgeopt.zoo:tiny_cnn?seed=5").module
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "w.pt")
+    with pytest.raises(ModelSourceError, match="--arch"):
+        load_model(str(tmp_path / "w.pt"))
+    model = load_model(str(tmp_path / "w.pt"), arch="edgeopt.zoo:tiny_cnn", input="1x3x16x16")
+    assert torch.equal(model.module.head.weight, module.head.weight)
+    with pytest.raises(ModelSourceError, match="does not fit"):
+        load_model(str(tmp_path / "w.pt"), arch="edgeopt.zoo:tiny_cnn?width=8")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (open, ("/tmp/edgeopt-pwned", "w"))
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path):
+    marker = "/tmp/edgeopt-pwned"
+    import os
+
+    if os.path.exists(marker):
+        os.remove(marker)
+    with open(tmp_path / "evil.pt", "wb") as handle:
+        pickle.dump({"state_dict": _Exploit()}, handle)
+    with pytest.raises(ModelSourceError, match="never unpickles"):
+        load_model(str(tmp_path / "evil.pt"), arch="edgeopt.zoo:tiny_cnn")
+    assert not os.path.exists(marker)
+
+
+def test_truncated_checkpoints_are_clear_errors(tmp_path):
+    model = load_model("edgeopt.zoo:tiny_cnn")
+    path = save_checkpoint(model, tmp_path / "c.safetensors")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ModelSourceError, match="truncated or corrupt"):
+        load_model(str(path))
+    torch.save(model.module.state_dict(), tmp_path / "c.pt")
+    (tmp_path / "c.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:300])
+    with pytest.raises(ModelSourceError, match="truncated or corrupt"):
+        load_model(str(tmp_path / "c.pt"), arch="edgeopt.zoo:tiny_cnn")
+
+
+def test_onnx_source_and_truncated_onnx(tmp_path):
+    torch.onnx.export(load_model("edgeopt.zoo:tiny_cnn").module, (torch.zeros(1, 3, 32, 32),), tmp_path / "m.onnx",
+                      dynamo=True, input_names=["pixels"], verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    model = load_model(str(tmp_path / "m.onnx"))
+    assert model.kind == "onnx" and model.input_spec == InputSpec((1, 3, 32, 32), name="pixels")
+    assert model.reference()(model.input_spec.example(batch=3))[0].shape == (3, 10)
+    data = (tmp_path / "m.onnx").read_bytes()
+    (tmp_path / "bad.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelSourceError, match="not a valid ONNX model"):
+        load_model(str(tmp_path / "bad.onnx"))
