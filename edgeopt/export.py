@@ -58,7 +58,25 @@ def export(
     if unknown:
         raise ConfigError(f"{backend} has no option(s) {unknown}; it accepts {list(runtime.capabilities.options)}")
     spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)
-    model = dataclasses.replace(model, input_spec=spec)
+    try:
+        return _build(runtime, dataclasses.replace(model, input_spec=spec), out, precision, threads, options, overwrite, [])
+    except (ParityError, BackendUnavailable):
+        raise
+    except BackendError as exc:
+        if not spec.dynamic_batch:
+            raise
+        # Some lowerings cannot keep the batch dimension dynamic for every model (XNNPACK
+        # with a channel shuffle, say). A fixed-batch artifact at the spec's own batch is
+        # still useful for latency; say so in the manifest rather than fail.
+        fixed = dataclasses.replace(spec, dynamic_batch=False, max_batch=None)
+        note = f"dynamic batch failed ({exc}); built for fixed batch {fixed.shape[0]}"
+        return _build(runtime, dataclasses.replace(model, input_spec=fixed), out, precision, threads, options, overwrite, [note])
+
+
+def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: int | None,
+           options: dict[str, Any], overwrite: bool, notes: list[str]) -> Artifact:
+    """Compile, write, load back, run the probe, check parity; commit only if it holds."""
+    backend, spec = runtime.name, model.input_spec
     probe = spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
     reference = model.reference()(probe)
 
@@ -75,7 +93,7 @@ def export(
             "source": model.source,
             "options": options,
             "compile": result.details,
-            "notes": result.notes,
+            "notes": notes + result.notes,
         }
         staged = writer.write_manifest(manifest)
         session = _guarded(f"{backend} could not load its own artifact", runtime.load, staged, threads)

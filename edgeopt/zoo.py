@@ -2,7 +2,10 @@
 
 ``tiny_cnn`` packs the layer patterns that break converters in practice — a residual
 add, a depthwise convolution, a channel concatenation, BatchNorm, SiLU and Hardswish —
-into a model that compiles in seconds. Use it as ``edgeopt.zoo:tiny_cnn``.
+into a model that compiles in seconds. Use it as ``edgeopt.zoo:tiny_cnn``;
+``?shuffle=true`` adds a ShuffleNetV2 unit (channel split, branch, concat, channel
+shuffle), whose reshapes on the batch dimension ExecuTorch's XNNPACK lowering cannot
+keep dynamic.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ class _Block(nn.Module):
         return x + y
 
 
+def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    x = x.view(batch, groups, channels // groups, height, width).transpose(1, 2).contiguous()
+    return x.view(batch, channels, height, width)
+
+
 class TinyCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16, shuffle: bool = False) -> None:
         super().__init__()
+        self.shuffle = shuffle
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.SiLU()
         )
@@ -42,16 +52,23 @@ class TinyCNN(nn.Module):
         self.block2 = _Block(2 * width)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(2 * width, num_classes)
+        if shuffle:
+            self.shuffle_branch = nn.Conv2d(width // 2, width // 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.down(self.block1(self.stem(x))))
+        x = self.block1(self.stem(x))
+        if self.shuffle:
+            kept, branch = x.chunk(2, dim=1)
+            x = channel_shuffle(torch.cat([kept, self.shuffle_branch(branch)], dim=1))
+        x = self.block2(self.down(x))
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, seed: int = 0) -> TinyCNN:
+def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, seed: int = 0,
+             shuffle: bool = False) -> TinyCNN:
     """A seeded TinyCNN, so every process builds identical weights."""
     torch.manual_seed(seed)
-    model = TinyCNN(num_classes, in_channels, width)
+    model = TinyCNN(num_classes, in_channels, width, shuffle)
     # Non-trivial BatchNorm statistics, so a converter that mishandles BN shows up in parity.
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         bn.running_mean.uniform_(-0.5, 0.5)

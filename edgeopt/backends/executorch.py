@@ -57,7 +57,8 @@ class ExecuTorchBackend(Backend):
         exported = torch.export.export(model.module.eval(), (example,), dynamic_shapes=dynamic)
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
         (folder / MODEL).write_bytes(program.buffer)
-        return CompileResult(entry=MODEL, notes=[f"XNNPACK delegate, batch up to {MAX_BATCH}"])
+        batches = f"batch up to {MAX_BATCH}" if spec.dynamic_batch else f"fixed batch {spec.shape[0]}"
+        return CompileResult(entry=MODEL, notes=[f"XNNPACK delegate, {batches}"])
 
     def load(self, artifact, threads: int | None = None) -> Session:
         return ExecuTorchSession(artifact.entry, artifact.input_spec, threads)

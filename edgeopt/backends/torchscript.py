@@ -1,7 +1,8 @@
 """TorchScript: trace, freeze, and optionally optimize for mobile / the lite interpreter.
 
-Options: ``mobile`` (run ``optimize_for_mobile``) and ``lite`` (save for the lite
-interpreter, as PyTorch Mobile loads it; implies ``mobile``).
+Options: ``mobile`` (run ``optimize_for_mobile``; needs a PyTorch build with XNNPACK,
+which the x86 CUDA wheels lack) and ``lite`` (save for the lite interpreter, as
+PyTorch Mobile loads it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.errors import BackendUnavailable
+
+
+def xnnpack_in_torch() -> bool:
+    """Whether this PyTorch build has XNNPACK (optimize_for_mobile needs it)."""
+    import torch.backends.xnnpack
+
+    return bool(torch.backends.xnnpack.enabled)
 
 
 class TorchScriptSession(Session):
@@ -40,9 +49,14 @@ class TorchScriptBackend(Backend):
             traced = torch.jit.trace(model.module.eval(), example, check_trace=False)
             frozen = torch.jit.freeze(traced)
         notes = ["traced and frozen"]
-        if options.get("mobile") or options.get("lite"):
+        if options.get("mobile"):
             from torch.utils.mobile_optimizer import optimize_for_mobile
 
+            if not xnnpack_in_torch():
+                raise BackendUnavailable(
+                    "optimize_for_mobile needs a PyTorch build with XNNPACK, and this one has none; "
+                    "drop --option mobile, or use the executorch backend (XNNPACK) instead"
+                )
             frozen = optimize_for_mobile(frozen)
             notes.append("optimized for mobile")
         if options.get("lite"):

@@ -6,7 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import make_console
+from edgeopt.report.console import make_console
 
 
 @app.command("backends")

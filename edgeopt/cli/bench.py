@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, make_console, parse_int_list
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, parse_int_list
+from edgeopt.report.console import make_console
 
 
 @app.command("bench")

@@ -30,10 +30,3 @@ def load(source: str, input: Optional[str], arch: Optional[str]):
 
     return load_model(source, input=input, arch=arch)
 
-
-def make_console():
-    """A rich Console; when output is piped or logged, wide enough that tables stay readable."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=200)

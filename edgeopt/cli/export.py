@@ -8,8 +8,9 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, make_console
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load
 from edgeopt.errors import ConfigError
+from edgeopt.report.console import make_console
 
 
 def _parse_options(items: list[str]) -> dict[str, object]:
@@ -49,3 +50,5 @@ def export_command(
         f"{'–' if top1 is None else f'{top1:.3f}'} · {artifact.path}",
         soft_wrap=True,
     )
+    for note in artifact.manifest["notes"]:
+        console.print(f"  note: {note}", soft_wrap=True, markup=False)

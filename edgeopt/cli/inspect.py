@@ -7,7 +7,7 @@ import json
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import make_console
+from edgeopt.report.console import make_console
 
 
 @app.command("inspect")

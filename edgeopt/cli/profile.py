@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, make_console
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load
+from edgeopt.report.console import make_console
 
 
 def _runtime_table(title: str, rows: list[dict], top: int) -> Table:

@@ -13,6 +13,12 @@ from edgeopt.measure.bench import BenchReport
 STATUS_STYLE = {"ok": "green", "failed": "red", "unavailable": "yellow"}
 
 
+def make_console() -> Console:
+    """A Console; when output is piped or logged, wide enough that tables stay readable."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -54,7 +60,7 @@ def environment_line(env: dict[str, Any]) -> str:
 
 def print_bench(report: BenchReport, console: Console | None = None) -> None:
     """The table, then one line per backend that is not ok (its reason), then the machine."""
-    console = console or Console()
+    console = console or make_console()
     console.print(bench_table(report))
     for r in report.results:
         if r.status != "ok":

@@ -58,3 +58,21 @@ def test_batch_above_runtime_bound_is_refused_clearly(backend, artifact_cache):
     session = open_session(artifact.path)
     with pytest.raises(InputError, match=f"at most {bound}"):
         session.run([np.zeros((bound + 1, 3, 32, 32), np.float32)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_reshape_is_dynamic_or_falls_back_to_fixed_batch_with_a_note(backend, tmp_path):
+    from edgeopt.export import export
+    from edgeopt.models import load_model
+
+    model = load_model("edgeopt.zoo:tiny_cnn?shuffle=true", input="1x3x32x32")
+    artifact = export(model, backend, tmp_path / backend)
+    session = open_session(artifact.path)
+    batches = (1, 3) if artifact.input_spec.dynamic_batch else (1,)
+    if not artifact.input_spec.dynamic_batch:
+        assert any("built for fixed batch 1" in note for note in artifact.manifest["notes"])
+        with pytest.raises(InputError, match="batch 1 only"):
+            session.run([model.input_spec.example(batch=2)])
+    for batch in batches:
+        data = model.input_spec.example(batch=batch, seed=3)
+        assert compare(model.reference()(data), session.run([data]), "fp32", "classification")["passed"]

@@ -1,0 +1,119 @@
+"""Every backend side by side on four torchvision classifiers (224x224, batch 1).
+
+Reproduces the backend table in benchmarks/RESULTS.md and the README:
+
+    .venv/bin/python benchmarks/backends.py            # or: make bench
+
+Random-init weights: latency does not depend on trained values. All backends run with
+the same thread count, each timed in its own process (see edgeopt.measure.bench).
+Writes benchmarks/results/backends.json, backends.md and backends.png, and replaces
+the table between the markers in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from edgeopt import BenchConfig, TimingConfig, bench, load_model
+from edgeopt.report.console import environment_line, print_bench
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("resnet18", "mobilenet_v2", "efficientnet_b0", "shufflenet_v2_x1_0")
+START, END = "<!-- backends:start -->", "<!-- backends:end -->"
+
+
+def _cell(row: dict) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    return f"{row['latency_ms']['p50']:.2f} ({row['speedup_vs_eager']:.2f}×)"
+
+
+def markdown(reports: list[dict], command: str) -> str:
+    backends = [r["backend"] for r in reports[0]["results"]]
+    env = reports[0]["environment"]
+    lines = [
+        f"Measured {dt.date.today().isoformat()} on {environment_line(env)}; "
+        f"{reports[0]['config']['threads']} threads, batch 1, 224x224, FP32. Command: `{command}`",
+        "",
+        "p50 latency in ms (speedup over eager PyTorch):",
+        "",
+        "| model | " + " | ".join(backends) + " |",
+        "|---|" + "---|" * len(backends),
+    ]
+    for report in reports:
+        lines.append(f"| {report['model'].removeprefix('torchvision:')} | " + " | ".join(_cell(r) for r in report["results"]) + " |")
+    lines += ["", "Peak RSS of the measuring process in MB (its imports included) · parity max|Δ| of output scale:", "",
+              "| model | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
+    for report in reports:
+        cells = [
+            f"{r['peak_rss_mb']:.0f} · {r['parity']['max_abs_diff']:.0e}" if r["status"] == "ok" else r["status"]
+            for r in report["results"]
+        ]
+        lines.append(f"| {report['model'].removeprefix('torchvision:')} | " + " | ".join(cells) + " |")
+    reasons = {r["backend"]: r["reason"] for rep in reports for r in rep["results"] if r["status"] != "ok"}
+    lines += [""] + [f"- {name}: {reason}" for name, reason in reasons.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(reports: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    backends = [r["backend"] for r in reports[0]["results"] if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(backends)
+    for i, backend in enumerate(backends):
+        values = [next((r["latency_ms"]["p50"] for r in rep["results"] if r["backend"] == backend and r["status"] == "ok"), np.nan)
+                  for rep in reports]
+        ax.bar(np.arange(len(reports)) + i * width, values, width, label=backend)
+    ax.set_xticks(np.arange(len(reports)) + width * (len(backends) - 1) / 2)
+    ax.set_xticklabels([rep["model"].removeprefix("torchvision:") for rep in reports])
+    ax.set_ylabel("p50 latency, ms (lower is better)")
+    ax.set_title(f"batch 1, 224x224, {reports[0]['config']['threads']} threads · {reports[0]['environment']['cpu']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def replace_section(path: Path, body: str) -> None:
+    text = path.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    path.write_text(f"{head}{START}\n{body}{END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    config = BenchConfig(threads=args.threads, timing=TimingConfig(warmup=10, min_iters=50, min_seconds=args.seconds))
+    reports = []
+    for name in args.models.split(","):
+        print(f"== {name}", flush=True)
+        report = bench(load_model(f"torchvision:{name}"), config,
+                       progress=lambda backend, stage: print(f"   {backend}: {stage}", flush=True))
+        print_bench(report)
+        reports.append(report.to_dict())
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "backends.json").write_text(json.dumps(reports, indent=2) + "\n")
+    command = "python benchmarks/backends.py " + " ".join(sys.argv[1:])
+    table = markdown(reports, command.strip())
+    (out / "backends.md").write_text(table)
+    plot(reports, out / "backends.png")
+    replace_section(HERE / "RESULTS.md", table + "\n![p50 latency per backend](results/backends.png)\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
