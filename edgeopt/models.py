@@ -158,7 +158,10 @@ def _from_factory(source: str, given: InputSpec | None) -> LoadedModel:
         raise ModelSourceError(f"cannot import {module_name!r} for model source {source!r} ({exc}); {SOURCE_HELP}") from None
     except AttributeError:
         raise ModelSourceError(f"module {module_name!r} has no attribute {attr!r}") from None
-    module = factory(**kwargs)
+    try:
+        module = factory(**kwargs)
+    except TypeError as exc:  # unknown or missing keyword arguments in the source's query
+        raise ModelSourceError(f"{target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {exc}") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{target} returned {type(module).__name__}, not a torch.nn.Module")
     return LoadedModel(source, given or infer_input_spec(module, source), module=module, arch=source)

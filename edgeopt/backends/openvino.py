@@ -7,6 +7,7 @@ silently change results that we claim are FP32. Loading imports openvino, not to
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ class OpenVinoBackend(Backend):
             import torch
 
             example = torch.from_numpy(spec.example(batch=2 if spec.dynamic_batch else None))
-            ov_model = ov.convert_model(model.module, example_input=example, input=[shape])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # ov traces with torch.jit internally
+                ov_model = ov.convert_model(model.module, example_input=example, input=[shape])
         ov.save_model(ov_model, str(folder / MODEL), compress_to_fp16=False)
         return CompileResult(entry=MODEL, notes=["OpenVINO IR, FP32 weights, CPU plugin"])
 

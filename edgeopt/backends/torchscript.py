@@ -7,6 +7,7 @@ PyTorch Mobile loads it).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import BackendUnavailable
+
+
+DEPRECATION_NOTE = (
+    "TorchScript is deprecated upstream (PyTorch 2.14 warns on trace/freeze/save); "
+    "prefer executorch for mobile and onnxruntime/openvino for servers"
+)
 
 
 def xnnpack_in_torch() -> bool:
@@ -45,10 +52,11 @@ class TorchScriptBackend(Backend):
         import torch
 
         example = torch.from_numpy(model.input_spec.example(batch=2))
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # said once, in the manifest's notes
             traced = torch.jit.trace(model.module.eval(), example, check_trace=False)
             frozen = torch.jit.freeze(traced)
-        notes = ["traced and frozen"]
+        notes = ["traced and frozen", DEPRECATION_NOTE]
         if options.get("mobile"):
             from torch.utils.mobile_optimizer import optimize_for_mobile
 
@@ -65,7 +73,9 @@ class TorchScriptBackend(Backend):
             notes.append("saved for the lite interpreter")
         else:
             entry = "model.pt"
-            torch.jit.save(frozen, str(folder / entry))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(frozen, str(folder / entry))
         return CompileResult(entry=entry, notes=notes, details={"lite": bool(options.get("lite"))})
 
     def load(self, artifact, threads: int | None = None) -> Session:
@@ -78,7 +88,9 @@ class TorchScriptBackend(Backend):
 
             module = _load_for_lite_interpreter(str(artifact.entry))
         else:
-            module = torch.jit.load(str(artifact.entry), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(artifact.entry), map_location="cpu")
         return TorchScriptSession(module, artifact.input_spec, threads)
 
 

@@ -30,6 +30,12 @@ def test_unknown_source_and_missing_files():
         load_model("missing.onnx")
     with pytest.raises(ModelSourceError, match="cannot import"):
         load_model("no_such_package_xyz.models:factory")
+    with pytest.raises(ModelSourceError, match="has no attribute"):
+        load_model("edgeopt.zoo:no_such_factory")
+    with pytest.raises(ModelSourceError, match="unexpected keyword"):
+        load_model("edgeopt.zoo:tiny_cnn?colour=blue")
+    with pytest.raises(ModelSourceError, match="not a torch.nn.Module"):
+        load_model("builtins:dict")
 
 
 def test_factory_source_infers_input_from_first_layer():
