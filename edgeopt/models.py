@@ -117,7 +117,10 @@ def _from_torchvision(source: str) -> LoadedModel:
         close = difflib.get_close_matches(name, available, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
         raise ModelSourceError(f"torchvision has no model {name!r}{hint}")
+    arch = "torchvision:" + name + ("?" + "&".join(f"{k}={v}" for k, v in kwargs.items() if k != "weights") if kwargs else "")
+    arch = arch.rstrip("?")
     weights_name = kwargs.pop("weights", None)
+    in_channels = kwargs.pop("in_channels", 3)
     try:
         weights = torchvision.models.get_model_weights(name).verify(weights_name) if weights_name else None
     except ValueError as exc:
@@ -129,10 +132,35 @@ def _from_torchvision(source: str) -> LoadedModel:
     except Exception as exc:  # weight download fails without internet
         raise ModelSourceError(f"could not build torchvision:{name} ({exc}); without internet, leave out weights=") from None
     classification = name in torchvision.models.list_models(module=torchvision.models)
-    arch = "torchvision:" + name + ("?" + "&".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else "")
+    if in_channels != 3:
+        adapt_input_channels(module, in_channels)
     spec, labels = _torchvision_input(name, weights, classification)
+    if in_channels != 3:
+        spec = replace(spec, shape=(1, in_channels, *spec.shape[2:]), preprocess=None)
     return LoadedModel(source, spec, module=module, arch=arch,
                        task="classification" if classification else "unknown", labels=labels)
+
+
+def adapt_input_channels(module: "torch.nn.Module", channels: int) -> None:
+    """Give the first convolution ``channels`` inputs (e.g. 1 for grayscale), in place.
+
+    For one channel the RGB filters are summed, so a pretrained stem sees a gray image
+    as it saw the same image replicated over R, G and B.
+    """
+    import torch
+
+    name, conv = next(((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)), (None, None))
+    if conv is None or conv.groups != 1:
+        raise ModelSourceError("in_channels needs a model whose first layer is an ordinary Conv2d")
+    stem = torch.nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           conv.dilation, bias=conv.bias is not None)
+    with torch.no_grad():
+        if channels == 1:
+            stem.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            stem.bias.copy_(conv.bias)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, attr, stem)
 
 
 def _torchvision_input(name: str, weights: Any, classification: bool) -> tuple[InputSpec, list[str] | None]:

@@ -1,0 +1,246 @@
+"""The one training loop: training, fine-tuning, QAT and distillation all run through ``fit``.
+
+SGD or AdamW, cosine or one-cycle schedule, flips and padded random crops, a progress
+bar, a checkpoint after every epoch, ``resume`` after an interruption, early stopping
+on validation accuracy, and fixed seeds.
+
+Determinism is by construction, not by saving RNG state: epoch ``e`` shuffles and
+augments with a generator seeded from ``(seed, e)``. A run killed mid-epoch and resumed
+from the last epoch checkpoint replays that epoch exactly and ends at the same weights
+as a run that was never interrupted.
+
+Example:
+    >>> result = fit(module, train, val, spec, TrainConfig(epochs=5), checkpoint=Path("run/ckpt.pt"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from edgeopt.data import ImageDataset, to_input
+from edgeopt.errors import ConfigError
+from edgeopt.spec import InputSpec
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochHook = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (validated on construction)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    augment: bool = True
+    patience: int | None = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("training needs epochs >= 1 and batch_size >= 2")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optimizer must be sgd or adamw, not {self.optimizer!r}")
+        if self.schedule not in ("cosine", "onecycle", "constant"):
+            raise ConfigError(f"schedule must be cosine, onecycle or constant, not {self.schedule!r}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("lr must be positive and weight_decay non-negative")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError("patience must be at least 1 epoch")
+
+
+@dataclass
+class TrainResult:
+    best_val_accuracy: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    def loss(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(module(inputs), labels, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def fit(
+    module: nn.Module,
+    train: ImageDataset,
+    val: ImageDataset,
+    spec: InputSpec,
+    config: TrainConfig,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    loss_fn: LossFn | None = None,
+    on_epoch: EpochHook | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``module`` in place; it ends holding the weights of the best validation epoch."""
+    loss_fn = loss_fn or cross_entropy(config.label_smoothing)
+    inputs = torch.from_numpy(to_input(train.images, spec))
+    labels = torch.from_numpy(train.labels)
+    steps_per_epoch = _batches_per_epoch(len(train), config.batch_size)
+    optimizer = _optimizer(module, config)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": -1, "history": [], "best_state": None}
+    fingerprint = _fingerprint(config, train, val, spec)
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = _restore(checkpoint, fingerprint, module, optimizer, scheduler)
+    stopped_early = False
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not show_progress) as progress:
+        task = progress.add_task("training", total=config.epochs * steps_per_epoch,
+                                 completed=state["epoch"] * steps_per_epoch)
+        for epoch in range(state["epoch"], config.epochs):
+            train_loss = _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, loss_fn,
+                                      lambda: progress.advance(task))
+            val_accuracy = accuracy_of(module, val, spec)
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_accuracy": val_accuracy,
+                      "lr": optimizer.param_groups[0]["lr"]}
+            state["history"].append(record)
+            if val_accuracy > state["best_val_accuracy"]:
+                state.update(best_val_accuracy=val_accuracy, best_epoch=epoch + 1,
+                             best_state=copy.deepcopy(module.state_dict()))
+            state["epoch"] = epoch + 1
+            progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
+                                              f"val {val_accuracy:.2%} (best {state['best_val_accuracy']:.2%})")
+            if checkpoint is not None:
+                _save(checkpoint, fingerprint, module, optimizer, scheduler, state)
+            if on_epoch:
+                on_epoch(record)
+            if config.patience and epoch + 1 - state["best_epoch"] >= config.patience:
+                stopped_early = True
+                break
+    if state["best_state"] is not None:
+        module.load_state_dict(state["best_state"])
+    module.eval()
+    return TrainResult(state["best_val_accuracy"], state["best_epoch"], state["epoch"], stopped_early, state["history"])
+
+
+def accuracy_of(module: nn.Module, dataset: ImageDataset, spec: InputSpec, batch_size: int = 256) -> float:
+    """Top-1 accuracy of an eager module on ``dataset``."""
+    was_training = module.training
+    module.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = torch.from_numpy(to_input(dataset.images[start:start + batch_size], spec))
+            correct += int((module(batch).argmax(1).numpy() == dataset.labels[start:start + batch_size]).sum())
+    module.train(was_training)
+    return correct / max(len(dataset), 1)
+
+
+# -- one epoch -------------------------------------------------------------------------
+def _batches_per_epoch(count: int, batch_size: int) -> int:
+    # A last batch of one sample would break BatchNorm; it is dropped.
+    full, rest = divmod(count, batch_size)
+    return full + (1 if rest >= 2 else 0)
+
+
+def _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, loss_fn, advance) -> float:
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and other in-model randomness
+    order = torch.randperm(len(labels), generator=generator)
+    module.train()
+    total, seen = 0.0, 0
+    for step in range(_batches_per_epoch(len(labels), config.batch_size)):
+        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        batch = _augment(inputs[index], generator) if config.augment else inputs[index]
+        loss = loss_fn(module, batch, labels[index])
+        if not torch.isfinite(loss):
+            raise ConfigError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(index)
+        seen += len(index)
+        advance()
+    return total / max(seen, 1)
+
+
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and random crops padded by 1/8 of the side, drawn from ``generator``."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    height, width = batch.shape[-2:]
+    pad = max(1, min(height, width) // 8)
+    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
+    offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator)
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+
+
+def _scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    return None
+
+
+# -- checkpoints -----------------------------------------------------------------------
+def _fingerprint(config: TrainConfig, train: ImageDataset, val: ImageDataset, spec: InputSpec) -> str:
+    """What must match for a checkpoint to be resumed: config, data and input."""
+    digest = hashlib.sha256(json.dumps({"config": dataclasses.asdict(config), "input": spec.to_dict()},
+                                       sort_keys=True).encode())
+    for array in (train.images, train.labels, val.labels):
+        digest.update(np.ascontiguousarray(array).tobytes()[: 1 << 20])
+        digest.update(str(array.shape).encode())
+    return digest.hexdigest()
+
+
+def _save(path: Path, fingerprint: str, module, optimizer, scheduler, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "fingerprint": fingerprint,
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        **state,
+    }
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a kill during the save leaves the previous epoch's checkpoint intact
+
+
+def _restore(path: Path, fingerprint: str, module, optimizer, scheduler) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files
+        raise ConfigError(f"cannot resume from {path} ({str(exc).splitlines()[0]}); delete it to start over") from None
+    if payload.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{path} was written by a run with other settings or data; delete it or drop --resume")
+    module.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None and payload["scheduler"] is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    return {k: payload[k] for k in ("epoch", "best_val_accuracy", "best_epoch", "history", "best_state")}
