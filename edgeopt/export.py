@@ -27,6 +27,7 @@ from edgeopt.measure.fidelity import compare
 from edgeopt.models import LoadedModel
 
 PROBE_BATCH = 4
+INT8_PROBE = 32  # enough real samples that one flipped prediction does not fail top-1 agreement
 
 
 def unsupported_reason(backend: Backend, model: LoadedModel, precision: str) -> str | None:
@@ -47,8 +48,14 @@ def export(
     threads: int | None = None,
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    calibration: np.ndarray | None = None,
 ) -> Artifact:
-    """Compile ``model`` for ``backend`` into the folder ``out``, verified for parity."""
+    """Compile ``model`` for ``backend`` into the folder ``out``, verified for parity.
+
+    ``calibration``: real, preprocessed inputs (N, ...), required for INT8; its first
+    ``INT8_PROBE`` samples also serve as the parity probe, since a quantized model is only
+    expected to agree with the reference on data like the data it was calibrated on.
+    """
     runtime = get_backend(backend)
     reason = unsupported_reason(runtime, model, precision)
     if reason:
@@ -57,9 +64,14 @@ def export(
     unknown = sorted(set(options) - set(runtime.capabilities.options))
     if unknown:
         raise ConfigError(f"{backend} has no option(s) {unknown}; it accepts {list(runtime.capabilities.options)}")
+    if precision == "int8" and (calibration is None or len(calibration) == 0):
+        raise ConfigError("INT8 needs calibration data: pass --calibrate DATA (a few hundred real images)")
+    if calibration is not None:
+        calibration = model.input_spec.validate(np.asarray(calibration))  # same checks as any input
     spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)
     try:
-        return _build(runtime, dataclasses.replace(model, input_spec=spec), out, precision, threads, options, overwrite, [])
+        return _build(runtime, dataclasses.replace(model, input_spec=spec), out, precision, threads, options,
+                      overwrite, [], calibration)
     except (ParityError, BackendUnavailable):
         raise
     except BackendError as exc:
@@ -70,18 +82,28 @@ def export(
         # still useful for latency; say so in the manifest rather than fail.
         fixed = dataclasses.replace(spec, dynamic_batch=False, max_batch=None)
         note = f"dynamic batch failed ({exc}); built for fixed batch {fixed.shape[0]}"
-        return _build(runtime, dataclasses.replace(model, input_spec=fixed), out, precision, threads, options, overwrite, [note])
+        return _build(runtime, dataclasses.replace(model, input_spec=fixed), out, precision, threads, options,
+                      overwrite, [note], calibration)
+
+
+def _probe(spec, calibration: np.ndarray | None) -> np.ndarray:
+    """The parity probe: real calibration samples when given, else seeded random inputs."""
+    if calibration is None:
+        return spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
+    size = min(INT8_PROBE, spec.max_batch or INT8_PROBE) if spec.dynamic_batch else spec.shape[0]
+    return np.resize(calibration, (size, *calibration.shape[1:])) if len(calibration) < size else calibration[:size]
 
 
 def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: int | None,
-           options: dict[str, Any], overwrite: bool, notes: list[str]) -> Artifact:
+           options: dict[str, Any], overwrite: bool, notes: list[str], calibration: np.ndarray | None) -> Artifact:
     """Compile, write, load back, run the probe, check parity; commit only if it holds."""
     backend, spec = runtime.name, model.input_spec
-    probe = spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
+    probe = _probe(spec, calibration)
     reference = model.reference()(probe)
 
     with ArtifactWriter(out, overwrite=overwrite) as writer:
-        result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir, options)
+        result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir,
+                          options, calibration)
         manifest = {
             "backend": backend,
             "precision": precision,

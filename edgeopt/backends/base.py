@@ -79,8 +79,12 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
-        """Write the model's files into ``folder`` (a staging folder) for ``precision``."""
+    def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
+        """Write the model's files into ``folder`` (a staging folder) for ``precision``.
+
+        ``calibration`` is a float batch of real, preprocessed inputs (N, ...) for INT8.
+        """
 
     @abstractmethod
     def load(self, artifact: "Artifact", threads: int | None = None) -> Session:

@@ -33,7 +33,8 @@ class EagerBackend(Backend):
     order = 0
     capabilities = Capabilities(precisions=("fp32",), sources=("torch",), runtime_needs_torch=True)
 
-    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
         from safetensors.torch import save_model
 
         if model.arch is None:

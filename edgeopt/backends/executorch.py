@@ -46,7 +46,8 @@ class ExecuTorchBackend(Backend):
     def unavailable_reason(self) -> str | None:
         return missing_module("executorch")
 
-    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower

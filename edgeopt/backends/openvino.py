@@ -14,9 +14,44 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.errors import BackendError, ConfigError
 
 MODEL = "model.xml"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
+
+
+def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed") -> tuple[Any, list[str]]:
+    """NNCF post-training INT8; layers the CPU plugin cannot run in INT8 are kept in FP32.
+
+    The known case is a convolution with a single input channel (a grayscale stem): the
+    plugin refuses it at compile time ("No suitable implementations"). We try to compile
+    the quantized model, and on failure quantize again with those layers ignored.
+    """
+    import nncf
+    import openvino as ov
+
+    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    if preset not in presets:
+        raise ConfigError(f"preset must be one of {sorted(presets)}, not {preset!r}")
+    dataset = nncf.Dataset([sample[None] for sample in calibration])
+
+    def quantize(ignored: list[str]):
+        scope = nncf.IgnoredScope(names=ignored) if ignored else None
+        return nncf.quantize(ov_model.clone(), dataset, preset=presets[preset], subset_size=len(calibration),
+                             fast_bias_correction=True, ignored_scope=scope)
+
+    quantized = quantize([])
+    try:
+        ov.Core().compile_model(quantized, "CPU")
+        return quantized, []
+    except RuntimeError as exc:
+        single_channel = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+                          if op.get_type_name() == "Convolution" and op.input(1).get_partial_shape()[1] == 1]
+        if not single_channel:
+            raise BackendError(f"OpenVINO cannot compile the INT8 model: {str(exc).splitlines()[0]}") from exc
+    quantized = quantize(single_channel)
+    ov.Core().compile_model(quantized, "CPU")  # raises if something else is still unsupported
+    return quantized, single_channel
 
 
 class OpenVinoSession(Session):
@@ -42,12 +77,15 @@ class OpenVinoSession(Session):
 class OpenVinoBackend(Backend):
     name = "openvino"
     order = 30
-    capabilities = Capabilities(precisions=("fp32",), sources=("torch", "onnx"), runtime_needs_torch=False)
+    capabilities = Capabilities(
+        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False, options=("preset",)
+    )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("openvino")
 
-    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
         import openvino as ov
 
         spec = model.input_spec
@@ -62,8 +100,16 @@ class OpenVinoBackend(Backend):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # ov traces with torch.jit internally
                 ov_model = ov.convert_model(model.module, example_input=example, input=[shape])
+        notes = ["OpenVINO IR, FP32 weights, CPU plugin"]
+        details: dict[str, Any] = {}
+        if precision == "int8":
+            ov_model, fp32_layers = quantize_int8(ov_model, calibration, options.get("preset", "mixed"))
+            notes = [f"NNCF INT8 post-training quantization on {len(calibration)} calibration samples"]
+            if fp32_layers:
+                notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(fp32_layers)}")
+            details["fp32_layers"] = fp32_layers
         ov.save_model(ov_model, str(folder / MODEL), compress_to_fp16=False)
-        return CompileResult(entry=MODEL, notes=["OpenVINO IR, FP32 weights, CPU plugin"])
+        return CompileResult(entry=MODEL, notes=notes, details=details)
 
     def load(self, artifact, threads: int | None = None) -> Session:
         return OpenVinoSession(artifact.entry, artifact.precision, artifact.input_spec, threads)

@@ -73,7 +73,8 @@ class TensorRtBackend(Backend):
             reasons.append("no NVIDIA GPU was found")
         return "; ".join(reasons) or None
 
-    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
         import tensorrt as trt
 
         onnx_path = folder / "model.onnx"

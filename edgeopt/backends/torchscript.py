@@ -48,7 +48,8 @@ class TorchScriptBackend(Backend):
         precisions=("fp32",), sources=("torch",), runtime_needs_torch=True, options=("mobile", "lite")
     )
 
-    def compile(self, model, precision: str, folder: Path, options: dict[str, Any]) -> CompileResult:
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                calibration: np.ndarray | None = None) -> CompileResult:
         import torch
 
         example = torch.from_numpy(model.input_spec.example(batch=2))

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load, parse_int_list
+from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, ThreadsOption,
+                                calibration_inputs, load, parse_int_list)
 from edgeopt.report.console import make_console
 
 
@@ -17,12 +18,14 @@ def bench_command(
     model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends (default: all)."),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, e.g. 1,8: latency at the first, throughput at each."),
-    precision: str = typer.Option("fp32", "--precision", help="Precision for every backend."),
+    precision: str = typer.Option("fp32", "--precision", help="Precisions, e.g. fp32,int8 (INT8 needs --calibrate)."),
     iters: int = typer.Option(50, "--iters", help="Timed iterations, at least."),
     seconds: float = typer.Option(2.0, "--seconds", help="Timed seconds per batch size, at least."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up iterations."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write environment and results as JSON."),
     keep: Optional[Path] = typer.Option(None, "--keep-artifacts", help="Keep each backend's artifact under this folder."),
+    calibrate: Optional[str] = CalibrateOption,
+    calibration_samples: int = CalibrationSamplesOption,
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
@@ -37,12 +40,13 @@ def bench_command(
         backends=tuple(b.strip() for b in backends.split(",") if b.strip()) if backends else None,
         batches=parse_int_list(batch, "--batch"),
         threads=threads,
-        precision=precision,
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
         timing=TimingConfig(warmup=warmup, min_iters=iters, min_seconds=seconds),
     )
     loaded = load(model, input, arch)
     with console.status("starting…") as status:
         report = bench(loaded, config, artifacts_dir=keep,
+                       calibration=calibration_inputs(calibrate, calibration_samples, loaded),
                        progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:

@@ -30,3 +30,16 @@ def load(source: str, input: Optional[str], arch: Optional[str]):
 
     return load_model(source, input=input, arch=arch)
 
+CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
+CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
+
+
+def calibration_inputs(data: Optional[str], samples: int, model, image_size: Optional[int] = None):
+    """Preprocessed calibration inputs for ``model`` from dataset ``data`` (None when no data)."""
+    if data is None:
+        return None
+    from edgeopt.data import load_dataset, to_input
+
+    size = image_size or (model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
+    subset = load_dataset(data, image_size=size).train.calibration(samples)
+    return to_input(subset.images, model.input_spec)

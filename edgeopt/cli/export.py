@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load
+from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, ThreadsOption,
+                                calibration_inputs, load)
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
 
@@ -31,6 +32,8 @@ def export_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8, as the backend supports."),
     option: List[str] = typer.Option([], "--option", help="Backend option key[=value], e.g. mobile (torchscript)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    calibrate: Optional[str] = CalibrateOption,
+    calibration_samples: int = CalibrationSamplesOption,
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
@@ -40,8 +43,9 @@ def export_command(
 
     console = make_console()
     loaded = load(model, input, arch)
-    with console.status(f"exporting {model} to {backend} {precision}…"):
-        artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option), overwrite=force)
+    with console.status(f"exporting {model} to {backend} {precision}…"):  # INT8 also shows NNCF's own progress
+        artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option),
+                          overwrite=force, calibration=calibration_inputs(calibrate, calibration_samples, loaded))
     parity = artifact.parity
     top1 = parity["top1_agreement"]
     console.print(

@@ -21,9 +21,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeopt.backends import all_backends, get_backend
+from edgeopt.backends.base import PRECISIONS
 from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.export import export, unsupported_reason
 from edgeopt.measure import environment
@@ -31,17 +32,24 @@ from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.worker import RESULT_PREFIX
 from edgeopt.models import LoadedModel
 
+if TYPE_CHECKING:
+    import numpy as np
+
 MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to benchmark and how. ``backends=None`` means every registered backend."""
+    """What to benchmark and how. ``backends=None`` means every registered backend.
+
+    Each backend is measured at each of ``precisions`` it supports; with one precision,
+    a backend lacking it is listed as unavailable, with several it is left out.
+    """
 
     backends: tuple[str, ...] | None = None
     batches: tuple[int, ...] = (1,)
     threads: int | None = None
-    precision: str = "fp32"
+    precisions: tuple[str, ...] = ("fp32",)
     timing: TimingConfig = field(default_factory=TimingConfig)
     worker_timeout_s: float = 900.0
 
@@ -52,6 +60,9 @@ class BenchConfig:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         for name in self.backends or ():
             get_backend(name)  # raises ConfigError naming the known backends
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if not self.precisions or unknown:
+            raise ConfigError(f"precisions must be among {', '.join(PRECISIONS)}, got {self.precisions}")
 
     @property
     def thread_count(self) -> int:
@@ -118,30 +129,39 @@ def bench(
     config: BenchConfig,
     artifacts_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    calibration: "np.ndarray | None" = None,
 ) -> BenchReport:
-    """Benchmark ``model`` on the configured backends; keep artifacts in ``artifacts_dir`` if given."""
+    """Benchmark ``model`` on the configured backends; keep artifacts in ``artifacts_dir`` if given.
+
+    ``calibration`` (real, preprocessed inputs) is needed for INT8.
+    """
     progress = progress or (lambda backend, stage: None)
     names = config.backends or tuple(b.name for b in all_backends())
+    pairs = [(name, precision) for name in names for precision in config.precisions
+             if len(config.precisions) == 1 or precision in get_backend(name).capabilities.precisions]
     with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
         root = Path(artifacts_dir) if artifacts_dir else Path(scratch)
-        results = [_bench_one(model, name, config, root / name, progress) for name in names]
+        results = [_bench_one(model, name, precision, config, root / f"{name}-{precision}", progress, calibration)
+                   for name, precision in pairs]
     _add_speedups(results)
     settings = dataclasses.asdict(config)
     settings["threads"] = config.thread_count
     return BenchReport(model.source, environment.collect(), settings, results)
 
 
-def _bench_one(model: LoadedModel, name: str, config: BenchConfig, out: Path, progress: Progress) -> BackendResult:
+def _bench_one(model: LoadedModel, name: str, precision: str, config: BenchConfig, out: Path, progress: Progress,
+               calibration) -> BackendResult:
     backend = get_backend(name)
-    result = BackendResult(backend=name, precision=config.precision, status="ok")
-    reason = unsupported_reason(backend, model, config.precision)
+    result = BackendResult(backend=name, precision=precision, status="ok")
+    reason = unsupported_reason(backend, model, precision)
     if reason:
         result.status, result.reason = "unavailable", reason
         return result
-    progress(name, "compiling and checking parity")
+    progress(f"{name} {precision}", "compiling and checking parity")
     started = time.perf_counter()
     try:
-        artifact = export(model, name, out, config.precision, threads=config.thread_count, overwrite=True)
+        artifact = export(model, name, out, precision, threads=config.thread_count, overwrite=True,
+                          calibration=calibration)
     except ParityError as exc:
         result.status, result.reason = "failed", f"parity ({exc.detail})"
         return result
@@ -151,7 +171,7 @@ def _bench_one(model: LoadedModel, name: str, config: BenchConfig, out: Path, pr
     result.compile_s = time.perf_counter() - started
     result.size_mb = artifact.size_bytes / MB
     result.parity = artifact.parity
-    progress(name, "measuring in a fresh process")
+    progress(f"{name} {precision}", "measuring in a fresh process")
     measured = _measure_in_subprocess(artifact.path, config)
     if "error" in measured:
         result.status, result.reason = "failed", measured["error"]
@@ -203,7 +223,7 @@ def _fill_timings(result: BackendResult, measured: dict[str, Any], batches: tupl
 
 
 def _add_speedups(results: list[BackendResult]) -> None:
-    eager = next((r for r in results if r.backend == "eager" and r.latency_ms), None)
+    eager = next((r for r in results if r.backend == "eager" and r.precision == "fp32" and r.latency_ms), None)
     if eager is None:
         return
     for r in results:

@@ -26,9 +26,9 @@ def _num(value: float | None, digits: int = 2) -> str:
 def bench_table(report: BenchReport) -> Table:
     """One row per backend; throughput columns for every batch size above 1."""
     big_batches = [b for b in report.config["batches"] if b > 1]
-    table = Table(title=f"{report.model} · {report.config['threads']} threads · {report.config['precision']}")
-    for header in ("backend", "status", "size MB", "p50 ms", "p90 ms", "p99 ms", "FPS (b=1)"):
-        table.add_column(header, justify="left" if header in ("backend", "status") else "right")
+    table = Table(title=f"{report.model} · {report.config['threads']} threads")
+    for header in ("backend", "precision", "status", "size MB", "p50 ms", "p90 ms", "p99 ms", "FPS (b=1)"):
+        table.add_column(header, justify="left" if header in ("backend", "precision", "status") else "right")
     for batch in big_batches:
         table.add_column(f"img/s b={batch}", justify="right")
     for header in ("peak RSS MB", "max|Δ| rel", "top-1", "× eager"):
@@ -38,6 +38,7 @@ def bench_table(report: BenchReport) -> Table:
         parity = r.parity or {}
         table.add_row(
             r.backend,
+            r.precision,
             f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
             _num(r.size_mb),
             _num(latency.get("p50")),
@@ -64,5 +65,5 @@ def print_bench(report: BenchReport, console: Console | None = None) -> None:
     console.print(bench_table(report))
     for r in report.results:
         if r.status != "ok":
-            console.print(f"[{STATUS_STYLE[r.status]}]{r.backend}[/] {escape(r.label)}", soft_wrap=True)
+            console.print(f"[{STATUS_STYLE[r.status]}]{r.backend} {r.precision}[/] {escape(r.label)}", soft_wrap=True)
     console.print(f"[dim]{environment_line(report.environment)}[/]", soft_wrap=True)

@@ -94,7 +94,7 @@ def test_bench_json_has_environment_and_every_result_field(tmp_path):
     assert rows["onnxruntime"]["runtime_imports_torch"] is False
     assert rows["eager"]["speedup_vs_eager"] == 1.0
     assert rows["tensorrt"]["status"] == "unavailable" and "NVIDIA GPU" in rows["tensorrt"]["reason"]
-    assert "tensorrt unavailable:" in proc.stdout
+    assert "tensorrt fp32 unavailable:" in proc.stdout
 
 
 def test_profile_writes_trace_flops_and_runtime_profile(tmp_path):

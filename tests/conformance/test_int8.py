@@ -1,0 +1,58 @@
+"""INT8 post-training quantization on every backend that offers it, calibrated on real digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeopt.backends import all_backends, open_session
+from edgeopt.data import input_spec_for, load_dataset, to_input
+from edgeopt.errors import ConfigError
+from edgeopt.export import export, unsupported_reason
+from edgeopt.measure.accuracy import evaluate
+from edgeopt.models import load_model
+from edgeopt.passes.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def trained_digits():
+    splits = load_dataset("digits")
+    spec = input_spec_for(splits.train)
+    model = load_model("edgeopt.zoo:tiny_cnn?in_channels=1&num_classes=10", input=spec)
+    model.task = "classification"
+    train, val = splits.train.split(0.1, seed=0)
+    fit(model.module, train, val, spec, TrainConfig(epochs=6, optimizer="adamw", lr=0.01, augment=False), show_progress=False)
+    calibration = to_input(splits.train.calibration(200).images, spec)
+    fp32 = evaluate(model.reference(), splits.test, spec)["top1"]
+    assert fp32 > 0.9
+    return model, splits, calibration, fp32
+
+
+def int8_backends():
+    probe = load_model("edgeopt.zoo:tiny_cnn", input="1x3x8x8")
+    params = []
+    for backend in all_backends():
+        if "int8" not in backend.capabilities.precisions:
+            continue
+        reason = unsupported_reason(backend, probe, "int8")
+        params.append(pytest.param(backend.name, id=backend.name,
+                                   marks=[pytest.mark.skip(reason=f"{backend.name}: {reason}")] if reason else []))
+    return params
+
+
+@pytest.mark.parametrize("backend", int8_backends())
+def test_int8_keeps_accuracy_and_records_parity(backend, trained_digits, tmp_path):
+    model, splits, calibration, fp32 = trained_digits
+    artifact = export(model, backend, tmp_path / backend, precision="int8", calibration=calibration)
+    assert artifact.precision == "int8" and artifact.parity["passed"]
+    assert artifact.parity["probe_batch"] == 32 and artifact.parity["top1_agreement"] >= 0.9
+    assert any("200 calibration samples" in note for note in artifact.manifest["notes"])
+    report = evaluate(open_session(artifact.path).run, splits.test, artifact.input_spec, reference=model.reference())
+    assert report["top1"] >= fp32 - 0.04, (report["top1"], fp32)
+    assert report["fidelity"]["top1_agreement"] >= 0.93
+
+
+@pytest.mark.parametrize("backend", int8_backends())
+def test_int8_without_calibration_is_refused(backend, trained_digits, tmp_path):
+    with pytest.raises(ConfigError, match="calibration"):
+        export(trained_digits[0], backend, tmp_path / "x", precision="int8")
+    assert not (tmp_path / "x").exists()
