@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.artifact import Artifact, ArtifactWriter
-from edgeopt.backends import Backend, get_backend
+from edgeopt.backends import Backend, all_backends, get_backend
+from edgeopt.backends.base import Validation
 from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError
 from edgeopt.measure.fidelity import compare
 from edgeopt.models import LoadedModel
@@ -49,12 +50,16 @@ def export(
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
     calibration: np.ndarray | None = None,
+    validation: Validation | None = None,
 ) -> Artifact:
     """Compile ``model`` for ``backend`` into the folder ``out``, verified for parity.
 
     ``calibration``: real, preprocessed inputs (N, ...), required for INT8; its first
     ``INT8_PROBE`` samples also serve as the parity probe, since a quantized model is only
     expected to agree with the reference on data like the data it was calibrated on.
+    ``validation``: labelled inputs and a max accuracy drop, for accuracy-aware INT8; the
+    manifest's ``accuracy_control`` then says whether the drop was reached (the best
+    candidate is kept either way).
     """
     runtime = get_backend(backend)
     reason = unsupported_reason(runtime, model, precision)
@@ -68,10 +73,13 @@ def export(
         raise ConfigError("INT8 needs calibration data: pass --calibrate DATA (a few hundred real images)")
     if calibration is not None:
         calibration = model.input_spec.validate(np.asarray(calibration))  # same checks as any input
+    if validation is not None and not (precision == "int8" and runtime.capabilities.accuracy_aware_int8):
+        raise ConfigError(f"a max accuracy drop applies to INT8 on backends with accuracy-aware quantization "
+                          f"({', '.join(b.name for b in all_backends() if b.capabilities.accuracy_aware_int8)})")
     spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)
     try:
         return _build(runtime, dataclasses.replace(model, input_spec=spec), out, precision, threads, options,
-                      overwrite, [], calibration)
+                      overwrite, [], calibration, validation)
     except (ParityError, BackendUnavailable):
         raise
     except BackendError as exc:
@@ -83,19 +91,30 @@ def export(
         fixed = dataclasses.replace(spec, dynamic_batch=False, max_batch=None)
         note = f"dynamic batch failed ({exc}); built for fixed batch {fixed.shape[0]}"
         return _build(runtime, dataclasses.replace(model, input_spec=fixed), out, precision, threads, options,
-                      overwrite, [note], calibration)
+                      overwrite, [note], calibration, validation)
 
 
 def _probe(spec, calibration: np.ndarray | None) -> np.ndarray:
-    """The parity probe: real calibration samples when given, else seeded random inputs."""
+    """The parity probe: real calibration samples when given, else seeded random inputs.
+
+    A fixed-batch artifact gets a whole number of its batches (run one at a time).
+    """
     if calibration is None:
         return spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
-    size = min(INT8_PROBE, spec.max_batch or INT8_PROBE) if spec.dynamic_batch else spec.shape[0]
+    batch = spec.shape[0]
+    size = min(INT8_PROBE, spec.max_batch or INT8_PROBE) if spec.dynamic_batch else max(batch, INT8_PROBE // batch * batch)
     return np.resize(calibration, (size, *calibration.shape[1:])) if len(calibration) < size else calibration[:size]
 
 
+def _run_probe(session, probe: np.ndarray, spec) -> list[np.ndarray]:
+    step = len(probe) if spec.dynamic_batch else spec.shape[0]
+    chunks = [session.run([probe[i:i + step]]) for i in range(0, len(probe), step)]
+    return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(chunks[0]))]
+
+
 def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: int | None,
-           options: dict[str, Any], overwrite: bool, notes: list[str], calibration: np.ndarray | None) -> Artifact:
+           options: dict[str, Any], overwrite: bool, notes: list[str], calibration: np.ndarray | None,
+           validation: Validation | None) -> Artifact:
     """Compile, write, load back, run the probe, check parity; commit only if it holds."""
     backend, spec = runtime.name, model.input_spec
     probe = _probe(spec, calibration)
@@ -103,7 +122,7 @@ def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: i
 
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir,
-                          options, calibration)
+                          options, calibration, validation)
         manifest = {
             "backend": backend,
             "precision": precision,
@@ -119,7 +138,7 @@ def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: i
         }
         staged = writer.write_manifest(manifest)
         session = _guarded(f"{backend} could not load its own artifact", runtime.load, staged, threads)
-        outputs = _guarded(f"{backend} could not run its own artifact", session.run, [probe])
+        outputs = _guarded(f"{backend} could not run its own artifact", _run_probe, session, probe, spec)
         parity = compare(reference, outputs, precision, model.task)
         parity["probe_batch"] = int(probe.shape[0])
         if not parity["passed"]:
@@ -127,8 +146,24 @@ def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: i
                 f"{backend} {precision} outputs diverge from the FP32 reference: {parity['reason']}",
                 detail=parity["reason"], parity=parity,
             )
+        if validation is not None:
+            manifest["accuracy_control"] = _accuracy_control(model, session, validation)
+            if not manifest["accuracy_control"]["reached"]:
+                manifest["notes"].append(
+                    f"cannot reach the max accuracy drop of {validation.max_drop:g} points: the best candidate found "
+                    f"drops {manifest['accuracy_control']['drop_points']:.2f}; it is kept")
         writer.write_manifest({**manifest, "parity": parity})
         return writer.commit()
+
+
+def _accuracy_control(model: LoadedModel, session, validation: Validation) -> dict[str, Any]:
+    """Top-1 of the reference and the artifact on the validation set, and whether the drop holds."""
+    reference = float(np.mean(model.reference()(validation.inputs)[0].argmax(1) == validation.labels))
+    candidate = _run_probe(session, validation.inputs, model.input_spec)[0]
+    top1 = float(np.mean(candidate.argmax(1) == validation.labels))
+    drop = 100.0 * (reference - top1)
+    return {"fp32_top1": reference, "top1": top1, "drop_points": drop, "max_drop_points": validation.max_drop,
+            "reached": drop <= validation.max_drop + 1e-9, "samples": int(len(validation.labels))}
 
 
 def _guarded(what: str, function, *args):

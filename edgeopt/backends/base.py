@@ -31,6 +31,7 @@ class Capabilities:
     ``sources``: model kinds it compiles ("torch", "onnx"). ``runtime_needs_torch``:
     whether loading its artifacts imports torch (False is what an edge box wants).
     ``max_batch``: the largest batch a dynamic-batch artifact accepts, if bounded.
+    ``accuracy_aware_int8``: whether ``compile`` honours a ``Validation`` (max accuracy drop).
     """
 
     precisions: tuple[str, ...]
@@ -39,6 +40,19 @@ class Capabilities:
     dynamic_batch: bool = True
     max_batch: int | None = None
     options: tuple[str, ...] = field(default_factory=tuple)
+    accuracy_aware_int8: bool = False
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Labelled, preprocessed inputs for accuracy-aware quantization, and the drop allowed.
+
+    ``max_drop`` is in accuracy points (1.0 = one percentage point of top-1).
+    """
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    max_drop: float
 
 
 @dataclass
@@ -80,10 +94,11 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         """Write the model's files into ``folder`` (a staging folder) for ``precision``.
 
-        ``calibration`` is a float batch of real, preprocessed inputs (N, ...) for INT8.
+        ``calibration`` is a float batch of real, preprocessed inputs (N, ...) for INT8;
+        ``validation``, where given, asks for accuracy-aware INT8 within its ``max_drop``.
         """
 
     @abstractmethod

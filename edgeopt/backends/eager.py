@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation
 from edgeopt.errors import ConfigError
 
 WEIGHTS = "weights.safetensors"
@@ -34,7 +34,7 @@ class EagerBackend(Backend):
     capabilities = Capabilities(precisions=("fp32",), sources=("torch",), runtime_needs_torch=True)
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         from safetensors.torch import save_model
 
         if model.arch is None:

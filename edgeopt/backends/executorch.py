@@ -12,10 +12,25 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, missing_module
 
 MODEL = "model.pte"
 MAX_BATCH = 64
+
+
+def quantize_pt2e_xnnpack(exported, calibration: np.ndarray):
+    """PT2E post-training INT8 for XNNPACK: prepare, calibrate on real samples, convert."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(exported.module(), quantizer)
+    with torch.no_grad():
+        for sample in calibration:
+            prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+    return convert_pt2e(prepared)
 
 
 class ExecuTorchSession(Session):
@@ -40,14 +55,14 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     order = 40
     capabilities = Capabilities(
-        precisions=("fp32",), sources=("torch",), runtime_needs_torch=True, max_batch=MAX_BATCH
+        precisions=("fp32", "int8"), sources=("torch",), runtime_needs_torch=True, max_batch=MAX_BATCH
     )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("executorch")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -56,10 +71,15 @@ class ExecuTorchBackend(Backend):
         example = torch.from_numpy(spec.example(batch=2 if spec.dynamic_batch else None))
         dynamic = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if spec.dynamic_batch else None
         exported = torch.export.export(model.module.eval(), (example,), dynamic_shapes=dynamic)
+        notes = []
+        if precision == "int8":
+            exported = torch.export.export(quantize_pt2e_xnnpack(exported, calibration), (example,), dynamic_shapes=dynamic)
+            notes.append(f"PT2E INT8 with the XNNPACK quantizer (symmetric, per-channel) on "
+                         f"{len(calibration)} calibration samples")
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
         (folder / MODEL).write_bytes(program.buffer)
         batches = f"batch up to {MAX_BATCH}" if spec.dynamic_batch else f"fixed batch {spec.shape[0]}"
-        return CompileResult(entry=MODEL, notes=[f"XNNPACK delegate, {batches}"])
+        return CompileResult(entry=MODEL, notes=notes + [f"XNNPACK delegate, {batches}"])
 
     def load(self, artifact, threads: int | None = None) -> Session:
         return ExecuTorchSession(artifact.entry, artifact.input_spec, threads)

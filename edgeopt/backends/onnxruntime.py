@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
 from edgeopt.errors import ConfigError
 
 MODEL = "model.onnx"
@@ -94,7 +94,7 @@ class OnnxRuntimeBackend(Backend):
         return missing_module("onnxruntime", "onnx")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         if precision != "int8":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["ONNX opset from the dynamo exporter, CPUExecutionProvider"])

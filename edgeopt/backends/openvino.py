@@ -13,19 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
 from edgeopt.errors import BackendError, ConfigError
 
 MODEL = "model.xml"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
 
 
-def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed") -> tuple[Any, list[str]]:
-    """NNCF post-training INT8; layers the CPU plugin cannot run in INT8 are kept in FP32.
+def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed",
+                  validation: Validation | None = None) -> tuple[Any, list[str]]:
+    """NNCF post-training INT8 (accuracy-aware when ``validation`` is given).
 
-    The known case is a convolution with a single input channel (a grayscale stem): the
-    plugin refuses it at compile time ("No suitable implementations"). We try to compile
-    the quantized model, and on failure quantize again with those layers ignored.
+    Layers the CPU plugin cannot run in INT8 are kept in FP32. The known case is a
+    convolution with a single input channel (a grayscale stem), refused at compile time
+    on some CPUs ("No suitable implementations"): we compile the quantized model, and on
+    failure quantize again with those layers ignored. Returns the model and those layers.
     """
     import nncf
     import openvino as ov
@@ -37,8 +39,13 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed") -> t
 
     def quantize(ignored: list[str]):
         scope = nncf.IgnoredScope(names=ignored) if ignored else None
-        return nncf.quantize(ov_model.clone(), dataset, preset=presets[preset], subset_size=len(calibration),
-                             fast_bias_correction=True, ignored_scope=scope)
+        common = dict(preset=presets[preset], subset_size=len(calibration), ignored_scope=scope)
+        if validation is None:
+            return nncf.quantize(ov_model.clone(), dataset, fast_bias_correction=True, **common)
+        pairs = nncf.Dataset(list(zip(validation.inputs[:, None], validation.labels[:, None])), lambda item: item[0])
+        return nncf.quantize_with_accuracy_control(
+            ov_model.clone(), dataset, pairs, validation_fn=_top1, max_drop=validation.max_drop / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE, **common)
 
     quantized = quantize([])
     try:
@@ -52,6 +59,33 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed") -> t
     quantized = quantize(single_channel)
     ov.Core().compile_model(quantized, "CPU")  # raises if something else is still unsupported
     return quantized, single_channel
+
+
+def _top1(compiled_model, items) -> float:
+    """NNCF's validation_fn: top-1 accuracy of a compiled model on (input, label) items."""
+    output = compiled_model.outputs[0]
+    results = [(np.asarray(compiled_model(x)[output]).argmax(1) == y) for x, y in items]
+    return float(np.mean(np.concatenate(results))) if results else 0.0
+
+
+WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+
+
+def fp32_layers(ov_model) -> list[str]:
+    """Weighted layers left in FP32: their weights come straight from an f32 constant."""
+    layers = []
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in WEIGHTED_OPS:
+            source = op.input(1).get_source_output().get_node()
+            if source.get_type_name() == "Constant" and source.get_element_type().get_type_name() == "f32":
+                layers.append(op.get_friendly_name())
+    return layers
+
+
+def accuracy_control_note(validation: Validation, fp32: list[str]) -> str:
+    reverted = f"{len(fp32)} layer(s) kept in FP32: {', '.join(fp32)}" if fp32 else "no layer needed FP32"
+    return (f"accuracy-aware (NNCF quantize_with_accuracy_control, max drop {validation.max_drop:g} points "
+            f"on {len(validation.labels)} validation samples): {reverted}")
 
 
 class OpenVinoSession(Session):
@@ -78,14 +112,15 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     order = 30
     capabilities = Capabilities(
-        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False, options=("preset",)
+        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False, options=("preset",),
+        accuracy_aware_int8=True,
     )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("openvino")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         import openvino as ov
 
         spec = model.input_spec
@@ -103,11 +138,13 @@ class OpenVinoBackend(Backend):
         notes = ["OpenVINO IR, FP32 weights, CPU plugin"]
         details: dict[str, Any] = {}
         if precision == "int8":
-            ov_model, fp32_layers = quantize_int8(ov_model, calibration, options.get("preset", "mixed"))
+            ov_model, unsupported = quantize_int8(ov_model, calibration, options.get("preset", "mixed"), validation)
             notes = [f"NNCF INT8 post-training quantization on {len(calibration)} calibration samples"]
-            if fp32_layers:
-                notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(fp32_layers)}")
-            details["fp32_layers"] = fp32_layers
+            if unsupported:
+                notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(unsupported)}")
+            details["fp32_layers"] = fp32_layers(ov_model)
+            if validation is not None:
+                notes.append(accuracy_control_note(validation, details["fp32_layers"]))
         ov.save_model(ov_model, str(folder / MODEL), compress_to_fp16=False)
         return CompileResult(entry=MODEL, notes=notes, details=details)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, missing_module
 from edgeopt.errors import BackendError
 
 ENGINE = "model.engine"
@@ -74,7 +74,7 @@ class TensorRtBackend(Backend):
         return "; ".join(reasons) or None
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         import tensorrt as trt
 
         onnx_path = folder / "model.onnx"

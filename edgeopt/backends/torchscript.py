@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation
 from edgeopt.errors import BackendUnavailable
 
 
@@ -49,7 +49,7 @@ class TorchScriptBackend(Backend):
     )
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None) -> CompileResult:
+                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
         import torch
 
         example = torch.from_numpy(model.input_spec.example(batch=2))

@@ -34,12 +34,28 @@ CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for I
 CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
 
 
-def calibration_inputs(data: Optional[str], samples: int, model, image_size: Optional[int] = None):
-    """Preprocessed calibration inputs for ``model`` from dataset ``data`` (None when no data)."""
+MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="INT8 with accuracy control: most top-1 points to lose (needs --calibrate data with labels).")
+VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
+
+
+def quantization_data(data: Optional[str], samples: int, model, max_drop: Optional[float] = None,
+                      image_size: Optional[int] = None):
+    """(calibration inputs, Validation or None) for ``model`` from dataset ``data``.
+
+    With ``max_drop``, a stratified 20% of the training split is held out as labelled
+    validation data and calibration samples are drawn from the rest.
+    """
     if data is None:
-        return None
+        if max_drop is not None:
+            raise ConfigError("--max-accuracy-drop needs labelled data: pass --calibrate DATA")
+        return None, None
+    from edgeopt.backends.base import Validation
     from edgeopt.data import load_dataset, to_input
 
     size = image_size or (model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
-    subset = load_dataset(data, image_size=size).train.calibration(samples)
-    return to_input(subset.images, model.input_spec)
+    train = load_dataset(data, image_size=size).train
+    if max_drop is None:
+        return to_input(train.calibration(samples).images, model.input_spec), None
+    rest, held_out = train.split(VALIDATION_FRACTION, seed=0)
+    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop)
+    return to_input(rest.calibration(samples).images, model.input_spec), validation

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, ThreadsOption,
-                                calibration_inputs, load)
+from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, MaxDropOption,
+                                ThreadsOption, load, quantization_data)
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
 
@@ -34,6 +34,7 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     calibrate: Optional[str] = CalibrateOption,
     calibration_samples: int = CalibrationSamplesOption,
+    max_accuracy_drop: Optional[float] = MaxDropOption,
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
@@ -43,9 +44,10 @@ def export_command(
 
     console = make_console()
     loaded = load(model, input, arch)
+    calibration, validation = quantization_data(calibrate, calibration_samples, loaded, max_accuracy_drop)
     with console.status(f"exporting {model} to {backend} {precision}…"):  # INT8 also shows NNCF's own progress
         artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option),
-                          overwrite=force, calibration=calibration_inputs(calibrate, calibration_samples, loaded))
+                          overwrite=force, calibration=calibration, validation=validation)
     parity = artifact.parity
     top1 = parity["top1_agreement"]
     console.print(
@@ -54,5 +56,11 @@ def export_command(
         f"{'–' if top1 is None else f'{top1:.3f}'} · {artifact.path}",
         soft_wrap=True,
     )
+    control = artifact.manifest.get("accuracy_control")
+    if control:
+        verdict = "reached" if control["reached"] else "[red]cannot reach[/]"
+        console.print(f"accuracy control: FP32 {control['fp32_top1']:.2%} → {control['top1']:.2%} on "
+                      f"{control['samples']} held-out images, drop {control['drop_points']:.2f} points "
+                      f"(max {control['max_drop_points']:g}): {verdict}")
     for note in artifact.manifest["notes"]:
         console.print(f"  note: {note}", soft_wrap=True, markup=False)

@@ -180,6 +180,11 @@ def _bench_one(model: LoadedModel, name: str, precision: str, config: BenchConfi
     return result
 
 
+def measure_artifact(artifact: str | os.PathLike, config: BenchConfig) -> dict[str, Any]:
+    """Time an existing artifact in a fresh worker process: per-batch latency and peak RSS."""
+    return _measure_in_subprocess(Path(artifact), config)
+
+
 def _measure_in_subprocess(artifact: Path, config: BenchConfig) -> dict[str, Any]:
     threads = str(config.thread_count)
     package_root = str(Path(__file__).resolve().parents[2])

@@ -122,8 +122,11 @@ def fit(
                 state.update(best_val_accuracy=val_accuracy, best_epoch=epoch + 1,
                              best_state=copy.deepcopy(module.state_dict()))
             state["epoch"] = epoch + 1
-            progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
-                                              f"val {val_accuracy:.2%} (best {state['best_val_accuracy']:.2%})")
+            line = (f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
+                    f"val {val_accuracy:.2%} (best {state['best_val_accuracy']:.2%})")
+            progress.update(task, description=line)
+            if show_progress and not progress.console.is_terminal:  # logs get one line per epoch
+                progress.console.print(line)
             if checkpoint is not None:
                 _save(checkpoint, fingerprint, module, optimizer, scheduler, state)
             if on_epoch:

@@ -76,3 +76,24 @@ def test_batch_reshape_is_dynamic_or_falls_back_to_fixed_batch_with_a_note(backe
     for batch in batches:
         data = model.input_spec.example(batch=batch, seed=3)
         assert compare(model.reference()(data), session.run([data]), "fp32", "classification")["passed"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_onnx_file_source_on_backends_that_take_onnx(backend, tmp_path, tiny_model):
+    import torch
+
+    from edgeopt.export import export
+    from edgeopt.models import load_model
+
+    if "onnx" not in get_backend(backend).capabilities.sources:
+        pytest.skip(f"{backend} takes PyTorch models only")
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(tiny_model.module, (torch.zeros(2, 3, 32, 32),), path, dynamo=True, verbose=False,
+                      external_data=False, input_names=["pixels"],
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    source = load_model(str(path))
+    artifact = export(source, backend, tmp_path / backend)
+    assert artifact.parity["passed"] and artifact.manifest["source"] == str(path)
+    data = source.input_spec.example(batch=3, seed=5)
+    outputs = open_session(artifact.path).run([data])
+    assert compare(tiny_model.reference()(data), outputs, "fp32", "classification")["passed"]

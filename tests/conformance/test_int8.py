@@ -56,3 +56,26 @@ def test_int8_without_calibration_is_refused(backend, trained_digits, tmp_path):
     with pytest.raises(ConfigError, match="calibration"):
         export(trained_digits[0], backend, tmp_path / "x", precision="int8")
     assert not (tmp_path / "x").exists()
+
+
+def test_accuracy_aware_int8_records_whether_the_drop_holds(trained_digits, tmp_path):
+    from edgeopt.backends.base import Validation
+
+    model, splits, calibration, _ = trained_digits
+    rest, held_out = splits.train.split(0.2, seed=0)
+    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=1.0)
+    aware = [b.name for b in all_backends() if b.capabilities.accuracy_aware_int8 and not b.unavailable_reason()]
+    if not aware:
+        pytest.skip("no backend with accuracy-aware INT8 is available here")
+    artifact = export(model, aware[0], tmp_path / "aware", precision="int8", calibration=calibration,
+                      validation=validation)
+    control = artifact.manifest["accuracy_control"]
+    assert control["samples"] == len(held_out) and control["max_drop_points"] == 1.0
+    assert control["drop_points"] == pytest.approx(100 * (control["fp32_top1"] - control["top1"]))
+    assert control["reached"] == (control["drop_points"] <= 1.0)
+    assert any("accuracy-aware" in note for note in artifact.manifest["notes"])
+    others = [b.name for b in all_backends() if "int8" in b.capabilities.precisions
+              and not b.capabilities.accuracy_aware_int8 and not b.unavailable_reason()]
+    for name in others:
+        with pytest.raises(ConfigError, match="accuracy-aware"):
+            export(model, name, tmp_path / name, precision="int8", calibration=calibration, validation=validation)
