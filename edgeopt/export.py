@@ -107,7 +107,8 @@ def _probe(spec, calibration: np.ndarray | None) -> np.ndarray:
 
 
 def _run_probe(session, probe: np.ndarray, spec) -> list[np.ndarray]:
-    step = len(probe) if spec.dynamic_batch else spec.shape[0]
+    """Run ``probe`` through ``session`` in batches the artifact accepts; concatenate outputs."""
+    step = (spec.max_batch or len(probe)) if spec.dynamic_batch else spec.shape[0]
     chunks = [session.run([probe[i:i + step]]) for i in range(0, len(probe), step)]
     return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(chunks[0]))]
 

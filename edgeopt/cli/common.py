@@ -11,6 +11,10 @@ from edgeopt.errors import ConfigError
 InputOption = typer.Option(None, "--input", help="Input shape, batch first, e.g. 1x3x224x224 (inferred if omitted).")
 ArchOption = typer.Option(None, "--arch", help="Architecture for a weights-only checkpoint, e.g. torchvision:resnet18.")
 ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every backend (default: all usable CPUs).")
+CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
+CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
+MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="INT8 with accuracy control: most top-1 points to lose (needs --calibrate data with labels).")
+VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
@@ -30,12 +34,6 @@ def load(source: str, input: Optional[str], arch: Optional[str]):
 
     return load_model(source, input=input, arch=arch)
 
-CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
-CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
-
-
-MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="INT8 with accuracy control: most top-1 points to lose (needs --calibrate data with labels).")
-VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
 
 
 def quantization_data(data: Optional[str], samples: int, model, max_drop: Optional[float] = None,
