@@ -6,6 +6,7 @@ Loading an artifact imports onnxruntime and numpy only, never torch.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,25 @@ import numpy as np
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
 from edgeopt.errors import ConfigError
+from edgeopt.passes.sensitivity import revert_by_sensitivity
 
 MODEL = "model.onnx"
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def quantize_static_int8(fp32: Path, prepared: Path, out: Path, calibration: np.ndarray, options: dict[str, Any]) -> str:
-    """ONNX Runtime's quantizer: pre-process (shape inference, fusions), then static QDQ INT8."""
+def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, options: dict[str, Any],
+                         exclude: list[str] | None = None) -> str:
+    """ONNX Runtime's static QDQ INT8 on a ``quant_pre_process``-ed model; ``exclude`` stays FP32."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     method = str(options.get("calibration_method", "minmax")).lower()
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration_method must be one of {CALIBRATION_METHODS}, not {method!r}")
-    input_name = _input_name(fp32)
+    input_name = _input_name(prepared)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -41,16 +44,38 @@ def quantize_static_int8(fp32: Path, prepared: Path, out: Path, calibration: np.
             sample = next(self._samples, None)
             return None if sample is None else {input_name: sample[None]}
 
-    quant_pre_process(str(fp32), str(prepared))
     quantize_static(
         str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
         # Without VNNI, u8 x s8 products can saturate in 16-bit accumulators; 7-bit weights avoid it.
         reduce_range=bool(options.get("reduce_range", False)),
     )
     return method
+
+
+def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibration: np.ndarray,
+                        validation: Validation, options: dict[str, Any]) -> dict[str, Any]:
+    """Quantize, then keep layers in FP32 by sensitivity until the validation drop holds."""
+    import onnx
+
+    candidates = iter(range(10**6))
+
+    def build(excluded: list[str]) -> Path:
+        path = scratch / f"candidate{next(candidates)}.onnx"
+        quantize_static_int8(prepared, path, calibration, options, exclude=excluded)
+        return path
+
+    def accuracy(path: Path) -> float:
+        logits = OnnxRuntimeSession(path, spec, threads=None).run([validation.inputs])[0]
+        return float(np.mean(logits.argmax(1) == validation.labels))
+
+    layers = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in WEIGHTED_OPS]
+    result = revert_by_sensitivity(layers, build, accuracy, accuracy(prepared), validation.max_drop)
+    shutil.copyfile(result.candidate, out)
+    return {"fp32_layers": result.excluded, "sensitivity_ranking": result.ranking, "search": result.steps,
+            "reached": result.reached}
 
 
 def _input_name(path: Path) -> str:
@@ -87,7 +112,7 @@ class OnnxRuntimeBackend(Backend):
     order = 20
     capabilities = Capabilities(
         precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False,
-        options=("calibration_method", "reduce_range"),
+        options=("calibration_method", "reduce_range"), accuracy_aware_int8=True,
     )
 
     def unavailable_reason(self) -> str | None:
@@ -98,12 +123,27 @@ class OnnxRuntimeBackend(Backend):
         if precision != "int8":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["ONNX opset from the dynamo exporter, CPUExecutionProvider"])
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
         with tempfile.TemporaryDirectory() as scratch:  # FP32 intermediates stay out of the artifact
             fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
             write_onnx(model, fp32)
-            method = quantize_static_int8(fp32, prepared, folder / MODEL, calibration, options)
-        return CompileResult(entry=MODEL, notes=[
-            f"ONNX Runtime static INT8 (QDQ, per-channel weights, {method}) on {len(calibration)} calibration samples"])
+            quant_pre_process(str(fp32), str(prepared))
+            if validation is None:
+                method = quantize_static_int8(prepared, folder / MODEL, calibration, options)
+                details: dict[str, Any] = {}
+            else:
+                method = str(options.get("calibration_method", "minmax")).lower()
+                details = accuracy_aware_int8(prepared, Path(scratch), folder / MODEL, model.input_spec,
+                                              calibration, validation, options)
+        notes = [f"ONNX Runtime static INT8 (QDQ, per-channel weights, {method}) on {len(calibration)} calibration samples"]
+        if validation is not None:
+            kept = details["fp32_layers"]
+            notes.append(f"accuracy-aware (layers ranked by sensitivity on {len(validation.labels)} validation samples, "
+                         f"max drop {validation.max_drop:g} points): "
+                         + (f"{len(kept)} layer(s) kept in FP32, most sensitive first: {', '.join(kept)}" if kept
+                            else "no layer needed FP32"))
+        return CompileResult(entry=MODEL, notes=notes, details=details)
 
     def load(self, artifact, threads: int | None = None) -> Session:
         return OnnxRuntimeSession(artifact.entry, artifact.input_spec, threads)

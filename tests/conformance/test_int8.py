@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgeopt.backends import all_backends, open_session
@@ -58,24 +59,62 @@ def test_int8_without_calibration_is_refused(backend, trained_digits, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_accuracy_aware_int8_records_whether_the_drop_holds(trained_digits, tmp_path):
+def aware_backends():
+    return [p for p in int8_backends() if all_backends_by_name()[p.id].capabilities.accuracy_aware_int8]
+
+
+def all_backends_by_name():
+    return {b.name: b for b in all_backends()}
+
+
+@pytest.mark.parametrize("backend", aware_backends())
+def test_accuracy_aware_int8_records_whether_the_drop_holds(backend, trained_digits, tmp_path):
     from edgeopt.backends.base import Validation
 
     model, splits, calibration, _ = trained_digits
     rest, held_out = splits.train.split(0.2, seed=0)
     validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=1.0)
-    aware = [b.name for b in all_backends() if b.capabilities.accuracy_aware_int8 and not b.unavailable_reason()]
-    if not aware:
-        pytest.skip("no backend with accuracy-aware INT8 is available here")
-    artifact = export(model, aware[0], tmp_path / "aware", precision="int8", calibration=calibration,
+    artifact = export(model, backend, tmp_path / "aware", precision="int8", calibration=calibration,
                       validation=validation)
     control = artifact.manifest["accuracy_control"]
     assert control["samples"] == len(held_out) and control["max_drop_points"] == 1.0
     assert control["drop_points"] == pytest.approx(100 * (control["fp32_top1"] - control["top1"]))
     assert control["reached"] == (control["drop_points"] <= 1.0)
     assert any("accuracy-aware" in note for note in artifact.manifest["notes"])
-    others = [b.name for b in all_backends() if "int8" in b.capabilities.precisions
-              and not b.capabilities.accuracy_aware_int8 and not b.unavailable_reason()]
-    for name in others:
-        with pytest.raises(ConfigError, match="accuracy-aware"):
-            export(model, name, tmp_path / name, precision="int8", calibration=calibration, validation=validation)
+
+
+@pytest.mark.parametrize("backend", [p for p in int8_backends() if p not in aware_backends()])
+def test_max_drop_is_refused_where_not_supported(backend, trained_digits, tmp_path):
+    from edgeopt.backends.base import Validation
+
+    model, _, calibration, _ = trained_digits
+    validation = Validation(calibration[:10], np.zeros(10, np.int64), max_drop=1.0)
+    with pytest.raises(ConfigError, match="accuracy-aware"):
+        export(model, backend, tmp_path / backend, precision="int8", calibration=calibration, validation=validation)
+
+
+def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(trained_digits, tmp_path):
+    from edgeopt.backends.base import Validation
+    from edgeopt.backends.onnxruntime import BACKEND as ORT
+
+    if ORT.unavailable_reason():
+        pytest.skip(f"onnxruntime: {ORT.unavailable_reason()}")
+    model, splits, calibration, _ = trained_digits
+    rest, held_out = splits.train.split(0.2, seed=0)
+    # -50: INT8 would have to beat FP32 by 50 points, which no candidate can.
+    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=-50.0)
+    artifact = export(model, "onnxruntime", tmp_path / "ort", precision="int8", calibration=calibration,
+                      validation=validation)
+    details, control = artifact.manifest["compile"], artifact.manifest["accuracy_control"]
+    assert control["reached"] is False and details["reached"] is False
+    assert any("cannot reach the max accuracy drop of -50" in note for note in artifact.manifest["notes"])
+    gains = [entry["accuracy_gain"] for entry in details["sensitivity_ranking"]]
+    assert gains == sorted(gains, reverse=True)
+    order = [entry["layer"] for entry in details["sensitivity_ranking"]]
+    steps = details["search"]
+    assert len(steps) == 1 + len(order)  # every layer was reverted, one at a time, in ranking order
+    for k, step in enumerate(steps):
+        assert step["excluded"] == order[:k]
+    best = max(step["accuracy"] for step in steps)
+    assert control["top1"] == pytest.approx(best)  # the saved artifact is the best candidate found
+    assert open_session(artifact.path).run([calibration[:2]])[0].shape == (2, 10)
