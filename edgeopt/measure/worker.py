@@ -55,7 +55,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             batches[str(batch)] = {"batch": batch, "skipped": f"artifact has fixed batch {spec.shape[0]}"}
             continue
         data = [spec.example(batch=batch)]
-        batches[str(batch)] = summarize(time_calls(lambda: session.run(data), timing), batch)
+        batches[str(batch)] = summarize(time_calls(lambda data=data: session.run(data), timing), batch)
         batches[str(batch)]["peak_rss_mb"] = peak_rss_mb()  # cumulative: includes smaller batches
     return {
         "load_ms": load_ms,

@@ -1,6 +1,5 @@
 """The shared training loop: learns, checkpoints every epoch, resumes to identical weights."""
 
-import numpy as np
 import pytest
 import torch
 
