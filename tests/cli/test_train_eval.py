@@ -66,3 +66,15 @@ def test_train_killed_mid_run_resumes_to_the_same_weights(trained, tmp_path):
 def test_bad_dataset_is_one_error_line(tmp_path):
     proc = edgeopt("train", str(tmp_path / "missing.npz"), "--arch", "edgeopt.zoo:tiny_cnn", "--out", str(tmp_path / "m.safetensors"))
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and "does not exist" in proc.stderr
+
+
+def test_quantize_reports_before_and_after(trained, tmp_path):
+    out, _ = trained
+    proc = edgeopt("quantize", str(out), "--data", "digits", "-b", "onnxruntime", "-o", str(tmp_path / "q"),
+                   "--calibration-samples", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "eager FP32" in proc.stdout and "onnxruntime INT8" in proc.stdout and "faster" in proc.stdout
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["parity"]["passed"]
+    proc = edgeopt("quantize", str(out), "--data", "digits", "-b", "eager", "-o", str(tmp_path / "e"))
+    assert proc.returncode == 1 and "not int8" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,63 @@
+"""``edgeopt quantize``: INT8 for one backend, with accuracy, size and latency before and after."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgeopt.cli.app import app
+from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption, load,
+                                quantization_data)
+from edgeopt.report.console import make_console
+
+
+@app.command("quantize")
+def quantize_command(
+    model: str = typer.Argument(..., help="A trained model source, e.g. the .safetensors from `edgeopt train`."),
+    data: str = typer.Option(..., "--data", help="digits, a .npz file or an ImageFolder tree: calibration from its train split, accuracy on its test split."),
+    backend: str = typer.Option("openvino", "--backend", "-b", help="A backend with INT8 (see `edgeopt backends`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The INT8 artifact folder to create."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    calibration_samples: int = CalibrationSamplesOption,
+    max_accuracy_drop: Optional[float] = MaxDropOption,
+    arch: Optional[str] = ArchOption,
+    threads: Optional[int] = ThreadsOption,
+) -> None:
+    """Export MODEL to INT8 on BACKEND and compare it with eager FP32: top-1, size, p50 latency."""
+    from edgeopt.backends import open_session
+    from edgeopt.data import load_dataset
+    from edgeopt.export import export
+    from edgeopt.measure.accuracy import evaluate
+    from edgeopt.measure.bench import BenchConfig, measure_artifact
+
+    console = make_console()
+    loaded = load(model, None, arch)
+    calibration, validation = quantization_data(data, calibration_samples, loaded, max_accuracy_drop)
+    with console.status(f"quantizing for {backend}…"):
+        artifact = export(loaded, backend, out, "int8", threads=threads, overwrite=force,
+                          calibration=calibration, validation=validation)
+    test = load_dataset(data, image_size=loaded.input_spec.shape[-1]).test
+    config = BenchConfig(threads=threads)
+    with console.status("measuring accuracy and latency…"):
+        before = evaluate(loaded.reference(), test, loaded.input_spec)
+        after = evaluate(open_session(artifact.path, threads=threads).run, test, artifact.input_spec,
+                         reference=loaded.reference())
+        with tempfile.TemporaryDirectory() as scratch:  # the FP32 baseline, timed the same way
+            eager = export(loaded, "eager", Path(scratch) / "eager")
+            eager_ms = measure_artifact(eager.path, config)["batches"]["1"]["p50"]
+        int8_ms = measure_artifact(artifact.path, config)["batches"]["1"]["p50"]
+    table = Table(title=f"{model} → {backend} INT8 ({len(test)} test images, batch 1, {config.thread_count} threads)")
+    for header in ("", "top-1", "size MB", "p50 ms"):
+        table.add_column(header, justify="left" if not header else "right")
+    table.add_row("eager FP32", f"{before['top1']:.2%}", f"{eager.size_bytes / 2**20:.2f}", f"{eager_ms:.2f}")
+    table.add_row(f"{backend} INT8", f"{after['top1']:.2%}", f"{artifact.size_bytes / 2**20:.2f}", f"{int8_ms:.2f}")
+    console.print(table)
+    console.print(f"drop {100 * (before['top1'] - after['top1']):.2f} points · top-1 agreement "
+                  f"{after['fidelity']['top1_agreement']:.2%} · {eager_ms / int8_ms:.2f}× faster · {artifact.path}",
+                  soft_wrap=True)
+    for note in artifact.manifest["notes"]:
+        console.print(f"  note: {note}", soft_wrap=True, markup=False)
