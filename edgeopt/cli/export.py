@@ -11,7 +11,7 @@ from edgeopt.cli.app import app
 from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, MaxDropOption,
                                 ThreadsOption, load, quantization_data)
 from edgeopt.errors import ConfigError
-from edgeopt.report.console import make_console
+from edgeopt.report.console import make_console, print_notes
 
 
 def _parse_options(items: list[str]) -> dict[str, object]:
@@ -62,5 +62,4 @@ def export_command(
         console.print(f"accuracy control: FP32 {control['fp32_top1']:.2%} → {control['top1']:.2%} on "
                       f"{control['samples']} held-out images, drop {control['drop_points']:.2f} points "
                       f"(max {control['max_drop_points']:g}): {verdict}")
-    for note in artifact.manifest["notes"]:
-        console.print(f"  note: {note}", soft_wrap=True, markup=False)
+    print_notes(artifact, console)

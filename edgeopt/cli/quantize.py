@@ -12,7 +12,7 @@ from rich.table import Table
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption, load,
                                 quantization_data)
-from edgeopt.report.console import make_console
+from edgeopt.report.console import make_console, print_notes
 
 
 @app.command("quantize")
@@ -59,5 +59,4 @@ def quantize_command(
     console.print(f"drop {100 * (before['top1'] - after['top1']):.2f} points · top-1 agreement "
                   f"{after['fidelity']['top1_agreement']:.2%} · {eager_ms / int8_ms:.2f}× faster · {artifact.path}",
                   soft_wrap=True)
-    for note in artifact.manifest["notes"]:
-        console.print(f"  note: {note}", soft_wrap=True, markup=False)
+    print_notes(artifact, console)

@@ -67,3 +67,9 @@ def print_bench(report: BenchReport, console: Console | None = None) -> None:
         if r.status != "ok":
             console.print(f"[{STATUS_STYLE[r.status]}]{r.backend} {r.precision}[/] {escape(r.label)}", soft_wrap=True)
     console.print(f"[dim]{environment_line(report.environment)}[/]", soft_wrap=True)
+
+
+def print_notes(artifact, console: Console) -> None:
+    """An artifact's manifest notes (fallbacks, layers kept in FP32, deprecations), one per line."""
+    for note in artifact.manifest["notes"]:
+        console.print(f"  note: {note}", soft_wrap=True, markup=False)
