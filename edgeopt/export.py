@@ -24,6 +24,7 @@ from edgeopt.artifact import Artifact, ArtifactWriter
 from edgeopt.backends import Backend, all_backends, get_backend
 from edgeopt.backends.base import Validation
 from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError
+from edgeopt.measure.accuracy import top1_accuracy
 from edgeopt.measure.fidelity import compare
 from edgeopt.models import LoadedModel
 
@@ -159,9 +160,8 @@ def _build(runtime: Backend, model: LoadedModel, out, precision: str, threads: i
 
 def _accuracy_control(model: LoadedModel, session, validation: Validation) -> dict[str, Any]:
     """Top-1 of the reference and the artifact on the validation set, and whether the drop holds."""
-    reference = float(np.mean(model.reference()(validation.inputs)[0].argmax(1) == validation.labels))
-    candidate = _run_probe(session, validation.inputs, model.input_spec)[0]
-    top1 = float(np.mean(candidate.argmax(1) == validation.labels))
+    reference = top1_accuracy(model.reference()(validation.inputs)[0], validation.labels)
+    top1 = top1_accuracy(_run_probe(session, validation.inputs, model.input_spec)[0], validation.labels)
     drop = 100.0 * (reference - top1)
     return {"fp32_top1": reference, "top1": top1, "drop_points": drop, "max_drop_points": validation.max_drop,
             "reached": drop <= validation.max_drop + 1e-9, "samples": int(len(validation.labels))}

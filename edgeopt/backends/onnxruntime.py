@@ -16,6 +16,7 @@ import numpy as np
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
 from edgeopt.errors import ConfigError
+from edgeopt.measure.accuracy import top1_accuracy
 from edgeopt.passes.sensitivity import revert_by_sensitivity
 
 MODEL = "model.onnx"
@@ -69,7 +70,7 @@ def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibrat
 
     def accuracy(path: Path) -> float:
         logits = OnnxRuntimeSession(path, spec, threads=None).run([validation.inputs])[0]
-        return float(np.mean(logits.argmax(1) == validation.labels))
+        return top1_accuracy(logits, validation.labels)
 
     layers = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in WEIGHTED_OPS]
     result = revert_by_sensitivity(layers, build, accuracy, accuracy(prepared), validation.max_drop)

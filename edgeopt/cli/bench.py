@@ -9,7 +9,7 @@ import typer
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, ThreadsOption,
-                                load, parse_int_list, quantization_data)
+                                dataset_for, load, parse_int_list, quantization_data)
 from edgeopt.report.console import make_console
 
 
@@ -46,7 +46,7 @@ def bench_command(
     loaded = load(model, input, arch)
     with console.status("starting…") as status:
         report = bench(loaded, config, artifacts_dir=keep,
-                       calibration=quantization_data(calibrate, calibration_samples, loaded)[0],
+                       calibration=quantization_data(dataset_for(calibrate, loaded), calibration_samples, loaded)[0],
                        progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:

@@ -36,22 +36,29 @@ def load(source: str, input: Optional[str], arch: Optional[str]):
 
 
 
-def quantization_data(data: Optional[str], samples: int, model, max_drop: Optional[float] = None,
-                      image_size: Optional[int] = None):
-    """(calibration inputs, Validation or None) for ``model`` from dataset ``data``.
+def dataset_for(data: Optional[str], model):
+    """Dataset ``data`` loaded at ``model``'s image size (ImageFolder trees need one), or None."""
+    if data is None:
+        return None
+    from edgeopt.data import load_dataset
+
+    return load_dataset(data, image_size=model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
+
+
+def quantization_data(splits, samples: int, model, max_drop: Optional[float] = None):
+    """(calibration inputs, Validation or None) for ``model`` from the training split of ``splits``.
 
     With ``max_drop``, a stratified 20% of the training split is held out as labelled
     validation data and calibration samples are drawn from the rest.
     """
-    if data is None:
+    if splits is None:
         if max_drop is not None:
             raise ConfigError("--max-accuracy-drop needs labelled data: pass --calibrate DATA")
         return None, None
     from edgeopt.backends.base import Validation
-    from edgeopt.data import load_dataset, to_input
+    from edgeopt.data import to_input
 
-    size = image_size or (model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
-    train = load_dataset(data, image_size=size).train
+    train = splits.train
     if max_drop is None:
         return to_input(train.calibration(samples).images, model.input_spec), None
     rest, held_out = train.split(VALIDATION_FRACTION, seed=0)

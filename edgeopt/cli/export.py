@@ -9,7 +9,7 @@ import typer
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, MaxDropOption,
-                                ThreadsOption, load, quantization_data)
+                                ThreadsOption, dataset_for, load, quantization_data)
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 
@@ -44,7 +44,8 @@ def export_command(
 
     console = make_console()
     loaded = load(model, input, arch)
-    calibration, validation = quantization_data(calibrate, calibration_samples, loaded, max_accuracy_drop)
+    calibration, validation = quantization_data(dataset_for(calibrate, loaded), calibration_samples, loaded,
+                                                max_accuracy_drop)
     with console.status(f"exporting {model} to {backend} {precision}…"):  # INT8 also shows NNCF's own progress
         artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option),
                           overwrite=force, calibration=calibration, validation=validation)

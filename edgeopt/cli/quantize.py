@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption, load,
-                                quantization_data)
+from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption,
+                                dataset_for, load, quantization_data)
 from edgeopt.report.console import make_console, print_notes
 
 
@@ -29,18 +29,18 @@ def quantize_command(
 ) -> None:
     """Export MODEL to INT8 on BACKEND and compare it with eager FP32: top-1, size, p50 latency."""
     from edgeopt.backends import open_session
-    from edgeopt.data import load_dataset
     from edgeopt.export import export
     from edgeopt.measure.accuracy import evaluate
     from edgeopt.measure.bench import BenchConfig, measure_artifact
 
     console = make_console()
     loaded = load(model, None, arch)
-    calibration, validation = quantization_data(data, calibration_samples, loaded, max_accuracy_drop)
+    splits = dataset_for(data, loaded)  # calibration from its train split, accuracy on its test split
+    calibration, validation = quantization_data(splits, calibration_samples, loaded, max_accuracy_drop)
     with console.status(f"quantizing for {backend}…"):
         artifact = export(loaded, backend, out, "int8", threads=threads, overwrite=force,
                           calibration=calibration, validation=validation)
-    test = load_dataset(data, image_size=loaded.input_spec.shape[-1]).test
+    test = splits.test
     config = BenchConfig(threads=threads)
     with console.status("measuring accuracy and latency…"):
         before = evaluate(loaded.reference(), test, loaded.input_spec)

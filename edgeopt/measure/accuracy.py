@@ -40,6 +40,11 @@ def predict(run: Runner, dataset: ImageDataset, spec: InputSpec, batch_size: int
     return np.concatenate(chunks)
 
 
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose argmax is the label."""
+    return float(np.mean(np.asarray(logits).argmax(axis=1) == labels))
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """top-1, top-5, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
     predicted = logits.argmax(axis=1)
@@ -52,7 +57,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: Sequ
         for i, name in enumerate(classes)
     }
     return {
-        "top1": float(np.mean(predicted == labels)),
+        "top1": top1_accuracy(logits, labels),
         "top5": float(np.mean((top5 == labels[:, None]).any(axis=1))),
         "per_class": per_class,
         "confusion": confusion.tolist(),

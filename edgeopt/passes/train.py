@@ -32,6 +32,8 @@ from torch import nn
 
 from edgeopt.data import ImageDataset, to_input
 from edgeopt.errors import ConfigError
+from edgeopt.measure.accuracy import predict, top1_accuracy
+from edgeopt.models import torch_runner
 from edgeopt.spec import InputSpec
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -141,16 +143,14 @@ def fit(
 
 
 def accuracy_of(module: nn.Module, dataset: ImageDataset, spec: InputSpec, batch_size: int = 256) -> float:
-    """Top-1 accuracy of an eager module on ``dataset``."""
+    """Top-1 accuracy of an eager module on ``dataset`` (evaluated in eval mode, mode restored)."""
     was_training = module.training
     module.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            batch = torch.from_numpy(to_input(dataset.images[start:start + batch_size], spec))
-            correct += int((module(batch).argmax(1).numpy() == dataset.labels[start:start + batch_size]).sum())
-    module.train(was_training)
-    return correct / max(len(dataset), 1)
+    try:
+        logits = predict(torch_runner(module), dataset, spec, batch_size)
+    finally:
+        module.train(was_training)
+    return top1_accuracy(logits, dataset.labels)
 
 
 # -- one epoch -------------------------------------------------------------------------
