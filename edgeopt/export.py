@@ -39,6 +39,8 @@ def unsupported_reason(backend: Backend, model: LoadedModel, precision: str) -> 
         return f"supports precisions {', '.join(caps.precisions)}, not {precision}"
     if model.kind not in caps.sources:
         return f"needs a PyTorch model; {model.source} is an {model.kind.upper()} file"
+    if model.quantized and not (precision == "int8" and caps.qat_int8):
+        return "cannot convert a quantization-aware-trained model" if not caps.qat_int8 else "a QAT model exports as int8"
     return backend.unavailable_reason()
 
 
@@ -74,7 +76,7 @@ def export(
         raise ConfigError("INT8 needs calibration data: pass --calibrate DATA (a few hundred real images)")
     if calibration is not None:
         calibration = model.input_spec.validate(np.asarray(calibration))  # same checks as any input
-    if validation is not None and not (precision == "int8" and runtime.capabilities.accuracy_aware_int8):
+    if validation is not None and (model.quantized or not (precision == "int8" and runtime.capabilities.accuracy_aware_int8)):
         raise ConfigError(f"a max accuracy drop applies to INT8 on backends with accuracy-aware quantization "
                           f"({', '.join(b.name for b in all_backends() if b.capabilities.accuracy_aware_int8)})")
     spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)

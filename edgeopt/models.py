@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 META_ARCH, META_INPUT, META_LABELS, META_TASK = "edgeopt.arch", "edgeopt.input", "edgeopt.labels", "edgeopt.task"
+META_WIDTHS = "edgeopt.widths"  # layer widths of a pruned architecture (see layer_shapes)
 SOURCE_HELP = (
     "use torchvision:<name>, package.module:factory, a .safetensors/.pt checkpoint "
     "with --arch, or an .onnx file"
@@ -60,6 +61,7 @@ class LoadedModel:
     arch: str | None = None
     task: str = "unknown"
     labels: list[str] | None = None
+    quantized: bool = False  # the module carries trained fake-quantization (QAT): INT8 backends convert it
 
     @property
     def kind(self) -> str:
@@ -223,6 +225,10 @@ def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None) -> L
     model = load_model(arch, input=given)
     if model.module is None:
         raise ModelSourceError(f"--arch {arch} is not a PyTorch architecture")
+    if META_WIDTHS in meta:
+        from edgeopt.layer_shapes import reshape
+
+        reshape(model.module, json.loads(meta[META_WIDTHS]), state)
     try:
         result = model.module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when strict=False
@@ -280,7 +286,10 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
     if model.module is None or model.arch is None:
         raise ConfigError("only a PyTorch model with a known architecture can be saved as a checkpoint")
     path = Path(path)
-    meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task}
+    from edgeopt.layer_shapes import describe
+
+    meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task,
+            META_WIDTHS: json.dumps(describe(model.module))}
     if model.labels:
         meta[META_LABELS] = json.dumps(model.labels)
     tmp = path.with_name(path.name + ".partial")

@@ -3,6 +3,10 @@
 A PyTorch model goes through the dynamo-based ``torch.onnx.export`` (the maintained
 exporter) with a dynamic batch dimension; an ONNX source is copied with its external
 data folded in, so the artifact is self-contained.
+
+A quantization-aware-trained model (NNCF fake-quantizers) is stripped to native torch
+fake-quantize ops and exported with the TorchScript-based exporter, which turns them into
+QuantizeLinear/DequantizeLinear pairs; torch.export cannot trace NNCF's hooked module.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ def write_onnx(model, path: Path) -> None:
 
     spec = model.input_spec
     example = torch.from_numpy(spec.example(batch=2 if spec.dynamic_batch else None))
+    if model.quantized:
+        _write_qat_onnx(model.module, example, spec, path)
+        return
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if spec.dynamic_batch else None
     weight_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
     try:
@@ -37,6 +44,23 @@ def write_onnx(model, path: Path) -> None:
         program.save(str(path), external_data=weight_bytes > PROTOBUF_LIMIT_BYTES)
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise BackendError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+
+
+def _write_qat_onnx(module, example, spec, path: Path) -> None:
+    import warnings
+
+    import torch
+
+    from edgeopt.passes.qat import onnx_ready
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(onnx_ready(module, example).eval(), (example,), str(path), dynamo=False,
+                              opset_version=OPSET, input_names=[spec.name],
+                              dynamic_axes={spec.name: {0: "batch"}} if spec.dynamic_batch else None)
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+        raise BackendError(f"exporting the QAT model to ONNX failed: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

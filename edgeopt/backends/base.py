@@ -32,6 +32,7 @@ class Capabilities:
     whether loading its artifacts imports torch (False is what an edge box wants).
     ``max_batch``: the largest batch a dynamic-batch artifact accepts, if bounded.
     ``accuracy_aware_int8``: whether ``compile`` honours a ``Validation`` (max accuracy drop).
+    ``qat_int8``: whether it turns a QAT model's trained fake-quantizers into INT8.
     """
 
     precisions: tuple[str, ...]
@@ -41,6 +42,7 @@ class Capabilities:
     max_batch: int | None = None
     options: tuple[str, ...] = field(default_factory=tuple)
     accuracy_aware_int8: bool = False
+    qat_int8: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Eager PyTorch: the FP32 reference every other backend is compared with.
 
-The artifact is the architecture source plus its weights in safetensors; loading
-rebuilds the architecture and loads the weights (no pickle involved).
+The artifact is an edgeopt checkpoint: weights in safetensors carrying the architecture
+source and its layer widths (so pruned models rebuild); loading rebuilds the
+architecture and loads the weights (no pickle involved).
 """
 
 from __future__ import annotations
@@ -35,23 +36,21 @@ class EagerBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
-        from safetensors.torch import save_model
+        from edgeopt.models import save_checkpoint
 
         if model.arch is None:
             raise ConfigError("the eager backend needs a PyTorch model with a known architecture")
-        save_model(model.module, str(folder / WEIGHTS))
+        save_checkpoint(model, folder / WEIGHTS)
         return CompileResult(entry=WEIGHTS, details={"arch": model.arch})
 
     def load(self, artifact, threads: int | None = None) -> Session:
         import torch
-        from safetensors.torch import load_model as load_weights
 
         from edgeopt.models import load_model
 
         if threads:
             torch.set_num_threads(threads)
-        module = load_model(artifact.manifest["compile"]["arch"]).module
-        load_weights(module, str(artifact.entry))
+        module = load_model(str(artifact.entry), arch=artifact.manifest["compile"]["arch"]).module
         return EagerSession(module.eval(), artifact.input_spec, threads)
 
 

@@ -113,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
     order = 20
     capabilities = Capabilities(
         precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False,
-        options=("calibration_method", "reduce_range"), accuracy_aware_int8=True,
+        options=("calibration_method", "reduce_range"), accuracy_aware_int8=True, qat_int8=True,
     )
 
     def unavailable_reason(self) -> str | None:
@@ -124,6 +124,10 @@ class OnnxRuntimeBackend(Backend):
         if precision != "int8":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["ONNX opset from the dynamo exporter, CPUExecutionProvider"])
+        if model.quantized:
+            write_onnx(model, folder / MODEL)
+            return CompileResult(entry=MODEL, notes=["INT8 from quantization-aware training (NNCF fake-quantizers "
+                                                     "exported as QuantizeLinear/DequantizeLinear)"])
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         with tempfile.TemporaryDirectory() as scratch:  # FP32 intermediates stay out of the artifact

@@ -20,7 +20,7 @@ MODEL = "model.xml"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
 
 
-def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed",
+def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "performance",
                   validation: Validation | None = None) -> tuple[Any, list[str]]:
     """NNCF post-training INT8 (accuracy-aware when ``validation`` is given).
 
@@ -28,6 +28,9 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "mixed",
     convolution with a single input channel (a grayscale stem), refused at compile time
     on some CPUs ("No suitable implementations"): we compile the quantized model, and on
     failure quantize again with those layers ignored. Returns the model and those layers.
+
+    The default preset is "performance" (symmetric activations), NNCF's own default for
+    CNNs: on the NEU ResNet-18 it kept 90.0% top-1 where "mixed" kept 81.9%.
     """
     import nncf
     import openvino as ov
@@ -113,7 +116,7 @@ class OpenVinoBackend(Backend):
     order = 30
     capabilities = Capabilities(
         precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False, options=("preset",),
-        accuracy_aware_int8=True,
+        accuracy_aware_int8=True, qat_int8=True,
     )
 
     def unavailable_reason(self) -> str | None:
@@ -137,8 +140,11 @@ class OpenVinoBackend(Backend):
                 ov_model = ov.convert_model(model.module, example_input=example, input=[shape])
         notes = ["OpenVINO IR, FP32 weights, CPU plugin"]
         details: dict[str, Any] = {}
-        if precision == "int8":
-            ov_model, unsupported = quantize_int8(ov_model, calibration, options.get("preset", "mixed"), validation)
+        if precision == "int8" and model.quantized:
+            notes = ["INT8 from quantization-aware training (NNCF fake-quantizers converted to OpenVINO FakeQuantize)"]
+            details["fp32_layers"] = fp32_layers(ov_model)
+        elif precision == "int8":
+            ov_model, unsupported = quantize_int8(ov_model, calibration, options.get("preset", "performance"), validation)
             notes = [f"NNCF INT8 post-training quantization on {len(calibration)} calibration samples"]
             if unsupported:
                 notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(unsupported)}")

@@ -12,6 +12,7 @@ from rich.table import Table
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption,
                                 dataset_for, load, quantization_data)
+from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 
 
@@ -24,6 +25,10 @@ def quantize_command(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     calibration_samples: int = CalibrationSamplesOption,
     max_accuracy_drop: Optional[float] = MaxDropOption,
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (NNCF) before converting to INT8 (openvino, onnxruntime)."),
+    epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="QAT learning rate (SGD, cosine)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted QAT run from its last epoch checkpoint."),
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
@@ -37,8 +42,13 @@ def quantize_command(
     loaded = load(model, None, arch)
     splits = dataset_for(data, loaded)  # calibration from its train split, accuracy on its test split
     calibration, validation = quantization_data(splits, calibration_samples, loaded, max_accuracy_drop)
+    source = loaded
+    if qat:
+        if max_accuracy_drop is not None:
+            raise ConfigError("--qat and --max-accuracy-drop are alternatives: choose one")
+        source = quantization_aware_training(loaded, splits, calibration, out, epochs, lr, resume, console)
     with console.status(f"quantizing for {backend}…"):
-        artifact = export(loaded, backend, out, "int8", threads=threads, overwrite=force,
+        artifact = export(source, backend, out, "int8", threads=threads, overwrite=force,
                           calibration=calibration, validation=validation)
     test = splits.test
     config = BenchConfig(threads=threads)
@@ -54,9 +64,23 @@ def quantize_command(
     for header in ("", "top-1", "size MB", "p50 ms"):
         table.add_column(header, justify="left" if not header else "right")
     table.add_row("eager FP32", f"{before['top1']:.2%}", f"{eager.size_bytes / 2**20:.2f}", f"{eager_ms:.2f}")
-    table.add_row(f"{backend} INT8", f"{after['top1']:.2%}", f"{artifact.size_bytes / 2**20:.2f}", f"{int8_ms:.2f}")
+    table.add_row(f"{backend} INT8{' (QAT)' if qat else ''}", f"{after['top1']:.2%}", f"{artifact.size_bytes / 2**20:.2f}", f"{int8_ms:.2f}")
     console.print(table)
     console.print(f"drop {100 * (before['top1'] - after['top1']):.2f} points · top-1 agreement "
                   f"{after['fidelity']['top1_agreement']:.2%} · {eager_ms / int8_ms:.2f}× faster · {artifact.path}",
                   soft_wrap=True)
     print_notes(artifact, console)
+
+
+def quantization_aware_training(loaded, splits, calibration, out: Path, epochs: int, lr: float, resume: bool, console):
+    """NNCF fake-quantizers initialised on ``calibration``, fine-tuned on the training split."""
+    from edgeopt.passes.qat import prepare_qat
+    from edgeopt.passes.train import TrainConfig, fit
+
+    config = TrainConfig(epochs=epochs, lr=lr, optimizer="sgd", schedule="cosine")
+    with console.status("inserting fake-quantizers (NNCF; the first run compiles its kernels, about a minute)…"):
+        model = prepare_qat(loaded, calibration)
+    train, val = splits.train.split(0.1, 0)
+    fit(model.module, train, val, model.input_spec, config, checkpoint=out.with_name(out.name + ".qat.train.pt"),
+        resume=resume)
+    return model

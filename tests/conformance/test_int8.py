@@ -118,3 +118,47 @@ def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(train
     best = max(step["accuracy"] for step in steps)
     assert control["top1"] == pytest.approx(best)  # the saved artifact is the best candidate found
     assert open_session(artifact.path).run([calibration[:2]])[0].shape == (2, 10)
+
+
+# -- quantization-aware training --------------------------------------------------------
+def qat_backends():
+    return [pytest.param(b.name, id=b.name, marks=[pytest.mark.skip(reason=f"{b.name}: {b.unavailable_reason()}")]
+                         if b.unavailable_reason() else [])
+            for b in all_backends() if b.capabilities.qat_int8]
+
+
+@pytest.fixture(scope="module")
+def qat_model(trained_digits):
+    pytest.importorskip("nncf")
+    from edgeopt.passes.qat import prepare_qat
+
+    model, splits, calibration, _ = trained_digits
+    qat = prepare_qat(model, calibration)
+    train, val = splits.train.split(0.1, seed=0)
+    fit(qat.module, train, val, qat.input_spec, TrainConfig(epochs=1, lr=1e-3, augment=False), show_progress=False)
+    return qat
+
+
+@pytest.mark.parametrize("backend", qat_backends())
+def test_qat_model_becomes_real_int8_that_matches_its_fake_quant_training(backend, qat_model, trained_digits, tmp_path):
+    _, splits, calibration, fp32 = trained_digits
+    artifact = export(qat_model, backend, tmp_path / backend, "int8", calibration=calibration)
+    assert artifact.precision == "int8"
+    assert any("quantization-aware training" in note for note in artifact.manifest["notes"])
+    if backend == "onnxruntime":
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(artifact.entry)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    metrics = evaluate(open_session(artifact.path).run, splits.test, qat_model.input_spec, reference=qat_model.reference())
+    assert metrics["fidelity"]["top1_agreement"] >= 0.97  # the artifact runs what training simulated
+    assert fp32 - metrics["top1"] <= 0.03
+
+
+def test_backends_without_qat_conversion_refuse_a_qat_model_clearly(qat_model, tmp_path):
+    from edgeopt.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="cannot convert a quantization-aware-trained model"):
+        export(qat_model, "eager", tmp_path / "eager")
+    with pytest.raises(BackendUnavailable, match="a QAT model exports as int8"):
+        export(qat_model, "onnxruntime", tmp_path / "ort", "fp32")

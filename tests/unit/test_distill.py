@@ -1,0 +1,59 @@
+"""Knowledge distillation: the loss, its settings, and a student that learns from a teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeopt.data import input_spec_for, load_dataset
+from edgeopt.errors import ConfigError
+from edgeopt.models import load_model
+from edgeopt.passes.distill import DistillConfig, attention_map, distillation_loss, soft_target_loss
+from edgeopt.passes.train import TrainConfig, accuracy_of, fit
+
+
+def test_soft_target_loss_is_zero_for_identical_logits_and_scaled_by_t_squared():
+    logits = torch.randn(8, 5)
+    assert soft_target_loss(logits, logits, 3.0).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(8, 5)
+    small, large = soft_target_loss(other, logits, 1.0), soft_target_loss(other, logits, 3.0)
+    assert small > 0 and large > 0 and large != small
+
+
+def test_loss_mixes_label_and_teacher_terms_by_alpha():
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    inputs, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    label_only = distillation_loss(teacher, DistillConfig(alpha=1.0))(student, inputs, labels)
+    expected = torch.nn.functional.cross_entropy(student(inputs), labels)
+    assert label_only.item() == pytest.approx(expected.item(), rel=1e-5)
+    teacher_only = distillation_loss(teacher, DistillConfig(alpha=0.0))(student, inputs, labels)
+    assert teacher_only.item() == pytest.approx(soft_target_loss(student(inputs), teacher(inputs), 3.0).item(), rel=1e-5)
+
+
+def test_mismatched_outputs_and_bad_settings_are_clear_errors():
+    loss = distillation_loss(torch.nn.Linear(4, 3))
+    with pytest.raises(ConfigError, match="same outputs"):
+        loss(torch.nn.Linear(4, 5), torch.randn(2, 4), torch.tensor([0, 1]))
+    for kwargs in ({"temperature": 0}, {"alpha": 1.5}, {"hint_weight": 1.0}):
+        with pytest.raises(ConfigError):
+            DistillConfig(**kwargs)
+
+
+def test_attention_map_compares_features_of_different_width_and_size():
+    student, teacher = torch.randn(2, 8, 4, 4), torch.randn(2, 32, 8, 8)
+    assert attention_map(student, (4, 4)).shape == attention_map(teacher, (4, 4)).shape == (2, 16)
+
+
+def test_a_small_student_learns_from_a_trained_teacher_with_feature_hints():
+    splits = load_dataset("digits")
+    spec = input_spec_for(splits.train)
+    train, val = splits.train.split(0.1, 0)
+    torch.manual_seed(0)
+    teacher = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=16", input=spec).module
+    fit(teacher, train, val, spec, TrainConfig(epochs=8, lr=0.05), show_progress=False)
+    student = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=8", input=spec).module
+    config = DistillConfig(hints=(("block1", "block1"),), hint_weight=10.0)
+    fit(student, train, val, spec, TrainConfig(epochs=8, lr=0.05), loss_fn=distillation_loss(teacher, config),
+        show_progress=False)
+    assert accuracy_of(student, splits.test, spec) > 0.6  # ten classes: chance is 0.1
