@@ -1,16 +1,20 @@
-"""Compression on real data: a baseline trained with `edgeopt train`, then INT8 per backend.
+"""Compression on real data: every technique on a ResNet-18 trained with `edgeopt train`.
 
-    .venv/bin/python benchmarks/compression.py                      # NEU-CLS-64
-    .venv/bin/python benchmarks/compression.py --datasets neu,cifar10
+    .venv/bin/python benchmarks/compression.py                      # NEU-CLS-64 and CIFAR-10
+    .venv/bin/python benchmarks/compression.py --datasets neu
 
 Reads the datasets from ../shared/datasets (or --datasets-dir); never copies them.
-Trains (or resumes) a ResNet-18 baseline per dataset under runs/, benchmarks eager FP32
-against every backend at FP32 and INT8 (latency in fresh processes, batch 1), evaluates
-each artifact on the test split, and replaces the table between the markers in
-benchmarks/RESULTS.md.
+Per dataset: a ResNet-18 baseline trained by `edgeopt train` (1-channel stem for NEU);
+INT8 PTQ on ONNX Runtime, OpenVINO and ExecuTorch; OpenVINO accuracy-aware PTQ (max drop
+1 point) and QAT (NNCF, 3 epochs). On NEU also: prune 50% and 75% + KD from the baseline
+(`edgeopt prune`), each then INT8 on OpenVINO and ONNX Runtime; distillation into
+MobileNetV2 and ShuffleNetV2 and to a lower input resolution (`edgeopt distill`).
 
-So far this covers the baseline and plain INT8 PTQ; accuracy-aware PTQ, QAT, pruning,
-distillation and resolution are to be added as they are built.
+Every model is trained by the CLI with `--resume` and kept under runs/, so an interrupted
+run continues. Accuracy is top-1 on the test split; latency is p50 at batch 1 with 2
+threads, each artifact timed in a fresh worker process after all training is done. The
+table replaces the one between the markers in benchmarks/RESULTS.md; a plot goes to
+benchmarks/results/compression.png.
 """
 
 from __future__ import annotations
@@ -20,119 +24,213 @@ import datetime as dt
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt import BenchConfig, TimingConfig, bench, export, load_model
+from edgeopt import TimingConfig, export, load_model
+from edgeopt.artifact import Artifact
 from edgeopt.backends import open_session
-from edgeopt.backends.base import Validation
-from edgeopt.data import load_dataset, to_input
+from edgeopt.cli.common import quantization_data
+from edgeopt.data import load_dataset
+from edgeopt.errors import EdgeoptError
 from edgeopt.measure.accuracy import evaluate
-from edgeopt.measure.bench import measure_artifact
-from edgeopt.report.console import environment_line, print_bench
+from edgeopt.measure.bench import BenchConfig, measure_artifact
+from edgeopt.measure.environment import collect as collect_environment
+from edgeopt.measure.profile import count_flops_and_params
+from edgeopt.report.console import environment_line
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- compression:start -->", "<!-- compression:end -->"
+THREADS = 2
+RECIPE = ["--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.05", "--schedule", "onecycle"]
 DATASETS = {
-    "neu": {"file": "neu_cls_64.npz", "extra": [], "epochs": 12},
-    "cifar10": {"file": "cifar10.npz", "extra": ["cifar10_train_extra.npz"], "epochs": 15},
+    "neu": {"file": "neu_cls_64.npz", "extra": [], "epochs": 30, "full": True},
+    "cifar10": {"file": "cifar10.npz", "extra": ["cifar10_train_extra.npz"], "epochs": 15, "full": False},
+}
+# (name, edgeopt command after the baseline's path is known): trained students on NEU
+STUDENTS = {
+    "prune50-kd": lambda base: ["prune", base, "--ratio", "0.5", "--epochs", "8", "--lr", "0.01"],
+    "prune75-kd": lambda base: ["prune", base, "--ratio", "0.75", "--epochs", "10", "--lr", "0.01"],
+    "mobilenet_v2-kd": lambda base: ["distill", "torchvision:mobilenet_v2", "--teacher", base, "--epochs", "30", *RECIPE],
+    "shufflenet_v2-kd": lambda base: ["distill", "torchvision:shufflenet_v2_x1_0", "--teacher", base, "--epochs", "30",
+                                      *RECIPE],
+    "resnet18@48-kd": lambda base: ["distill", base, "--teacher", base, "--input-size", "48", "--epochs", "8",
+                                    "--lr", "0.01"],
 }
 
 
-def train_baseline(name: str, folder: Path, out: Path) -> Path:
-    """Train ResNet-18 with the edgeopt CLI (resuming an interrupted run)."""
-    info = DATASETS[name]
-    checkpoint = out / f"{name}-resnet18.safetensors"
-    if checkpoint.is_file():
-        return checkpoint
-    command = [sys.executable, "-m", "edgeopt", "train", str(folder / info["file"]), "--arch", "torchvision:resnet18",
-               "--epochs", str(info["epochs"]), "--out", str(checkpoint), "--resume", "--threads", "2"]
-    for extra in info["extra"]:
-        command += ["--extra-train", str(folder / extra)]
-    print(" ".join(command), flush=True)
+@dataclass
+class Row:
+    dataset: str
+    model: str
+    backend: str
+    precision: str
+    artifact: Path
+    macs: int
+    params: int
+    top1: float = 0.0
+    agreement: float = 0.0
+    size_mb: float = 0.0
+    p50_ms: float = 0.0
+    note: str = ""
+
+
+def edgeopt(*args: str) -> None:
+    command = [sys.executable, "-m", "edgeopt", *args, "--resume", "--threads", str(THREADS)]
+    print("$ " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    return checkpoint
 
 
-def measure(name: str, folder: Path, checkpoint: Path, artifacts: Path) -> list[dict]:
-    info = DATASETS[name]
+def train_models(name: str, folder: Path, runs: Path) -> dict[str, Path]:
+    """The baseline and (NEU) its compressed students, trained by the CLI unless already on disk."""
+    info, data = DATASETS[name], str(folder / DATASETS[name]["file"])
+    base = runs / f"{name}-resnet18.safetensors"
+    if not base.is_file():
+        extra = [arg for e in info["extra"] for arg in ("--extra-train", str(folder / e))]
+        edgeopt("train", data, "--arch", "torchvision:resnet18", "--epochs", str(info["epochs"]), *RECIPE, *extra,
+                "--out", str(base))
+    models = {"resnet18": base}
+    for student, command in (STUDENTS.items() if info["full"] else []):
+        path = runs / name / f"{student}.safetensors"
+        if not path.is_file():
+            edgeopt(*command(str(base)), "--data", data, "--out", str(path))
+        models[student] = path
+    return models
+
+
+def variants(name: str, model_name: str, full: bool) -> list[tuple[str, str, str]]:
+    """(backend, precision, how) for one model: the baseline gets every path, students the fast ones."""
+    if model_name == "resnet18":
+        rows = [("eager", "fp32", "plain"), ("onnxruntime", "fp32", "plain"), ("openvino", "fp32", "plain"),
+                ("onnxruntime", "int8", "ptq"), ("openvino", "int8", "ptq"), ("openvino", "int8", "aware"),
+                ("openvino", "int8", "qat"), ("onnxruntime", "int8", "qat")]
+        return rows + ([("executorch", "int8", "ptq")] if full else [])
+    return [("eager", "fp32", "plain"), ("onnxruntime", "int8", "ptq"), ("openvino", "int8", "aware")]
+
+
+def build(name: str, model_name: str, checkpoint: Path, splits, artifacts: Path, full: bool) -> list[Row]:
     model = load_model(str(checkpoint))
-    splits = load_dataset(str(folder / info["file"]), extra_train=[str(folder / e) for e in info["extra"]])
-    calibration = to_input(splits.train.calibration(300).images, model.input_spec)
-    config = BenchConfig(backends=("eager", "onnxruntime", "openvino"), precisions=("fp32", "int8"), threads=2,
-                         timing=TimingConfig(warmup=10, min_iters=100, min_seconds=3.0))
-    report = bench(model, config, artifacts_dir=artifacts / name, calibration=calibration)
-    print_bench(report)
+    cost = count_flops_and_params(model)
+    calibration, _ = quantization_data(splits, 300, model)
+    aware_calibration, validation = quantization_data(splits, 300, model, max_drop=1.0)
+    qat_model = None
     rows = []
-    for result in report.results:
-        row = {"dataset": name, "backend": result.backend, "precision": result.precision, "status": result.status,
-               "reason": result.reason, "p50_ms": (result.latency_ms or {}).get("p50"),
-               "speedup": result.speedup_vs_eager, "size_mb": result.size_mb, "environment": report.environment}
-        if result.status == "ok":
-            session = open_session(artifacts / name / f"{result.backend}-{result.precision}", threads=2)
-            metrics = evaluate(session.run, splits.test, model.input_spec, reference=model.reference())
-            row.update(top1=metrics["top1"], agreement=metrics["fidelity"]["top1_agreement"])
-        rows.append(row)
-    rows.append(accuracy_aware(name, model, splits, config, artifacts, report.environment))
-    baseline = next(r for r in rows if r["backend"] == "eager")
-    for row in rows:
-        if "top1" in row:
-            row["drop_points"] = 100 * (baseline["top1"] - row["top1"])
-            row["speedup"] = baseline["p50_ms"] / row["p50_ms"]
+    for backend, precision, how in variants(name, model_name, full):
+        out = artifacts / name / f"{model_name}-{backend}-{precision}-{how}"
+        try:
+            if (out / "manifest.json").is_file():
+                artifact = Artifact.open(out)
+            elif how == "qat":
+                qat_model = qat_model or quantization_aware(model, splits, calibration, out.with_name(f"{model_name}-qat"))
+                artifact = export(qat_model, backend, out, "int8", threads=THREADS, calibration=calibration)
+            elif how == "aware":
+                artifact = export(model, backend, out, "int8", threads=THREADS, calibration=aware_calibration,
+                                  validation=validation)
+            else:
+                artifact = export(model, backend, out, precision, threads=THREADS,
+                                  calibration=calibration if precision == "int8" else None)
+        except EdgeoptError as exc:
+            print(f"  {model_name} {backend} {precision} {how}: {exc}", flush=True)
+            continue
+        metrics = evaluate(open_session(artifact.path, threads=THREADS).run, splits.test, model.input_spec,
+                           reference=model.reference())
+        label = {"plain": "", "ptq": "PTQ", "aware": "PTQ, accuracy-aware ≤1 pt", "qat": "QAT 3 epochs"}[how]
+        kept = len(artifact.manifest.get("compile", {}).get("fp32_layers", [])) if how == "aware" else 0
+        rows.append(Row(name, model_name, backend, f"{precision.upper()} {label}".strip(), artifact.path,
+                        cost["macs"], cost["params"], metrics["top1"], metrics["fidelity"]["top1_agreement"],
+                        artifact.size_bytes / 2**20, note=f"{kept} layer(s) FP32" if kept else ""))
+        print(f"  {model_name} {backend} {rows[-1].precision}: top-1 {metrics['top1']:.2%}", flush=True)
     return rows
 
 
-def accuracy_aware(name: str, model, splits, config: BenchConfig, artifacts: Path, environment: dict) -> dict:
-    """OpenVINO INT8 with NNCF accuracy control (max drop 1 point on a held-out 20% of train)."""
-    rest, held_out = splits.train.split(0.2, seed=0)
-    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=1.0)
-    calibration = to_input(rest.calibration(300).images, model.input_spec)
-    artifact = export(model, "openvino", artifacts / name / "openvino-int8-aware", precision="int8", threads=2,
-                      overwrite=True, calibration=calibration, validation=validation)
-    timing = measure_artifact(artifact.path, config)["batches"]["1"]
-    metrics = evaluate(open_session(artifact.path, threads=2).run, splits.test, model.input_spec, reference=model.reference())
-    return {"dataset": name, "backend": "openvino", "precision": "int8 (accuracy-aware, ≤1 pt)", "status": "ok",
-            "reason": None, "p50_ms": timing["p50"], "size_mb": artifact.size_bytes / 2**20,
-            "top1": metrics["top1"], "agreement": metrics["fidelity"]["top1_agreement"], "environment": environment,
-            "fp32_layers": len(artifact.manifest["compile"].get("fp32_layers", []))}
+def quantization_aware(model, splits, calibration, checkpoint: Path):
+    from edgeopt.cli.quantize import quantization_aware_training
+    from edgeopt.report.console import make_console
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    return quantization_aware_training(model, splits, calibration, checkpoint, epochs=3, lr=1e-3, resume=True,
+                                       console=make_console())
 
 
-def markdown(rows: list[dict], command: str) -> str:
-    lines = [f"Measured {dt.date.today().isoformat()} on {environment_line(rows[0]['environment'])}; "
-             f"2 threads, batch 1. Command: `{command}`", "",
-             "| dataset | model | backend | precision | top-1 | drop (points) | agreement with FP32 | size MB | p50 ms | × eager FP32 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(f"| {r['dataset']} | resnet18 | {r['backend']} | {r['precision']} | {r['status']}: {r['reason']} |||||")
-            continue
-        lines.append(f"| {r['dataset']} | resnet18 | {r['backend']} | {r['precision']} | {r['top1']:.2%} | "
-                     f"{r['drop_points']:.2f} | {r['agreement']:.2%} | {r['size_mb']:.2f} | {r['p50_ms']:.2f} | "
-                     f"{r['speedup']:.2f}× |")
+def time_all(rows: list[Row]) -> None:
+    config = BenchConfig(threads=THREADS, timing=TimingConfig(warmup=10, min_iters=100, min_seconds=3.0))
+    for row in rows:
+        row.p50_ms = measure_artifact(row.artifact, config)["batches"]["1"]["p50"]
+        print(f"  {row.dataset} {row.model} {row.backend} {row.precision}: p50 {row.p50_ms:.2f} ms", flush=True)
+
+
+def markdown(rows: list[Row], command: str, environment: dict) -> str:
+    lines = [f"Measured {dt.date.today().isoformat()} on {environment_line(environment)}; {THREADS} threads, "
+             f"batch 1, top-1 on the full test split. Command: `{command}`", "",
+             "| dataset | model | backend | precision | top-1 | drop (pts) | agreement | MMACs | M params | size MB "
+             "| p50 ms | × eager FP32 | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        subset = [r for r in rows if r.dataset == dataset]
+        base = next(r for r in subset if r.model == "resnet18" and r.backend == "eager")
+        for r in subset:
+            lines.append(f"| {r.dataset} | {r.model} | {r.backend} | {r.precision} | {r.top1:.2%} | "
+                         f"{100 * (base.top1 - r.top1):+.2f} | {r.agreement:.2%} | {r.macs / 1e6:.1f} | "
+                         f"{r.params / 1e6:.2f} | {r.size_mb:.2f} | {r.p50_ms:.2f} | {base.p50_ms / r.p50_ms:.1f}× | "
+                         f"{r.note} |")
     return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        subset = [r for r in rows if r.dataset == dataset]
+        for model in dict.fromkeys(r.model for r in subset):
+            points = [r for r in subset if r.model == model]
+            axis.scatter([r.p50_ms for r in points], [100 * r.top1 for r in points], label=model,
+                         s=[20 + 4 * r.size_mb for r in points], alpha=0.7)
+        axis.set_xscale("log")
+        axis.set(title=f"{dataset}: accuracy vs latency (marker size = file size)", xlabel="p50 latency, ms (log)",
+                 ylabel="top-1 %")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="neu")
+    parser.add_argument("--datasets", default="neu,cifar10")
     parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     args = parser.parse_args()
     if not args.datasets_dir.is_dir():
         print(f"datasets not found at {args.datasets_dir}; pass --datasets-dir", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[Row] = []
     for name in args.datasets.split(","):
-        checkpoint = train_baseline(name, args.datasets_dir, args.runs)
-        rows += measure(name, args.datasets_dir, checkpoint, args.runs / "artifacts")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "compression.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = markdown(rows, "python benchmarks/compression.py " + " ".join(sys.argv[1:]))
+        info = DATASETS[name]
+        models = train_models(name, args.datasets_dir, args.runs)
+        splits = load_dataset(str(args.datasets_dir / info["file"]),
+                              extra_train=[str(args.datasets_dir / e) for e in info["extra"]])
+        for model_name, checkpoint in models.items():
+            rows += build(name, model_name, checkpoint, splits, args.runs / "artifacts", info["full"])
+    time_all(rows)
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    environment = collect_environment()
+    (results / "compression.json").write_text(json.dumps(
+        [{**r.__dict__, "artifact": str(r.artifact)} for r in rows] + [{"environment": environment}], indent=2) + "\n")
+    plot(rows, results / "compression.png")
+    table = markdown(rows, "python benchmarks/compression.py " + " ".join(sys.argv[1:]), environment)
     text = (HERE / "RESULTS.md").read_text()
     if START not in text:
         text += f"\n## Compression on real data (`benchmarks/compression.py`)\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
-    (HERE / "RESULTS.md").write_text(f"{head}{START}\n{table}{END}{rest.partition(END)[2]}")
+    (HERE / "RESULTS.md").write_text(f"{head}{START}\n{table}\n![accuracy vs latency](results/compression.png)\n"
+                                     f"{END}{rest.partition(END)[2]}")
     print(table)
     return 0
 

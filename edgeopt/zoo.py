@@ -74,3 +74,10 @@ def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, seed:
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+def mlp(in_features: int = 512, hidden: int = 2048, num_classes: int = 10, seed: int = 0) -> nn.Module:
+    """A Linear-heavy model (where dynamic INT8 pays off), e.g. ``edgeopt.zoo:mlp`` with input 1x512."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes)).eval()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from edgeopt.artifact import Artifact
     from edgeopt.models import LoadedModel
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")  # int8-dynamic: INT8 weights, activations at run time
 
 
 @dataclass(frozen=True)

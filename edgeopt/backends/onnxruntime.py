@@ -108,11 +108,35 @@ class OnnxRuntimeSession(Session):
         return self.session.run(None, {self._input_name: batch})
 
 
+def dynamic_int8(model, out: Path) -> CompileResult:
+    """INT8 weights, activations quantized at run time (``quantize_dynamic``): no calibration.
+
+    It pays off where the time goes into MatMul/Gemm (Linear, LSTM, attention); a
+    convolution becomes ConvInteger, which ONNX Runtime's CPU provider usually runs no
+    faster than FP32, so for CNNs static INT8 (``int8``) is the one to use.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
+        write_onnx(model, fp32)
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out), load_external_data=False).graph.node}
+    notes = ["ONNX Runtime dynamic INT8 (INT8 weights, activations quantized at run time)"]
+    if "ConvInteger" in ops:
+        notes.append("convolutions became ConvInteger, which is rarely faster than FP32 on CPU; for CNNs use static int8")
+    return CompileResult(entry=MODEL, notes=notes, details={"quantized_ops": sorted(ops & {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM"})})
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     order = 20
     capabilities = Capabilities(
-        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False,
+        precisions=("fp32", "int8", "int8-dynamic"), sources=("torch", "onnx"), runtime_needs_torch=False,
         options=("calibration_method", "reduce_range"), accuracy_aware_int8=True, qat_int8=True,
     )
 
@@ -121,6 +145,8 @@ class OnnxRuntimeBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+        if precision == "int8-dynamic":
+            return dynamic_int8(model, folder / MODEL)
         if precision != "int8":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["ONNX opset from the dynamo exporter, CPUExecutionProvider"])

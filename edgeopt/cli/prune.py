@@ -44,6 +44,8 @@ def prune_command(
     alpha: float = typer.Option(0.7, "--alpha", help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets."),
     lr: float = typer.Option(0.01, "--lr"),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adamw"),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine | onecycle | constant"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
     batch_size: int = typer.Option(64, "--batch-size"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune from its last epoch checkpoint."),
     seed: int = typer.Option(0, "--seed"),
@@ -54,7 +56,14 @@ def prune_command(
     import torch
 
     from edgeopt.models import save_checkpoint
-    from edgeopt.passes.prune import PruneConfig, make_permanent, prune_channels, sparsify
+    from edgeopt.passes.distill import DistillConfig
+    from edgeopt.passes.prune import (
+        PruneConfig,
+        make_permanent,
+        prune_channels,
+        sparsify,
+    )
+    from edgeopt.passes.train import TrainConfig
 
     if threads:
         torch.set_num_threads(threads)
@@ -64,8 +73,10 @@ def prune_command(
         raise ConfigError("pruning needs a PyTorch model (a checkpoint, torchvision: or package.module:factory source)")
     splits = dataset_for(data, loaded)
     before = figures("original", loaded, splits.test, threads)
-    fine_tune = _fine_tuner(loaded, splits, out, epochs, distill, temperature, alpha, lr, optimizer, batch_size,
-                            resume, seed)
+    config = TrainConfig(epochs=max(epochs, 1), lr=lr, optimizer=optimizer, schedule=schedule,
+                         weight_decay=weight_decay, batch_size=batch_size, seed=seed)
+    fine_tune = _fine_tuner(loaded, splits, out, epochs, config, DistillConfig(temperature, alpha) if distill else None,
+                            resume)
     example = torch.from_numpy(loaded.input_spec.example())
     if sparsity is not None:
         report = sparsify(loaded.module, sparsity, permanent=False)
@@ -93,15 +104,13 @@ def prune_command(
     console.print(f"[green]saved[/] {out}", soft_wrap=True)
 
 
-def _fine_tuner(loaded, splits, out: Path, epochs: int, distill: bool, temperature: float, alpha: float, lr: float,
-                optimizer: str, batch_size: int, resume: bool, seed: int):
+def _fine_tuner(loaded, splits, out: Path, epochs: int, config, distill, resume: bool):
     """A step hook that fine-tunes for ``epochs`` (distilling from a frozen copy of the original)."""
-    from edgeopt.passes.distill import DistillConfig, distillation_loss
-    from edgeopt.passes.train import TrainConfig, fit
+    from edgeopt.passes.distill import distillation_loss
+    from edgeopt.passes.train import fit
 
-    teacher_loss = distillation_loss(copy.deepcopy(loaded.module), DistillConfig(temperature, alpha)) if distill else None
-    train, val = splits.train.split(0.1, seed)
-    config = TrainConfig(epochs=max(epochs, 1), lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed)
+    teacher_loss = distillation_loss(copy.deepcopy(loaded.module), distill) if distill else None
+    train, val = splits.train.split(0.1, config.seed)
 
     def fine_tune(step: int, module) -> None:
         if epochs > 0:

@@ -28,6 +28,7 @@ TOLERANCES = {
     "fp32": Tolerance(max_abs_diff=1e-3, min_top1_agreement=1.0, min_sqnr_db=math.inf),
     "fp16": Tolerance(max_abs_diff=2e-2, min_top1_agreement=0.99, min_sqnr_db=25.0),
     "int8": Tolerance(max_abs_diff=math.inf, min_top1_agreement=0.9, min_sqnr_db=16.5),
+    "int8-dynamic": Tolerance(max_abs_diff=math.inf, min_top1_agreement=0.9, min_sqnr_db=16.5),
 }
 
 

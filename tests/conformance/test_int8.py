@@ -162,3 +162,18 @@ def test_backends_without_qat_conversion_refuse_a_qat_model_clearly(qat_model, t
         export(qat_model, "eager", tmp_path / "eager")
     with pytest.raises(BackendUnavailable, match="a QAT model exports as int8"):
         export(qat_model, "onnxruntime", tmp_path / "ort", "fp32")
+
+
+def test_dynamic_int8_quantizes_linear_layers_without_calibration(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = load_model("edgeopt.zoo:mlp?hidden=64&in_features=32", input="1x32")
+    artifact = export(model, "onnxruntime", tmp_path / "dyn", "int8-dynamic")
+    assert "MatMulInteger" in artifact.manifest["compile"]["quantized_ops"]
+    assert artifact.manifest["parity"]["passed"] and artifact.size_bytes < 0.5 * (32 * 64 + 64 * 64 + 64 * 10) * 4
+
+
+def test_dynamic_int8_on_a_cnn_says_static_int8_is_the_one_to_use(tmp_path):
+    pytest.importorskip("onnxruntime")
+    artifact = export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x16x16"), "onnxruntime", tmp_path / "dyn",
+                      "int8-dynamic")
+    assert any("use static int8" in note for note in artifact.manifest["notes"])

@@ -118,3 +118,15 @@ def test_unstructured_sparsity_is_permanent_and_reported():
     assert report.sparsity == pytest.approx(0.6, abs=0.01)
     assert not any("weight_orig" in key for key in model.module.state_dict())
     assert "no faster" in report.note
+
+
+def test_pruned_model_exports_and_reloads_on_the_eager_backend(tmp_path):
+    from edgeopt.backends import open_session
+    from edgeopt.export import export
+
+    model = tiny()
+    prune_channels(model.module, example(model), PruneConfig(ratio=0.5))
+    artifact = export(model, "eager", tmp_path / "eager")
+    batch = model.input_spec.example(batch=3)
+    expected = model.module.eval()(torch.from_numpy(batch)).detach().numpy()
+    assert (abs(open_session(artifact.path).run([batch])[0] - expected)).max() < 1e-5
