@@ -44,19 +44,20 @@ ROOT = HERE.parent
 START, END = "<!-- compression:start -->", "<!-- compression:end -->"
 THREADS = 2
 RECIPE = ["--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.05", "--schedule", "onecycle"]
+FINE_TUNE = ["--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0.05", "--schedule", "onecycle"]
 DATASETS = {
     "neu": {"file": "neu_cls_64.npz", "extra": [], "epochs": 30, "full": True},
     "cifar10": {"file": "cifar10.npz", "extra": ["cifar10_train_extra.npz"], "epochs": 15, "full": False},
 }
 # (name, edgeopt command after the baseline's path is known): trained students on NEU
 STUDENTS = {
-    "prune50-kd": lambda base: ["prune", base, "--ratio", "0.5", "--epochs", "8", "--lr", "0.01"],
-    "prune75-kd": lambda base: ["prune", base, "--ratio", "0.75", "--epochs", "10", "--lr", "0.01"],
-    "mobilenet_v2-kd": lambda base: ["distill", "torchvision:mobilenet_v2", "--teacher", base, "--epochs", "30", *RECIPE],
-    "shufflenet_v2-kd": lambda base: ["distill", "torchvision:shufflenet_v2_x1_0", "--teacher", base, "--epochs", "30",
+    "prune50-kd": lambda base: ["prune", base, "--ratio", "0.5", "--epochs", "15", *FINE_TUNE],
+    "prune75-kd": lambda base: ["prune", base, "--ratio", "0.75", "--epochs", "15", *FINE_TUNE],
+    "mobilenet_v2-kd": lambda base: ["distill", "torchvision:mobilenet_v2", "--teacher", base, "--epochs", "12", *RECIPE],
+    "shufflenet_v2-kd": lambda base: ["distill", "torchvision:shufflenet_v2_x1_0", "--teacher", base, "--epochs", "12",
                                       *RECIPE],
-    "resnet18@48-kd": lambda base: ["distill", base, "--teacher", base, "--input-size", "48", "--epochs", "8",
-                                    "--lr", "0.01"],
+    "resnet18@48-kd": lambda base: ["distill", base, "--teacher", base, "--input-size", "48", "--epochs", "10",
+                                    *FINE_TUNE],
 }
 
 

@@ -23,7 +23,6 @@ MODEL = "model.onnx"
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, options: dict[str, Any],
@@ -59,24 +58,38 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, opt
 def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibration: np.ndarray,
                         validation: Validation, options: dict[str, Any]) -> dict[str, Any]:
     """Quantize, then keep layers in FP32 by sensitivity until the validation drop holds."""
-    import onnx
-
-    candidates = iter(range(10**6))
+    built: dict[tuple[str, ...], Path] = {}
 
     def build(excluded: list[str]) -> Path:
-        path = scratch / f"candidate{next(candidates)}.onnx"
-        quantize_static_int8(prepared, path, calibration, options, exclude=excluded)
-        return path
+        if tuple(excluded) not in built:
+            path = scratch / f"candidate{len(built)}.onnx"
+            quantize_static_int8(prepared, path, calibration, options, exclude=excluded)
+            built[tuple(excluded)] = path
+        return built[tuple(excluded)]
 
     def accuracy(path: Path) -> float:
         logits = OnnxRuntimeSession(path, spec, threads=None).run([validation.inputs])[0]
         return top1_accuracy(logits, validation.labels)
 
-    layers = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in WEIGHTED_OPS]
+    layers = quantized_nodes(build([]))
     result = revert_by_sensitivity(layers, build, accuracy, accuracy(prepared), validation.max_drop)
     shutil.copyfile(result.candidate, out)
     return {"fp32_layers": result.excluded, "sensitivity_ranking": result.ranking, "search": result.steps,
             "reached": result.reached}
+
+
+def quantized_nodes(path: Path) -> list[str]:
+    """Nodes that run on quantized inputs in a QDQ model, in graph order: the search space.
+
+    Not only weighted layers: ONNX Runtime also quantizes around Add, Mul, Concat, pooling
+    and activations, and an unlucky one of those can cost as much accuracy as a conv.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in graph.node
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized & set(node.input)]
 
 
 def _input_name(path: Path) -> str:

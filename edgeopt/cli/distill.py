@@ -40,6 +40,7 @@ def distill_command(
     lr: float = typer.Option(0.05, "--lr"),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adamw"),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine | onecycle | constant"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
     batch_size: int = typer.Option(64, "--batch-size"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch checkpoint."),
     seed: int = typer.Option(0, "--seed"),
@@ -59,7 +60,8 @@ def distill_command(
         torch.set_num_threads(threads)
     console = make_console()
     distill_config = DistillConfig(temperature, alpha, parse_hints(hint), hint_weight)
-    config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, batch_size=batch_size, seed=seed)
+    config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay,
+                         batch_size=batch_size, seed=seed)
     teacher_model = load(teacher, None, None)
     if teacher_model.module is None:
         raise ConfigError("the teacher must be a PyTorch model (a checkpoint or torchvision:/factory source)")
