@@ -8,6 +8,7 @@ Skipped, with the reason, when ../shared/datasets is absent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from edgeopt.measure.accuracy import evaluate
 from edgeopt.models import load_model
 from edgeopt.passes.train import TrainConfig, accuracy_of, fit
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+# EDGEOPT_DATASETS points elsewhere; by default the workplace's ../shared/datasets beside the repository
+DATASETS = Path(os.environ.get("EDGEOPT_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"))
 pytestmark = pytest.mark.skipif(not (DATASETS / "neu_cls_64.npz").is_file(),
                                 reason=f"real datasets not found at {DATASETS} (NEU-CLS-64, CIFAR-10)")
 
