@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from edgeopt.cli import backends, bench, distill, eval, export, inspect, profile, prune, quantize, train  # noqa: F401  (registers the subcommands)
+from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
+    backends,
+    bench,
+    distill,
+    eval,
+    export,
+    inspect,
+    profile,
+    prune,
+    quantize,
+    train,
+)
 from edgeopt.cli.app import app
 from edgeopt.errors import EdgeoptError
 

@@ -8,8 +8,17 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, ThreadsOption,
-                                dataset_for, load, parse_int_list, quantization_data)
+from edgeopt.cli.common import (
+    ArchOption,
+    CalibrateOption,
+    CalibrationSamplesOption,
+    InputOption,
+    ThreadsOption,
+    dataset_for,
+    load,
+    parse_int_list,
+    quantization_data,
+)
 from edgeopt.report.console import make_console
 
 

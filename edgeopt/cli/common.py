@@ -14,6 +14,15 @@ ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every
 CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
 CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
 MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="INT8 with accuracy control: most top-1 points to lose (needs --calibrate data with labels).")
+# Training options shared by train, prune and distill (defaults: the recipe that measured best on NEU)
+OptimizerOption = typer.Option("adamw", "--optimizer", help="sgd | adamw")
+ScheduleOption = typer.Option("onecycle", "--schedule", help="cosine | onecycle | constant")
+WeightDecayOption = typer.Option(0.05, "--weight-decay")
+BatchSizeOption = typer.Option(64, "--batch-size")
+SeedOption = typer.Option(0, "--seed")
+ResumeOption = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch checkpoint.")
+TemperatureOption = typer.Option(3.0, "--temperature", help="Distillation temperature T.")
+AlphaOption = typer.Option(0.7, "--alpha", help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets.")
 VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
 
 

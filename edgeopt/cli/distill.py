@@ -9,7 +9,19 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ThreadsOption, dataset_for, load
+from edgeopt.cli.common import (
+    AlphaOption,
+    BatchSizeOption,
+    OptimizerOption,
+    ResumeOption,
+    ScheduleOption,
+    SeedOption,
+    TemperatureOption,
+    ThreadsOption,
+    WeightDecayOption,
+    dataset_for,
+    load,
+)
 from edgeopt.cli.compare import comparison_table, figures
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
@@ -33,17 +45,17 @@ def distill_command(
     out: Path = typer.Option(..., "--out", "-o", help="The student checkpoint (.safetensors); a .json summary goes beside it."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Train and evaluate the student at this (lower) image size."),
     epochs: int = typer.Option(15, "--epochs"),
-    temperature: float = typer.Option(3.0, "--temperature"),
-    alpha: float = typer.Option(0.7, "--alpha", help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets."),
+    temperature: float = TemperatureOption,
+    alpha: float = AlphaOption,
     hint: List[str] = typer.Option([], "--hint", help="Attention-transfer feature hint STUDENT_LAYER:TEACHER_LAYER (repeatable)."),
     hint_weight: float = typer.Option(0.0, "--hint-weight", help="Weight of the feature hints (e.g. 100)."),
     lr: float = typer.Option(0.002, "--lr"),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="sgd | adamw"),
-    schedule: str = typer.Option("onecycle", "--schedule", help="cosine | onecycle | constant"),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch checkpoint."),
-    seed: int = typer.Option(0, "--seed"),
+    optimizer: str = OptimizerOption,
+    schedule: str = ScheduleOption,
+    weight_decay: float = WeightDecayOption,
+    batch_size: int = BatchSizeOption,
+    resume: bool = ResumeOption,
+    seed: int = SeedOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Distil TEACHER into STUDENT (α·CE + (1−α)·T²·KL, T=3, α=0.7) and compare the two."""

@@ -8,8 +8,17 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (ArchOption, CalibrateOption, CalibrationSamplesOption, InputOption, MaxDropOption,
-                                ThreadsOption, dataset_for, load, quantization_data)
+from edgeopt.cli.common import (
+    ArchOption,
+    CalibrateOption,
+    CalibrationSamplesOption,
+    InputOption,
+    MaxDropOption,
+    ThreadsOption,
+    dataset_for,
+    load,
+    quantization_data,
+)
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 

@@ -10,7 +10,20 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, ThreadsOption, dataset_for, load
+from edgeopt.cli.common import (
+    AlphaOption,
+    ArchOption,
+    BatchSizeOption,
+    OptimizerOption,
+    ResumeOption,
+    ScheduleOption,
+    SeedOption,
+    TemperatureOption,
+    ThreadsOption,
+    WeightDecayOption,
+    dataset_for,
+    load,
+)
 from edgeopt.cli.compare import comparison_table, figures
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
@@ -40,15 +53,15 @@ def prune_command(
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Unstructured instead: zero this share of weights (smaller compressed file, not faster)."),
     epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs after each pruning step (0: none)."),
     distill: bool = typer.Option(True, "--distill/--no-distill", help="Fine-tune by distillation from the unpruned model."),
-    temperature: float = typer.Option(3.0, "--temperature"),
-    alpha: float = typer.Option(0.7, "--alpha", help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets."),
+    temperature: float = TemperatureOption,
+    alpha: float = AlphaOption,
     lr: float = typer.Option(1e-3, "--lr"),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="sgd | adamw"),
-    schedule: str = typer.Option("onecycle", "--schedule", help="cosine | onecycle | constant"),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune from its last epoch checkpoint."),
-    seed: int = typer.Option(0, "--seed"),
+    optimizer: str = OptimizerOption,
+    schedule: str = ScheduleOption,
+    weight_decay: float = WeightDecayOption,
+    batch_size: int = BatchSizeOption,
+    resume: bool = ResumeOption,
+    seed: int = SeedOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
@@ -94,7 +107,8 @@ def prune_command(
                              importance=importance, global_pruning=global_pruning, round_to=round_to, steps=steps,
                              ignore=tuple(ignore))
         with console.status("pruning…"):
-            result = prune_channels(loaded.module, example, config, _taylor_batch(loaded, splits), fine_tune)
+            gradients = _taylor_batch(loaded, splits) if importance == "taylor" else None
+            result = prune_channels(loaded.module, example, config, gradients, fine_tune)
         summary = {"ratio": result.ratio, "protected": result.protected, "steps": result.steps,
                    "macs_before": result.macs_before, "macs_after": result.macs_after}
         title = f"pruned {result.ratio:.0%} ({importance}, {'global' if global_pruning else 'uniform'})"

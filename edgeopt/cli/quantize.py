@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +9,16 @@ import typer
 from rich.table import Table
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (ArchOption, CalibrationSamplesOption, MaxDropOption, ThreadsOption,
-                                dataset_for, load, quantization_data)
+from edgeopt.cli.common import (
+    ArchOption,
+    CalibrationSamplesOption,
+    MaxDropOption,
+    ThreadsOption,
+    dataset_for,
+    load,
+    quantization_data,
+)
+from edgeopt.cli.compare import figures
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 
@@ -53,21 +60,18 @@ def quantize_command(
     test = splits.test
     config = BenchConfig(threads=threads)
     with console.status("measuring accuracy and latency…"):
-        before = evaluate(loaded.reference(), test, loaded.input_spec)
+        before = figures("eager FP32", loaded, test, threads)  # the FP32 baseline, timed the same way
         after = evaluate(open_session(artifact.path, threads=threads).run, test, artifact.input_spec,
                          reference=loaded.reference())
-        with tempfile.TemporaryDirectory() as scratch:  # the FP32 baseline, timed the same way
-            eager = export(loaded, "eager", Path(scratch) / "eager")
-            eager_ms = measure_artifact(eager.path, config)["batches"]["1"]["p50"]
         int8_ms = measure_artifact(artifact.path, config)["batches"]["1"]["p50"]
     table = Table(title=f"{model} → {backend} INT8 ({len(test)} test images, batch 1, {config.thread_count} threads)")
     for header in ("", "top-1", "size MB", "p50 ms"):
         table.add_column(header, justify="left" if not header else "right")
-    table.add_row("eager FP32", f"{before['top1']:.2%}", f"{eager.size_bytes / 2**20:.2f}", f"{eager_ms:.2f}")
+    table.add_row(before.name, f"{before.top1:.2%}", f"{before.size_mb:.2f}", f"{before.p50_ms:.2f}")
     table.add_row(f"{backend} INT8{' (QAT)' if qat else ''}", f"{after['top1']:.2%}", f"{artifact.size_bytes / 2**20:.2f}", f"{int8_ms:.2f}")
     console.print(table)
-    console.print(f"drop {100 * (before['top1'] - after['top1']):.2f} points · top-1 agreement "
-                  f"{after['fidelity']['top1_agreement']:.2%} · {eager_ms / int8_ms:.2f}× faster · {artifact.path}",
+    console.print(f"drop {100 * (before.top1 - after['top1']):.2f} points · top-1 agreement "
+                  f"{after['fidelity']['top1_agreement']:.2%} · {before.p50_ms / int8_ms:.2f}× faster · {artifact.path}",
                   soft_wrap=True)
     print_notes(artifact, console)
 

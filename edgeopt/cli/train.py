@@ -9,6 +9,14 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
+from edgeopt.cli.common import (
+    BatchSizeOption,
+    OptimizerOption,
+    ResumeOption,
+    ScheduleOption,
+    SeedOption,
+    WeightDecayOption,
+)
 from edgeopt.report.console import make_console
 
 
@@ -28,16 +36,16 @@ def train_command(
     arch: str = typer.Option(..., "--arch", help="Architecture, e.g. torchvision:resnet18 (classes and channels are set from the data)."),
     out: Path = typer.Option(..., "--out", "-o", help="The trained model: a .safetensors checkpoint (a .json summary goes beside it)."),
     epochs: int = typer.Option(10, "--epochs"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = BatchSizeOption,
     lr: float = typer.Option(0.002, "--lr"),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="sgd | adamw"),
-    schedule: str = typer.Option("onecycle", "--schedule", help="cosine | onecycle | constant"),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    optimizer: str = OptimizerOption,
+    schedule: str = ScheduleOption,
+    weight_decay: float = WeightDecayOption,
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and padded crops."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better validation accuracy."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the training set held out for validation."),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last epoch checkpoint of an interrupted run."),
+    seed: int = SeedOption,
+    resume: bool = ResumeOption,
     extra_train: List[str] = typer.Option([], "--extra-train", help="More .npz training files."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Load ImageFolder images at this size."),
     threads: Optional[int] = typer.Option(None, "--threads"),

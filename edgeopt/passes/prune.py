@@ -113,10 +113,10 @@ def prune_channels(module: nn.Module, example: torch.Tensor, config: PruneConfig
     if config.importance == "taylor" and loss_on_batch is None:
         raise ConfigError("Taylor importance needs labelled data to compute gradients; use l1, l2 or bn")
     macs_before, params_before = count_macs_and_params(module, example)
+    protected = _protected(module, example, config)
     ratio = config.ratio
     if config.target_macs is not None:
-        ratio = ratio_for_macs(module, example, config, config.target_macs)
-    protected = sorted(set(output_layers(module, example)) | set(config.ignore))
+        ratio = _ratio_for_macs(module, example, config, config.target_macs, protected, macs_before)
     _check_on_a_copy(module, example, config, ratio, protected)
     pruner = _pruner(module, example, config, ratio, protected)
     result = PruneResult(ratio, macs_before, macs_before, params_before, params_before, protected)
@@ -142,10 +142,14 @@ def ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfig
     narrow layer unpruned), so a coarse scan finds the first ratio that reaches the target
     and bisection refines it against the previous scan point.
     """
-    macs_before, _ = count_macs_and_params(module, example)
+    return _ratio_for_macs(module, example, config, target_macs, _protected(module, example, config),
+                           count_macs_and_params(module, example)[0])
+
+
+def _ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfig, target_macs: int,
+                    protected: list[str], macs_before: int) -> float:
     if target_macs >= macs_before:
         raise ConfigError(f"the model already has {macs_before:,} MACs, at or under the target {target_macs:,}")
-    protected = sorted(set(output_layers(module, example)) | set(config.ignore))
     low, seen = 0.0, {}
     for high in [step / 10 for step in range(1, 10)]:
         seen[high] = _macs_at(module, example, config, high, protected)
@@ -164,15 +168,27 @@ def ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfig
     return high
 
 
+def _protected(module: nn.Module, example: torch.Tensor, config: PruneConfig) -> list[str]:
+    """Layers never pruned: those producing the outputs, and the ones the user named."""
+    return sorted(set(output_layers(module, example)) | set(config.ignore))
+
+
+def _pruned_copy(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float,
+                 protected: list[str]) -> nn.Module:
+    """A copy pruned at ``ratio`` in one step by L2 magnitude: the structure ``config`` would give,
+    without Taylor's gradients. Not under no_grad: the dependency graph is traced through autograd."""
+    trial = copy.deepcopy(module)
+    _pruner(trial, example, dataclasses.replace(config, steps=1, importance="l2"), ratio, protected).step()
+    return trial
+
+
 def _check_on_a_copy(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float,
                      protected: list[str]) -> None:
     """Prune a copy first: Torch-Pruning can misread some graphs (a channel shuffle's reshapes)
     and leave a model that no longer runs; the caller's model must not be the casualty."""
-    trial = copy.deepcopy(module)
-    expected = [tuple(out.shape) for out in flatten_outputs(trial.eval()(example))]
-    try:  # not under no_grad: the dependency graph is traced through autograd
-        structure_only = dataclasses.replace(config, steps=1, importance="l2")  # Taylor would need gradients
-        _pruner(trial, example, structure_only, ratio, protected).step()
+    expected = [tuple(out.shape) for out in flatten_outputs(module.eval()(example))]
+    try:
+        trial = _pruned_copy(module, example, config, ratio, protected)
         produced = [tuple(out.shape) for out in flatten_outputs(trial.eval()(example))]
     except ConfigError:
         raise
@@ -186,11 +202,7 @@ def _check_on_a_copy(module: nn.Module, example: torch.Tensor, config: PruneConf
 
 
 def _macs_at(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float, protected: list[str]) -> int:
-    trial = copy.deepcopy(module)
-    trial_config = PruneConfig(ratio=ratio, importance="l2", global_pruning=config.global_pruning,
-                               round_to=config.round_to, ignore=config.ignore)
-    _pruner(trial, example, trial_config, ratio, protected).step()
-    return count_macs_and_params(trial, example)[0]
+    return count_macs_and_params(_pruned_copy(module, example, config, ratio, protected), example)[0]
 
 
 def _pruner(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float, protected: list[str]):
