@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p $(OUT)
-	$(BIN)/edgeopt bench edgeopt.zoo:tiny_cnn --input 1x3x96x96 --batch 1,8 --json $(OUT)/demo-bench.json
+	$(BIN)/edgeopt demo --out $(OUT)/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -15,7 +15,10 @@ import numpy as np
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, missing_module
 
 MODEL = "model.pte"
-MAX_BATCH = 64
+# ExecuTorch 1.5.1's runtime refused inputs above 15 samples whatever bound the batch Dim was
+# exported with (64 and 100 tried: "Attempted to resize a bounded tensor"), so 15 is the bound
+# edgeopt declares; tests/conformance runs every backend at its declared bound.
+MAX_BATCH = 15
 
 
 def quantize_pt2e_xnnpack(exported, calibration: np.ndarray):

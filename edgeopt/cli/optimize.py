@@ -1,0 +1,96 @@
+"""``edgeopt optimize``: search for the best artifact under goals, on a device, within a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeopt.cli.app import app
+from edgeopt.cli.common import ArchOption, CalibrationSamplesOption, SeedOption
+from edgeopt.errors import ConfigError
+from edgeopt.report.console import make_console
+
+GOAL_NOT_MET_EXIT = 3  # distinct from 1 (a usage or input error): the search ran, no candidate met the goals
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip() and part.strip() != "none")
+
+
+def _fractions(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in _split(text))
+    except ValueError:
+        raise ConfigError(f"{what} takes comma-separated fractions like 0.5,0.75 (or none); got {text!r}") from None
+
+
+@app.command("optimize")
+def optimize_command(
+    model: str = typer.Argument(..., help="The trained baseline: a .safetensors from `edgeopt train`, or any PyTorch model source."),
+    data: str = typer.Option(..., "--data", help="digits, a .npz file or an ImageFolder tree: calibrate and fine-tune on its train split, score on its test split."),
+    out: Path = typer.Option(Path("out/optimize"), "--out", "-o", help="The search folder: journal, candidates, best/, report.html."),
+    device: str = typer.Option("host", "--device", help="Target device profile (see `edgeopt devices`); not this machine: latencies are estimates."),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Goal: p50 latency at batch 1."),
+    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="Goal: artifact size."),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Goal: peak memory of the process running it."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: top-1 points the candidate may lose to the baseline."),
+    priority: str = typer.Option("latency", "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
+    budget: str = typer.Option("30m", "--budget", help="Search time, e.g. 90s, 30m, 2h (carried across --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the search in --out; finished candidates are not run again."),
+    force: bool = typer.Option(False, "--force", help="Delete a previous search in --out and start over."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends to try (default: every one that runs here and on the device)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Try INT8 (PTQ, accuracy-aware, QAT)."),
+    prune_ratios: str = typer.Option("0.5,0.75", "--prune-ratios", help="Channel-pruning ratios to try (or none)."),
+    resolutions: str = typer.Option("0.75", "--resolutions", help="Lower input sizes to distil to, as fractions (or none)."),
+    students: str = typer.Option("torchvision:mobilenet_v2", "--students", help="Lighter architectures to distil into (or none)."),
+    qat: bool = typer.Option(True, "--qat/--no-qat", help="Try quantization-aware training."),
+    epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
+    qat_epochs: int = typer.Option(3, "--qat-epochs"),
+    calibration_samples: int = CalibrationSamplesOption,
+    arch: Optional[str] = ArchOption,
+    seed: int = SeedOption,
+) -> None:
+    """Find the fastest (or most accurate, or smallest) artifact of MODEL that meets the goals.
+
+    Measures every candidate here (latency with the device's thread count; an estimate for a
+    device that is not this machine), keeps the best so far in OUT/best, and writes
+    OUT/report.html, report.md and results.json. Exits 3 when no candidate meets the goals.
+    """
+    from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
+
+    goals = Goals(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
+                  max_accuracy_drop=max_accuracy_drop, priority=priority)
+    space = SearchSpace(backends=_split(backends) if backends else None, int8=int8,
+                        prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
+                        resolutions=_fractions(resolutions, "--resolutions"), students=_split(students),
+                        qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs)
+    config = SearchConfig(model=model, data=data, out=out, goals=goals, device=device, budget_s=parse_duration(budget),
+                          space=space, resume=resume, force=force, arch=arch, seed=seed,
+                          calibration_samples=calibration_samples)
+    run_optimize(config)
+
+
+def run_optimize(config, console=None) -> None:
+    """Run the search with progress on the console, write the reports, say what was chosen."""
+    from edgeopt.report.search import print_outcome, write_reports
+    from rich.text import Text
+
+    from edgeopt.search import Search
+
+    console = console or make_console()
+    console.print(f"[bold]optimize[/] {config.model} on {config.data} · device {config.device} · "
+                  f"{config.goals.describe()} · budget {config.budget_s / 60:.0f} min", soft_wrap=True)
+    styles = {"stage": "bold cyan", "best": "bold green", "skip": "yellow", "result": "", "candidate": "dim",
+              "train": "dim"}
+
+    def show(kind: str, message: str) -> None:
+        console.print(Text(message, style=styles.get(kind, "")), soft_wrap=True)
+
+    outcome = Search(config, on_event=show).run()
+    paths = write_reports(outcome, config.out)
+    print_outcome(outcome, console)
+    console.print(f"report: {paths['html']}  (also {paths['md'].name}, {paths['json'].name})", soft_wrap=True)
+    if outcome.chosen is None:
+        raise typer.Exit(GOAL_NOT_MET_EXIT)

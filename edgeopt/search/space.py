@@ -1,0 +1,91 @@
+"""The candidates a search explores, cheap first, in the order the priority asks for.
+
+Stage 1 (no training): every backend that runs here and on the device, at FP32, INT8 PTQ
+and — where the backend can hold a max accuracy drop — accuracy-aware INT8.
+Stage 2 (fine-tuning): pruned models, lower resolutions, lighter students and QAT, each
+exported the way stage 1 found fastest. Their order is the guide's strategy for the
+priority: latency first tries pruning then lower resolution; accuracy first tries QAT and
+gentle pruning first; memory-limited tries the strongest pruning first.
+
+Example:
+    >>> space = SearchSpace(prune_ratios=(0.5,), students=(), resolutions=(), qat=False)
+    >>> [r.label for r in export_candidates(space, base, ["onnxruntime"], 1.0)]     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.search.recipe import Recipe, Step
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What may be tried. ``backends=None``: every backend that runs here and on the device."""
+
+    backends: tuple[str, ...] | None = None
+    int8: bool = True
+    prune_ratios: tuple[float, ...] = (0.5, 0.75)
+    resolutions: tuple[float, ...] = (0.75,)  # fractions of the input size, distilled
+    students: tuple[str, ...] = ("torchvision:mobilenet_v2",)
+    qat: bool = True
+    epochs: int = 15
+    qat_epochs: int = 3
+    min_student_input: int = 32  # torchvision students downsample 32x
+
+    def __post_init__(self) -> None:
+        if any(not 0 < r < 1 for r in self.prune_ratios):
+            raise ConfigError(f"prune ratios must be between 0 and 1; got {self.prune_ratios}")
+        if any(not 0 < r < 1 for r in self.resolutions):
+            raise ConfigError(f"resolutions are fractions of the input size between 0 and 1; got {self.resolutions}")
+        if self.epochs < 1 or self.qat_epochs < 1:
+            raise ConfigError("fine-tuning needs at least one epoch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max_drop: float | None) -> list[Recipe]:
+    """Stage 1: each backend at FP32, INT8 PTQ and accuracy-aware INT8 (baseline first)."""
+    recipes = []
+    for backend in backends:
+        caps = backend.capabilities
+        recipes.append(dataclasses.replace(base, backend=backend.name))
+        if space.int8 and "int8" in caps.precisions:
+            recipes.append(dataclasses.replace(base, backend=backend.name, precision="int8", quantization="ptq"))
+            if caps.accuracy_aware_int8 and max_drop is not None:
+                recipes.append(dataclasses.replace(base, backend=backend.name, precision="int8", quantization="aware",
+                                                   max_accuracy_drop=max_drop))
+    return recipes
+
+
+def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[Recipe],
+                         input_size: int | None, qat_backends: list[str]) -> list[Recipe]:
+    """Stage 2, in the priority's order; ``exports`` are the stage-1 export settings to reuse.
+
+    ``exports`` come from the stage-1 results (fastest INT8 first, then fastest FP32).
+    """
+    steps = _model_steps(space, priority, input_size)
+    recipes = [dataclasses.replace(export, steps=(step,)) for step in steps for export in exports]
+    if space.qat and qat_backends and priority != "memory":
+        qat = dataclasses.replace(base, steps=(Step.of("qat", epochs=space.qat_epochs),), backend=qat_backends[0],
+                                  precision="int8", quantization="qat")
+        recipes = [qat, *recipes] if priority == "accuracy" else [*recipes, qat]
+    return recipes
+
+
+def _model_steps(space: SearchSpace, priority: str, input_size: int | None) -> list[Step]:
+    ratios = sorted(space.prune_ratios, reverse=priority == "memory")
+    prune = [Step.of("prune", ratio=r, epochs=space.epochs) for r in ratios]
+    resolution = [Step.of("distill", input_size=max(1, round(input_size * f)), epochs=space.epochs)
+                  for f in space.resolutions if input_size]
+    usable_students = space.students if input_size and input_size >= space.min_student_input else ()
+    students = [Step.of("distill", student=s, epochs=space.epochs) for s in usable_students]
+    if priority == "accuracy":
+        return [*prune[:1], *students, *resolution, *prune[1:]]
+    if priority == "memory":
+        return [*prune, *students, *resolution]
+    return [*prune, *resolution, *students]
