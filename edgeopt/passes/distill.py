@@ -59,9 +59,9 @@ def attention_map(features: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor
 
 
 def distillation_loss(teacher: nn.Module, config: DistillConfig = DistillConfig()) -> LossFn:
+    # The teacher runs under no_grad; its parameters are left as they are, because freezing
+    # them would change the caller's model (Torch-Pruning, say, then finds nothing to prune).
     teacher.eval()
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
     captured: dict[str, torch.Tensor] = {}
 
     def capture(key: str):

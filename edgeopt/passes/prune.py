@@ -112,6 +112,10 @@ def prune_channels(module: nn.Module, example: torch.Tensor, config: PruneConfig
     """Remove channels from ``module`` in place; ``after_step`` (e.g. a fine-tune) runs after each step."""
     if config.importance == "taylor" and loss_on_batch is None:
         raise ConfigError("Taylor importance needs labelled data to compute gradients; use l1, l2 or bn")
+    # Torch-Pruning follows the autograd graph: a frozen parameter has none, and its layer would
+    # silently stay whole. A model about to be pruned is about to be fine-tuned anyway.
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
     macs_before, params_before = count_macs_and_params(module, example)
     protected = _protected(module, example, config)
     ratio = config.ratio
@@ -132,6 +136,9 @@ def prune_channels(module: nn.Module, example: torch.Tensor, config: PruneConfig
         if after_step is not None:
             after_step(step + 1, module)
     result.macs_after, result.params_after = count_macs_and_params(module, example)
+    if result.params_after >= params_before:
+        raise ConfigError("Torch-Pruning found no channel it could remove from this model; if its layers are "
+                          "custom operations, list them with --ignore or prune a torchvision-style model")
     return result
 
 

@@ -17,7 +17,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
-td:nth-child(2),th:nth-child(2),td:last-child{text-align:left}.decision{font-size:1rem;padding:.8rem;border-radius:6px}
+td:nth-child(2),th:nth-child(2),td:last-child,th:last-child{text-align:left}.decision{font-size:1rem;padding:.8rem;border-radius:6px}
 .ok{background:#e8f5e9}.miss{background:#ffebee}.est{color:#b45309;font-weight:600}pre{background:#f6f8fa;padding:.8rem;overflow:auto}
 figure{margin:0}svg{max-width:100%;height:auto}
 """
@@ -52,11 +52,12 @@ def pareto_svg(outcome) -> str:
 
     ok = [r for r in outcome.records if r["status"] == "ok"]
     figure, axis = plt.subplots(figsize=(9, 5.5))
+    largest = max((r["size_mb"] for r in ok), default=1.0) or 1.0
     for meets, color, name in ((True, "#2e7d32", "meets the goals"), (False, "#9e9e9e", "misses a goal")):
         group = [r for r in ok if (not r["violations"]) == meets]
         if group:
             axis.scatter([r["latency_ms"] for r in group], [100 * r["top1"] for r in group],
-                         s=[40 + 30 * r["size_mb"] ** 0.5 * 4 for r in group], c=color, alpha=0.6, label=name,
+                         s=[30 + 400 * r["size_mb"] / largest for r in group], c=color, alpha=0.6, label=name,
                          edgecolors="black", linewidths=0.5)
     front = outcome.front
     if front:

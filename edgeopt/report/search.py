@@ -61,6 +61,9 @@ def print_outcome(outcome, console: Console) -> None:
     for row in table_rows(outcome):
         table.add_row(*[Text(cell) for cell in row])
     console.print(table)
+    if outcome.front:
+        front = " → ".join(f"{r['label']} ({latency_text(r)} ms, {r['top1']:.2%})" for r in outcome.front)
+        console.print(Text(f"Pareto front, fastest to most accurate: {front}"), soft_wrap=True)
     for item in outcome.not_tried:
         console.print(Text(f"not tried: {item['label']} — {item['reason']}", style="yellow"), soft_wrap=True)
     console.print(Text(decision_text(outcome), style="bold green" if outcome.chosen else "bold red"), soft_wrap=True)

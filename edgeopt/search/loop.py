@@ -118,7 +118,12 @@ class Search:
     def _open(self) -> Journal:
         state = self.out / "search.json"
         identity = json.loads(json.dumps(self.config.identity()))  # tuples become lists, as when read back
-        if state.is_file() and not self.config.force:
+        if self.out.is_dir() and any(self.out.iterdir()) and not state.is_file():
+            # never delete (or write into) a folder that is not a search's own
+            raise ConfigError(f"{self.out} exists and is not an edgeopt search folder; choose another --out")
+        if state.is_file() and self.config.force:
+            shutil.rmtree(self.out)
+        elif state.is_file():
             if not self.config.resume:
                 raise ConfigError(f"{self.out} already holds a search: pass --resume to continue it, or --force to "
                                   f"start over")
@@ -127,8 +132,6 @@ class Search:
                 changed = sorted(k for k in identity if previous.get(k) != identity[k])
                 raise ConfigError(f"the search in {self.out} was started with different settings ({', '.join(changed)}); "
                                   f"use another --out, or --force to start over")
-        elif self.config.force and self.out.exists():
-            shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(identity, indent=2) + "\n")
         return Journal(self.out / "journal.jsonl")
@@ -187,19 +190,21 @@ class Search:
         return usable
 
     def _stage2_exports(self, stage1: list[Recipe]) -> list[Recipe]:
-        """How to export fine-tuned models: the fastest INT8 setting, then the fastest FP32 one."""
+        """How to export fine-tuned models: the fastest INT8 backend's PTQ, then its accuracy-aware
+        PTQ (when plain PTQ of a fine-tuned model loses too much); for accuracy first, also the
+        fastest FP32 backend."""
         records = {r["key"]: r for r in pareto.measured(self.journal.candidates())}
-        done = [(recipe, records[recipe.hash]) for recipe in stage1 if recipe.hash in records]
+        done = [(records[recipe.hash]["latency_ms"], recipe.hash, recipe) for recipe in stage1 if recipe.hash in records]
         exports = []
-        for precision in ("int8", "fp32"):
-            timed = sorted((rec["latency_ms"], recipe.hash, recipe) for recipe, rec in done if recipe.precision == precision)
-            if not timed:
-                continue
-            fastest = timed[0][2]
-            aware = [r for _, _, r in timed if r.backend == fastest.backend and r.quantization == "aware"]
-            exports.append(aware[0] if aware else fastest)  # keep the accuracy guard where the backend has one
-        wanted = exports[:1] if self.config.goals.priority != "accuracy" else exports
-        return wanted
+        int8 = sorted(item for item in done if item[2].precision == "int8")
+        if int8:
+            backend = int8[0][2].backend
+            exports += [r for _, _, r in sorted(int8, key=lambda item: item[2].quantization != "ptq")
+                        if r.backend == backend]
+        fp32 = sorted(item for item in done if item[2].precision == "fp32")
+        if fp32 and (not exports or self.config.goals.priority == "accuracy"):
+            exports.append(fp32[0][2])
+        return exports
 
     def _consider(self, recipe: Recipe, stage: int) -> None:
         key = recipe.hash
@@ -228,7 +233,7 @@ class Search:
         if probe.get("status") != "ok":
             reason = f"its architecture could not be exported: {probe.get('reason')}"
         elif goals.max_latency_ms and probe["latency_ms"] > goals.max_latency_ms * LATENCY_MARGIN:
-            reason = f"predicted {probe['latency_ms']:.2f} ms > --max-latency-ms {goals.max_latency_ms:g} (untrained probe)"
+            reason = f"predicted {self._ms(probe)} > --max-latency-ms {goals.max_latency_ms:g} (untrained probe)"
         elif goals.max_size_mb and probe["size_mb"] > goals.max_size_mb:
             reason = f"its size {probe['size_mb']:.2f} MB > --max-size-mb {goals.max_size_mb:g}"
         else:
@@ -245,7 +250,7 @@ class Search:
             self._not_tried(recipe, f"fine-tuning needs about {training_s / 60:.1f} min, {remaining / 60:.1f} min "
                                     f"of budget left")
             return "budget"
-        self.emit("train", f"{recipe.label}: predicted {probe['latency_ms']:.2f} ms; fine-tuning about "
+        self.emit("train", f"{recipe.label}: predicted {self._ms(probe)}; fine-tuning about "
                            f"{training_s / 60:.1f} min")
         return None
 
@@ -254,6 +259,9 @@ class Search:
         key = f"probe:{recipe.untrained().hash}"
         if key in self.journal:
             return self.journal.get(key)
+        measured = self.journal.get(recipe.untrained().hash)  # e.g. QAT's architecture is the stage-1 INT8 one
+        if measured and measured.get("status") == "ok":
+            return measured
         full_width = dataclasses.replace(recipe.untrained(), steps=())
         return self.journal.add(self.meter.probe(recipe, self.journal.get(full_width.hash)))
 
@@ -262,11 +270,19 @@ class Search:
         if best is None:
             return None
         priority = self.config.goals.priority
+        plain = (self.journal.get(dataclasses.replace(recipe, quantization="ptq", max_accuracy_drop=None).hash)
+                 if recipe.quantization == "aware" else None)
+        if priority != "accuracy" and plain and plain["status"] == "ok" and not plain["violations"]:
+            return "plain PTQ of the same model already meets the goals; accuracy-aware PTQ can only keep more FP32"
         if priority == "latency" and probe["latency_ms"] >= best["latency_ms"]:
-            return f"predicted {probe['latency_ms']:.2f} ms cannot beat the best so far ({best['latency_ms']:.2f} ms)"
+            return f"predicted {self._ms(probe)} cannot beat the best so far ({self._ms(best)})"
         if priority == "memory" and probe["size_mb"] >= best["size_mb"] and probe["peak_rss_mb"] >= best["peak_rss_mb"]:
             return f"size {probe['size_mb']:.2f} MB and memory cannot beat the best so far"
         return None
+
+    def _ms(self, record: dict[str, Any]) -> str:
+        """A latency as text, marked when it is an estimate for a device that is not this machine."""
+        return f"{record['latency_ms']:.2f} ms" + ("" if self.device.is_host else " (estimated)")
 
     def _not_tried(self, recipe: Recipe, reason: str) -> None:
         self.not_tried.append({"key": recipe.hash, "label": recipe.label, "reason": reason})
@@ -286,7 +302,7 @@ class Search:
         staging.rename(self.out / "best")  # a reader sees the old best or the new one, never half of one
         shutil.copyfile(self.out / "candidates" / chosen["key"] / "recipe.toml", self.out / "best.toml")
         (self.out / "best.json").write_text(json.dumps(chosen, indent=2) + "\n")
-        self.emit("best", f"best so far: {chosen['label']} · {chosen['latency_ms']:.2f} ms · top-1 {chosen['top1']:.2%}")
+        self.emit("best", f"best so far: {chosen['label']} · {self._ms(chosen)} · top-1 {chosen['top1']:.2%}")
 
     def _budget_text(self) -> str:
         used = self.config.budget_s - self._remaining_s()

@@ -182,3 +182,11 @@ def test_devices_lists_the_matrix():
     assert proc.returncode == 0, proc.stderr
     for name in ("rpi4b", "jetson-nano", "jetson-agx-xavier", "jetson-orin-nano", "x86-edge", "host", "estimated"):
         assert name in proc.stdout
+
+
+def test_a_folder_that_is_not_a_search_is_never_deleted(trained, tmp_path):  # noqa: F811
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert_one_line_error(optimize(trained[0], precious, "--force"), "not an edgeopt search folder")
+    assert (precious / "notes.txt").read_text() == "keep me"

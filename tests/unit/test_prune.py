@@ -130,3 +130,17 @@ def test_pruned_model_exports_and_reloads_on_the_eager_backend(tmp_path):
     batch = model.input_spec.example(batch=3)
     expected = model.module.eval()(torch.from_numpy(batch)).detach().numpy()
     assert (abs(open_session(artifact.path).run([batch])[0] - expected)).max() < 1e-5
+
+
+def test_a_frozen_model_is_still_pruned():
+    # distillation used to freeze the teacher in place; pruning that same model then silently did nothing
+    import torch
+
+    from edgeopt.passes.prune import PruneConfig, prune_channels
+    from edgeopt.zoo import tiny_cnn
+
+    module = tiny_cnn(width=16)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    result = prune_channels(module, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.5, round_to=1))
+    assert result.macs_after < result.macs_before / 2

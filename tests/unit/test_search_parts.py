@@ -146,3 +146,28 @@ def test_journal_survives_a_line_cut_short_by_a_kill(tmp_path):
     reopened = Journal(path)
     assert "a" in reopened and "b" in reopened and "c" not in reopened
     assert reopened.elapsed_s() == 3.0 and [r["key"] for r in reopened.candidates()] == ["a"]
+
+
+# -- the space -------------------------------------------------------------------------
+def test_stage_two_order_follows_the_priority():
+    from edgeopt.search.space import SearchSpace, fine_tune_candidates
+
+    space = SearchSpace(prune_ratios=(0.5, 0.75), resolutions=(0.75,), students=("torchvision:mobilenet_v2",), epochs=2)
+    base = Recipe(model="m.safetensors", data="d")
+    export = recipe(steps=())
+    labels = {p: [r.label for r in fine_tune_candidates(space, base, p, [export], 64, ["openvino"])]
+              for p in ("latency", "accuracy", "memory")}
+    assert labels["latency"][0].startswith("prune 0.5") and labels["latency"][-1] == "openvino int8 QAT (3 ep)"
+    assert labels["accuracy"][0] == "openvino int8 QAT (3 ep)" and labels["accuracy"][1].startswith("prune 0.5")
+    assert labels["memory"][0].startswith("prune 0.75") and not any("QAT" in label for label in labels["memory"])
+    assert "distil→same arch @48px (2 ep) → onnxruntime int8 aware" in labels["latency"]
+    # torchvision students downsample 32x: not offered for 8x8 inputs
+    small = [r.label for r in fine_tune_candidates(space, base, "latency", [export], 8, [])]
+    assert not any("mobilenet" in label for label in small) and len(small) == 3
+
+
+def test_choice_is_a_function_of_the_records_not_their_order():
+    records = [rec("a", 1.0, 0.95), rec("b", 1.0, 0.96), rec("c", 2.0, 0.99)]
+    for ordering in (records, records[::-1], records[1:] + records[:1]):
+        assert choose(ordering, "latency")["key"] == "b"  # equal latency: the more accurate
+        assert [r["key"] for r in pareto_front(ordering)] == ["b", "c"]
