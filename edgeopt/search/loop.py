@@ -244,14 +244,15 @@ class Search:
             return reason
         from edgeopt.search.builder import seconds_per_epoch
 
-        epochs = sum(int(s.get("epochs") or 0) for s in recipe.steps)
-        training_s = seconds_per_epoch(recipe, self.context) * epochs
+        trained = self.out / "models" / f"{recipe.prefix_hash(len(recipe.steps))}.safetensors"
+        epochs = 0 if trained.is_file() else sum(int(s.get("epochs") or 0) for s in recipe.steps)  # shared, done
+        training_s = seconds_per_epoch(recipe, self.context) * epochs if epochs else 0.0
         if training_s > remaining:
             self._not_tried(recipe, f"fine-tuning needs about {training_s / 60:.1f} min, {remaining / 60:.1f} min "
                                     f"of budget left")
             return "budget"
-        self.emit("train", f"{recipe.label}: predicted {self._ms(probe)}; fine-tuning about "
-                           f"{training_s / 60:.1f} min")
+        work = f"fine-tuning about {training_s / 60:.1f} min" if epochs else "its fine-tuned model is already built"
+        self.emit("train", f"{recipe.label}: predicted {self._ms(probe)}; {work}")
         return None
 
     def _probe(self, recipe: Recipe) -> dict[str, Any]:
