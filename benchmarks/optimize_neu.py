@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgeopt.report.search import points
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- optimize-neu:start -->", "<!-- optimize-neu:end -->"
@@ -55,8 +57,20 @@ def table(results: dict) -> str:
         if r is None:
             lines.append(f"| {name} | – | – | – | – | – | – |")
             continue
-        lines.append(f"| {name} | {r['top1']:.2%} | {-r['drop_points']:+.2f} | {r['latency_ms']:.2f} | "
+        lines.append(f"| {name} | {r['top1']:.2%} | {points(r)} | {r['latency_ms']:.2f} | "
                      f"{eager['latency_ms'] / r['latency_ms']:.1f}× | {r['size_mb']:.2f} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "Every candidate of the run (★ chosen; latency measured here):", "",
+              "| candidate | status | p50 ms | top-1 | Δ points | size MB | peak MB | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    chosen = results["chosen"]["key"] if results["chosen"] else None
+    for r in sorted(records, key=lambda r: (r["status"] != "ok", r.get("latency_ms") or 0.0)):
+        name = ("★ " if r["key"] == chosen else "") + r["label"]
+        if r["status"] != "ok":
+            lines.append(f"| {name} | {r['status']} | | | | | | {r.get('reason', '')} |")
+            continue
+        verdict = "meets the goals" if not r["violations"] else "misses " + "; ".join(r["violations"])
+        lines.append(f"| {name} | ok | {r['latency_ms']:.2f} | {r['top1']:.2%} | {points(r)} | {r['size_mb']:.2f} | "
+                     f"{r['peak_rss_mb']:.0f} | {verdict} |")
     measured = sum(r["status"] == "ok" for r in records)
     skipped = [r for r in records if r["status"] == "skipped"]
     env = results["environment"]
@@ -64,7 +78,7 @@ def table(results: dict) -> str:
         "",
         f"{measured} candidates measured, {len(skipped)} skipped after a latency probe, "
         f"{len(results['not_tried'])} not tried; search time {results['elapsed_s'] / 60:.1f} of "
-        f"{results['budget_s'] / 60:.0f} min. Full table: runs/optimize-neu/report.md (not committed; rerun to get it).",
+        f"{results['budget_s'] / 60:.0f} min.",
     ]
     notes += [f"- skipped: {r['label']} — {r['reason']}" for r in skipped]
     notes += [f"- not tried: {r['label']} — {r['reason']}" for r in results["not_tried"]]

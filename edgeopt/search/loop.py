@@ -237,7 +237,7 @@ class Search:
         elif goals.max_size_mb and probe["size_mb"] > goals.max_size_mb:
             reason = f"its size {probe['size_mb']:.2f} MB > --max-size-mb {goals.max_size_mb:g}"
         else:
-            reason = self._cannot_win(recipe, probe)
+            reason = self._cannot_win(recipe, probe) or self._fine_tuned_too_inaccurate(recipe)
         if reason:
             self.journal.add(candidate_record(recipe, 2, "skipped", reason=reason, predicted_ms=probe.get("latency_ms")))
             self.emit("skip", f"{recipe.label}: skipped, {reason}")
@@ -253,6 +253,20 @@ class Search:
             return "budget"
         work = f"fine-tuning about {training_s / 60:.1f} min" if epochs else "its fine-tuned model is already built"
         self.emit("train", f"{recipe.label}: predicted {self._ms(probe)}; {work}")
+        return None
+
+    def _fine_tuned_too_inaccurate(self, recipe: Recipe) -> str | None:
+        """When the fine-tuned FP32 model is already built and already misses the accuracy goal,
+        no export of it can meet it (quantization does not recover accuracy): say so, skip it."""
+        drop_goal = self.config.goals.max_accuracy_drop
+        trained = self.out / "models" / f"{recipe.prefix_hash(len(recipe.steps))}.safetensors"
+        if drop_goal is None or not recipe.steps or not trained.is_file():
+            return None
+        key = f"fp32:{recipe.prefix_hash(len(recipe.steps))}"
+        record = self.journal.get(key) or self.journal.add({"key": key, "kind": "fp32", **self.meter.fp32_accuracy(trained)})
+        if record["drop_points"] > drop_goal:
+            return (f"the fine-tuned model already loses {record['drop_points']:.2f} points in FP32 "
+                    f"(--max-accuracy-drop {drop_goal:g})")
         return None
 
     def _probe(self, recipe: Recipe) -> dict[str, Any]:

@@ -38,6 +38,18 @@ class Meter:
                 "input": list(model.input_spec.shape), "classes": list(self.context.splits.classes)}
         return self.baseline_record
 
+    def fp32_accuracy(self, checkpoint: Path) -> dict[str, Any]:
+        """Top-1 of a built PyTorch model (eager FP32) on the test split, and its drop in points."""
+        from edgeopt.measure.accuracy import predict, top1_accuracy
+        from edgeopt.models import load_model
+
+        started = time.monotonic()
+        model = load_model(str(checkpoint))
+        top1 = top1_accuracy(predict(model.reference(), self.context.splits.test, model.input_spec),
+                             self.context.splits.test.labels)
+        return {"top1": top1, "drop_points": 100.0 * (self.baseline_record["top1"] - top1),
+                "elapsed_s": time.monotonic() - started}
+
     def probe(self, recipe: Recipe, reference: dict[str, Any] | None) -> dict[str, Any]:
         """Latency, size and memory of ``recipe``'s architecture, untrained.
 
