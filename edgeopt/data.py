@@ -30,6 +30,7 @@ import numpy as np
 from edgeopt.errors import ConfigError
 from edgeopt.spec import InputSpec, Preprocess
 
+GRAY_MODES = ("1", "L", "I", "I;16", "F")  # PIL modes of single-channel images
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -215,11 +216,16 @@ def _read_tree(root: Path, size: int, classes: tuple[str, ...] | None) -> ImageD
                 continue
             try:
                 with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
+                    mode = "L" if image.mode in GRAY_MODES else "RGB"
+                    images.append(image.convert(mode).resize((size, size), Image.BILINEAR))
             except (UnidentifiedImageError, OSError) as exc:
                 raise ConfigError(f"cannot read image {file} ({exc}); remove or replace it") from None
-            images.append(np.asarray(rgb, dtype=np.uint8))
             labels.append(label)
     if not images:
         raise ConfigError(f"{root} holds no images with suffixes {IMAGE_SUFFIXES}")
-    return ImageDataset(np.stack(images), np.asarray(labels, np.int64), classes)
+    # A tree of grayscale images (steel surfaces, X-rays) stays one channel; any colour image
+    # makes the whole set RGB, so every sample has the same shape.
+    gray = all(image.mode == "L" for image in images)
+    arrays = [np.asarray(image if gray else image.convert("RGB"), dtype=np.uint8) for image in images]
+    stacked = np.stack(arrays)[..., None] if gray else np.stack(arrays)
+    return ImageDataset(stacked, np.asarray(labels, np.int64), classes)

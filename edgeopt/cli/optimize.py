@@ -81,7 +81,7 @@ def run_optimize(config, console=None) -> None:
 
     console = console or make_console()
     console.print(f"[bold]optimize[/] {config.model} on {config.data} · device {config.device} · "
-                  f"{config.goals.describe()} · budget {config.budget_s / 60:.0f} min", soft_wrap=True)
+                  f"{config.goals.describe()} · budget {config.budget_s / 60:.3g} min", soft_wrap=True)
     styles = {"stage": "bold cyan", "best": "bold green", "skip": "yellow", "result": "", "candidate": "dim",
               "train": "dim"}
 

@@ -152,7 +152,7 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
 <link rel="icon" href="data:,"><style>{STYLE}</style></head><body>
 <h1>edgeopt optimize: {_esc(config.model)}</h1>
 <p>Data <code>{_esc(config.data)}</code> · device <b>{_esc(device['name'])}</b> · {_esc(config.goals.describe())} ·
-search time {outcome.elapsed_s / 60:.1f} of {config.budget_s / 60:.0f} min · baseline top-1 {outcome.baseline['top1']:.2%}
+search time {outcome.elapsed_s / 60:.1f} of {config.budget_s / 60:.3g} min · baseline top-1 {outcome.baseline['top1']:.2%}
 on {outcome.baseline['test_samples']} test images</p>
 {estimated}
 <p class="decision {'ok' if outcome.chosen else 'miss'}" id="decision">{_esc(decision)}</p>

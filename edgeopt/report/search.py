@@ -92,7 +92,7 @@ def markdown(outcome) -> str:
     lines = [f"# edgeopt optimize: {outcome.config.model}", "",
              f"Data `{outcome.config.data}` · device **{outcome.device['name']}**"
              f"{' (latencies are roofline estimates from measurements here)' if outcome.estimated else ''}"
-             f" · {outcome.config.goals.describe()} · {outcome.elapsed_s / 60:.1f} of {outcome.config.budget_s / 60:.0f} min",
+             f" · {outcome.config.goals.describe()} · {outcome.elapsed_s / 60:.1f} of {outcome.config.budget_s / 60:.3g} min",
              "", decision_text(outcome), ""]
     if outcome.chosen:
         lines += ["Rebuild the chosen artifact:", "", "```bash",

@@ -170,13 +170,11 @@ class Search:
         return self._outcome()
 
     def _backends(self) -> list[str]:
-        from edgeopt.backends import all_backends
+        from edgeopt.backends import all_backends, get_backend
 
         names = self.config.space.backends or tuple(b.name for b in all_backends())
         usable = []
         for name in names:
-            from edgeopt.backends import get_backend
-
             reason = get_backend(name).unavailable_reason()
             if reason:
                 self.not_tried.append({"label": f"{name} (any precision)", "reason": f"unavailable here: {reason}"})
@@ -321,7 +319,7 @@ class Search:
 
     def _budget_text(self) -> str:
         used = self.config.budget_s - self._remaining_s()
-        return f"{used / 60:.1f} of {self.config.budget_s / 60:.0f} min"
+        return f"{used / 60:.1f} of {self.config.budget_s / 60:.3g} min"
 
     def _outcome(self) -> SearchOutcome:
         from edgeopt.measure import environment

@@ -67,3 +67,17 @@ def test_npz_and_image_folder(tmp_path):
         load_dataset(str(tmp_path / "tree"), image_size=16)
     with pytest.raises(ConfigError, match="not found"):
         load_dataset("nowhere")
+
+
+def test_grayscale_image_folder_stays_one_channel_and_mixed_becomes_rgb(tmp_path):
+    from PIL import Image
+
+    for name in ("crazing", "scratches"):
+        (tmp_path / "gray" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((20, 20), i * 40, np.uint8)).save(tmp_path / "gray" / name / f"{i}.png")
+    gray = load_dataset(str(tmp_path / "gray"), image_size=8)
+    assert gray.train.channels == 1 and gray.train.images.shape[1:] == (8, 8, 1)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "gray" / "crazing" / "colour.png")
+    mixed = load_dataset(str(tmp_path / "gray"), image_size=8)
+    assert mixed.train.channels == 3
