@@ -100,12 +100,13 @@ def export(
 def _probe(spec, calibration: np.ndarray | None) -> np.ndarray:
     """The parity probe: real calibration samples when given, else seeded random inputs.
 
-    A fixed-batch artifact gets a whole number of its batches (run one at a time).
+    A fixed-batch artifact gets a whole number of its batches (run one at a time); a bounded
+    dynamic batch runs in chunks of its bound.
     """
     if calibration is None:
         return spec.example(batch=min(PROBE_BATCH, spec.max_batch or PROBE_BATCH) if spec.dynamic_batch else None, seed=1)
     batch = spec.shape[0]
-    size = min(INT8_PROBE, spec.max_batch or INT8_PROBE) if spec.dynamic_batch else max(batch, INT8_PROBE // batch * batch)
+    size = INT8_PROBE if spec.dynamic_batch else max(batch, INT8_PROBE // batch * batch)  # run in chunks the artifact takes
     return np.resize(calibration, (size, *calibration.shape[1:])) if len(calibration) < size else calibration[:size]
 
 
