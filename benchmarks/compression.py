@@ -30,7 +30,7 @@ from pathlib import Path
 from edgeopt import TimingConfig, export, load_model
 from edgeopt.artifact import Artifact
 from edgeopt.backends import open_session
-from edgeopt.cli.common import quantization_data
+from edgeopt.data import quantization_data
 from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.measure.accuracy import evaluate

@@ -96,6 +96,16 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
 
 
 # -- torch sources ---------------------------------------------------------------------
+def arch_for_dataset(arch: str, classes: int, channels: int) -> str:
+    """Add num_classes / in_channels to an architecture source unless it names them."""
+    base, _, query = arch.partition("?")
+    params = [p for p in query.split("&") if p]
+    names = {p.split("=")[0] for p in params}
+    params += [f"num_classes={classes}"] if "num_classes" not in names else []
+    params += [f"in_channels={channels}"] if "in_channels" not in names and channels != 3 else []
+    return base + ("?" + "&".join(params) if params else "")
+
+
 def _split_query(text: str) -> tuple[str, dict[str, Any]]:
     base, _, query = text.partition("?")
     return base, {k: _literal(v) for k, v in parse_qsl(query, keep_blank_values=True)}

@@ -14,11 +14,10 @@ from edgeopt.cli.common import (
     CalibrationSamplesOption,
     InputOption,
     ThreadsOption,
-    dataset_for,
     load,
     parse_int_list,
-    quantization_data,
 )
+from edgeopt.data import dataset_for, quantization_data
 from edgeopt.report.console import make_console
 
 

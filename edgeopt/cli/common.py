@@ -23,7 +23,6 @@ SeedOption = typer.Option(0, "--seed")
 ResumeOption = typer.Option(False, "--resume", help="Continue an interrupted run from its last epoch checkpoint.")
 TemperatureOption = typer.Option(3.0, "--temperature", help="Distillation temperature T.")
 AlphaOption = typer.Option(0.7, "--alpha", help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets.")
-VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
@@ -42,34 +41,3 @@ def load(source: str, input: Optional[str], arch: Optional[str]):
     from edgeopt.models import load_model
 
     return load_model(source, input=input, arch=arch)
-
-
-
-def dataset_for(data: Optional[str], model):
-    """Dataset ``data`` loaded at ``model``'s image size (ImageFolder trees need one), or None."""
-    if data is None:
-        return None
-    from edgeopt.data import load_dataset
-
-    return load_dataset(data, image_size=model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
-
-
-def quantization_data(splits, samples: int, model, max_drop: Optional[float] = None):
-    """(calibration inputs, Validation or None) for ``model`` from the training split of ``splits``.
-
-    With ``max_drop``, a stratified 20% of the training split is held out as labelled
-    validation data and calibration samples are drawn from the rest.
-    """
-    if splits is None:
-        if max_drop is not None:
-            raise ConfigError("--max-accuracy-drop needs labelled data: pass --calibrate DATA")
-        return None, None
-    from edgeopt.backends.base import Validation
-    from edgeopt.data import to_input
-
-    train = splits.train
-    if max_drop is None:
-        return to_input(train.calibration(samples).images, model.input_spec), None
-    rest, held_out = train.split(VALIDATION_FRACTION, seed=0)
-    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop)
-    return to_input(rest.calibration(samples).images, model.input_spec), validation

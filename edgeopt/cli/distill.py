@@ -19,10 +19,10 @@ from edgeopt.cli.common import (
     TemperatureOption,
     ThreadsOption,
     WeightDecayOption,
-    dataset_for,
     load,
 )
 from edgeopt.cli.compare import comparison_table, figures
+from edgeopt.data import dataset_for
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
 
@@ -63,8 +63,7 @@ def distill_command(
 
     import torch
 
-    from edgeopt.cli.train import arch_for_dataset
-    from edgeopt.models import load_model, save_checkpoint
+    from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
     from edgeopt.passes.distill import DistillConfig, distillation_loss
     from edgeopt.passes.train import TrainConfig, fit
 

@@ -15,10 +15,9 @@ from edgeopt.cli.common import (
     InputOption,
     MaxDropOption,
     ThreadsOption,
-    dataset_for,
     load,
-    quantization_data,
 )
+from edgeopt.data import dataset_for, quantization_data
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 

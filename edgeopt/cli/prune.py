@@ -21,10 +21,10 @@ from edgeopt.cli.common import (
     TemperatureOption,
     ThreadsOption,
     WeightDecayOption,
-    dataset_for,
     load,
 )
 from edgeopt.cli.compare import comparison_table, figures
+from edgeopt.data import dataset_for
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
 

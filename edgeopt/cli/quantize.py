@@ -14,11 +14,10 @@ from edgeopt.cli.common import (
     CalibrationSamplesOption,
     MaxDropOption,
     ThreadsOption,
-    dataset_for,
     load,
-    quantization_data,
 )
 from edgeopt.cli.compare import figures
+from edgeopt.data import dataset_for, quantization_data
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 

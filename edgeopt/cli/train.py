@@ -20,16 +20,6 @@ from edgeopt.cli.common import (
 from edgeopt.report.console import make_console
 
 
-def arch_for_dataset(arch: str, classes: int, channels: int) -> str:
-    """Add num_classes / in_channels to an architecture source unless it names them."""
-    base, _, query = arch.partition("?")
-    params = [p for p in query.split("&") if p]
-    names = {p.split("=")[0] for p in params}
-    params += [f"num_classes={classes}"] if "num_classes" not in names else []
-    params += [f"in_channels={channels}"] if "in_channels" not in names and channels != 3 else []
-    return base + ("?" + "&".join(params) if params else "")
-
-
 @app.command("train")
 def train_command(
     data: str = typer.Argument(..., help="digits, a .npz file (x_train/y_train/x_test/y_test), or an ImageFolder tree."),
@@ -60,7 +50,7 @@ def train_command(
     from edgeopt.data import input_spec_for, load_dataset
     from edgeopt.measure.accuracy import evaluate
     from edgeopt.measure.profile import count_flops_and_params
-    from edgeopt.models import load_model, save_checkpoint
+    from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
     from edgeopt.passes.train import TrainConfig, fit
 
     if threads:

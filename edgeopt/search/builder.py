@@ -47,7 +47,7 @@ class BuildContext:
 
     @classmethod
     def create(cls, recipe: Recipe, workdir: Path, threads: int | None = None, show_progress: bool = True) -> "BuildContext":
-        from edgeopt.cli.common import dataset_for
+        from edgeopt.data import dataset_for
         from edgeopt.models import load_model
 
         baseline = load_model(recipe.model, arch=recipe.arch)
@@ -58,7 +58,7 @@ class BuildContext:
         return cls(baseline, splits, Path(workdir), threads, show_progress)
 
     def calibration_and_validation(self, model: "LoadedModel", recipe: Recipe):
-        from edgeopt.cli.common import quantization_data
+        from edgeopt.data import quantization_data
 
         if recipe.precision == "fp32":
             return None, None
@@ -136,8 +136,7 @@ def _prune(step: Step, model: "LoadedModel", context: BuildContext, epochs: int,
 
 
 def _distill(step: Step, model: "LoadedModel", context: BuildContext, epochs: int, checkpoint: Path, seed: int):
-    from edgeopt.cli.train import arch_for_dataset
-    from edgeopt.models import load_model
+    from edgeopt.models import arch_for_dataset, load_model
 
     spec = model.input_spec
     if step.get("input_size"):

@@ -51,7 +51,7 @@ def test_accuracy_aware_int8_on_neu_holds_the_drop_on_unseen_test_images(neu, ba
     # Plain PTQ of this SiLU/Hardswish CNN agrees with FP32 on only ~78% of NEU images (ORT),
     # which is exactly the case accuracy control exists for.
     pytest.importorskip(backend)
-    from edgeopt.cli.common import quantization_data
+    from edgeopt.data import quantization_data
 
     model, splits = neu
     fp32 = evaluate(model.reference(), splits.test, model.input_spec)["top1"]
