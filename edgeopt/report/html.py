@@ -33,23 +33,27 @@ def _table(headers: list[str], rows: list[list[str]], css_id: str) -> str:
     return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _svg(figure) -> str:
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on an edge box or in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _svg(figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG is inline
 
 
 def pareto_svg(outcome) -> str:
     """Latency vs top-1 of every measured candidate; front joined; chosen starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ok = [r for r in outcome.records if r["status"] == "ok"]
     figure, axis = plt.subplots(figsize=(9, 5.5))
     largest = max((r["size_mb"] for r in ok), default=1.0) or 1.0
@@ -87,11 +91,7 @@ def pareto_svg(outcome) -> str:
 
 
 def confusion_svg(confusion: list[list[int]], classes: list[str]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     size = max(4, 0.45 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(confusion, cmap="Blues")

@@ -57,6 +57,11 @@ class BuildContext:
         splits = dataset_for(recipe.data, baseline)
         return cls(baseline, splits, Path(workdir), threads, show_progress)
 
+    def model_path(self, recipe: Recipe, steps: int | None = None) -> Path:
+        """Where the model after ``recipe``'s first ``steps`` steps (default: all) is cached."""
+        count = len(recipe.steps) if steps is None else steps
+        return self.workdir / "models" / f"{recipe.prefix_hash(count)}.safetensors"
+
     def calibration_and_validation(self, model: "LoadedModel", recipe: Recipe):
         from edgeopt.data import quantization_data
 
@@ -72,7 +77,7 @@ def build_model(recipe: Recipe, context: BuildContext) -> "LoadedModel":
 
     model = context.baseline
     for index, step in enumerate(recipe.steps):
-        cached = context.workdir / "models" / f"{recipe.prefix_hash(index + 1)}.safetensors"
+        cached = context.model_path(recipe, index + 1)
         if step.kind != "qat" and cached.is_file():
             model = load_model(str(cached))
             continue

@@ -242,8 +242,8 @@ class Search:
             return reason
         from edgeopt.search.builder import seconds_per_epoch
 
-        trained = self.out / "models" / f"{recipe.prefix_hash(len(recipe.steps))}.safetensors"
-        epochs = 0 if trained.is_file() else sum(int(s.get("epochs") or 0) for s in recipe.steps)  # shared, done
+        already_built = self.context.model_path(recipe).is_file()  # PTQ and accuracy-aware share one model
+        epochs = 0 if already_built else sum(int(s.get("epochs") or 0) for s in recipe.steps)
         training_s = seconds_per_epoch(recipe, self.context) * epochs if epochs else 0.0
         if training_s > remaining:
             self._not_tried(recipe, f"fine-tuning needs about {training_s / 60:.1f} min, {remaining / 60:.1f} min "
@@ -257,10 +257,10 @@ class Search:
         """When the fine-tuned FP32 model is already built and already misses the accuracy goal,
         no export of it can meet it (quantization does not recover accuracy): say so, skip it."""
         drop_goal = self.config.goals.max_accuracy_drop
-        trained = self.out / "models" / f"{recipe.prefix_hash(len(recipe.steps))}.safetensors"
+        trained = self.context.model_path(recipe)
         if drop_goal is None or not recipe.steps or not trained.is_file():
             return None
-        key = f"fp32:{recipe.prefix_hash(len(recipe.steps))}"
+        key = f"fp32:{trained.stem}"
         record = self.journal.get(key) or self.journal.add({"key": key, "kind": "fp32", **self.meter.fp32_accuracy(trained)})
         if record["drop_points"] > drop_goal:
             return (f"the fine-tuned model already loses {record['drop_points']:.2f} points in FP32 "
@@ -269,13 +269,14 @@ class Search:
 
     def _probe(self, recipe: Recipe) -> dict[str, Any]:
         """The untrained architecture's probe, from the journal or measured now (and journaled)."""
-        key = f"probe:{recipe.untrained().hash}"
+        untrained = recipe.untrained()
+        key = f"probe:{untrained.hash}"
         if key in self.journal:
             return self.journal.get(key)
-        measured = self.journal.get(recipe.untrained().hash)  # e.g. QAT's architecture is the stage-1 INT8 one
+        measured = self.journal.get(untrained.hash)  # e.g. QAT's architecture is the stage-1 INT8 one
         if measured and measured.get("status") == "ok":
             return measured
-        full_width = dataclasses.replace(recipe.untrained(), steps=())
+        full_width = dataclasses.replace(untrained, steps=())
         return self.journal.add(self.meter.probe(recipe, self.journal.get(full_width.hash)))
 
     def _cannot_win(self, recipe: Recipe, probe: dict[str, Any]) -> str | None:
@@ -329,7 +330,7 @@ class Search:
         return SearchOutcome(
             config=self.config, baseline=self.meter.baseline_record, records=records, chosen=chosen,
             front=pareto.pareto_front(records), closest=[] if chosen else pareto.closest(records),
-            device=dataclasses.asdict(self.device) | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb},
+            device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb},
             environment=environment.collect(), elapsed_s=self.used_before + time.monotonic() - self.started,
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
         )
@@ -348,9 +349,11 @@ def _quiet_libraries() -> None:
 
 
 def _result_line(record: dict[str, Any]) -> str:
+    from edgeopt.report.search import points
+
     if record["status"] != "ok":
         return f"{record['label']}: {record['status']} — {record.get('reason')}"
     verdict = "meets the goals" if not record["violations"] else "misses " + "; ".join(record["violations"])
     estimate = " (estimated)" if record["estimated"] else ""
     return (f"{record['label']}: {record['latency_ms']:.2f} ms{estimate} · top-1 {record['top1']:.2%} "
-            f"({0.0 if abs(record['drop_points']) < 0.005 else -record['drop_points']:+.2f}) · {record['size_mb']:.2f} MB · {verdict}")
+            f"({points(record)}) · {record['size_mb']:.2f} MB · {verdict}")

@@ -34,8 +34,8 @@ class Meter:
         self.baseline_logits = predict(model.reference(), test, model.input_spec)
         cost = count_flops_and_params(model)
         self.baseline_record = {"source": model.source, "top1": top1_accuracy(self.baseline_logits, test.labels),
-                "test_samples": len(test), "macs": cost["macs"], "params": cost["params"],
-                "input": list(model.input_spec.shape), "classes": list(self.context.splits.classes)}
+                                "test_samples": len(test), "macs": cost["macs"], "params": cost["params"],
+                                "input": list(model.input_spec.shape), "classes": list(self.context.splits.classes)}
         return self.baseline_record
 
     def fp32_accuracy(self, checkpoint: Path) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class Meter:
         key = f"probe:{untrained.hash}"
         started = time.monotonic()
         try:
-            model, artifact = build(untrained, self.context, self.out / "probes" / untrained.hash / "artifact", overwrite=True)
+            _, artifact = build(untrained, self.context, self.out / "probes" / untrained.hash / "artifact", overwrite=True)
             record = {"key": key, "kind": "probe", "status": "ok", **self._timing(artifact, self._macs(untrained))}
         except EdgeoptError as exc:
             record = self._predicted_from_macs(untrained, key, str(exc), reference)
@@ -115,7 +115,7 @@ class Meter:
         folder = self.out / "candidates" / recipe.hash
         recipe.write(folder / "recipe.toml")
         try:
-            model, artifact = build(recipe, self.context, folder / "artifact", overwrite=True)
+            _, artifact = build(recipe, self.context, folder / "artifact", overwrite=True)
             session = open_session(artifact.path, threads=self.threads)
             logits = predict(session.run, self.context.splits.test, artifact.input_spec)
             del session
