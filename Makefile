@@ -1,27 +1,41 @@
-# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (what CI runs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+FULL := $(VENV)/.installed        # every CPU backend and the test tools
+DEMO := $(VENV)/.demo-installed   # what the demo needs: torch, ONNX Runtime, OpenVINO, plots
 OUT := out
+PIP := $(BIN)/python -m pip install -q --no-compile  # no .pyc pass over torch's 20k files: a faster first install
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e '.[all,dev]'  # no .pyc pass over torch's 20k files: faster first install
-	touch $(STAMP)
 
-install: $(STAMP)
+$(DEMO): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[demo]'
+	touch $(DEMO)
 
-demo: $(STAMP)
+$(FULL): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[all,dev]'
+	touch $(FULL) $(DEMO)
+
+install: $(FULL)
+
+demo: $(DEMO)
 	$(BIN)/edgeopt demo --out $(OUT)/demo
 
-test: $(STAMP)
+test: $(FULL)  ## the whole suite: unit, doctests, backend conformance, CLI end to end, real data when present
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+test-fast: $(FULL)  ## unit, doctests, conformance on tiny models and CLI smoke tests: a few minutes
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(FULL)  ## the layer contracts of pyproject.toml
+	$(BIN)/lint-imports
+
+bench: $(FULL)
 	$(BIN)/python benchmarks/backends.py
 
 clean:

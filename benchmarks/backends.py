@@ -5,7 +5,7 @@ Reproduces the backend table in benchmarks/RESULTS.md and the README:
     .venv/bin/python benchmarks/backends.py            # or: make bench
 
 Random-init weights: latency does not depend on trained values. All backends run with
-the same thread count, each timed in its own process (see edgeopt.measure.bench).
+the same thread count, each timed in its own process (see edgeopt.pipeline.bench).
 Writes benchmarks/results/backends.json, backends.md and backends.png, and replaces
 the table between the markers in benchmarks/RESULTS.md.
 """
@@ -29,7 +29,7 @@ START, END = "<!-- backends:start -->", "<!-- backends:end -->"
 def _cell(row: dict) -> str:
     if row["status"] != "ok":
         return row["status"]
-    return f"{row['latency_ms']['p50']:.2f} ({row['speedup_vs_eager']:.2f}×)"
+    return f"{row['measurement']['latency_ms']:.2f} ({row['speedup_vs_eager']:.2f}×)"
 
 
 def markdown(reports: list[dict], command: str) -> str:
@@ -50,7 +50,7 @@ def markdown(reports: list[dict], command: str) -> str:
               "| model | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
     for report in reports:
         cells = [
-            f"{r['peak_rss_mb']:.0f} · {r['parity']['max_abs_diff']:.0e}" if r["status"] == "ok" else r["status"]
+            f"{r['measurement']['peak_rss_mb']:.0f} · {r['parity']['max_abs_diff']:.0e}" if r["status"] == "ok" else r["status"]
             for r in report["results"]
         ]
         lines.append(f"| {report['model'].removeprefix('torchvision:')} | " + " | ".join(cells) + " |")
@@ -70,7 +70,7 @@ def plot(reports: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(backends)
     for i, backend in enumerate(backends):
-        values = [next((r["latency_ms"]["p50"] for r in rep["results"] if r["backend"] == backend and r["status"] == "ok"), np.nan)
+        values = [next((r["measurement"]["latency_ms"] for r in rep["results"] if r["backend"] == backend and r["status"] == "ok"), np.nan)
                   for rep in reports]
         ax.bar(np.arange(len(reports)) + i * width, values, width, label=backend)
     ax.set_xticks(np.arange(len(reports)) + width * (len(backends) - 1) / 2)

@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 
 from edgeopt import export, load_model
-from edgeopt.measure.bench import BenchConfig, measure_artifact
+from edgeopt.measure.process import MeasureConfig, time_artifact
 
 MODELS = {"mlp (Linear-heavy)": ("edgeopt.zoo:mlp", "1x512"),
           "mobilenet_v2 64x64 (convolutions)": ("torchvision:mobilenet_v2?num_classes=10", "1x3x64x64")}
 
 
 def main() -> int:
-    config = BenchConfig(threads=2)
+    config = MeasureConfig(threads=2)
     print("| model | FP32 p50 ms | dynamic INT8 p50 ms | speed-up |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for name, (source, shape) in MODELS.items():
@@ -29,7 +29,7 @@ def main() -> int:
             p50 = {}
             for precision in ("fp32", "int8-dynamic"):
                 artifact = export(model, "onnxruntime", Path(scratch) / f"{len(p50)}-{name[:3]}", precision, threads=2)
-                p50[precision] = measure_artifact(artifact.path, config)["batches"]["1"]["p50"]
+                p50[precision] = time_artifact(artifact.path, config)["batches"]["1"]["p50"]
             print(f"| {name} | {p50['fp32']:.2f} | {p50['int8-dynamic']:.2f} | {p50['fp32'] / p50['int8-dynamic']:.2f}× |",
                   flush=True)
     return 0

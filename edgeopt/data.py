@@ -229,34 +229,3 @@ def _read_tree(root: Path, size: int, classes: tuple[str, ...] | None) -> ImageD
     arrays = [np.asarray(image if gray else image.convert("RGB"), dtype=np.uint8) for image in images]
     stacked = np.stack(arrays)[..., None] if gray else np.stack(arrays)
     return ImageDataset(stacked, np.asarray(labels, np.int64), classes)
-
-
-# -- for a given model -------------------------------------------------------------
-VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy control
-
-
-def dataset_for(data: str | None, model):
-    """Dataset ``data`` loaded at ``model``'s image size (ImageFolder trees need one), or None."""
-    if data is None:
-        return None
-    return load_dataset(data, image_size=model.input_spec.shape[-1] if len(model.input_spec.shape) == 4 else None)
-
-
-def quantization_data(splits, samples: int, model, max_drop: float | None = None):
-    """(calibration inputs, Validation or None) for ``model`` from the training split of ``splits``.
-
-    With ``max_drop``, a stratified 20% of the training split is held out as labelled
-    validation data and calibration samples are drawn from the rest.
-    """
-    if splits is None:
-        if max_drop is not None:
-            raise ConfigError("--max-accuracy-drop needs labelled data: pass --calibrate DATA")
-        return None, None
-    from edgeopt.backends.base import Validation
-
-    train = splits.train
-    if max_drop is None:
-        return to_input(train.calibration(samples).images, model.input_spec), None
-    rest, held_out = train.split(VALIDATION_FRACTION, seed=0)
-    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop)
-    return to_input(rest.calibration(samples).images, model.input_spec), validation

@@ -15,7 +15,7 @@ Loading is safe by construction: no pickle is ever executed.
 
 Example:
     >>> model = load_model("torchvision:mobilenet_v2")          # doctest: +SKIP
-    >>> model.input_spec.shape
+    >>> model.input_spec.shape                                   # doctest: +SKIP
     (1, 3, 224, 224)
 """
 
@@ -218,7 +218,8 @@ def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:
             return InputSpec((1, layer.in_channels, 256))
         if isinstance(layer, torch.nn.Linear):
             return InputSpec((1, layer.in_features))
-    raise ConfigError(f"cannot infer the input shape of {source}; pass it, e.g. --input 1x3x224x224")
+    raise ConfigError(f"cannot infer the input shape of {source}; give it (input 1x3x224x224, say: --input of export, "
+                      "bench and profile), or save the model as a checkpoint that carries it")
 
 
 def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None) -> LoadedModel:
@@ -328,7 +329,8 @@ def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
     if any(d is None for d in dims[1:]) and given is None:
-        raise ConfigError(f"{path} has a dynamic input shape {dims}; pass the shape, e.g. --input 1x3x224x224")
+        raise ConfigError(f"{path} has a dynamic input shape {dims}; give the shape (input 1x3x224x224, say: "
+                          "--input of export, bench and profile)")
     if given is not None:
         return LoadedModel(str(path), replace(given, name=inputs[0].name, dtype=dtype), onnx_path=path)
     spec = InputSpec((dims[0] or 1, *dims[1:]), name=inputs[0].name, dtype=dtype, dynamic_batch=dims[0] is None)

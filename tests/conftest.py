@@ -1,15 +1,12 @@
-"""Shared fixtures: the tiny conformance model and a per-session cache of its artifacts."""
+"""Fixtures every test module may use (pytest finds them here; nothing is imported from a test module)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgeopt.backends import all_backends
-from edgeopt.export import export, unsupported_reason
+from edgeopt.compile import export
 from edgeopt.models import LoadedModel, load_model
-
-TINY_SOURCE = "edgeopt.zoo:tiny_cnn"
-TINY_INPUT = "1x3x32x32"
+from tests.helpers import TINY_INPUT, TINY_SOURCE, TRAIN, edgeopt
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +28,32 @@ def artifact_cache(tmp_path_factory, tiny_model):
     return get
 
 
-def backend_params():
-    """One pytest param per registered backend, skipped with its reason when unavailable."""
-    params = []
-    probe = load_model(TINY_SOURCE, input=TINY_INPUT)
-    for backend in all_backends():
-        reason = unsupported_reason(backend, probe, "fp32")
-        marks = [pytest.mark.skip(reason=f"{backend.name} unavailable here: {reason}")] if reason else []
-        params.append(pytest.param(backend.name, marks=marks, id=backend.name))
-    return params
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A digits classifier trained by `edgeopt train` in a real process: (checkpoint, that process)."""
+    out = tmp_path_factory.mktemp("train") / "digits.safetensors"
+    proc = edgeopt(*TRAIN, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
 
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """A digits classifier trained in this process: (model, splits, 200 calibration inputs, its test top-1)."""
+    from edgeopt.data import input_spec_for, load_dataset, to_input
+    from edgeopt.passes.train import TrainConfig, fit, validator
+    from edgeopt.tasks import get_task
+    from tests.helpers import evaluate
+
+    task = get_task("classification")
+    splits = load_dataset("digits")
+    spec = input_spec_for(splits.train)
+    model = load_model("edgeopt.zoo:tiny_cnn?in_channels=1&num_classes=10", input=spec)
+    model.task = task.name
+    train, val = splits.train.split(0.1, seed=0)
+    fit(model.module, train, val, spec, TrainConfig(epochs=6, optimizer="adamw", lr=0.01, augment=False),
+        task.training_loss(), validator(task, val, spec), show_progress=False)
+    calibration = to_input(splits.train.calibration(200).images, spec)
+    fp32 = evaluate(model.reference(), splits.test, spec)["top1"]
+    assert fp32 > 0.9
+    return model, splits, calibration, fp32

@@ -1,6 +1,7 @@
 """The runtime registry: every module in this package that defines ``BACKEND`` is a backend.
 
-Nothing here lists backends by hand; adding ``backends/<runtime>.py`` is enough.
+Nothing here lists backends by hand; adding ``backends/<runtime>.py`` is enough. A
+backend that lives outside edgeopt (a plugin) joins with ``register_backend``.
 Importing a backend module is cheap: runtime libraries load only when used.
 
 Example:
@@ -10,32 +11,30 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from functools import lru_cache
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import ConfigError
+from edgeopt.registry import add, discover
 
-__all__ = ["Backend", "Capabilities", "CompileResult", "Session", "all_backends", "get_backend", "open_session"]
+__all__ = ["Backend", "Capabilities", "CompileResult", "Session", "all_backends", "get_backend", "open_session",
+           "register_backend"]
 
 
 @lru_cache(maxsize=1)
 def _registry() -> dict[str, Backend]:
-    found: dict[str, Backend] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base" or info.name.startswith("_"):
-            continue
-        backend = getattr(importlib.import_module(f"{__name__}.{info.name}"), "BACKEND", None)
-        if isinstance(backend, Backend):
-            found[backend.name] = backend
-    return dict(sorted(found.items(), key=lambda item: item[1].order))
+    return discover(__name__, __path__, "BACKEND", Backend, skip=("base",))
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add a backend defined outside edgeopt; its name must not shadow a built-in one."""
+    return add(_registry(), backend, Backend, "backend")
 
 
 def all_backends() -> list[Backend]:
     """Every registered backend, available here or not, in display order."""
-    return list(_registry().values())
+    return sorted(_registry().values(), key=lambda backend: backend.order)
 
 
 def get_backend(name: str) -> Backend:

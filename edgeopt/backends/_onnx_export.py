@@ -49,14 +49,15 @@ def write_onnx(model, path: Path) -> None:
 def _write_qat_onnx(module, example, spec, path: Path) -> None:
     import warnings
 
+    import nncf
     import torch
 
-    from edgeopt.passes.qat import onnx_ready
-
+    # NNCF's quantizers as native torch fake-quantize ops, which the exporter writes as Q/DQ pairs
+    native = nncf.strip(module, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(onnx_ready(module, example).eval(), (example,), str(path), dynamo=False,
+            torch.onnx.export(native.eval(), (example,), str(path), dynamo=False,
                               opset_version=OPSET, input_names=[spec.name],
                               dynamic_axes={spec.name: {0: "batch"}} if spec.dynamic_batch else None)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"

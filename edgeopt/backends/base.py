@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from edgeopt.quantization import QuantizationConfig, Validation
 from edgeopt.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ class Capabilities:
     ``sources``: model kinds it compiles ("torch", "onnx"). ``runtime_needs_torch``:
     whether loading its artifacts imports torch (False is what an edge box wants).
     ``max_batch``: the largest batch a dynamic-batch artifact accepts, if bounded.
-    ``accuracy_aware_int8``: whether ``compile`` honours a ``Validation`` (max accuracy drop).
-    ``qat_int8``: whether it turns a QAT model's trained fake-quantizers into INT8.
+    ``int8_modes``: the ``QuantizationConfig.mode`` values its INT8 honours — "static"
+    (post-training), "aware" (keeps layers in float until a ``Validation``'s max drop holds),
+    "qat" (turns a QAT model's trained fake-quantizers into INT8).
     """
 
     precisions: tuple[str, ...]
@@ -41,20 +43,7 @@ class Capabilities:
     dynamic_batch: bool = True
     max_batch: int | None = None
     options: tuple[str, ...] = field(default_factory=tuple)
-    accuracy_aware_int8: bool = False
-    qat_int8: bool = False
-
-
-@dataclass(frozen=True)
-class Validation:
-    """Labelled, preprocessed inputs for accuracy-aware quantization, and the drop allowed.
-
-    ``max_drop`` is in accuracy points (1.0 = one percentage point of top-1).
-    """
-
-    inputs: np.ndarray
-    labels: np.ndarray
-    max_drop: float
+    int8_modes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -96,11 +85,13 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         """Write the model's files into ``folder`` (a staging folder) for ``precision``.
 
-        ``calibration`` is a float batch of real, preprocessed inputs (N, ...) for INT8;
-        ``validation``, where given, asks for accuracy-aware INT8 within its ``max_drop``.
+        For INT8, ``quantization`` says how (its mode is one of ``int8_modes``);
+        ``calibration`` is a float batch of real, preprocessed inputs (N, ...), and
+        ``validation`` (mode "aware") the held-out inputs scored by the task's main metric.
         """
 
     @abstractmethod

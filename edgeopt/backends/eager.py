@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import ConfigError
+from edgeopt.quantization import QuantizationConfig, Validation
 
 WEIGHTS = "weights.safetensors"
 
@@ -35,7 +36,8 @@ class EagerBackend(Backend):
     capabilities = Capabilities(precisions=("fp32",), sources=("torch",), runtime_needs_torch=True)
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         from edgeopt.models import save_checkpoint
 
         if model.arch is None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+from edgeopt.quantization import QuantizationConfig, Validation
 
 MODEL = "model.pte"
 # ExecuTorch 1.5.1's runtime refused inputs above 15 samples whatever bound the batch Dim was
@@ -21,14 +22,19 @@ MODEL = "model.pte"
 MAX_BATCH = 15
 
 
-def quantize_pt2e_xnnpack(exported, calibration: np.ndarray):
-    """PT2E post-training INT8 for XNNPACK: prepare, calibrate on real samples, convert."""
+def quantize_pt2e_xnnpack(exported, calibration: np.ndarray, keep_float: tuple[str, ...] = ()):
+    """PT2E post-training INT8 for XNNPACK: prepare, calibrate on real samples, convert.
+
+    ``keep_float`` names PyTorch modules (e.g. ``layer4.1.conv2``) the quantizer leaves in float.
+    """
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for name in keep_float:
+        quantizer.set_module_name(name, None)
     prepared = prepare_pt2e(exported.module(), quantizer)
     with torch.no_grad():
         for sample in calibration:
@@ -58,14 +64,16 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     order = 40
     capabilities = Capabilities(
-        precisions=("fp32", "int8"), sources=("torch",), runtime_needs_torch=True, max_batch=MAX_BATCH
+        precisions=("fp32", "int8"), sources=("torch",), runtime_needs_torch=True, max_batch=MAX_BATCH,
+        int8_modes=("static",),
     )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("executorch")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -76,9 +84,12 @@ class ExecuTorchBackend(Backend):
         exported = torch.export.export(model.module.eval(), (example,), dynamic_shapes=dynamic)
         notes = []
         if precision == "int8":
-            exported = torch.export.export(quantize_pt2e_xnnpack(exported, calibration), (example,), dynamic_shapes=dynamic)
+            keep_float = (quantization or QuantizationConfig()).keep_float
+            quantized = quantize_pt2e_xnnpack(exported, calibration, keep_float)
+            exported = torch.export.export(quantized, (example,), dynamic_shapes=dynamic)
             notes.append(f"PT2E INT8 with the XNNPACK quantizer (symmetric, per-channel) on "
-                         f"{len(calibration)} calibration samples")
+                         f"{len(calibration)} calibration samples"
+                         + (f"; kept in float as asked: {', '.join(keep_float)}" if keep_float else ""))
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
         (folder / MODEL).write_bytes(program.buffer)
         batches = f"batch up to {MAX_BATCH}" if spec.dynamic_batch else f"fixed batch {spec.shape[0]}"

@@ -14,26 +14,19 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
-from edgeopt.errors import ConfigError
-from edgeopt.measure.accuracy import top1_accuracy
-from edgeopt.passes.sensitivity import revert_by_sensitivity
+from edgeopt.backends._sensitivity import revert_by_sensitivity
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.quantization import QuantizationConfig, Validation
 
 MODEL = "model.onnx"
 
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
-def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, options: dict[str, Any],
-                         exclude: list[str] | None = None) -> str:
+def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, config: QuantizationConfig,
+                         exclude: list[str] | None = None) -> None:
     """ONNX Runtime's static QDQ INT8 on a ``quant_pre_process``-ed model; ``exclude`` stays FP32."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    method = str(options.get("calibration_method", "minmax")).lower()
-    if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"calibration_method must be one of {CALIBRATION_METHODS}, not {method!r}")
     input_name = _input_name(prepared)
 
     class Reader(CalibrationDataReader):
@@ -46,36 +39,38 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, opt
 
     quantize_static(
         str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=[*config.keep_float, *(exclude or [])],
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                          "percentile": CalibrationMethod.Percentile}[method],
+                          "percentile": CalibrationMethod.Percentile}[config.calibration_method],
         # Without VNNI, u8 x s8 products can saturate in 16-bit accumulators; 7-bit weights avoid it.
-        reduce_range=bool(options.get("reduce_range", False)),
+        reduce_range=config.reduce_range,
     )
-    return method
 
 
 def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibration: np.ndarray,
-                        validation: Validation, options: dict[str, Any]) -> dict[str, Any]:
+                        validation: Validation, config: QuantizationConfig) -> dict[str, Any]:
     """Quantize, then keep layers in FP32 by sensitivity until the validation drop holds."""
     built: dict[tuple[str, ...], Path] = {}
 
     def build(excluded: list[str]) -> Path:
         if tuple(excluded) not in built:
             path = scratch / f"candidate{len(built)}.onnx"
-            quantize_static_int8(prepared, path, calibration, options, exclude=excluded)
+            quantize_static_int8(prepared, path, calibration, config, exclude=excluded)
             built[tuple(excluded)] = path
         return built[tuple(excluded)]
 
-    def accuracy(path: Path) -> float:
-        logits = OnnxRuntimeSession(path, spec, threads=None).run([validation.inputs])[0]
-        return top1_accuracy(logits, validation.labels)
+    def score(path: Path) -> float:
+        session = OnnxRuntimeSession(path, spec, threads=None)
+        step = spec.max_batch or len(validation.inputs)
+        chunks = [session.run([validation.inputs[i:i + step]]) for i in range(0, len(validation.inputs), step)]
+        return validation.score([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
 
     layers = quantized_nodes(build([]))
-    result = revert_by_sensitivity(layers, build, accuracy, accuracy(prepared), validation.max_drop)
+    result = revert_by_sensitivity(layers, build, score, score(prepared), validation)
     shutil.copyfile(result.candidate, out)
-    return {"fp32_layers": result.excluded, "sensitivity_ranking": result.ranking, "search": result.steps,
-            "reached": result.reached}
+    return {"fp32_layers": [*config.keep_float, *result.excluded], "sensitivity_ranking": result.ranking,
+            "search": result.steps, "reached": result.reached}
 
 
 def quantized_nodes(path: Path) -> list[str]:
@@ -150,20 +145,22 @@ class OnnxRuntimeBackend(Backend):
     order = 20
     capabilities = Capabilities(
         precisions=("fp32", "int8", "int8-dynamic"), sources=("torch", "onnx"), runtime_needs_torch=False,
-        options=("calibration_method", "reduce_range"), accuracy_aware_int8=True, qat_int8=True,
+        int8_modes=("static", "aware", "qat"),
     )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("onnxruntime", "onnx")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         if precision == "int8-dynamic":
             return dynamic_int8(model, folder / MODEL)
         if precision != "int8":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["ONNX opset from the dynamo exporter, CPUExecutionProvider"])
-        if model.quantized:
+        config = quantization or QuantizationConfig()
+        if config.mode == "qat":
             write_onnx(model, folder / MODEL)
             return CompileResult(entry=MODEL, notes=["INT8 from quantization-aware training (NNCF fake-quantizers "
                                                      "exported as QuantizeLinear/DequantizeLinear)"])
@@ -173,20 +170,22 @@ class OnnxRuntimeBackend(Backend):
             fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
             write_onnx(model, fp32)
             quant_pre_process(str(fp32), str(prepared))
-            if validation is None:
-                method = quantize_static_int8(prepared, folder / MODEL, calibration, options)
-                details: dict[str, Any] = {}
-            else:
-                method = str(options.get("calibration_method", "minmax")).lower()
+            if config.mode == "aware":
                 details = accuracy_aware_int8(prepared, Path(scratch), folder / MODEL, model.input_spec,
-                                              calibration, validation, options)
-        notes = [f"ONNX Runtime static INT8 (QDQ, per-channel weights, {method}) on {len(calibration)} calibration samples"]
-        if validation is not None:
+                                              calibration, validation, config)
+            else:
+                quantize_static_int8(prepared, folder / MODEL, calibration, config)
+                details = {"fp32_layers": list(config.keep_float)}
+        notes = [f"ONNX Runtime static INT8 (QDQ, per-channel weights, {config.calibration_method}) on "
+                 f"{len(calibration)} calibration samples"]
+        if config.mode == "aware":
             kept = details["fp32_layers"]
-            notes.append(f"accuracy-aware (layers ranked by sensitivity on {len(validation.labels)} validation samples, "
-                         f"max drop {validation.max_drop:g} points): "
+            notes.append(f"accuracy-aware (layers ranked by sensitivity on {validation.samples} validation samples, "
+                         f"max drop {validation.max_drop:g} points of {validation.metric}): "
                          + (f"{len(kept)} layer(s) kept in FP32, most sensitive first: {', '.join(kept)}" if kept
                             else "no layer needed FP32"))
+        elif config.keep_float:
+            notes.append(f"kept in FP32 as asked: {', '.join(config.keep_float)}")
         return CompileResult(entry=MODEL, notes=notes, details=details)
 
     def load(self, artifact, threads: int | None = None) -> Session:

@@ -13,16 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, aggregate_layers, missing_module
-from edgeopt.errors import BackendError, ConfigError
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.errors import BackendError
+from edgeopt.quantization import QuantizationConfig, Validation, nncf_preset
 
 MODEL = "model.xml"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
 
 
-def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "performance",
+def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
                   validation: Validation | None = None) -> tuple[Any, list[str]]:
-    """NNCF post-training INT8 (accuracy-aware when ``validation`` is given).
+    """NNCF post-training INT8 (accuracy-aware in mode "aware", with ``validation``).
 
     Layers the CPU plugin cannot run in INT8 are kept in FP32. The known case is a
     convolution with a single input channel (a grayscale stem), refused at compile time
@@ -35,19 +36,17 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "performance"
     import nncf
     import openvino as ov
 
-    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-    if preset not in presets:
-        raise ConfigError(f"preset must be one of {sorted(presets)}, not {preset!r}")
     dataset = nncf.Dataset([sample[None] for sample in calibration])
 
     def quantize(ignored: list[str]):
-        scope = nncf.IgnoredScope(names=ignored) if ignored else None
-        common = dict(preset=presets[preset], subset_size=len(calibration), ignored_scope=scope)
-        if validation is None:
+        names = [*config.keep_float, *ignored]
+        scope = nncf.IgnoredScope(names=names) if names else None
+        common = dict(preset=nncf_preset(config.preset), subset_size=len(calibration), ignored_scope=scope)
+        if config.mode != "aware":
             return nncf.quantize(ov_model.clone(), dataset, fast_bias_correction=True, **common)
-        pairs = nncf.Dataset(list(zip(validation.inputs[:, None], validation.labels[:, None])), lambda item: item[0])
         return nncf.quantize_with_accuracy_control(
-            ov_model.clone(), dataset, pairs, validation_fn=_top1, max_drop=validation.max_drop / 100.0,
+            ov_model.clone(), dataset, nncf.Dataset(list(validation.inputs[:, None])),
+            validation_fn=_scorer(validation), max_drop=validation.max_drop / validation.points_per_unit,
             drop_type=nncf.DropType.ABSOLUTE, **common)
 
     quantized = quantize([])
@@ -64,11 +63,15 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: str = "performance"
     return quantized, single_channel
 
 
-def _top1(compiled_model, items) -> float:
-    """NNCF's validation_fn: top-1 accuracy of a compiled model on (input, label) items."""
-    output = compiled_model.outputs[0]
-    results = [(np.asarray(compiled_model(x)[output]).argmax(1) == y) for x, y in items]
-    return float(np.mean(np.concatenate(results))) if results else 0.0
+def _scorer(validation: Validation):
+    """NNCF's validation_fn: the task's main metric of a compiled model on the validation inputs."""
+
+    def score(compiled_model, items) -> float:
+        per_item = [compiled_model(x) for x in items]
+        outputs = [np.concatenate([np.asarray(result[out]) for result in per_item]) for out in compiled_model.outputs]
+        return float(validation.score(outputs))
+
+    return score
 
 
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
@@ -88,7 +91,7 @@ def fp32_layers(ov_model) -> list[str]:
 def accuracy_control_note(validation: Validation, fp32: list[str]) -> str:
     reverted = f"{len(fp32)} layer(s) kept in FP32: {', '.join(fp32)}" if fp32 else "no layer needed FP32"
     return (f"accuracy-aware (NNCF quantize_with_accuracy_control, max drop {validation.max_drop:g} points "
-            f"on {len(validation.labels)} validation samples): {reverted}")
+            f"of {validation.metric} on {validation.samples} validation samples): {reverted}")
 
 
 class OpenVinoSession(Session):
@@ -115,15 +118,16 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     order = 30
     capabilities = Capabilities(
-        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False, options=("preset",),
-        accuracy_aware_int8=True, qat_int8=True,
+        precisions=("fp32", "int8"), sources=("torch", "onnx"), runtime_needs_torch=False,
+        int8_modes=("static", "aware", "qat"),
     )
 
     def unavailable_reason(self) -> str | None:
         return missing_module("openvino")
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         import openvino as ov
 
         spec = model.input_spec
@@ -140,16 +144,18 @@ class OpenVinoBackend(Backend):
                 ov_model = ov.convert_model(model.module, example_input=example, input=[shape])
         notes = ["OpenVINO IR, FP32 weights, CPU plugin"]
         details: dict[str, Any] = {}
-        if precision == "int8" and model.quantized:
+        config = quantization or QuantizationConfig()
+        if precision == "int8" and config.mode == "qat":
             notes = ["INT8 from quantization-aware training (NNCF fake-quantizers converted to OpenVINO FakeQuantize)"]
             details["fp32_layers"] = fp32_layers(ov_model)
         elif precision == "int8":
-            ov_model, unsupported = quantize_int8(ov_model, calibration, options.get("preset", "performance"), validation)
-            notes = [f"NNCF INT8 post-training quantization on {len(calibration)} calibration samples"]
+            ov_model, unsupported = quantize_int8(ov_model, calibration, config, validation)
+            notes = [f"NNCF INT8 post-training quantization ({config.preset} preset) on {len(calibration)} "
+                     "calibration samples"]
             if unsupported:
                 notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(unsupported)}")
             details["fp32_layers"] = fp32_layers(ov_model)
-            if validation is not None:
+            if config.mode == "aware":
                 notes.append(accuracy_control_note(validation, details["fp32_layers"]))
         ov.save_model(ov_model, str(folder / MODEL), compress_to_fp16=False)
         return CompileResult(entry=MODEL, notes=notes, details=details)

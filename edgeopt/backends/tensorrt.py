@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation, missing_module
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
 from edgeopt.errors import BackendError
+from edgeopt.quantization import QuantizationConfig, Validation
 
 ENGINE = "model.engine"
 MAX_BATCH = 32
@@ -74,7 +75,8 @@ class TensorRtBackend(Backend):
         return "; ".join(reasons) or None
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         import tensorrt as trt
 
         onnx_path = folder / "model.onnx"

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, Validation
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import BackendUnavailable
+from edgeopt.quantization import QuantizationConfig, Validation
 
 
 DEPRECATION_NOTE = (
@@ -49,7 +50,8 @@ class TorchScriptBackend(Backend):
     )
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
-                calibration: np.ndarray | None = None, validation: Validation | None = None) -> CompileResult:
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None) -> CompileResult:
         import torch
 
         example = torch.from_numpy(model.input_spec.example(batch=2))

@@ -1,4 +1,4 @@
-"""``edgeopt bench``: every backend side by side, honestly measured."""
+"""``edgeopt bench``: every backend side by side, honestly measured (via edgeopt.api.bench)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from edgeopt.cli.common import (
     CalibrationSamplesOption,
     InputOption,
     ThreadsOption,
-    load,
     parse_int_list,
 )
-from edgeopt.data import dataset_for, quantization_data
 from edgeopt.report.console import make_console
 
 
@@ -38,9 +36,10 @@ def bench_command(
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
-    """Compile MODEL for each backend, verify parity, and time each in its own process."""
-    from edgeopt.measure.bench import BenchConfig, bench
+    """Compile MODEL for each backend, verify each against the FP32 reference, and time each in its own process."""
+    from edgeopt.api import bench
     from edgeopt.measure.latency import TimingConfig
+    from edgeopt.pipeline.bench import BenchConfig
     from edgeopt.report.console import print_bench
 
     console = make_console()
@@ -51,11 +50,9 @@ def bench_command(
         precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
         timing=TimingConfig(warmup=warmup, min_iters=iters, min_seconds=seconds),
     )
-    loaded = load(model, input, arch)
     with console.status("starting…") as status:
-        report = bench(loaded, config, artifacts_dir=keep,
-                       calibration=quantization_data(dataset_for(calibrate, loaded), calibration_samples, loaded)[0],
-                       progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
+        report = bench(model, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
+                       input=input, arch=arch, progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:
         console.print(f"results written to {report.write_json(json_out)}")

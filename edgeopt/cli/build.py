@@ -1,4 +1,4 @@
-"""``edgeopt build``: rebuild a candidate from its recipe.toml."""
+"""``edgeopt build``: rebuild a result from its recipe.toml (via edgeopt.api.build)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,19 @@ from edgeopt.report.console import make_console
 
 @app.command("build")
 def build_command(
-    recipe: Path = typer.Argument(..., help="A recipe.toml written by `edgeopt optimize` (OUT/best.toml, or candidates/*/recipe.toml)."),
+    recipe: Path = typer.Argument(..., help="A recipe.toml written by `edgeopt optimize` (OUT/best.toml, candidates/*/recipe.toml), `prune` or `distill`."),
     out: Path = typer.Option(..., "--out", "-o", help="The artifact folder to create."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where intermediate models and training checkpoints go (default: OUT.build); rerun to resume."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     threads: Optional[int] = typer.Option(None, "--threads"),
 ) -> None:
-    """Apply the recipe's steps (seeded, so the same weights on the same machine) and export the artifact."""
-    from edgeopt.search.builder import BuildContext, build
-    from edgeopt.search.recipe import Recipe
+    """Apply the recipe's passes (seeded, so the same weights on the same machine) and export the artifact."""
+    from edgeopt.api import build
+    from edgeopt.pipeline.recipe import Recipe
 
     console = make_console()
     plan = Recipe.read(recipe)
     console.print(f"building {plan.hash}: {plan.label}", soft_wrap=True, markup=False)
-    context = BuildContext.create(plan, workdir or out.with_name(out.name + ".build"), threads)
-    _, artifact = build(plan, context, out, overwrite=force)
+    artifact = build(plan, out, workdir=workdir, force=force, threads=threads)
     console.print(f"[green]built[/] {artifact.path} ({artifact.backend} {artifact.precision}, "
-                  f"{artifact.size_bytes / 2**20:.2f} MB, parity {'passed' if artifact.parity['passed'] else 'failed'})",
-                  soft_wrap=True)
+                  f"{artifact.size_bytes / 2**20:.2f} MB, checked against the FP32 reference)", soft_wrap=True)

@@ -1,8 +1,10 @@
-"""Options and helpers shared by subcommands."""
+"""Options and option parsing shared by subcommands (declarations only: the work is in edgeopt.api)."""
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,8 +15,9 @@ ArchOption = typer.Option(None, "--arch", help="Architecture for a weights-only 
 ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every backend (default: all usable CPUs).")
 CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
 CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
-MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="INT8 with accuracy control: most top-1 points to lose (needs --calibrate data with labels).")
-# Training options shared by train, prune and distill (defaults: the recipe that measured best on NEU)
+MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="Accuracy-aware INT8: most points of the main metric (top-1) to lose, held on part of the training split.")
+PresetOption = typer.Option("performance", "--preset", help="NNCF preset: performance (symmetric) | mixed.")
+# Fine-tuning options shared by train, prune and distill (defaults: the recipe that measured best on NEU)
 OptimizerOption = typer.Option("adamw", "--optimizer", help="sgd | adamw")
 ScheduleOption = typer.Option("onecycle", "--schedule", help="cosine | onecycle | constant")
 WeightDecayOption = typer.Option(0.05, "--weight-decay")
@@ -36,8 +39,17 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
-def load(source: str, input: Optional[str], arch: Optional[str]):
-    """Resolve the model source given on the command line."""
-    from edgeopt.models import load_model
+def parse_count(text: str, what: str) -> int:
+    """'50M' -> 50_000_000; plain integers and k/M/G suffixes."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+    try:
+        return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise ConfigError(f"{what} must be a count like 50M or 2.5G, not {text!r}") from None
 
-    return load_model(source, input=input, arch=arch)
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """A command's JSON summary, written whole then renamed."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp.replace(path)

@@ -1,4 +1,4 @@
-"""``edgeopt export``: one verified artifact for one backend."""
+"""``edgeopt export``: one verified artifact for one backend (via edgeopt.api.export)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from edgeopt.cli.common import (
     CalibrationSamplesOption,
     InputOption,
     MaxDropOption,
+    PresetOption,
     ThreadsOption,
-    load,
 )
-from edgeopt.data import dataset_for, quantization_data
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
 
@@ -37,28 +36,37 @@ def export_command(
     model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
     backend: str = typer.Option(..., "--backend", "-b", help="Runtime: see `edgeopt backends`."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to create."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8, as the backend supports."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 | int8-dynamic, as the backend supports."),
     option: List[str] = typer.Option([], "--option", help="Backend option key[=value], e.g. mobile (torchscript)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     calibrate: Optional[str] = CalibrateOption,
     calibration_samples: int = CalibrationSamplesOption,
     max_accuracy_drop: Optional[float] = MaxDropOption,
+    preset: str = PresetOption,
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help="ONNX Runtime calibrator: minmax | entropy | percentile."),
+    keep_float: List[str] = typer.Option([], "--keep-float", help="A layer to keep in float, by the backend's name for it (repeatable)."),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
-    """Compile MODEL for one backend, load it back, check parity, and write the artifact."""
-    from edgeopt.export import export
+    """Compile MODEL for one backend, load it back, check it against the FP32 reference, and write the artifact."""
+    from edgeopt.api import export
+    from edgeopt.quantization import QuantizationConfig
 
     console = make_console()
-    loaded = load(model, input, arch)
-    calibration, validation = quantization_data(dataset_for(calibrate, loaded), calibration_samples, loaded,
-                                                max_accuracy_drop)
-    with console.status(f"exporting {model} to {backend} {precision}…"):  # INT8 also shows NNCF's own progress
-        artifact = export(loaded, backend, out, precision, threads=threads, options=_parse_options(option),
-                          overwrite=force, calibration=calibration, validation=validation)
+    quantization = None
+    if precision == "int8":
+        quantization = QuantizationConfig(mode="aware" if max_accuracy_drop is not None else "static",
+                                          max_drop=max_accuracy_drop, calibration_samples=calibration_samples,
+                                          preset=preset, calibration_method=calibration_method,
+                                          keep_float=tuple(keep_float))
+    elif max_accuracy_drop is not None:
+        raise ConfigError("--max-accuracy-drop applies to --precision int8")
+    with console.status(f"exporting {model} to {backend} {precision}…"):
+        artifact = export(model, backend, out, precision, calibrate=calibrate, quantization=quantization,
+                          options=_parse_options(option), input=input, arch=arch, threads=threads, force=force)
     parity = artifact.parity
-    top1 = parity["top1_agreement"]
+    top1 = parity.get("top1_agreement")
     console.print(
         f"[green]ok[/] {artifact.backend} {artifact.precision} · {artifact.size_bytes / 2**20:.2f} MB · "
         f"max|Δ| {parity['max_abs_diff']:.1e} of output scale · top-1 agreement "
@@ -68,7 +76,7 @@ def export_command(
     control = artifact.manifest.get("accuracy_control")
     if control:
         verdict = "reached" if control["reached"] else "[red]cannot reach[/]"
-        console.print(f"accuracy control: FP32 {control['fp32_top1']:.2%} → {control['top1']:.2%} on "
-                      f"{control['samples']} held-out images, drop {control['drop_points']:.2f} points "
+        console.print(f"accuracy control: FP32 {control['metric']} {control['reference']:.2%} → {control['value']:.2%} "
+                      f"on {control['samples']} held-out images, drop {control['drop_points']:.2f} points "
                       f"(max {control['max_drop_points']:g}): {verdict}")
     print_notes(artifact, console)

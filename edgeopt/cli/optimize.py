@@ -1,4 +1,4 @@
-"""``edgeopt optimize``: search for the best artifact under goals, on a device, within a budget."""
+"""``edgeopt optimize``: search for the best artifact under goals, on a device, within a budget (via edgeopt.api.optimize)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def optimize_command(
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Goal: p50 latency at batch 1."),
     max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="Goal: artifact size."),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Goal: peak memory of the process running it."),
-    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: top-1 points the candidate may lose to the baseline."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="The metric the drop goal and the Pareto front use (default: the task's main one, e.g. top1; or top5)."),
     priority: str = typer.Option("latency", "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
     budget: str = typer.Option("30m", "--budget", help="Search time, e.g. 90s, 30m, 2h (carried across --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search in --out; finished candidates are not run again."),
@@ -58,39 +59,35 @@ def optimize_command(
     device that is not this machine), keeps the best so far in OUT/best, and writes
     OUT/report.html, report.md and results.json. Exits 3 when no candidate meets the goals.
     """
-    from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
+    from edgeopt.search import Goals, SearchSpace, parse_duration
 
     goals = Goals(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
-                  max_accuracy_drop=max_accuracy_drop, priority=priority)
+                  max_drop=max_accuracy_drop, metric=metric, priority=priority)
     space = SearchSpace(backends=_split(backends) if backends else None, int8=int8,
                         prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
                         resolutions=_fractions(resolutions, "--resolutions"), students=_split(students),
-                        qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs)
-    config = SearchConfig(model=model, data=data, out=out, goals=goals, device=device, budget_s=parse_duration(budget),
-                          space=space, resume=resume, force=force, arch=arch, seed=seed,
-                          calibration_samples=calibration_samples)
-    run_optimize(config)
+                        qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs, calibration_samples=calibration_samples)
+    run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
+                 resume=resume, force=force, arch=arch, seed=seed)
 
 
-def run_optimize(config, console=None) -> None:
-    """Run the search with progress on the console, write the reports, say what was chosen."""
-    from edgeopt.report.search import print_outcome, write_reports
+def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> None:
+    """Run the search with its progress on the console, then the table and the decision."""
     from rich.text import Text
 
-    from edgeopt.search import Search
+    from edgeopt.api import optimize
+    from edgeopt.report.progress import SearchPrinter
+    from edgeopt.report.search import print_outcome
 
-    console = console or make_console()
-    console.print(f"[bold]optimize[/] {config.model} on {config.data} · device {config.device} · "
-                  f"{config.goals.describe()} · budget {config.budget_s / 60:.3g} min", soft_wrap=True)
-    styles = {"stage": "bold cyan", "best": "bold green", "skip": "yellow", "result": "", "candidate": "dim",
-              "train": "dim"}
-
-    def show(kind: str, message: str) -> None:
-        console.print(Text(message, style=styles.get(kind, "")), soft_wrap=True)
-
-    outcome = Search(config, on_event=show).run()
-    paths = write_reports(outcome, config.out)
+    # Native libraries print to the stdout descriptor, which the search points at each candidate's
+    # log while it builds; the console keeps a descriptor of its own.
+    console = console or make_console(own_stdout=True)
+    goals, budget_s = settings["goals"], settings["budget"]
+    console.print(Text(f"optimize {model} on {data} · device {settings.get('device', 'host')} · {goals.priority} first · "
+                       f"budget {budget_s / 60:.3g} min", style="bold"), soft_wrap=True)
+    outcome = optimize(model, data, out, on_event=SearchPrinter(console), **settings)
     print_outcome(outcome, console)
-    console.print(f"report: {paths['html']}  (also {paths['md'].name}, {paths['json'].name})", soft_wrap=True)
+    console.print(f"report: {out / 'report.html'}  (also report.md, results.json; each candidate's build.log "
+                  f"under {out / 'candidates'})", soft_wrap=True)
     if outcome.chosen is None:
         raise typer.Exit(GOAL_NOT_MET_EXIT)

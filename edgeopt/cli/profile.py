@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, load
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption
 from edgeopt.report.console import make_console
 
 
@@ -57,7 +57,9 @@ def profile_command(
     else:
         from edgeopt.measure.profile import count_flops_and_params, torch_profile
 
-        loaded = load(model, input, arch)
+        from edgeopt.models import load_model
+
+        loaded = load_model(model, input=input, arch=arch)
         artifact = None
         if loaded.kind == "torch":
             summary["flops"] = count_flops_and_params(loaded)
@@ -69,10 +71,10 @@ def profile_command(
                           f"parameters {f['params'] / 1e6:.3f} M")
             console.print(f"trace (TensorBoard / chrome://tracing): {summary['torch']['trace']}", soft_wrap=True)
         if backend and backend != "eager":
-            from edgeopt.export import export
+            from edgeopt.api import export
 
             with console.status(f"exporting to {backend}…"):
-                artifact = export(loaded, backend, out / backend, threads=threads, overwrite=True)
+                artifact = export(loaded, backend, out / backend, threads=threads, force=True)
     if artifact is not None:
         with console.status(f"profiling with {artifact.backend}…"):
             rows = get_backend(artifact.backend).profile(artifact, out, iters=iters, threads=threads)

@@ -86,7 +86,9 @@ class DeviceProfile:
         return max(1, min(self.cpu.cores or 1, host_cpus))
 
     def runs(self, backend: str) -> bool:
-        return backend in self.backends
+        """Whether ``backend`` runs on this device (on this machine: any backend available here,
+        plugins registered after the profile was read included)."""
+        return self.is_host or backend in self.backends
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

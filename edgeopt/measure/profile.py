@@ -1,4 +1,7 @@
-"""Operator-level profiles: torch.profiler tables and traces, FLOPs and parameters.
+"""Operator-level profiles: torch.profiler tables and traces, FLOPs, MACs and parameters.
+
+``count_macs`` is edgeopt's one MAC counter (``torch.utils.flop_counter``): pruning to a
+MAC target, the printed MMACs and the device estimates all count the same way.
 
 The trace is written with ``tensorboard_trace_handler``, so the same file opens in
 TensorBoard (torch-tb-profiler) and in chrome://tracing / Perfetto. Runtime-native
@@ -13,26 +16,40 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeopt.models import LoadedModel
+if TYPE_CHECKING:
+    import torch
+
+    from edgeopt.models import LoadedModel
 
 
-def count_flops_and_params(model: LoadedModel) -> dict[str, int]:
-    """FLOPs of one forward pass at the InputSpec's shape (torch.utils.flop_counter), and parameters."""
+def count_macs(module: "torch.nn.Module", example: "torch.Tensor") -> tuple[int, int]:
+    """(MACs of one forward pass on ``example``, parameters) of ``module``."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    example = torch.from_numpy(model.input_spec.example())
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model.module(example)
-    flops = int(counter.get_total_flops())
-    params = sum(p.numel() for p in model.module.parameters())
-    return {"flops": flops, "macs": flops // 2, "params": int(params), "batch": int(example.shape[0])}
+    was_training = module.training
+    module.eval()
+    try:
+        with counter, torch.no_grad():
+            module(example)
+    finally:
+        module.train(was_training)
+    return int(counter.get_total_flops()) // 2, int(sum(p.numel() for p in module.parameters()))
 
 
-def torch_profile(model: LoadedModel, out_dir: Path, iters: int = 10, threads: int | None = None,
+def count_flops_and_params(model: "LoadedModel") -> dict[str, int]:
+    """FLOPs and MACs of one forward pass at the model's InputSpec shape, and its parameters."""
+    import torch
+
+    example = torch.from_numpy(model.input_spec.example())
+    macs, params = count_macs(model.module, example)
+    return {"flops": 2 * macs, "macs": macs, "params": params, "batch": int(example.shape[0])}
+
+
+def torch_profile(model: "LoadedModel", out_dir: Path, iters: int = 10, threads: int | None = None,
                   top: int = 25) -> dict[str, Any]:
     """Profile ``iters`` eager forward passes; return the operator table and the trace path."""
     import torch

@@ -1,2 +1,57 @@
-"""PyTorch-level passes, one technique per file. Passes return modules and write no files,
-except the training loop's own checkpoints under the folder it is given."""
+"""The pass registry: every module in this package that defines ``PASS`` is a pass.
+
+A pass defined elsewhere joins with ``register_pass`` (from the module that defines it,
+so importing that module registers it), or through the ``edgeopt.passes`` entry-point
+group of an installed package. A recipe step of a pass from outside edgeopt records that
+module, so ``edgeopt build`` finds it in a fresh process.
+
+Example:
+    >>> sorted(p.name for p in all_passes())[:3]
+    ['distill', 'finetune', 'prune']
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+
+from edgeopt.errors import ConfigError
+from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext
+from edgeopt.registry import add, discover
+
+__all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "all_passes", "get_pass", "register_pass"]
+HELPERS = ("base", "train", "kd")  # modules of this package that are not passes
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, Pass]:
+    found = discover(__name__, __path__, "PASS", Pass, skip=HELPERS)
+    for entry in entry_points(group="edgeopt.passes"):
+        technique = entry.load()
+        if isinstance(technique, Pass) and technique.name not in found:
+            found[technique.name] = technique
+    return found
+
+
+def register_pass(technique: Pass) -> Pass:
+    """Add a pass defined outside edgeopt; its name must not shadow a built-in one."""
+    return add(_registry(), technique, Pass, "pass")
+
+
+def all_passes() -> list[Pass]:
+    return list(_registry().values())
+
+
+def get_pass(name: str, module: str | None = None) -> Pass:
+    """The pass called ``name``; ``module`` (a plugin's module) is imported first if it is not known yet."""
+    registry = _registry()
+    if name not in registry and module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {module!r}, which should define the pass {name!r} ({exc})") from None
+    if name not in registry:
+        raise ConfigError(f"unknown pass {name!r}; passes are {', '.join(sorted(registry))}"
+                          + (f" (and {module} registered none of that name)" if module else ""))
+    return registry[name]

@@ -1,17 +1,17 @@
-"""Pruning: structured (channels physically removed, Torch-Pruning) and unstructured.
+"""Structured pruning: channels physically removed (Torch-Pruning), then fine-tuned to recover.
 
-Structured pruning uses Torch-Pruning's dependency graph, so coupled layers (residual
-adds, depthwise convolutions, concatenations, the BatchNorm after a conv) shrink
-together and the result is a smaller dense model that every runtime runs faster.
-The layers that produce the model's outputs are found by tracing one forward pass and
-are never pruned, so a classifier keeps its classes and a detector its head, without
-knowing which one it is.
-
-Unstructured magnitude pruning (``sparsify``) zeroes individual weights and makes the
-mask permanent; dense runtimes do not run it any faster, which the report says.
+Torch-Pruning's dependency graph makes coupled layers (residual adds, depthwise
+convolutions, concatenations, the BatchNorm after a conv) shrink together, so the
+result is a smaller dense model that every runtime runs faster. The layers that produce
+the model's outputs are found by tracing one forward pass and are never pruned, so a
+classifier keeps its classes and a detector its head, without knowing which one it is.
+MACs are counted by ``measure.profile.count_macs`` (torch.utils.flop_counter), the same
+counter every printed MMAC figure uses. The pass prunes in ``steps`` and fine-tunes
+after each (by default with knowledge distillation from the unpruned model).
 
 Example:
-    >>> result = prune_channels(module, example, PruneConfig(ratio=0.5))   # doctest: +SKIP
+    >>> pruned = PASS.apply(model, PruneConfig(ratio=0.5), context)          # doctest: +SKIP
+    >>> result = prune_channels(module, example, PruneConfig(ratio=0.5))     # doctest: +SKIP
     >>> result.macs_after / result.macs_before                               # doctest: +SKIP
     0.26
 """
@@ -21,13 +21,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from edgeopt.errors import ConfigError
+from edgeopt.measure.profile import count_macs
 from edgeopt.models import flatten_outputs
+from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
+from edgeopt.passes.finetune import fine_tune
+
+if TYPE_CHECKING:
+    from edgeopt.models import LoadedModel
 
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -36,16 +42,18 @@ StepHook = Callable[[int, nn.Module], None]
 
 
 @dataclass(frozen=True)
-class PruneConfig:
-    """What to remove: a channel ``ratio`` per layer, or enough to reach ``target_macs``."""
+class PruneConfig(PassConfig):
+    """What to remove (a channel ``ratio`` per layer, or enough to reach ``target_macs``), and
+    how to fine-tune after each of the ``steps``."""
 
     ratio: float = 0.5
     target_macs: int | None = None
     importance: str = "l2"
     global_pruning: bool = False
-    round_to: int | None = 8
+    round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly); 1: no rounding
     steps: int = 1
     ignore: tuple[str, ...] = ()
+    fine_tune: FineTune = field(default_factory=FineTune)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio < 1.0:
@@ -56,8 +64,8 @@ class PruneConfig:
             raise ConfigError("pruning needs at least one step")
         if self.target_macs is not None and self.target_macs <= 0:
             raise ConfigError("target_macs must be a positive MAC count")
-        if self.round_to is not None and self.round_to < 1:
-            raise ConfigError("round_to must be a positive channel multiple (or None)")
+        if self.round_to < 1:
+            raise ConfigError("round_to must be a positive channel multiple (1: no rounding)")
 
 
 @dataclass
@@ -73,13 +81,6 @@ class PruneResult:
     @property
     def macs_reduction(self) -> float:
         return self.macs_before / max(self.macs_after, 1)
-
-
-def count_macs_and_params(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(module, example)
-    return int(macs), int(params)
 
 
 def output_layers(module: nn.Module, example: torch.Tensor) -> list[str]:
@@ -116,8 +117,8 @@ def prune_channels(module: nn.Module, example: torch.Tensor, config: PruneConfig
     # silently stay whole. A model about to be pruned is about to be fine-tuned anyway.
     for parameter in module.parameters():
         parameter.requires_grad_(True)
-    macs_before, params_before = count_macs_and_params(module, example)
-    protected = _protected(module, example, config)
+    macs_before, params_before = count_macs(module, example)
+    protected = protected_layers(module, example, config)
     ratio = config.ratio
     if config.target_macs is not None:
         ratio = _ratio_for_macs(module, example, config, config.target_macs, protected, macs_before)
@@ -131,14 +132,14 @@ def prune_channels(module: nn.Module, example: torch.Tensor, config: PruneConfig
         module.eval()
         pruner.step()
         module.zero_grad(set_to_none=True)
-        macs, params = count_macs_and_params(module, example)
+        macs, params = count_macs(module, example)
         result.steps.append({"step": step + 1, "macs": macs, "params": params})
         if after_step is not None:
             after_step(step + 1, module)
-    result.macs_after, result.params_after = count_macs_and_params(module, example)
+    result.macs_after, result.params_after = count_macs(module, example)
     if result.params_after >= params_before:
         raise ConfigError("Torch-Pruning found no channel it could remove from this model; if its layers are "
-                          "custom operations, list them with --ignore or prune a torchvision-style model")
+                          "custom operations, keep them whole (the prune step's ignore setting) or prune a torchvision-style model")
     return result
 
 
@@ -149,8 +150,8 @@ def ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfig
     narrow layer unpruned), so a coarse scan finds the first ratio that reaches the target
     and bisection refines it against the previous scan point.
     """
-    return _ratio_for_macs(module, example, config, target_macs, _protected(module, example, config),
-                           count_macs_and_params(module, example)[0])
+    return _ratio_for_macs(module, example, config, target_macs, protected_layers(module, example, config),
+                           count_macs(module, example)[0])
 
 
 def _ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfig, target_macs: int,
@@ -175,7 +176,7 @@ def _ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfi
     return high
 
 
-def _protected(module: nn.Module, example: torch.Tensor, config: PruneConfig) -> list[str]:
+def protected_layers(module: nn.Module, example: torch.Tensor, config: PruneConfig) -> list[str]:
     """Layers never pruned: those producing the outputs, and the ones the user named."""
     return sorted(set(output_layers(module, example)) | set(config.ignore))
 
@@ -204,12 +205,12 @@ def _check_on_a_copy(module: nn.Module, example: torch.Tensor, config: PruneConf
     if produced != expected:
         raise ConfigError(
             f"Torch-Pruning cannot follow this model's channel dependencies: the pruned copy gives {produced[0]} "
-            f"instead of outputs shaped {expected[0]}; keep the offending layers whole with --ignore, or distill "
+            f"instead of outputs shaped {expected[0]}; keep the offending layers whole (the prune step's ignore setting), or distill "
             "into a lighter architecture instead")
 
 
 def _macs_at(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float, protected: list[str]) -> int:
-    return count_macs_and_params(_pruned_copy(module, example, config, ratio, protected), example)[0]
+    return count_macs(_pruned_copy(module, example, config, ratio, protected), example)[0]
 
 
 def _pruner(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float, protected: list[str]):
@@ -230,61 +231,47 @@ def _pruner(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio
         return tp.pruner.MetaPruner(
             module.eval(), example, importance=importance, pruning_ratio=ratio, global_pruning=config.global_pruning,
             iterative_steps=config.steps, ignored_layers=[layers[name] for name in protected],
-            round_to=config.round_to,
+            round_to=config.round_to if config.round_to > 1 else None,
         )
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning fails in many ways on graphs it cannot follow
         raise ConfigError(
             f"Torch-Pruning cannot follow this model's channel dependencies ({type(exc).__name__}: {exc}); "
-            "keep the offending layers whole with --ignore, or distill into a lighter architecture instead"
+            "keep the offending layers whole (the prune step's ignore setting), or distill into a lighter architecture instead"
         ) from None
 
 
-# -- unstructured ------------------------------------------------------------------------
-@dataclass
-class SparsityReport:
-    sparsity: float
-    per_layer: dict[str, float]
-    note: str = ("unstructured sparsity only shrinks a compressed file; dense runtimes (ONNX Runtime, OpenVINO, "
-                 "XNNPACK, TensorRT) do the same work and run no faster — use structured pruning for speed")
+class PrunePass(Pass):
+    name = "prune"
+    config_type = PruneConfig
+
+    def apply(self, model: "LoadedModel", config: PruneConfig, context: PassContext) -> "LoadedModel":
+        pruned = dataclasses.replace(model, module=copy.deepcopy(model.module))
+        example = torch.from_numpy(model.input_spec.example())
+
+        def after_step(step: int, module: nn.Module) -> None:
+            checkpoint = context.checkpoint
+            if checkpoint is not None and config.steps > 1:
+                checkpoint = checkpoint.with_name(f"{checkpoint.stem}.step{step}{checkpoint.suffix}")
+            fine_tune(module, pruned.input_spec, config.fine_tune, context, checkpoint)
+
+        taylor = _taylor_loss(pruned, context) if config.importance == "taylor" else None
+        prune_channels(pruned.module, example, config, taylor, after_step)
+        return pruned
+
+    def label(self, config: PruneConfig) -> str:
+        amount = f"to {config.target_macs / 1e6:g}M MACs" if config.target_macs else f"{config.ratio:g}"
+        return f"prune {amount}{epochs_label(config)}"
 
 
-def sparsify(module: nn.Module, amount: float, scope: str = "global", permanent: bool = True) -> SparsityReport:
-    """Zero the ``amount`` smallest-magnitude weights of conv/linear layers.
+def _taylor_loss(model: "LoadedModel", context: PassContext) -> LossOnBatch:
+    """The task's loss on 64 stratified training images, for Taylor importance's gradients."""
+    from edgeopt.data import to_input
 
-    With ``permanent=False`` the masks stay attached (zeros stay zero while fine-tuning);
-    ``make_permanent`` then folds them into plain weight tensors.
-    """
-    from torch.nn.utils import prune
-
-    if not 0.0 < amount < 1.0:
-        raise ConfigError(f"sparsity must be between 0 and 1 (exclusive), not {amount}")
-    if scope not in ("global", "layer"):
-        raise ConfigError(f"scope must be global or layer, not {scope!r}")
-    targets = [(layer, "weight") for layer in module.modules() if isinstance(layer, PRUNABLE)]
-    if scope == "global":
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-    else:
-        for layer, name in targets:
-            prune.l1_unstructured(layer, name, amount=amount)
-    return make_permanent(module) if permanent else sparsity_of(module)
+    sample = context.splits.train.calibration(64, seed=1)
+    inputs = torch.from_numpy(to_input(sample.images, model.input_spec))
+    labels = torch.from_numpy(sample.labels)
+    loss = context.task.training_loss()
+    return lambda module: loss(module, inputs, labels)
 
 
-def make_permanent(module: nn.Module) -> SparsityReport:
-    """Fold pruning masks into the weights: plain tensors with zeros, no hooks left."""
-    from torch.nn.utils import prune
-
-    for layer in module.modules():
-        if isinstance(layer, PRUNABLE) and prune.is_pruned(layer):
-            prune.remove(layer, "weight")
-    return sparsity_of(module)
-
-
-def sparsity_of(module: nn.Module) -> SparsityReport:
-    per_layer, zeros, total = {}, 0, 0
-    for name, layer in module.named_modules():
-        if isinstance(layer, PRUNABLE):
-            weight = layer.weight.detach()
-            per_layer[name] = float((weight == 0).float().mean())
-            zeros += int((weight == 0).sum())
-            total += weight.numel()
-    return SparsityReport(zeros / max(total, 1), per_layer)
+PASS = PrunePass()

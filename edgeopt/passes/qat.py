@@ -1,58 +1,84 @@
-"""Quantization-aware training with NNCF: fake-quantize, fine-tune, convert to INT8.
+"""Quantization-aware training with NNCF: fake-quantize, fine-tune, and let the backend convert.
 
-``prepare_qat`` runs NNCF post-training quantization on the PyTorch module, which
-inserts trainable fake-quantizers initialised from the calibration statistics; the
-shared training loop then fine-tunes weights and quantizer ranges together (the
-guide's recipe: a few epochs at a small learning rate). The result is a LoadedModel
-marked ``quantized``: INT8 backends convert its fake-quantizers into real INT8
-(OpenVINO reads them as FakeQuantize; ONNX Runtime gets QuantizeLinear/DequantizeLinear
-after ``nncf.strip``) instead of quantizing again.
+NNCF's post-training quantization on the PyTorch module inserts trainable fake-quantizers
+initialised from calibration statistics; the shared fine-tune then trains weights and
+quantizer ranges together (the guide's recipe: a few epochs at a small learning rate).
+The result is a LoadedModel marked ``quantized``: INT8 backends with the "qat" mode
+convert its fake-quantizers into real INT8 (OpenVINO reads them as FakeQuantize; ONNX
+Runtime gets QuantizeLinear/DequantizeLinear) instead of quantizing again.
 
 NNCF compiles a small C++ extension for its quantizer kernels on first use (about a
 minute, cached under ~/.cache/torch_extensions), so the load timeout is raised.
 
 Example:
-    >>> qat = prepare_qat(model, calibration)                         # doctest: +SKIP
-    >>> fit(qat.module, train, val, qat.input_spec, TrainConfig(epochs=2, lr=1e-3))  # doctest: +SKIP
-    >>> export(qat, "openvino", "out/ov-qat", precision="int8", calibration=calibration)  # doctest: +SKIP
+    >>> qat = PASS.apply(model, QatConfig(), context)                          # doctest: +SKIP
+    >>> export(qat, "openvino", "out/ov-qat", "int8", calibration=calibration)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-
-import numpy as np
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgeopt.errors import ConfigError
-from edgeopt.models import LoadedModel
+from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
+from edgeopt.passes.finetune import fine_tune
+from edgeopt.quantization import PRESETS, nncf_preset
 
-DEFAULT_EPOCHS, DEFAULT_LR = 3, 1e-3
+if TYPE_CHECKING:
+    from edgeopt.models import LoadedModel
+
 EXTENSION_TIMEOUT_S = "900"  # NNCF's first-use C++ build is slow on small machines
+QAT_FINE_TUNE = FineTune(epochs=3, lr=1e-3, optimizer="sgd", schedule="cosine", weight_decay=5e-4, distill=False)
 
 
-def prepare_qat(model: LoadedModel, calibration: np.ndarray, preset: str = "performance") -> LoadedModel:
+@dataclass(frozen=True)
+class QatConfig(PassConfig):
+    preset: str = "performance"
+    calibration_samples: int = 300
+    fine_tune: FineTune = field(default_factory=lambda: QAT_FINE_TUNE)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"the quantization preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if self.calibration_samples < 1:
+            raise ConfigError("QAT needs calibration samples to initialise its quantizers")
+
+
+class QatPass(Pass):
+    name = "qat"
+    config_type = QatConfig
+    quantizes = True
+
+    def apply(self, model: "LoadedModel", config: QatConfig, context: PassContext) -> "LoadedModel":
+        prepared = prepare_qat(model, context.calibration(model, config.calibration_samples), config.preset)
+        fine_tune(prepared.module, prepared.input_spec, config.fine_tune, context)
+        return prepared
+
+    def label(self, config: QatConfig) -> str:
+        return f"QAT{epochs_label(config)}"
+
+    def untrained(self, config: QatConfig) -> None:
+        return None  # fake-quantizers do not change the architecture a latency probe times
+
+
+def prepare_qat(model: "LoadedModel", calibration, preset: str = "performance") -> "LoadedModel":
     """A copy of ``model`` whose module carries NNCF fake-quantizers, ready to fine-tune."""
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_TIMEOUT_S)
-    import copy
-
     import nncf
+    import numpy as np
     import torch
 
     if model.module is None:
         raise ConfigError("quantization-aware training needs a PyTorch model, not an ONNX file")
-    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-    if preset not in presets:
-        raise ConfigError(f"preset must be one of {sorted(presets)}, not {preset!r}")
     samples = model.input_spec.validate(np.asarray(calibration))
     dataset = nncf.Dataset([torch.from_numpy(sample[None]) for sample in samples])
-    module = nncf.quantize(copy.deepcopy(model.module).eval(), dataset, preset=presets[preset],
+    module = nncf.quantize(copy.deepcopy(model.module).eval(), dataset, preset=nncf_preset(preset),
                            subset_size=len(samples))
     return dataclasses.replace(model, module=module, quantized=True)
 
 
-def onnx_ready(module, example):
-    """The QAT module with NNCF's quantizers as native torch fake-quantize ops (export to Q/DQ)."""
-    import nncf
-
-    return nncf.strip(module, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
+PASS = QatPass()

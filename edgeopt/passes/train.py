@@ -2,7 +2,8 @@
 
 SGD or AdamW, cosine or one-cycle schedule, flips and padded random crops, a progress
 bar, a checkpoint after every epoch, ``resume`` after an interruption, early stopping
-on validation accuracy, and fixed seeds.
+on the validation score (the task's main metric), and fixed seeds. The loss and the
+validation score come from the caller (see ``passes.finetune``), so the loop assumes no task.
 
 Determinism is by construction, not by saving RNG state: epoch ``e`` shuffles and
 augments with a generator seeded from ``(seed, e)``. A run killed mid-epoch and resumed
@@ -10,7 +11,7 @@ from the last epoch checkpoint replays that epoch exactly and ends at the same w
 as a run that was never interrupted.
 
 Example:
-    >>> result = fit(module, train, val, spec, TrainConfig(epochs=5), checkpoint=Path("run/ckpt.pt"))  # doctest: +SKIP
+    >>> result = fit(module, train, val, spec, TrainConfig(epochs=5), loss, validate)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from torch import nn
 
 from edgeopt.data import ImageDataset, to_input
 from edgeopt.errors import ConfigError
-from edgeopt.measure.accuracy import predict, top1_accuracy
+from edgeopt.measure.inference import predict
 from edgeopt.models import torch_runner
 from edgeopt.spec import InputSpec
+from edgeopt.tasks import Task
+from edgeopt.tasks.base import LossFn
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 EpochHook = Callable[[dict[str, float]], None]
+CHECKPOINT_FORMAT = 2  # part of the resume fingerprint: checkpoints of another layout are refused, not misread
+Validate = Callable[[nn.Module], float]  # the validation score of a module, higher is better
 
 
 @dataclass(frozen=True)
@@ -71,18 +75,34 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    best_val_accuracy: float
+    best_val: float  # the best validation score (the task's main metric)
     best_epoch: int
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
-    def loss(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(module(inputs), labels, label_smoothing=label_smoothing)
+def validator(task: Task, val: ImageDataset, spec: InputSpec) -> Validate:
+    """The validation score of a module on ``val``: the task's main metric, turned so that higher is better."""
+    main = task.main
 
-    return loss
+    def validate(module: nn.Module) -> float:
+        value = score_module(module, val, spec, task)[main.name]
+        return value if main.higher_is_better else -value
+
+    return validate
+
+
+def score_module(module: nn.Module, dataset: ImageDataset, spec: InputSpec, task: Task,
+                 batch_size: int = 256) -> dict[str, float]:
+    """The task's metrics of an eager module on ``dataset`` (evaluated in eval mode, mode restored)."""
+    was_training = module.training
+    module.eval()
+    try:
+        outputs = predict(torch_runner(module), dataset, spec, batch_size)
+    finally:
+        module.train(was_training)
+    return task.score(outputs, dataset)
 
 
 def fit(
@@ -91,20 +111,20 @@ def fit(
     val: ImageDataset,
     spec: InputSpec,
     config: TrainConfig,
+    loss_fn: LossFn,
+    validate: Validate,
     checkpoint: Path | None = None,
     resume: bool = False,
-    loss_fn: LossFn | None = None,
     on_epoch: EpochHook | None = None,
     show_progress: bool = True,
 ) -> TrainResult:
     """Train ``module`` in place; it ends holding the weights of the best validation epoch."""
-    loss_fn = loss_fn or cross_entropy(config.label_smoothing)
     inputs = torch.from_numpy(to_input(train.images, spec))
     labels = torch.from_numpy(train.labels)
     steps_per_epoch = _batches_per_epoch(len(train), config.batch_size)
     optimizer = _optimizer(module, config)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
-    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": -1, "history": [], "best_state": None}
+    state = {"epoch": 0, "best_val": -float("inf"), "best_epoch": -1, "history": [], "best_state": None}
     fingerprint = _fingerprint(config, train, val, spec)
     if resume and checkpoint is not None and checkpoint.is_file():
         state = _restore(checkpoint, fingerprint, module, optimizer, scheduler)
@@ -116,16 +136,15 @@ def fit(
         for epoch in range(state["epoch"], config.epochs):
             train_loss = _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, loss_fn,
                                       lambda: progress.advance(task))
-            val_accuracy = accuracy_of(module, val, spec)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_accuracy": val_accuracy,
+            val_score = validate(module)
+            record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "val": val_score,
                       "lr": optimizer.param_groups[0]["lr"]}
             state["history"].append(record)
-            if val_accuracy > state["best_val_accuracy"]:
-                state.update(best_val_accuracy=val_accuracy, best_epoch=epoch + 1,
-                             best_state=copy.deepcopy(module.state_dict()))
+            if val_score >= state["best_val"]:  # a tie goes to the later epoch: further along the schedule
+                state.update(best_val=val_score, best_epoch=epoch + 1, best_state=copy.deepcopy(module.state_dict()))
             state["epoch"] = epoch + 1
             line = (f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
-                    f"val {val_accuracy:.2%} (best {state['best_val_accuracy']:.2%})")
+                    f"val {val_score:.4g} (best {state['best_val']:.4g})")
             progress.update(task, description=line)
             if show_progress and not progress.console.is_terminal:  # logs get one line per epoch
                 progress.console.print(line)
@@ -139,18 +158,7 @@ def fit(
     if state["best_state"] is not None:
         module.load_state_dict(state["best_state"])
     module.eval()
-    return TrainResult(state["best_val_accuracy"], state["best_epoch"], state["epoch"], stopped_early, state["history"])
-
-
-def accuracy_of(module: nn.Module, dataset: ImageDataset, spec: InputSpec, batch_size: int = 256) -> float:
-    """Top-1 accuracy of an eager module on ``dataset`` (evaluated in eval mode, mode restored)."""
-    was_training = module.training
-    module.eval()
-    try:
-        logits = predict(torch_runner(module), dataset, spec, batch_size)
-    finally:
-        module.train(was_training)
-    return top1_accuracy(logits, dataset.labels)
+    return TrainResult(state["best_val"], state["best_epoch"], state["epoch"], stopped_early, state["history"])
 
 
 # -- one epoch -------------------------------------------------------------------------
@@ -213,8 +221,8 @@ def _scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
 # -- checkpoints -----------------------------------------------------------------------
 def _fingerprint(config: TrainConfig, train: ImageDataset, val: ImageDataset, spec: InputSpec) -> str:
     """What must match for a checkpoint to be resumed: config, data and input."""
-    digest = hashlib.sha256(json.dumps({"config": dataclasses.asdict(config), "input": spec.to_dict()},
-                                       sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
+                                        "input": spec.to_dict()}, sort_keys=True).encode())
     for array in (train.images, train.labels, val.labels):
         digest.update(np.ascontiguousarray(array).tobytes()[: 1 << 20])
         digest.update(str(array.shape).encode())
@@ -241,9 +249,9 @@ def _restore(path: Path, fingerprint: str, module, optimizer, scheduler) -> dict
     except Exception as exc:  # truncated or foreign files
         raise ConfigError(f"cannot resume from {path} ({str(exc).splitlines()[0]}); delete it to start over") from None
     if payload.get("fingerprint") != fingerprint:
-        raise ConfigError(f"{path} was written by a run with other settings or data; delete it or drop --resume")
+        raise ConfigError(f"{path} was written by a run with other settings or data; delete it to start that training over")
     module.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     if scheduler is not None and payload["scheduler"] is not None:
         scheduler.load_state_dict(payload["scheduler"])
-    return {k: payload[k] for k in ("epoch", "best_val_accuracy", "best_epoch", "history", "best_state")}
+    return {k: payload[k] for k in ("epoch", "best_val", "best_epoch", "history", "best_state")}

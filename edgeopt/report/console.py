@@ -1,22 +1,39 @@
-"""Rich console tables for benchmark and profile results."""
+"""The console: where it writes, and the benchmark table.
+
+A command that builds or measures candidates sends native libraries' output to log
+files by pointing the process's stdout descriptor elsewhere (``search.native_log``);
+its console therefore writes to its own duplicate of the terminal (``own_stdout``).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeopt.measure.bench import BenchReport
+from edgeopt.pipeline.bench import BenchReport
 
 STATUS_STYLE = {"ok": "green", "failed": "red", "unavailable": "yellow"}
 
 
-def make_console() -> Console:
-    """A Console; when output is piped or logged, wide enough that tables stay readable."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+def make_console(own_stdout: bool = False) -> Console:
+    """A Console; when output is piped or logged, wide enough that tables stay readable.
+
+    ``own_stdout``: write to a duplicate of the stdout descriptor, which keeps reaching the
+    terminal (or pipe) while descriptor 1 itself is pointed at a log file.
+    """
+    stream = sys.stdout
+    if own_stdout:
+        try:
+            stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+        except (OSError, ValueError, AttributeError):  # no real descriptor (an in-process test runner)
+            stream = sys.stdout
+    console = Console(file=stream)
+    return console if console.is_terminal else Console(file=stream, width=200)
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -34,19 +51,19 @@ def bench_table(report: BenchReport) -> Table:
     for header in ("peak RSS MB", "max|Δ| rel", "top-1", "× eager"):
         table.add_column(header, justify="right")
     for r in report.results:
-        latency = r.latency_ms or {}
+        m = r.measurement
         parity = r.parity or {}
         table.add_row(
             r.backend,
             r.precision,
             f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
-            _num(r.size_mb),
-            _num(latency.get("p50")),
-            _num(latency.get("p90")),
-            _num(latency.get("p99")),
-            _num(r.fps, 1),
-            *(_num(r.throughput.get(str(b)), 1) for b in big_batches),
-            _num(r.peak_rss_mb, 0),
+            _num(m and m.size_mb),
+            _num(m and m.latency_ms),
+            _num(m and m.p90_ms),
+            _num(m and m.p99_ms),
+            _num(m and m.throughput.get("1"), 1),
+            *(_num(m and m.throughput.get(str(b)), 1) for b in big_batches),
+            _num(m and m.peak_rss_mb, 0),
             "–" if parity.get("max_abs_diff") is None else f"{parity['max_abs_diff']:.1e}",
             _num(parity.get("top1_agreement")),
             "–" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×",

@@ -1,6 +1,6 @@
 """report.html: one self-contained page (inline SVG plots, no scripts, no external files).
 
-Sections: the decision, the Pareto plot (latency vs top-1, marker area ∝ size, the chosen
+Sections: the decision, the Pareto plot (latency vs the goal's metric, marker area ∝ size, the chosen
 point starred), the candidate table, the chosen recipe and how to rebuild it, the
 winner's per-class accuracy and confusion matrix, its operator profile, the device and
 the environment.
@@ -52,39 +52,43 @@ def _svg(figure) -> str:
 
 
 def pareto_svg(outcome) -> str:
-    """Latency vs top-1 of every measured candidate; front joined; chosen starred."""
+    """Latency vs the goal's metric for every measured candidate; front joined; chosen starred."""
     plt = _pyplot()
-    ok = [r for r in outcome.records if r["status"] == "ok"]
+    ok = [r for r in outcome.records if r.ok]
+    title = outcome.baseline["metric_title"]
+
+    def shown(r) -> float:  # in points (percent for a fraction)
+        return 100 * r.value
+
     figure, axis = plt.subplots(figsize=(9, 5.5))
-    largest = max((r["size_mb"] for r in ok), default=1.0) or 1.0
+    largest = max((r.measurement.size_mb for r in ok), default=1.0) or 1.0
     for meets, color, name in ((True, "#2e7d32", "meets the goals"), (False, "#9e9e9e", "misses a goal")):
-        group = [r for r in ok if (not r["violations"]) == meets]
+        group = [r for r in ok if r.meets_goals == meets]
         if group:
-            axis.scatter([r["latency_ms"] for r in group], [100 * r["top1"] for r in group],
-                         s=[30 + 400 * r["size_mb"] / largest for r in group], c=color, alpha=0.6, label=name,
-                         edgecolors="black", linewidths=0.5)
+            axis.scatter([r.latency_ms for r in group], [shown(r) for r in group],
+                         s=[30 + 400 * r.measurement.size_mb / largest for r in group], c=color, alpha=0.6,
+                         label=name, edgecolors="black", linewidths=0.5)
     front = outcome.front
     if front:
-        axis.plot([r["latency_ms"] for r in front], [100 * r["top1"] for r in front], "--", color="#1565c0",
-                  label="Pareto front")
+        axis.plot([r.latency_ms for r in front], [shown(r) for r in front], "--", color="#1565c0", label="Pareto front")
         for r in front:
-            axis.annotate(r["label"], (r["latency_ms"], 100 * r["top1"]), fontsize=7, xytext=(4, 4),
-                          textcoords="offset points")
+            axis.annotate(r.label, (r.latency_ms, shown(r)), fontsize=7, xytext=(4, 4), textcoords="offset points")
     if outcome.chosen:
         c = outcome.chosen
-        axis.scatter([c["latency_ms"]], [100 * c["top1"]], marker="*", s=400, c="#ffb300", edgecolors="black",
+        axis.scatter([c.latency_ms], [shown(c)], marker="*", s=400, c="#ffb300", edgecolors="black",
                      label="chosen", zorder=5)
     goals = outcome.config.goals
-    if goals.max_accuracy_drop is not None:
-        axis.axhline(100 * outcome.baseline["top1"] - goals.max_accuracy_drop, color="#c62828", linestyle=":",
-                     label=f"max accuracy drop ({goals.max_accuracy_drop:g} pt)")
+    if goals.max_drop is not None:
+        baseline = 100 * outcome.baseline["metrics"][outcome.baseline["metric"]]
+        axis.axhline(baseline - goals.max_drop, color="#c62828", linestyle=":",
+                     label=f"max {title} drop ({goals.max_drop:g} pt)")
     if goals.max_latency_ms:
         axis.axvline(goals.max_latency_ms, color="#c62828", linestyle="-.", label="max latency")
     axis.set_xscale("log")
     where = f"ESTIMATED for {outcome.device['name']}" if outcome.estimated else "measured here"
     axis.set_xlabel(f"p50 latency at batch 1, ms ({where}; log scale)")
-    axis.set_ylabel("top-1 on the test split, %")
-    axis.set_title("candidates: latency vs accuracy (marker area ∝ artifact size)")
+    axis.set_ylabel(f"{title} on the test split, %")
+    axis.set_title(f"candidates: latency vs {title} (marker area ∝ artifact size)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
     return _svg(figure)
@@ -111,10 +115,12 @@ def _winner_sections(outcome) -> str:
     details = outcome.winner_details
     if not details:
         return ""
-    metrics = details["metrics"]
-    per_class = [[name, "–" if acc is None else f"{acc:.2%}"] for name, acc in metrics["per_class"].items()]
-    parts = ["<h2>Chosen artifact: accuracy per class</h2>", _table(["class", "top-1"], per_class, "per-class"),
-             f"<figure id=\"confusion\">{confusion_svg(metrics['confusion'], list(metrics['per_class']))}</figure>"]
+    task = details.get("task", {})
+    parts = []
+    if "per_class" in task:
+        per_class = [[name, "–" if acc is None else f"{acc:.2%}"] for name, acc in task["per_class"].items()]
+        parts += ["<h2>Chosen artifact: accuracy per class</h2>", _table(["class", "top-1"], per_class, "per-class"),
+                  f"<figure id=\"confusion\">{confusion_svg(task['confusion'], list(task['per_class']))}</figure>"]
     profile = details.get("profile", {})
     parts.append(f"<h2>Operator profile ({_esc(profile.get('backend', ''))}, measured here, per run)</h2>")
     if profile.get("layers"):
@@ -139,9 +145,9 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
         plot = "<p>matplotlib is not installed (pip install 'edgeopt[report]'): no plot.</p>"
     recipe = ""
     if outcome.chosen:
-        from edgeopt.search.recipe import Recipe
+        from edgeopt.pipeline.recipe import Recipe
 
-        toml = Recipe.from_dict(outcome.chosen["recipe"]).to_toml()
+        toml = Recipe.from_dict(outcome.chosen.recipe).to_toml()
         recipe = (f"<h2>Chosen recipe</h2><pre>{_esc(toml)}</pre><p>Rebuild it: <code>edgeopt build "
                   f"{_esc(config.out)}/best.toml --out rebuilt</code></p>")
     not_tried = "".join(f"<li>{_esc(i['label'])} — {_esc(i['reason'])}</li>" for i in outcome.not_tried)
@@ -151,9 +157,10 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
 <html lang="en"><head><meta charset="utf-8"><title>edgeopt optimize — {_esc(config.model)}</title>
 <link rel="icon" href="data:,"><style>{STYLE}</style></head><body>
 <h1>edgeopt optimize: {_esc(config.model)}</h1>
-<p>Data <code>{_esc(config.data)}</code> · device <b>{_esc(device['name'])}</b> · {_esc(config.goals.describe())} ·
-search time {outcome.elapsed_s / 60:.1f} of {config.budget_s / 60:.3g} min · baseline top-1 {outcome.baseline['top1']:.2%}
-on {outcome.baseline['test_samples']} test images</p>
+<p>Data <code>{_esc(config.data)}</code> · device <b>{_esc(device['name'])}</b> ·
+{_esc(config.goals.describe(outcome.baseline['metric_title']))} · search time {outcome.elapsed_s / 60:.1f} of
+{config.budget_s / 60:.3g} min · baseline {_esc(outcome.baseline['metric_title'])}
+{outcome.baseline['metrics'][outcome.baseline['metric']]:.2%} on {outcome.baseline['test_samples']} test images</p>
 {estimated}
 <p class="decision {'ok' if outcome.chosen else 'miss'}" id="decision">{_esc(decision)}</p>
 <h2>Pareto front</h2><figure id="pareto">{plot}</figure>

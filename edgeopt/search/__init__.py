@@ -1,13 +1,15 @@
 """Accuracy-aware, device-aware search for the best artifact (``edgeopt optimize``).
 
-goals (bounds + priority) · recipe (a candidate, hashed, TOML) · space (what is tried, in
-which order) · builder (recipe -> model -> artifact) · meter (a recipe -> a measured record) ·
-journal (finished candidates on disk) · pareto (front, choice, closest misses) · loop (the search itself).
+goals (bounds + priority) · space (what is tried, in which order) · meter (a recipe -> a
+measured, judged record) · record (candidates, probes) · journal (records on disk) ·
+pareto (front, choice, closest misses) · events (progress, typed) · loop (the search itself).
+Recipes and the builder live in ``edgeopt.pipeline``.
 """
 
-from edgeopt.search.goals import Goals, parse_duration
+from edgeopt.search.goals import Goals, Violation, parse_duration
 from edgeopt.search.loop import Search, SearchConfig, SearchOutcome
-from edgeopt.search.recipe import Recipe, Step
+from edgeopt.search.record import Candidate
 from edgeopt.search.space import SearchSpace
 
-__all__ = ["Goals", "Recipe", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Step", "parse_duration"]
+__all__ = ["Candidate", "Goals", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Violation",
+           "parse_duration"]

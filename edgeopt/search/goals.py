@@ -1,11 +1,14 @@
 """Goals of a search: the bounds a candidate must meet, and the priority among those that do.
 
 The priorities are the guide's three strategies: ``latency`` (quantization and the fastest
-runtime), ``accuracy`` (distillation and fine-tuning), ``memory`` (pruning and INT8).
+runtime), ``accuracy`` (distillation and fine-tuning), ``memory`` (pruning and INT8). The
+quality bound names a metric of the task (None: its main one, top-1 for a classifier);
+``max_drop`` is the most points of it a candidate may lose against the baseline.
 
 Example:
-    >>> goals = Goals(max_accuracy_drop=1.0, priority="latency")
-    >>> goals.violations({"drop_points": 0.5, "latency_ms": 2.0, "size_mb": 1.0, "peak_rss_mb": 90.0})
+    >>> goals = Goals(max_drop=1.0, priority="latency")
+    >>> m = Measurement(latency_ms=2.0, peak_rss_mb=90.0, size_mb=1.0, threads=2)
+    >>> goals.violations(m, drop_points=0.5)
     []
 """
 
@@ -16,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.measure.record import Measurement
 
 PRIORITIES = ("latency", "accuracy", "memory")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
@@ -34,51 +38,77 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class Violation:
+    """One goal a candidate misses: which, its bound, the candidate's value and the unit."""
+
+    goal: str  # max_drop | max_latency_ms | max_size_mb | max_memory_mb | memory_cap
+    bound: float
+    value: float
+    unit: str
+    subject: str = ""  # what the value is of: the metric's title, the device's name
+
+    @property
+    def text(self) -> str:
+        if self.goal == "max_drop":
+            return f"loses {self.value:.2f} points of {self.subject} (at most {self.bound:g})"
+        if self.goal == "memory_cap":
+            return f"peak memory {self.value:.0f} MB (the {self.subject} cap is {self.bound:.0f} MB)"
+        what = {"max_latency_ms": "p50", "max_size_mb": "size", "max_memory_mb": "peak memory"}[self.goal]
+        return f"{what} {self.value:.3g} {self.unit} (at most {self.bound:g})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Violation":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Goals:
     """Bounds (None: unbounded) and the priority that picks among candidates meeting them."""
 
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_memory_mb: float | None = None
-    max_accuracy_drop: float | None = 1.0
+    max_drop: float | None = 1.0
+    metric: str | None = None
     priority: str = "latency"
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
-            raise ConfigError(f"--priority must be one of {', '.join(PRIORITIES)}; got {self.priority!r}")
+            raise ConfigError(f"the priority must be one of {', '.join(PRIORITIES)}; got {self.priority!r}")
         for name in ("max_latency_ms", "max_size_mb", "max_memory_mb"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive; got {value}")
+                raise ConfigError(f"{name} must be positive; got {value}")
 
-    def violations(self, record: dict[str, Any]) -> list[str]:
-        """Each goal ``record`` misses, as 'goal: value' text; empty when it meets them all."""
+    def violations(self, measured: Measurement, drop_points: float | None, metric_title: str = "the main metric",
+                   memory_cap_mb: float | None = None, device: str = "device") -> list[Violation]:
+        """Each goal ``measured`` misses; empty when it meets them all."""
         checks = (
-            ("max-accuracy-drop", self.max_accuracy_drop, record.get("drop_points"), "points"),
-            ("max-latency-ms", self.max_latency_ms, record.get("latency_ms"), "ms"),
-            ("max-size-mb", self.max_size_mb, record.get("size_mb"), "MB"),
-            ("max-memory-mb", self.max_memory_mb, record.get("peak_rss_mb"), "MB"),
+            ("max_drop", self.max_drop, drop_points, "points", metric_title),
+            ("max_latency_ms", self.max_latency_ms, measured.latency_ms, "ms", ""),
+            ("max_size_mb", self.max_size_mb, measured.size_mb, "MB", ""),
+            ("max_memory_mb", self.max_memory_mb, measured.peak_rss_mb, "MB", ""),
+            ("memory_cap", memory_cap_mb, measured.peak_rss_mb, "MB", device),
         )
-        missed = []
-        for goal, bound, value, unit in checks:
-            if bound is not None and value is not None and value > bound + 1e-9:
-                missed.append(f"--{goal} {bound:g}: {value:.3g} {unit}")
-        return missed
+        return [Violation(goal, bound, value, unit, subject) for goal, bound, value, unit, subject in checks
+                if bound is not None and value is not None and value > bound + 1e-9]
 
-    def shortfall(self, record: dict[str, Any]) -> float:
-        """How far ``record`` is from meeting the goals: sum of relative excesses (0 = meets all)."""
+    def shortfall(self, violations: list[Violation]) -> float:
+        """How far from meeting the goals: summed relative excesses (a point of drop counts as 10%)."""
         total = 0.0
-        for bound, value in ((self.max_latency_ms, record.get("latency_ms")), (self.max_size_mb, record.get("size_mb")),
-                             (self.max_memory_mb, record.get("peak_rss_mb"))):
-            if bound is not None and value is not None and value > bound:
-                total += value / bound - 1.0
-        if self.max_accuracy_drop is not None and record.get("drop_points") is not None:
-            total += max(0.0, record["drop_points"] - self.max_accuracy_drop) / 100.0 * 10  # 1 point ~ 10% slower
+        for v in violations:
+            total += (v.value - v.bound) / 100.0 * 10 if v.goal == "max_drop" else v.value / v.bound - 1.0
         return total
 
-    def describe(self) -> str:
-        parts = [f"{name.replace('_', '-')} {value:g}" for name, value in asdict(self).items()
-                 if name != "priority" and value is not None]
+    def describe(self, metric_title: str = "the main metric") -> str:
+        bounds = {"max_latency_ms": "p50 at most {:g} ms", "max_size_mb": "size at most {:g} MB",
+                  "max_memory_mb": "peak memory at most {:g} MB"}
+        parts = [f"at most {self.max_drop:g} point{'s' if self.max_drop != 1 else ''} of {metric_title} lost"] \
+            if self.max_drop is not None else []
+        parts += [text.format(getattr(self, name)) for name, text in bounds.items() if getattr(self, name) is not None]
         return f"priority {self.priority}" + (f"; {', '.join(parts)}" if parts else "")
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,55 +1,64 @@
 """Choosing among measured candidates: the Pareto front, the winner, the closest misses.
 
-All three are pure functions of the records, so a resumed search that holds the same
-records makes the same choice.
+All three are pure functions of the records and the metric, so a resumed search that
+holds the same records makes the same choice. The front trades latency against the
+goal's quality metric, in whichever direction the metric improves.
 
 Example:
-    >>> records = [{"key": "a", "status": "ok", "latency_ms": 2.0, "top1": 0.99, "violations": []},
-    ...            {"key": "b", "status": "ok", "latency_ms": 1.0, "top1": 0.98, "violations": []},
-    ...            {"key": "c", "status": "ok", "latency_ms": 3.0, "top1": 0.97, "violations": []}]
-    >>> [r["key"] for r in pareto_front(records)]
+    >>> from edgeopt.tasks import get_task
+    >>> top1 = get_task("classification").main
+    >>> def cand(key, ms, acc):
+    ...     m = Measurement(latency_ms=ms, peak_rss_mb=90.0, size_mb=1.0, threads=2, metrics={"top1": acc})
+    ...     return Candidate(key=key, label=key, stage=1, status="ok", recipe={}, measurement=m)
+    >>> records = [cand("a", 2.0, 0.99), cand("b", 1.0, 0.98), cand("c", 3.0, 0.97)]
+    >>> [r.key for r in pareto_front(records, top1)]
     ['b', 'a']
-    >>> choose(records, "latency")["key"]
+    >>> choose(records, "latency", top1).key
     'b'
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-Record = dict[str, Any]
-
-
-def measured(records: list[Record]) -> list[Record]:
-    return [r for r in records if r.get("status") == "ok"]
+from edgeopt.measure.record import Measurement  # noqa: F401  (the doctest's records)
+from edgeopt.search.record import Candidate
+from edgeopt.tasks import Metric
 
 
-def pareto_front(records: list[Record]) -> list[Record]:
-    """Candidates no other is at least as fast and as accurate as (and better in one), by latency."""
+def measured(records: list[Candidate]) -> list[Candidate]:
+    return [r for r in records if r.ok]
+
+
+def quality(record: Candidate, metric: Metric) -> float:
+    """The record's value of ``metric``, turned so that higher is better."""
+    return -metric.sort_key(record.measurement.metric(metric.name))
+
+
+def pareto_front(records: list[Candidate], metric: Metric) -> list[Candidate]:
+    """Candidates no other is at least as fast and as good as (and better in one), by latency."""
     ok = measured(records)
-    front = [r for r in ok if not any(_dominates(o, r) for o in ok if o is not r)]
-    return sorted(front, key=lambda r: (r["latency_ms"], -r["top1"], r["key"]))
+    front = [r for r in ok if not any(_dominates(o, r, metric) for o in ok if o is not r)]
+    return sorted(front, key=lambda r: (r.latency_ms, -quality(r, metric), r.key))
 
 
-def _dominates(a: Record, b: Record) -> bool:
-    return (a["latency_ms"] <= b["latency_ms"] and a["top1"] >= b["top1"]
-            and (a["latency_ms"] < b["latency_ms"] or a["top1"] > b["top1"]))
+def _dominates(a: Candidate, b: Candidate, metric: Metric) -> bool:
+    qa, qb = quality(a, metric), quality(b, metric)
+    return a.latency_ms <= b.latency_ms and qa >= qb and (a.latency_ms < b.latency_ms or qa > qb)
 
 
-def _priority_key(priority: str):
+def _priority_key(priority: str, metric: Metric):
     if priority == "accuracy":
-        return lambda r: (-r["top1"], r["latency_ms"], r["key"])
+        return lambda r: (-quality(r, metric), r.latency_ms, r.key)
     if priority == "memory":
-        return lambda r: (r.get("peak_rss_mb") or 0.0, r.get("size_mb") or 0.0, r["latency_ms"], r["key"])
-    return lambda r: (r["latency_ms"], -r["top1"], r["key"])
+        return lambda r: (r.measurement.peak_rss_mb, r.measurement.size_mb, r.latency_ms, r.key)
+    return lambda r: (r.latency_ms, -quality(r, metric), r.key)
 
 
-def choose(records: list[Record], priority: str) -> Record | None:
+def choose(records: list[Candidate], priority: str, metric: Metric) -> Candidate | None:
     """The best candidate meeting every goal, by the priority; None when none does."""
-    passing = [r for r in measured(records) if not r["violations"]]
-    return min(passing, key=_priority_key(priority)) if passing else None
+    passing = [r for r in records if r.meets_goals]
+    return min(passing, key=_priority_key(priority, metric)) if passing else None
 
 
-def closest(records: list[Record], count: int = 3) -> list[Record]:
+def closest(records: list[Candidate], count: int = 3) -> list[Candidate]:
     """The candidates nearest to meeting the goals (smallest shortfall first)."""
-    return sorted(measured(records), key=lambda r: (r.get("shortfall", 0.0), r["latency_ms"], r["key"]))[:count]
+    return sorted(measured(records), key=lambda r: (r.shortfall, r.latency_ms, r.key))[:count]

@@ -1,15 +1,16 @@
 """The candidates a search explores, cheap first, in the order the priority asks for.
 
 Stage 1 (no training): every backend that runs here and on the device, at FP32, INT8 PTQ
-and — where the backend can hold a max accuracy drop — accuracy-aware INT8.
-Stage 2 (fine-tuning): pruned models, lower resolutions, lighter students and QAT, each
-exported the way stage 1 found fastest. Their order is the guide's strategy for the
-priority: latency first tries pruning then lower resolution; accuracy first tries QAT and
-gentle pruning first; memory-limited tries the strongest pruning first.
+and — where the backend has it — accuracy-aware INT8.
+Stage 2 (fine-tuning): pruned models, lower resolutions, lighter students, any extra
+steps (passes of your own included) and QAT, each exported the way stage 1 found
+fastest. Their order is the guide's strategy for the priority: latency first tries
+pruning then lower resolution; accuracy first tries QAT and gentle pruning first;
+memory-limited tries the strongest pruning first.
 
 Example:
     >>> space = SearchSpace(prune_ratios=(0.5,), students=(), resolutions=(), qat=False)
-    >>> [r.label for r in export_candidates(space, base, ["onnxruntime"], 1.0)]     # doctest: +SKIP
+    >>> [r.label for r in export_candidates(space, base, backends, 1.0)]     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.search.recipe import Recipe, Step
+from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
+from edgeopt.quantization import QuantizationConfig
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What may be tried. ``backends=None``: every backend that runs here and on the device."""
+    """What may be tried. ``backends=None``: every backend that runs here and on the device.
+    ``steps``: extra model steps to try in stage 2, each on its own (a plugin pass, say)."""
 
     backends: tuple[str, ...] | None = None
     int8: bool = True
@@ -34,6 +37,8 @@ class SearchSpace:
     qat: bool = True
     epochs: int = 15
     qat_epochs: int = 3
+    calibration_samples: int = 300
+    steps: tuple[Step, ...] = ()
     min_student_input: int = 32  # torchvision students downsample 32x
 
     def __post_init__(self) -> None:
@@ -45,7 +50,9 @@ class SearchSpace:
             raise ConfigError("fine-tuning needs at least one epoch")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["steps"] = [step.to_dict() for step in self.steps]
+        return data
 
 
 def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max_drop: float | None) -> list[Recipe]:
@@ -53,39 +60,43 @@ def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max
     recipes = []
     for backend in backends:
         caps = backend.capabilities
-        recipes.append(dataclasses.replace(base, backend=backend.name))
-        if space.int8 and "int8" in caps.precisions:
-            recipes.append(dataclasses.replace(base, backend=backend.name, precision="int8", quantization="ptq"))
-            if caps.accuracy_aware_int8 and max_drop is not None:
-                recipes.append(dataclasses.replace(base, backend=backend.name, precision="int8", quantization="aware",
-                                                   max_accuracy_drop=max_drop))
+        modes = [("static", None)] + ([("aware", max_drop)] if "aware" in caps.int8_modes and max_drop is not None else [])
+        exports = [ExportConfig(backend.name)]
+        if space.int8 and "int8" in caps.precisions and "static" in caps.int8_modes:
+            exports += [ExportConfig(backend.name, "int8", QuantizationConfig(mode=mode, max_drop=drop,
+                                                                              calibration_samples=space.calibration_samples))
+                        for mode, drop in modes]
+        recipes += [dataclasses.replace(base, export=export) for export in exports]
     return recipes
 
 
-def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[Recipe],
+def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[ExportConfig],
                          input_size: int | None, qat_backends: list[str]) -> list[Recipe]:
-    """Stage 2, in the priority's order; ``exports`` are the stage-1 export settings to reuse.
-
-    ``exports`` come from the stage-1 results (fastest INT8 first, then fastest FP32).
-    """
+    """Stage 2, in the priority's order; ``exports`` are the stage-1 export settings to reuse
+    (fastest INT8 first, then fastest FP32)."""
     steps = _model_steps(space, priority, input_size)
-    recipes = [dataclasses.replace(export, steps=(step,)) for step in steps for export in exports]
+    recipes = [dataclasses.replace(base, steps=(step,), export=export) for step in steps for export in exports]
     if space.qat and qat_backends and priority != "memory":
-        qat = dataclasses.replace(base, steps=(Step.of("qat", epochs=space.qat_epochs),), backend=qat_backends[0],
-                                  precision="int8", quantization="qat")
+        qat = dataclasses.replace(
+            base, steps=(Step.of("qat", calibration_samples=space.calibration_samples,
+                                 fine_tune={"epochs": space.qat_epochs}),),
+            export=ExportConfig(qat_backends[0], "int8", QuantizationConfig(mode="qat",
+                                                                            calibration_samples=space.calibration_samples)))
         recipes = [qat, *recipes] if priority == "accuracy" else [*recipes, qat]
     return recipes
 
 
 def _model_steps(space: SearchSpace, priority: str, input_size: int | None) -> list[Step]:
+    tune = {"epochs": space.epochs}
     ratios = sorted(space.prune_ratios, reverse=priority == "memory")
-    prune = [Step.of("prune", ratio=r, epochs=space.epochs) for r in ratios]
-    resolution = [Step.of("distill", input_size=max(1, round(input_size * f)), epochs=space.epochs)
+    prune = [Step.of("prune", ratio=r, fine_tune=tune) for r in ratios]
+    resolution = [Step.of("distill", input_size=max(1, round(input_size * f)), fine_tune=tune)
                   for f in space.resolutions if input_size]
     usable_students = space.students if input_size and input_size >= space.min_student_input else ()
-    students = [Step.of("distill", student=s, epochs=space.epochs) for s in usable_students]
+    students = [Step.of("distill", student=s, fine_tune=tune) for s in usable_students]
+    extra = list(space.steps)
     if priority == "accuracy":
-        return [*prune[:1], *students, *resolution, *prune[1:]]
+        return [*prune[:1], *students, *resolution, *prune[1:], *extra]
     if priority == "memory":
-        return [*prune, *students, *resolution]
-    return [*prune, *resolution, *students]
+        return [*prune, *students, *resolution, *extra]
+    return [*prune, *resolution, *students, *extra]

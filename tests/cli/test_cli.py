@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from edgeopt.backends import get_backend
+from tests.helpers import assert_one_line_error, edgeopt
+
 TINY = ["edgeopt.zoo:tiny_cnn", "--input", "1x3x32x32"]
 FAST = ["--iters", "5", "--seconds", "0", "--warmup", "1"]
-
-
-def edgeopt(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeopt", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for phrase in phrases:
-        assert phrase in errors[0], errors[0]
+TENSORRT_MISSING = get_backend("tensorrt").unavailable_reason()  # what this machine lacks, by TensorRT's own check
 
 
 def test_export_then_inspect(tmp_path):
@@ -66,7 +55,11 @@ def test_truncated_onnx_is_one_error_line(tmp_path):
         (["export", *TINY, "-b", "nope", "-o", "x"], "unknown backend 'nope'"),
         (["bench", *TINY, "--batch", "1,zero"], "--batch"),
         (["export", *TINY, "-b", "eager", "-o", "x", "--precision", "int8"], "not int8"),
-        (["export", *TINY, "-b", "tensorrt", "-o", "x"], "tensorrt cannot be used here"),
+        (["export", "edgeopt.zoo:tiny_cnn?in_channels=1", "--input", "1x1x8x8", "-b", "executorch", "-o", "x",
+          "--precision", "int8", "--calibrate", "digits", "--max-accuracy-drop", "1"], "has no 'aware' INT8"),
+        (["export", *TINY, "-b", "onnxruntime", "-o", "x", "--precision", "int8"], "needs calibration data"),
+        pytest.param(["export", *TINY, "-b", "tensorrt", "-o", "x"], "tensorrt cannot be used here",
+                     marks=pytest.mark.skipif(not TENSORRT_MISSING, reason="TensorRT runs here")),
     ],
 )
 def test_user_errors_are_one_line(args, phrase, tmp_path):
@@ -84,17 +77,22 @@ def test_bench_json_has_environment_and_every_result_field(tmp_path):
     assert report["config"]["threads"] == 1 and report["config"]["batches"] == [1, 4]
     rows = {r["backend"]: r for r in report["results"]}
     assert list(rows) == ["eager", "onnxruntime", "tensorrt"]
+    assert report["schema"] == 2
     for name in ("eager", "onnxruntime"):
         row = rows[name]
+        m = row["measurement"]
         assert row["status"] == "ok" and row["reason"] is None and row["precision"] == "fp32"
-        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
-        assert row["fps"] > 0 and row["throughput"]["4"] > 0
-        assert row["size_mb"] > 0 and row["peak_rss_mb"] > 0
+        assert 0 < m["latency_ms"] <= m["p90_ms"] <= m["p99_ms"]
+        assert m["throughput"]["1"] > 0 and m["throughput"]["4"] > 0 and m["threads"] == 1
+        assert m["size_mb"] > 0 and m["peak_rss_mb"] > 0
         assert row["parity"]["max_abs_diff"] <= 1e-3 and row["parity"]["top1_agreement"] == 1.0
     assert rows["onnxruntime"]["runtime_imports_torch"] is False
     assert rows["eager"]["speedup_vs_eager"] == 1.0
-    assert rows["tensorrt"]["status"] == "unavailable" and "NVIDIA GPU" in rows["tensorrt"]["reason"]
-    assert "tensorrt fp32 unavailable:" in proc.stdout
+    if TENSORRT_MISSING:
+        assert rows["tensorrt"]["status"] == "unavailable" and rows["tensorrt"]["reason"] == TENSORRT_MISSING
+        assert "tensorrt fp32 unavailable:" in proc.stdout
+    else:
+        assert rows["tensorrt"]["status"] == "ok", rows["tensorrt"]["reason"]
 
 
 def test_profile_writes_trace_flops_and_runtime_profile(tmp_path):

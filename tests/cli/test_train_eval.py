@@ -1,4 +1,4 @@
-"""`edgeopt train` and `edgeopt eval` on scikit-learn's digits, through real processes."""
+"""`edgeopt train`, `eval` and `quantize` on scikit-learn's digits, through real processes."""
 
 import json
 import signal
@@ -9,20 +9,11 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from tests.cli.test_cli import edgeopt
-
-TRAIN = ["train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--epochs", "4", "--no-augment",
-         "--optimizer", "adamw", "--lr", "0.01", "--threads", "1"]
+from tests.helpers import TRAIN
+from tests.helpers import edgeopt
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "digits.safetensors"
-    proc = edgeopt(*TRAIN, "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out, proc
-
-
+@pytest.mark.slow
 def test_train_writes_checkpoint_summary_and_reports(trained):
     out, proc = trained
     summary = json.loads(out.with_suffix(".json").read_text())
@@ -31,6 +22,7 @@ def test_train_writes_checkpoint_summary_and_reports(trained):
     assert "test top-1" in proc.stdout and "MMACs" in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_of_exported_artifact_matches_checkpoint(trained, tmp_path):
     out, _ = trained
     art = tmp_path / "ort"
@@ -39,11 +31,12 @@ def test_eval_of_exported_artifact_matches_checkpoint(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert report["top1"] == pytest.approx(summary["test"]["top1"])
+    assert report["metrics"]["top1"] == pytest.approx(summary["test"]["top1"])
     assert report["fidelity"]["top1_agreement"] == 1.0
     assert len(report["confusion"]) == 10
 
 
+@pytest.mark.slow
 def test_train_killed_mid_run_resumes_to_the_same_weights(trained, tmp_path):
     out, _ = trained
     resumed = tmp_path / "digits.safetensors"
@@ -68,13 +61,15 @@ def test_bad_dataset_is_one_error_line(tmp_path):
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and "does not exist" in proc.stderr
 
 
+@pytest.mark.slow
 def test_quantize_reports_before_and_after(trained, tmp_path):
     out, _ = trained
     proc = edgeopt("quantize", str(out), "--data", "digits", "-b", "onnxruntime", "-o", str(tmp_path / "q"),
                    "--calibration-samples", "100")
     assert proc.returncode == 0, proc.stderr
-    assert "eager FP32" in proc.stdout and "onnxruntime INT8" in proc.stdout and "faster" in proc.stdout
+    assert "eager FP32" in proc.stdout and "onnxruntime int8" in proc.stdout and "faster" in proc.stdout
     manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["parity"]["passed"]
+    assert manifest["recipe"]["export"]["quantization"]["calibration_samples"] == 100  # built from a recipe
     proc = edgeopt("quantize", str(out), "--data", "digits", "-b", "eager", "-o", str(tmp_path / "e"))
     assert proc.returncode == 1 and "not int8" in proc.stderr and "Traceback" not in proc.stderr

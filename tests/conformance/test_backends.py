@@ -12,7 +12,10 @@ import pytest
 from edgeopt.backends import get_backend, open_session
 from edgeopt.errors import InputError
 from edgeopt.measure.fidelity import TOLERANCES, compare
-from tests.conftest import backend_params
+from edgeopt.tasks import get_task
+from tests.helpers import backend_params
+
+CLASSIFIER = get_task("classification")  # the tiny CNN's outputs are logits: FP32 must keep every top-1
 
 BACKENDS = backend_params()
 
@@ -36,7 +39,7 @@ def test_reloaded_artifact_matches_reference_at_any_batch(backend, batch, artifa
     data = tiny_model.input_spec.example(batch=batch, seed=7)
     outputs = session.run([data])
     assert outputs[0].shape == (batch, 10)
-    parity = compare(tiny_model.reference()(data), outputs, "fp32", task="classification")
+    parity = compare(tiny_model.reference()(data), outputs, "fp32", CLASSIFIER)
     assert parity["passed"], parity
 
 
@@ -63,7 +66,7 @@ def test_batch_at_the_runtime_bound_runs_and_above_it_is_refused_clearly(backend
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_reshape_is_dynamic_or_falls_back_to_fixed_batch_with_a_note(backend, tmp_path):
-    from edgeopt.export import export
+    from edgeopt.compile import export
     from edgeopt.models import load_model
 
     model = load_model("edgeopt.zoo:tiny_cnn?shuffle=true", input="1x3x32x32")
@@ -76,14 +79,14 @@ def test_batch_reshape_is_dynamic_or_falls_back_to_fixed_batch_with_a_note(backe
             session.run([model.input_spec.example(batch=2)])
     for batch in batches:
         data = model.input_spec.example(batch=batch, seed=3)
-        assert compare(model.reference()(data), session.run([data]), "fp32", "classification")["passed"]
+        assert compare(model.reference()(data), session.run([data]), "fp32", CLASSIFIER)["passed"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_onnx_file_source_on_backends_that_take_onnx(backend, tmp_path, tiny_model):
     import torch
 
-    from edgeopt.export import export
+    from edgeopt.compile import export
     from edgeopt.models import load_model
 
     if "onnx" not in get_backend(backend).capabilities.sources:
@@ -97,4 +100,4 @@ def test_onnx_file_source_on_backends_that_take_onnx(backend, tmp_path, tiny_mod
     assert artifact.parity["passed"] and artifact.manifest["source"] == str(path)
     data = source.input_spec.example(batch=3, seed=5)
     outputs = open_session(artifact.path).run([data])
-    assert compare(tiny_model.reference()(data), outputs, "fp32", "classification")["passed"]
+    assert compare(tiny_model.reference()(data), outputs, "fp32", CLASSIFIER)["passed"]

@@ -6,33 +6,28 @@ import numpy as np
 import pytest
 
 from edgeopt.backends import all_backends, open_session
-from edgeopt.data import input_spec_for, load_dataset, to_input
 from edgeopt.errors import ConfigError
-from edgeopt.export import export, unsupported_reason
-from edgeopt.measure.accuracy import evaluate
+from edgeopt.compile import export, unsupported_reason
 from edgeopt.models import load_model
-from edgeopt.passes.train import TrainConfig, fit
+from edgeopt.pipeline.builder import quantization_data
+from edgeopt.quantization import QuantizationConfig
+from edgeopt.tasks import get_task
+from tests.helpers import evaluate
+
+TASK = get_task("classification")
 
 
-@pytest.fixture(scope="module")
-def trained_digits():
-    splits = load_dataset("digits")
-    spec = input_spec_for(splits.train)
-    model = load_model("edgeopt.zoo:tiny_cnn?in_channels=1&num_classes=10", input=spec)
-    model.task = "classification"
-    train, val = splits.train.split(0.1, seed=0)
-    fit(model.module, train, val, spec, TrainConfig(epochs=6, optimizer="adamw", lr=0.01, augment=False), show_progress=False)
-    calibration = to_input(splits.train.calibration(200).images, spec)
-    fp32 = evaluate(model.reference(), splits.test, spec)["top1"]
-    assert fp32 > 0.9
-    return model, splits, calibration, fp32
+def aware(model, splits, max_drop=1.0):
+    """(calibration, Validation) for accuracy-aware INT8, held out of the training split as the CLI does."""
+    config = QuantizationConfig(mode="aware", max_drop=max_drop, calibration_samples=200)
+    return config, *quantization_data(splits, TASK, model, config)
 
 
 def int8_backends():
     probe = load_model("edgeopt.zoo:tiny_cnn", input="1x3x8x8")
     params = []
     for backend in all_backends():
-        if "int8" not in backend.capabilities.precisions:
+        if "static" not in backend.capabilities.int8_modes:
             continue
         reason = unsupported_reason(backend, probe, "int8")
         params.append(pytest.param(backend.name, id=backend.name,
@@ -47,9 +42,9 @@ def test_int8_keeps_accuracy_and_records_parity(backend, trained_digits, tmp_pat
     assert artifact.precision == "int8" and artifact.parity["passed"]
     assert artifact.parity["probe_batch"] == 32 and artifact.parity["top1_agreement"] >= 0.9
     assert any("200 calibration samples" in note for note in artifact.manifest["notes"])
-    report = evaluate(open_session(artifact.path).run, splits.test, artifact.input_spec, reference=model.reference())
+    report = evaluate(open_session(artifact.path).run, splits.test, artifact.input_spec, reference=model)
     assert report["top1"] >= fp32 - 0.04, (report["top1"], fp32)
-    assert report["fidelity"]["top1_agreement"] >= 0.93
+    assert report["top1_agreement"] >= 0.93
 
 
 @pytest.mark.parametrize("backend", int8_backends())
@@ -60,7 +55,7 @@ def test_int8_without_calibration_is_refused(backend, trained_digits, tmp_path):
 
 
 def aware_backends():
-    return [p for p in int8_backends() if all_backends_by_name()[p.id].capabilities.accuracy_aware_int8]
+    return [p for p in int8_backends() if "aware" in all_backends_by_name()[p.id].capabilities.int8_modes]
 
 
 def all_backends_by_name():
@@ -69,54 +64,50 @@ def all_backends_by_name():
 
 @pytest.mark.parametrize("backend", aware_backends())
 def test_accuracy_aware_int8_records_whether_the_drop_holds(backend, trained_digits, tmp_path):
-    from edgeopt.backends.base import Validation
-
-    model, splits, calibration, _ = trained_digits
-    rest, held_out = splits.train.split(0.2, seed=0)
-    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=1.0)
-    artifact = export(model, backend, tmp_path / "aware", precision="int8", calibration=calibration,
-                      validation=validation)
+    model, splits, _, _ = trained_digits
+    config, calibration, validation = aware(model, splits)
+    artifact = export(model, backend, tmp_path / "aware", precision="int8", quantization=config,
+                      calibration=calibration, validation=validation)
     control = artifact.manifest["accuracy_control"]
-    assert control["samples"] == len(held_out) and control["max_drop_points"] == 1.0
-    assert control["drop_points"] == pytest.approx(100 * (control["fp32_top1"] - control["top1"]))
+    assert control["samples"] == validation.samples and control["max_drop_points"] == 1.0
+    assert control["metric"] == "top1" and artifact.manifest["quantization"]["mode"] == "aware"
+    assert control["drop_points"] == pytest.approx(100 * (control["reference"] - control["value"]))
     assert control["reached"] == (control["drop_points"] <= 1.0)
     assert any("accuracy-aware" in note for note in artifact.manifest["notes"])
 
 
 @pytest.mark.parametrize("backend", [p for p in int8_backends() if p not in aware_backends()])
 def test_max_drop_is_refused_where_not_supported(backend, trained_digits, tmp_path):
-    from edgeopt.backends.base import Validation
-
-    model, _, calibration, _ = trained_digits
-    validation = Validation(calibration[:10], np.zeros(10, np.int64), max_drop=1.0)
-    with pytest.raises(ConfigError, match="accuracy-aware"):
-        export(model, backend, tmp_path / backend, precision="int8", calibration=calibration, validation=validation)
+    model, splits, _, _ = trained_digits
+    config, calibration, validation = aware(model, splits)
+    with pytest.raises(ConfigError, match="has no 'aware' INT8"):
+        export(model, backend, tmp_path / backend, precision="int8", quantization=config, calibration=calibration,
+               validation=validation)
+    assert not (tmp_path / backend).exists()
 
 
 def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(trained_digits, tmp_path):
-    from edgeopt.backends.base import Validation
     from edgeopt.backends.onnxruntime import BACKEND as ORT
 
     if ORT.unavailable_reason():
         pytest.skip(f"onnxruntime: {ORT.unavailable_reason()}")
-    model, splits, calibration, _ = trained_digits
-    rest, held_out = splits.train.split(0.2, seed=0)
+    model, splits, _, _ = trained_digits
     # -50: INT8 would have to beat FP32 by 50 points, which no candidate can.
-    validation = Validation(to_input(held_out.images, model.input_spec), held_out.labels, max_drop=-50.0)
-    artifact = export(model, "onnxruntime", tmp_path / "ort", precision="int8", calibration=calibration,
-                      validation=validation)
+    config, calibration, validation = aware(model, splits, max_drop=-50.0)
+    artifact = export(model, "onnxruntime", tmp_path / "ort", precision="int8", quantization=config,
+                      calibration=calibration, validation=validation)
     details, control = artifact.manifest["compile"], artifact.manifest["accuracy_control"]
     assert control["reached"] is False and details["reached"] is False
-    assert any("cannot reach the max accuracy drop of -50" in note for note in artifact.manifest["notes"])
-    gains = [entry["accuracy_gain"] for entry in details["sensitivity_ranking"]]
+    assert any("cannot reach the max drop of -50 points of top1" in note for note in artifact.manifest["notes"])
+    gains = [entry["score_gain"] for entry in details["sensitivity_ranking"]]
     assert gains == sorted(gains, reverse=True)
     order = [entry["layer"] for entry in details["sensitivity_ranking"]]
     steps = details["search"]
     assert len(steps) == 1 + len(order)  # every layer was reverted, one at a time, in ranking order
     for k, step in enumerate(steps):
         assert step["excluded"] == order[:k]
-    best = max(step["accuracy"] for step in steps)
-    assert control["top1"] == pytest.approx(best)  # the saved artifact is the best candidate found
+    best = max(step["score"] for step in steps)
+    assert control["value"] == pytest.approx(best)  # the saved artifact is the best candidate found
     assert open_session(artifact.path).run([calibration[:2]])[0].shape == (2, 10)
 
 
@@ -124,18 +115,20 @@ def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(train
 def qat_backends():
     return [pytest.param(b.name, id=b.name, marks=[pytest.mark.skip(reason=f"{b.name}: {b.unavailable_reason()}")]
                          if b.unavailable_reason() else [])
-            for b in all_backends() if b.capabilities.qat_int8]
+            for b in all_backends() if "qat" in b.capabilities.int8_modes]
 
 
 @pytest.fixture(scope="module")
 def qat_model(trained_digits):
     pytest.importorskip("nncf")
     from edgeopt.passes.qat import prepare_qat
+    from edgeopt.passes.train import TrainConfig, fit, validator
 
     model, splits, calibration, _ = trained_digits
     qat = prepare_qat(model, calibration)
     train, val = splits.train.split(0.1, seed=0)
-    fit(qat.module, train, val, qat.input_spec, TrainConfig(epochs=1, lr=1e-3, augment=False), show_progress=False)
+    fit(qat.module, train, val, qat.input_spec, TrainConfig(epochs=1, lr=1e-3, augment=False), TASK.training_loss(),
+        validator(TASK, val, qat.input_spec), show_progress=False)
     return qat
 
 
@@ -150,8 +143,8 @@ def test_qat_model_becomes_real_int8_that_matches_its_fake_quant_training(backen
 
         ops = {node.op_type for node in onnx.load(str(artifact.entry)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    metrics = evaluate(open_session(artifact.path).run, splits.test, qat_model.input_spec, reference=qat_model.reference())
-    assert metrics["fidelity"]["top1_agreement"] >= 0.97  # the artifact runs what training simulated
+    metrics = evaluate(open_session(artifact.path).run, splits.test, qat_model.input_spec, reference=qat_model)
+    assert metrics["top1_agreement"] >= 0.97  # the artifact runs what training simulated
     assert fp32 - metrics["top1"] <= 0.03
 
 
@@ -160,7 +153,7 @@ def test_backends_without_qat_conversion_refuse_a_qat_model_clearly(qat_model, t
 
     with pytest.raises(BackendUnavailable, match="cannot convert a quantization-aware-trained model"):
         export(qat_model, "eager", tmp_path / "eager")
-    with pytest.raises(BackendUnavailable, match="a QAT model exports as int8"):
+    with pytest.raises(BackendUnavailable, match="a quantization-aware-trained model exports as int8"):
         export(qat_model, "onnxruntime", tmp_path / "ort", "fp32")
 
 

@@ -8,8 +8,13 @@ import torch
 from edgeopt.data import input_spec_for, load_dataset
 from edgeopt.errors import ConfigError
 from edgeopt.models import load_model
-from edgeopt.passes.distill import DistillConfig, attention_map, distillation_loss, soft_target_loss
-from edgeopt.passes.train import TrainConfig, accuracy_of, fit
+from edgeopt.passes.base import FineTune
+from edgeopt.passes.distill import DistillConfig
+from edgeopt.passes.kd import attention_map, distillation_loss, soft_target_loss
+from edgeopt.passes.train import TrainConfig, fit, score_module, validator
+from edgeopt.tasks import get_task
+
+TASK = get_task("classification")
 
 
 def test_soft_target_loss_is_zero_for_identical_logits_and_scaled_by_t_squared():
@@ -24,18 +29,30 @@ def test_loss_mixes_label_and_teacher_terms_by_alpha():
     torch.manual_seed(0)
     teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     inputs, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
-    label_only = distillation_loss(teacher, DistillConfig(alpha=1.0))(student, inputs, labels)
+    label_only = distillation_loss(teacher, (1, 4), alpha=1.0)(student, inputs, labels)
     expected = torch.nn.functional.cross_entropy(student(inputs), labels)
     assert label_only.item() == pytest.approx(expected.item(), rel=1e-5)
-    teacher_only = distillation_loss(teacher, DistillConfig(alpha=0.0))(student, inputs, labels)
+    teacher_only = distillation_loss(teacher, (1, 4), alpha=0.0)(student, inputs, labels)
     assert teacher_only.item() == pytest.approx(soft_target_loss(student(inputs), teacher(inputs), 3.0).item(), rel=1e-5)
 
 
+def test_the_teacher_sees_the_batch_at_its_own_resolution():
+    seen = []
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    teacher.register_forward_pre_hook(lambda _module, args: seen.append(tuple(args[0].shape)))
+    student = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    distillation_loss(teacher, (1, 1, 16, 16))(student, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
+    assert seen == [(2, 1, 16, 16)]
+
+
 def test_mismatched_outputs_and_bad_settings_are_clear_errors():
-    loss = distillation_loss(torch.nn.Linear(4, 3))
+    loss = distillation_loss(torch.nn.Linear(4, 3), (1, 4))
     with pytest.raises(ConfigError, match="same outputs"):
         loss(torch.nn.Linear(4, 5), torch.randn(2, 4), torch.tensor([0, 1]))
-    for kwargs in ({"temperature": 0}, {"alpha": 1.5}, {"hint_weight": 1.0}):
+    for kwargs in ({"temperature": 0}, {"alpha": 1.5}):
+        with pytest.raises(ConfigError):
+            FineTune(**kwargs)
+    for kwargs in ({"hint_weight": 1.0}, {"fine_tune": FineTune(distill=False)}, {"input_size": 0}):
         with pytest.raises(ConfigError):
             DistillConfig(**kwargs)
 
@@ -51,9 +68,9 @@ def test_a_small_student_learns_from_a_trained_teacher_with_feature_hints():
     train, val = splits.train.split(0.1, 0)
     torch.manual_seed(0)
     teacher = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=16", input=spec).module
-    fit(teacher, train, val, spec, TrainConfig(epochs=8, lr=0.05), show_progress=False)
+    validate = validator(TASK, val, spec)
+    fit(teacher, train, val, spec, TrainConfig(epochs=8, lr=0.05), TASK.training_loss(), validate, show_progress=False)
     student = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=8", input=spec).module
-    config = DistillConfig(hints=(("block1", "block1"),), hint_weight=10.0)
-    fit(student, train, val, spec, TrainConfig(epochs=8, lr=0.05), loss_fn=distillation_loss(teacher, config),
-        show_progress=False)
-    assert accuracy_of(student, splits.test, spec) > 0.6  # ten classes: chance is 0.1
+    loss = distillation_loss(teacher, spec.shape, hints=(("block1", "block1"),), hint_weight=10.0)
+    fit(student, train, val, spec, TrainConfig(epochs=8, lr=0.05), loss, validate, show_progress=False)
+    assert score_module(student, splits.test, spec, TASK)["top1"] > 0.6  # ten classes: chance is 0.1

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from edgeopt.errors import BackendUnavailable, ParityError
-from edgeopt.export import export
-from edgeopt.measure.bench import BenchConfig, bench
+from edgeopt.compile import export
+from edgeopt.pipeline.bench import BenchConfig, bench
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.models import LoadedModel
 from edgeopt.spec import InputSpec
@@ -41,7 +41,7 @@ def test_bench_reports_parity_failure_as_failed(tmp_path):
     report = bench(_counter_model(), config)
     (row,) = report.results
     assert row.status == "failed" and row.reason.startswith("parity")
-    assert row.latency_ms is None and row.label.startswith("failed: parity")
+    assert row.measurement is None and row.label.startswith("failed: parity")
 
 
 def test_unknown_backend_option_is_refused(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import edgeopt
-from tests.conftest import backend_params
+from tests.helpers import backend_params
 
 HEAVY = ("onnxruntime", "openvino", "executorch", "tensorrt")
 

@@ -7,7 +7,9 @@ import torch
 
 from edgeopt.errors import ConfigError
 from edgeopt.models import load_model, save_checkpoint
-from edgeopt.passes.prune import (PruneConfig, count_macs_and_params, output_layers, prune_channels, sparsify)
+from edgeopt.measure.profile import count_macs
+from edgeopt.passes.prune import PruneConfig, output_layers, prune_channels
+from edgeopt.passes.sparsify import sparsify
 
 pytest.importorskip("torch_pruning")
 
@@ -23,7 +25,7 @@ def example(model):
 
 def test_channels_are_physically_removed_across_residual_depthwise_and_concat():
     model = tiny()
-    result = prune_channels(model.module, example(model), PruneConfig(ratio=0.5, round_to=None))
+    result = prune_channels(model.module, example(model), PruneConfig(ratio=0.5, round_to=1))
     assert result.protected == ["head"]
     assert model.module.stem[0].out_channels == 16  # 32 -> 16: the residual partners shrank with it
     assert model.module.block1.depthwise[0].groups == model.module.block1.depthwise[0].out_channels == 16
@@ -44,8 +46,8 @@ def test_pruned_checkpoint_rebuilds_its_narrower_architecture(tmp_path):
 
 def test_target_macs_is_reached_with_the_smallest_sufficient_ratio():
     model = tiny()
-    before, _ = count_macs_and_params(model.module, example(model))
-    result = prune_channels(model.module, example(model), PruneConfig(target_macs=before // 3, round_to=None))
+    before, _ = count_macs(model.module, example(model))
+    result = prune_channels(model.module, example(model), PruneConfig(target_macs=before // 3, round_to=1))
     assert result.macs_after <= before // 3
     assert 0.3 < result.ratio < 0.9
 
@@ -60,7 +62,7 @@ def test_round_to_keeps_channel_counts_a_multiple():
 def test_iterative_steps_call_the_fine_tune_hook_after_each_step():
     model = tiny()
     seen = []
-    result = prune_channels(model.module, example(model), PruneConfig(ratio=0.5, steps=3, round_to=None),
+    result = prune_channels(model.module, example(model), PruneConfig(ratio=0.5, steps=3, round_to=1),
                             after_step=lambda step, module: seen.append(step))
     assert seen == [1, 2, 3]
     macs = [step["macs"] for step in result.steps]
@@ -69,7 +71,7 @@ def test_iterative_steps_call_the_fine_tune_hook_after_each_step():
 
 def test_ignored_layers_stay_whole_and_unknown_names_are_refused():
     model = tiny()
-    prune_channels(model.module, example(model), PruneConfig(ratio=0.5, ignore=("down.0",), round_to=None))
+    prune_channels(model.module, example(model), PruneConfig(ratio=0.5, ignore=("down.0",), round_to=1))
     assert model.module.down[0].out_channels == 64
     with pytest.raises(ConfigError, match="no layer named 'nope'"):
         prune_channels(tiny().module, example(model), PruneConfig(ignore=("nope",)))
@@ -80,7 +82,7 @@ def test_taylor_importance_needs_a_loss():
     with pytest.raises(ConfigError, match="Taylor importance needs labelled data"):
         prune_channels(model.module, example(model), PruneConfig(importance="taylor"))
     labels = torch.tensor([1, 2])
-    result = prune_channels(model.module, example(model), PruneConfig(importance="taylor", round_to=None),
+    result = prune_channels(model.module, example(model), PruneConfig(importance="taylor", round_to=1),
                             loss_on_batch=lambda m: torch.nn.functional.cross_entropy(m(example(model)), labels))
     assert result.macs_after < result.macs_before
 
@@ -122,7 +124,7 @@ def test_unstructured_sparsity_is_permanent_and_reported():
 
 def test_pruned_model_exports_and_reloads_on_the_eager_backend(tmp_path):
     from edgeopt.backends import open_session
-    from edgeopt.export import export
+    from edgeopt.compile import export
 
     model = tiny()
     prune_channels(model.module, example(model), PruneConfig(ratio=0.5))

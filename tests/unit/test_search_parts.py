@@ -1,4 +1,4 @@
-"""The search's pure parts: device profiles, goals, recipes, the Pareto choice, the journal."""
+"""The search's pure parts: device profiles, goals, the Pareto choice, the journal, the space."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import pytest
 
 from edgeopt.devices import all_devices, estimate_ms, get_device, host_profile, roofline_s
 from edgeopt.errors import ConfigError
-from edgeopt.search import Goals, Recipe, Step, parse_duration
+from edgeopt.measure.record import Measurement
+from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
+from edgeopt.quantization import QuantizationConfig
+from edgeopt.search import Candidate, Goals, Violation, parse_duration
 from edgeopt.search.journal import Journal
 from edgeopt.search.pareto import choose, closest, pareto_front
+from edgeopt.search.record import ModelScore, Probe
+from edgeopt.tasks import Metric, get_task
 
 
 # -- devices ---------------------------------------------------------------------------
@@ -45,13 +50,22 @@ def test_roofline_estimate_scales_with_peak_and_is_compute_or_memory_bound():
 
 
 # -- goals -----------------------------------------------------------------------------
-def test_goals_name_each_violated_bound():
-    goals = Goals(max_latency_ms=1.0, max_size_mb=2.0, max_accuracy_drop=0.5)
-    record = {"drop_points": 0.8, "latency_ms": 1.5, "size_mb": 1.0, "peak_rss_mb": 80.0}
-    missed = goals.violations(record)
-    assert len(missed) == 2 and missed[0].startswith("--max-accuracy-drop 0.5") and missed[1].startswith("--max-latency-ms 1")
-    assert goals.shortfall(record) > goals.shortfall({**record, "latency_ms": 1.1}) > 0
-    assert Goals().violations({"drop_points": 0.2, "latency_ms": 9.0}) == []
+def measured(ms=1.0, size=1.0, rss=80.0, **metrics) -> Measurement:
+    return Measurement(latency_ms=ms, peak_rss_mb=rss, size_mb=size, threads=2, metrics=metrics or {"top1": 0.9})
+
+
+def test_goals_name_each_violated_bound_in_words():
+    goals = Goals(max_latency_ms=1.0, max_size_mb=2.0, max_drop=0.5)
+    missed = goals.violations(measured(ms=1.5), drop_points=0.8, metric_title="top-1")
+    assert [v.goal for v in missed] == ["max_drop", "max_latency_ms"]
+    assert missed[0].text == "loses 0.80 points of top-1 (at most 0.5)" and missed[1].text == "p50 1.5 ms (at most 1)"
+    assert not any("--" in v.text for v in missed)  # no command-line flag in library text
+    slower = goals.violations(measured(ms=2.0), drop_points=0.8)
+    assert goals.shortfall(slower) > goals.shortfall(missed) > 0
+    assert Goals().violations(measured(ms=9.0), drop_points=0.2) == []
+    capped = Goals().violations(measured(rss=900.0), 0.0, memory_cap_mb=512.0, device="rpi4b")
+    assert capped[0].goal == "memory_cap" and "rpi4b" in capped[0].text
+    assert Goals().describe("top-1") == "priority latency; at most 1 point of top-1 lost"
 
 
 @pytest.mark.parametrize("text,seconds", [("30m", 1800), ("90s", 90), ("2h", 7200), ("45", 45), ("1.5m", 90)])
@@ -65,87 +79,61 @@ def test_bad_durations_and_goals_are_config_errors(bad):
         parse_duration(bad)
     with pytest.raises(ConfigError, match="priority"):
         Goals(priority="speed")
-    with pytest.raises(ConfigError, match="max-latency-ms"):
+    with pytest.raises(ConfigError, match="max_latency_ms"):
         Goals(max_latency_ms=0)
 
 
-# -- recipes ---------------------------------------------------------------------------
-def recipe(**changes) -> Recipe:
-    base = dict(model="m.safetensors", data="digits", steps=(Step.of("prune", ratio=0.5, epochs=3),),
-                backend="onnxruntime", precision="int8", quantization="aware", max_accuracy_drop=1.0)
-    return Recipe(**{**base, **changes})
-
-
-def test_recipe_hash_is_stable_and_sensitive(tmp_path):
-    a = recipe()
-    assert a.hash == recipe().hash and len(a.hash) == 12
-    assert a.hash != recipe(steps=(Step.of("prune", ratio=0.75, epochs=3),)).hash
-    assert a.hash != recipe(seed=1).hash
-    path = a.write(tmp_path / "recipe.toml")
-    assert path.read_text().startswith(f"# edgeopt recipe {a.hash}")
-    assert Recipe.read(path) == a and Recipe.read(path).hash == a.hash
-
-
-def test_recipe_untrained_keeps_the_architecture_drops_training_and_aware():
-    qat = recipe(steps=(Step.of("prune", ratio=0.5, epochs=3), Step.of("qat", epochs=2)), quantization="qat",
-                 max_accuracy_drop=None)
-    probe = qat.untrained()
-    assert [s.to_dict() for s in probe.steps] == [{"kind": "prune", "ratio": 0.5, "epochs": 0}]
-    assert probe.quantization == "ptq" and not probe.trains and qat.trains
-    assert qat.label == "prune 0.5 (3 ep) → onnxruntime int8 QAT (2 ep)"
-
-
-def test_invalid_recipes_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown recipe step"):
-        Step.of("shrink", ratio=0.5)
-    with pytest.raises(ConfigError, match="has no parameter"):
-        Step.of("prune", ratio=0.5, width=3)
-    with pytest.raises(ConfigError, match="does not go with"):
-        recipe(precision="fp32")
-    with pytest.raises(ConfigError, match="needs max_accuracy_drop"):
-        recipe(max_accuracy_drop=None)
-    broken = tmp_path / "broken.toml"
-    broken.write_text("model = 'x'\n[export\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        Recipe.read(broken)
-    broken.write_text("model = 'x'\n")
-    with pytest.raises(ConfigError, match="not a valid recipe"):
-        Recipe.read(broken)
-
-
 # -- choice ----------------------------------------------------------------------------
+TOP1 = get_task("classification").main
+
+
 def rec(key, ms, top1, size=1.0, rss=100.0, violations=(), status="ok"):
-    return {"key": key, "status": status, "latency_ms": ms, "top1": top1, "size_mb": size, "peak_rss_mb": rss,
-            "violations": list(violations), "shortfall": 0.5 * len(violations)}
+    missed = [Violation("max_drop", 1.0, 2.0, "points", "top-1") for _ in violations]
+    return Candidate(key=key, label=key, stage=1, status=status, recipe={}, metric="top1", metric_title="top-1",
+                     measurement=measured(ms, size, rss, top1=top1) if status == "ok" else None,
+                     violations=missed, shortfall=0.5 * len(missed))
 
 
 def test_front_and_choice_by_priority():
     records = [rec("fast", 1.0, 0.95), rec("accurate", 3.0, 0.99, size=4.0), rec("dominated", 3.5, 0.95),
-               rec("fastest-but-bad", 0.5, 0.80, violations=["--max-accuracy-drop 1: 19 points"]),
-               rec("small", 2.0, 0.96, size=0.5, rss=50.0), {"key": "broken", "status": "failed"}]
-    assert [r["key"] for r in pareto_front(records)] == ["fastest-but-bad", "fast", "small", "accurate"]
-    assert choose(records, "latency")["key"] == "fast"  # the fastest one that meets the goals
-    assert choose(records, "accuracy")["key"] == "accurate"
-    assert choose(records, "memory")["key"] == "small"
+               rec("fastest-but-bad", 0.5, 0.80, violations=["drop"]),
+               rec("small", 2.0, 0.96, size=0.5, rss=50.0), rec("broken", 0, 0, status="failed")]
+    assert [r.key for r in pareto_front(records, TOP1)] == ["fastest-but-bad", "fast", "small", "accurate"]
+    assert choose(records, "latency", TOP1).key == "fast"  # the fastest one that meets the goals
+    assert choose(records, "accuracy", TOP1).key == "accurate"
+    assert choose(records, "memory", TOP1).key == "small"
+
+
+def test_a_metric_where_lower_is_better_turns_the_front_around():
+    error = Metric("error", "error rate", higher_is_better=False)
+    records = [rec("a", 1.0, 0.0), rec("b", 2.0, 0.0)]
+    records[0].measurement = measured(1.0, error=0.10)
+    records[1].measurement = measured(2.0, error=0.05)
+    assert [r.key for r in pareto_front(records, error)] == ["a", "b"]
+    assert choose(records, "accuracy", error).key == "b"
+    assert error.drop_points(0.05, 0.10) == pytest.approx(5.0)
 
 
 def test_no_passing_candidate_means_no_choice_and_the_closest_are_named():
-    records = [rec("a", 2.0, 0.9, violations=["x", "y"]), rec("b", 1.0, 0.9, violations=["x"]), rec("c", 3.0, 0.9, violations=["x"])]
-    assert choose(records, "latency") is None
-    assert [r["key"] for r in closest(records, 2)] == ["b", "c"]
+    records = [rec("a", 2.0, 0.9, violations=["x", "y"]), rec("b", 1.0, 0.9, violations=["x"]),
+               rec("c", 3.0, 0.9, violations=["x"])]
+    assert choose(records, "latency", TOP1) is None
+    assert [r.key for r in closest(records, 2)] == ["b", "c"]
 
 
 # -- journal ---------------------------------------------------------------------------
 def test_journal_survives_a_line_cut_short_by_a_kill(tmp_path):
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)
-    journal.add({"key": "a", "kind": "candidate", "elapsed_s": 2.0})
-    journal.add({"key": "b", "kind": "probe", "elapsed_s": 1.0})
+    journal.add(rec("a", 1.0, 0.9))
+    journal.add(Probe("probe:b", "ok", measured(), elapsed_s=1.0))
+    journal.add(ModelScore("fp32:c", {"top1": 0.9}, 0.3, elapsed_s=0.5))
     with path.open("a") as handle:
-        handle.write(json.dumps({"key": "c", "kind": "candidate"})[:12])  # killed mid-write
+        handle.write(json.dumps(rec("d", 1.0, 0.9).to_dict())[:40])  # killed mid-write
     reopened = Journal(path)
-    assert "a" in reopened and "b" in reopened and "c" not in reopened
-    assert reopened.elapsed_s() == 3.0 and [r["key"] for r in reopened.candidates()] == ["a"]
+    assert "a" in reopened and "probe:b" in reopened and "fp32:c" in reopened and "d" not in reopened
+    assert reopened.get("a") == journal.get("a") and isinstance(reopened.get("probe:b"), Probe)
+    assert reopened.elapsed_s() == 1.5 and [r.key for r in reopened.candidates()] == ["a"]
 
 
 # -- the space -------------------------------------------------------------------------
@@ -154,7 +142,7 @@ def test_stage_two_order_follows_the_priority():
 
     space = SearchSpace(prune_ratios=(0.5, 0.75), resolutions=(0.75,), students=("torchvision:mobilenet_v2",), epochs=2)
     base = Recipe(model="m.safetensors", data="d")
-    export = recipe(steps=())
+    export = ExportConfig("onnxruntime", "int8", QuantizationConfig(mode="aware", max_drop=1.0))
     labels = {p: [r.label for r in fine_tune_candidates(space, base, p, [export], 64, ["openvino"])]
               for p in ("latency", "accuracy", "memory")}
     assert labels["latency"][0].startswith("prune 0.5") and labels["latency"][-1] == "openvino int8 QAT (3 ep)"
@@ -166,8 +154,17 @@ def test_stage_two_order_follows_the_priority():
     assert not any("mobilenet" in label for label in small) and len(small) == 3
 
 
+def test_extra_steps_join_stage_two():
+    from edgeopt.search.space import SearchSpace, fine_tune_candidates
+
+    space = SearchSpace(prune_ratios=(), resolutions=(), students=(), qat=False,
+                        steps=(Step.of("sparsify", amount=0.5, fine_tune={"epochs": 1}),))
+    recipes = fine_tune_candidates(space, Recipe("m", "d"), "latency", [ExportConfig("onnxruntime")], 32, [])
+    assert [r.label for r in recipes] == ["sparsify 0.5 (1 ep) → onnxruntime fp32"]
+
+
 def test_choice_is_a_function_of_the_records_not_their_order():
     records = [rec("a", 1.0, 0.95), rec("b", 1.0, 0.96), rec("c", 2.0, 0.99)]
     for ordering in (records, records[::-1], records[1:] + records[:1]):
-        assert choose(ordering, "latency")["key"] == "b"  # equal latency: the more accurate
-        assert [r["key"] for r in pareto_front(ordering)] == ["b", "c"]
+        assert choose(ordering, "latency", TOP1).key == "b"  # equal latency: the more accurate
+        assert [r.key for r in pareto_front(ordering, TOP1)] == ["b", "c"]

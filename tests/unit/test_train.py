@@ -5,8 +5,11 @@ import torch
 
 from edgeopt.data import input_spec_for, load_dataset
 from edgeopt.errors import ConfigError
-from edgeopt.passes.train import TrainConfig, accuracy_of, cross_entropy, fit
+from edgeopt.passes.train import TrainConfig, fit, score_module, validator
+from edgeopt.tasks import get_task
 from edgeopt.zoo import tiny_cnn
+
+TASK = get_task("classification")
 
 # Augmentation on: resuming must replay the per-epoch shuffling and augmentation draws.
 CONFIG = TrainConfig(epochs=3, batch_size=64, optimizer="adamw", lr=0.01, augment=True, seed=3)
@@ -23,15 +26,25 @@ def _model():
     return tiny_cnn(num_classes=10, in_channels=1, seed=1)
 
 
+def _fit(module, digits, config=CONFIG, loss=None, **kwargs):
+    train, val, spec = digits
+    return fit(module, train, val, spec, config, loss or TASK.training_loss(), validator(TASK, val, spec),
+               show_progress=False, **kwargs)
+
+
+def accuracy_of(module, dataset, spec):
+    return score_module(module, dataset, spec, TASK)["top1"]
+
+
 def test_fit_learns_and_keeps_the_best_epoch(digits):
     train, val, spec = digits
     model = _model()
     before = accuracy_of(model, val, spec)
-    result = fit(model, train, val, spec, CONFIG, show_progress=False)
+    result = _fit(model, digits)
     assert result.epochs_run == 3 and len(result.history) == 3
-    assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
-    assert accuracy_of(model, val, spec) == pytest.approx(result.best_val_accuracy)
-    assert result.best_val_accuracy > before + 0.25
+    assert result.best_val == max(h["val"] for h in result.history)
+    assert accuracy_of(model, val, spec) == pytest.approx(result.best_val)
+    assert result.best_val > before + 0.25
 
 
 class _Killed(Exception):
@@ -39,12 +52,11 @@ class _Killed(Exception):
 
 
 def test_interrupted_mid_epoch_resumes_to_identical_weights(digits, tmp_path):
-    train, val, spec = digits
     reference = _model()
-    fit(reference, train, val, spec, CONFIG, show_progress=False)
+    _fit(reference, digits)
 
     steps = {"n": 0}
-    plain = cross_entropy()
+    plain = TASK.training_loss()
 
     def dies_in_epoch_two(module, inputs, labels):
         steps["n"] += 1
@@ -55,27 +67,24 @@ def test_interrupted_mid_epoch_resumes_to_identical_weights(digits, tmp_path):
     checkpoint = tmp_path / "run.pt"
     interrupted = _model()
     with pytest.raises(_Killed):
-        fit(interrupted, train, val, spec, CONFIG, checkpoint=checkpoint, loss_fn=dies_in_epoch_two, show_progress=False)
+        _fit(interrupted, digits, loss=dies_in_epoch_two, checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
 
     resumed = _model()
-    result = fit(resumed, train, val, spec, CONFIG, checkpoint=checkpoint, resume=True, show_progress=False)
+    result = _fit(resumed, digits, checkpoint=checkpoint, resume=True)
     assert result.epochs_run == 3 and len(result.history) == 3
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(digits, tmp_path):
-    train, val, spec = digits
-    fit(_model(), train, val, spec, TrainConfig(epochs=1, seed=3), checkpoint=tmp_path / "c.pt", show_progress=False)
+    _fit(_model(), digits, TrainConfig(epochs=1, seed=3), checkpoint=tmp_path / "c.pt")
     with pytest.raises(ConfigError, match="other settings"):
-        fit(_model(), train, val, spec, TrainConfig(epochs=2, seed=3), checkpoint=tmp_path / "c.pt", resume=True,
-            show_progress=False)
+        _fit(_model(), digits, TrainConfig(epochs=2, seed=3), checkpoint=tmp_path / "c.pt", resume=True)
 
 
 def test_early_stopping_and_config_validation(digits):
-    train, val, spec = digits
-    result = fit(_model(), train, val, spec, TrainConfig(epochs=6, lr=1e-9, patience=1, augment=False), show_progress=False)
+    result = _fit(_model(), digits, TrainConfig(epochs=6, lr=1e-9, patience=1, augment=False))
     assert result.stopped_early and result.epochs_run < 6
     with pytest.raises(ConfigError):
         TrainConfig(optimizer="rmsprop")

@@ -1,9 +1,9 @@
-"""Benchmark a model across backends: compile, verify parity, then time each in its own process.
+"""Benchmark a model across backends: compile and verify each, then time each in its own process.
 
-Each backend gets one row: ``ok``, ``failed`` (with the reason, e.g. parity) or
-``unavailable`` (with the reason). Compilation and the parity check run here;
-timing and peak memory are taken in a fresh worker process per backend, all with the
-same intra-op thread count.
+Each backend gets one row: ``ok`` (with its Measurement), ``failed`` (with the reason,
+e.g. parity) or ``unavailable`` (with the reason). Compilation and the parity check run
+here; timing and peak memory are taken in a fresh worker process per backend, all with
+the same intra-op thread count.
 
 Example:
     >>> report = bench(load_model("torchvision:mobilenet_v2"), BenchConfig())   # doctest: +SKIP
@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,16 +24,17 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgeopt.backends import all_backends, get_backend
 from edgeopt.backends.base import PRECISIONS
 from edgeopt.errors import ConfigError, EdgeoptError, ParityError
-from edgeopt.export import export, unsupported_reason
+from edgeopt.compile import export, unsupported_reason
 from edgeopt.measure import environment
 from edgeopt.measure.latency import TimingConfig
-from edgeopt.measure.worker import RESULT_PREFIX
+from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
+from edgeopt.measure.record import Measurement
 from edgeopt.models import LoadedModel
 
 if TYPE_CHECKING:
     import numpy as np
 
-MB = 1024 * 1024
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,7 @@ class BenchConfig:
     worker_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise ConfigError(f"batch sizes must be positive integers, got {self.batches}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        self.measure_config  # validates batches and threads
         for name in self.backends or ():
             get_backend(name)  # raises ConfigError naming the known backends
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -65,26 +61,26 @@ class BenchConfig:
             raise ConfigError(f"precisions must be among {', '.join(PRECISIONS)}, got {self.precisions}")
 
     @property
+    def measure_config(self) -> MeasureConfig:
+        return MeasureConfig(self.threads, self.batches, self.timing, self.worker_timeout_s)
+
+    @property
     def thread_count(self) -> int:
-        return self.threads or environment.cpu_count()
+        return self.measure_config.thread_count
 
 
 @dataclass
 class BackendResult:
-    """One backend's row: status, size, latency, memory and parity."""
+    """One backend's row: status, and for ``ok`` what was measured and how the compile went."""
 
     backend: str
     precision: str
     status: str  # "ok" | "failed" | "unavailable"
     reason: str | None = None
-    size_mb: float | None = None
-    latency_ms: dict[str, float] | None = None
-    fps: float | None = None
-    throughput: dict[str, float | None] = field(default_factory=dict)
-    peak_rss_mb: float | None = None
-    load_ms: float | None = None
-    compile_s: float | None = None
+    measurement: Measurement | None = None
     parity: dict[str, Any] | None = None
+    compile_s: float | None = None
+    load_ms: float | None = None
     speedup_vs_eager: float | None = None
     runtime_imports_torch: bool | None = None
     batches: dict[str, Any] = field(default_factory=dict)
@@ -94,7 +90,9 @@ class BackendResult:
         return self.status if self.status == "ok" else f"{self.status}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["measurement"] = self.measurement.to_dict() if self.measurement else None
+        return data
 
 
 @dataclass
@@ -105,12 +103,8 @@ class BenchReport:
     results: list[BackendResult]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "environment": self.environment,
-            "config": self.config,
-            "results": [r.to_dict() for r in self.results],
-        }
+        return {"schema": SCHEMA, "model": self.model, "environment": self.environment, "config": self.config,
+                "results": [r.to_dict() for r in self.results]}
 
     def write_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -151,9 +145,8 @@ def bench(
 
 def _bench_one(model: LoadedModel, name: str, precision: str, config: BenchConfig, out: Path, progress: Progress,
                calibration) -> BackendResult:
-    backend = get_backend(name)
     result = BackendResult(backend=name, precision=precision, status="ok")
-    reason = unsupported_reason(backend, model, precision)
+    reason = unsupported_reason(get_backend(name), model, precision)
     if reason:
         result.status, result.reason = "unavailable", reason
         return result
@@ -162,75 +155,25 @@ def _bench_one(model: LoadedModel, name: str, precision: str, config: BenchConfi
     try:
         artifact = export(model, name, out, precision, threads=config.thread_count, overwrite=True,
                           calibration=calibration)
+        result.compile_s, result.parity = time.perf_counter() - started, artifact.parity
+        progress(f"{name} {precision}", "measuring in a fresh process")
+        timing = time_artifact(artifact.path, config.measure_config)
     except ParityError as exc:
         result.status, result.reason = "failed", f"parity ({exc.detail})"
         return result
     except EdgeoptError as exc:
         result.status, result.reason = "failed", str(exc)
         return result
-    result.compile_s = time.perf_counter() - started
-    result.size_mb = artifact.size_bytes / MB
-    result.parity = artifact.parity
-    progress(f"{name} {precision}", "measuring in a fresh process")
-    measured = _measure_in_subprocess(artifact.path, config)
-    if "error" in measured:
-        result.status, result.reason = "failed", measured["error"]
-        return result
-    _fill_timings(result, measured, config.batches)
+    result.measurement = measurement_from(timing, artifact.size_bytes, config.thread_count)
+    result.batches, result.load_ms = timing["batches"], timing["load_ms"]
+    result.runtime_imports_torch = timing["torch_imported"]
     return result
 
 
-def measure_artifact(artifact: str | os.PathLike, config: BenchConfig) -> dict[str, Any]:
-    """Time an existing artifact in a fresh worker process: per-batch latency and peak RSS."""
-    return _measure_in_subprocess(Path(artifact), config)
-
-
-def _measure_in_subprocess(artifact: Path, config: BenchConfig) -> dict[str, Any]:
-    threads = str(config.thread_count)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-    }
-    job = {
-        "artifact": str(artifact),
-        "threads": config.thread_count,
-        "batches": list(config.batches),
-        "timing": dataclasses.asdict(config.timing),
-    }
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgeopt.measure.worker"], input=json.dumps(job), capture_output=True,
-            text=True, env=env, timeout=config.worker_timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"measurement took longer than {config.worker_timeout_s:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"measurement process died (exit code {proc.returncode}): {last[:300]}"}
-
-
-def _fill_timings(result: BackendResult, measured: dict[str, Any], batches: tuple[int, ...]) -> None:
-    result.batches = measured["batches"]
-    result.load_ms = measured["load_ms"]
-    result.runtime_imports_torch = measured["torch_imported"]
-    result.throughput = {str(b): measured["batches"][str(b)].get("throughput") for b in batches}
-    first = measured["batches"][str(min(batches))]
-    if "p50" in first:
-        result.latency_ms = {k: first[k] for k in ("p50", "p90", "p99", "mean")}
-        result.peak_rss_mb = first["peak_rss_mb"]  # at the latency batch; larger batches are in .batches
-    if "1" in measured["batches"] and "throughput" in measured["batches"]["1"]:
-        result.fps = measured["batches"]["1"]["throughput"]
-
-
 def _add_speedups(results: list[BackendResult]) -> None:
-    eager = next((r for r in results if r.backend == "eager" and r.precision == "fp32" and r.latency_ms), None)
+    eager = next((r for r in results if r.backend == "eager" and r.precision == "fp32" and r.measurement), None)
     if eager is None:
         return
     for r in results:
-        if r.latency_ms:
-            r.speedup_vs_eager = eager.latency_ms["p50"] / r.latency_ms["p50"]
+        if r.measurement:
+            r.speedup_vs_eager = eager.measurement.latency_ms / r.measurement.latency_ms

@@ -1,0 +1,61 @@
+"""Measurement: the one record of what was measured about one artifact.
+
+Bench rows, search candidates, goals, the Pareto choice, reports and ``results.json`` all
+read this record, so a figure means the same thing everywhere. ``metrics`` holds the
+task's quality metrics by name (``{"top1": 0.98, "top5": 1.0}`` for a classifier), so
+nothing downstream assumes top-1. ``SCHEMA`` versions the JSON form.
+
+Example:
+    >>> m = Measurement(latency_ms=0.4, peak_rss_mb=80.0, size_mb=0.8, threads=2, metrics={"top1": 0.98})
+    >>> Measurement.from_dict(m.to_dict()) == m
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from edgeopt.errors import ConfigError
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency at batch 1 (``latency_ms`` is the p50 on the target: an estimate when
+    ``estimated``, else ``measured_ms``), memory, size, cost and quality of one artifact."""
+
+    latency_ms: float
+    peak_rss_mb: float
+    size_mb: float
+    threads: int
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    measured_ms: float | None = None  # p50 measured on this machine
+    estimated: bool = False
+    throughput: dict[str, float] = field(default_factory=dict)  # samples/s by batch size
+    metrics: dict[str, float] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    macs: int | None = None
+    params: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.measured_ms is None:
+            object.__setattr__(self, "measured_ms", self.latency_ms)
+
+    def metric(self, name: str) -> float:
+        if name not in self.metrics:
+            raise ConfigError(f"no metric {name!r} was measured; measured: {', '.join(self.metrics) or 'none'}")
+        return self.metrics[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        if data.get("schema", SCHEMA) > SCHEMA:
+            raise ConfigError(f"a measurement of schema {data['schema']} is newer than this edgeopt reads ({SCHEMA}); "
+                              "upgrade edgeopt")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

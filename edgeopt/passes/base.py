@@ -1,0 +1,188 @@
+"""What a pass is: a name, a frozen validated config, and ``apply(model, config, context) -> new model``.
+
+Passes are PyTorch-level techniques (prune, sparsify, distill, qat, finetune), one file
+each, found by the registry in ``edgeopt.passes``; a pass defined outside edgeopt joins
+with ``register_pass``. The CLI, the Python API, ``edgeopt build`` and ``optimize`` all
+run a technique through the same pass, so it has one code path.
+
+A pass never changes the model it is given and writes no files, except the training
+checkpoints of its fine-tune under the path its context names (so an interrupted run
+resumes). ``FineTune`` is the fine-tuning every pass shares: its epochs, optimizer, and
+knowledge distillation from the context's teacher.
+
+Example:
+    >>> FineTune(epochs=5).train_config(seed=0).epochs
+    5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from edgeopt.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgeopt.data import DatasetSplits
+    from edgeopt.models import LoadedModel
+    from edgeopt.passes.train import TrainConfig
+    from edgeopt.tasks import Task
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """How a pass fine-tunes. ``epochs=0``: not at all. With ``distill``, the loss is
+    ``alpha·CE + (1−alpha)·T²·KL`` against the context's teacher (T=3, alpha=0.7: the guide's recipe).
+
+    The defaults are the recipe that recovered the NEU ResNet-18 fully after pruning 50% and 75%
+    (benchmarks/compression.py): 15 epochs of distillation, AdamW 1e-3, one-cycle.
+    """
+
+    epochs: int = 15
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    weight_decay: float = 0.05
+    batch_size: int = 64
+    augment: bool = True
+    distill: bool = True
+    temperature: float = 3.0
+    alpha: float = 0.7
+    validation_split: float = 0.1  # of the training split, held out to pick the best epoch
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"fine-tuning epochs must be 0 or more, not {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 2:
+            raise ConfigError("fine-tuning needs lr > 0, weight_decay >= 0 and batch_size >= 2")
+        if self.temperature <= 0:
+            raise ConfigError(f"the distillation temperature must be positive, not {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha (the weight of the label loss) must be in [0, 1], not {self.alpha}")
+        if not 0.0 < self.validation_split < 1.0:
+            raise ConfigError(f"the validation split must be between 0 and 1, not {self.validation_split}")
+
+    def train_config(self, seed: int) -> "TrainConfig":
+        from edgeopt.passes.train import TrainConfig
+
+        return TrainConfig(epochs=max(self.epochs, 1), batch_size=self.batch_size, optimizer=self.optimizer,
+                           lr=self.lr, weight_decay=self.weight_decay, schedule=self.schedule,
+                           augment=self.augment, seed=seed)
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    """Base of every pass's config: frozen, validated in ``__post_init__``, and serialisable
+    (a ``fine_tune`` field is written as a nested table; lists come back as tuples)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting; a None that is the field's default is left out (TOML has no null)."""
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is not None:
+                raise ConfigError(f"{type(self).__name__}.{f.name} = None cannot be written to a recipe")
+            if value is not None:
+                data[f.name] = _plain(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PassConfig":
+        """The config from plain settings; a ``fine_tune`` dict overrides only the settings it names
+        (the rest keep this pass's own fine-tuning defaults)."""
+        by_name = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(by_name))
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no setting(s) {unknown}; it takes {sorted(by_name)}")
+        try:
+            values = {key: _frozen(value) for key, value in data.items()}
+            if isinstance(data.get("fine_tune"), dict):
+                values["fine_tune"] = dataclasses.replace(by_name["fine_tune"].default_factory(), **data["fine_tune"])
+            return cls(**values)
+        except TypeError as exc:  # an unknown fine_tune setting, or a missing required one
+            raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+    @property
+    def epochs(self) -> int:
+        """Fine-tuning epochs of the step (0 when it does not train)."""
+        fine_tune = getattr(self, "fine_tune", None)
+        return fine_tune.epochs if isinstance(fine_tune, FineTune) else 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, FineTune):
+        return dataclasses.asdict(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+@dataclass
+class PassContext:
+    """What a pass may use besides the model: the teacher (the model the recipe starts from,
+    never modified), the data and its task, the seed, where its training checkpoint goes,
+    and how training shows progress."""
+
+    teacher: "LoadedModel"
+    splits: "DatasetSplits"
+    task: "Task"
+    seed: int = 0
+    checkpoint: Path | None = None
+    resume: bool = True
+    show_progress: bool = True
+    on_epoch: Callable[[dict[str, float]], None] | None = None
+
+    def calibration(self, model: "LoadedModel", samples: int) -> "np.ndarray":
+        """``samples`` stratified training images, preprocessed for ``model``."""
+        from edgeopt.data import to_input
+
+        return to_input(self.splits.train.calibration(samples).images, model.input_spec)
+
+
+class Pass(ABC):
+    """A technique. ``config_type`` is its frozen config dataclass; ``quantizes`` marks a pass
+    whose result carries fake-quantizers (it exports as INT8 in mode qat, and is not cached)."""
+
+    name: ClassVar[str]
+    config_type: ClassVar[type[PassConfig]]
+    quantizes: ClassVar[bool] = False
+
+    def config(self, **settings: Any) -> PassConfig:
+        """This pass's config from keyword settings (a nested ``fine_tune`` may be a dict)."""
+        return self.config_type.from_dict(settings)
+
+    @abstractmethod
+    def apply(self, model: "LoadedModel", config: PassConfig, context: PassContext) -> "LoadedModel":
+        """A new model: ``model`` with the technique applied (``model`` itself is left as it is)."""
+
+    @abstractmethod
+    def label(self, config: PassConfig) -> str:
+        """A short name for tables, e.g. 'prune 0.5 (15 ep)'."""
+
+    def untrained(self, config: PassConfig) -> PassConfig | None:
+        """The config that gives the same architecture without training, for latency probes;
+        None when the step leaves the architecture alone (it is left out of the probe)."""
+        fine_tune = getattr(config, "fine_tune", None)
+        if not isinstance(fine_tune, FineTune):
+            return config
+        return dataclasses.replace(config, fine_tune=dataclasses.replace(fine_tune, epochs=0))
+
+
+def epochs_label(config: PassConfig) -> str:
+    return f" ({config.epochs} ep)" if config.epochs else ""

@@ -1,0 +1,80 @@
+"""Classification: logits in, top-1 and top-5 on labelled images, top-1 agreement as fidelity.
+
+Example:
+    >>> logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
+    >>> TASK.score([logits], type("D", (), {"labels": np.array([0, 1])})())["top1"]
+    0.5
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt.data import DatasetSplits, load_dataset
+from edgeopt.spec import InputSpec
+from edgeopt.tasks.base import LossFn, Metric, Task
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose argmax is the label."""
+    return float(np.mean(np.asarray(logits).argmax(axis=1) == labels))
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Share of rows whose argmax agrees, for (batch, classes) logits; None for other outputs."""
+    if reference.ndim != 2 or reference.shape[1] < 2:
+        return None
+    return float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+
+
+class Classification(Task):
+    name = "classification"
+    metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
+    agreement = "top1_agreement"
+
+    def load(self, source: str, input_spec: InputSpec) -> DatasetSplits:
+        # an ImageFolder tree is loaded at the model's image size
+        size = input_spec.shape[-1] if len(input_spec.shape) == 4 else None
+        return load_dataset(source, image_size=size)
+
+    def score(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, float]:
+        logits, labels = np.asarray(outputs[0]), np.asarray(dataset.labels)
+        k = min(5, logits.shape[1])
+        top5 = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        return {"top1": top1_accuracy(logits, labels), "top5": float(np.mean((top5 == labels[:, None]).any(axis=1)))}
+
+    def details(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, Any]:
+        """Per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+        classes = list(dataset.classes)
+        predicted = np.asarray(outputs[0]).argmax(axis=1)
+        confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        np.add.at(confusion, (dataset.labels, predicted), 1)
+        per_class = {name: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None
+                     for i, name in enumerate(classes)}
+        return {"per_class": per_class, "confusion": confusion.tolist(), "samples": int(len(dataset.labels))}
+
+    def fidelity(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:
+        return {"top1_agreement": top1_agreement(np.asarray(reference[0]), np.asarray(candidate[0]))}
+
+    def broken(self, record: dict[str, Any], reference: list[np.ndarray]) -> str | None:
+        """Predictions that agree with the reference no more often than a random guess would."""
+        agreement = record.get("top1_agreement")
+        classes = reference[0].shape[1] if reference[0].ndim == 2 else 0
+        if agreement is None or classes < 3 or len(reference[0]) < 2 * classes:
+            return None  # too few classes or samples for chance to be told apart from a real model
+        if agreement <= 1.0 / classes:
+            return f"top-1 agreement {agreement:.3f} is no better than chance ({classes} classes)"
+        return None
+
+    def training_loss(self, label_smoothing: float = 0.0) -> LossFn:
+        import torch.nn.functional as F
+
+        def loss(module, inputs, labels):
+            return F.cross_entropy(module(inputs), labels, label_smoothing=label_smoothing)
+
+        return loss
+
+
+TASK = Classification()

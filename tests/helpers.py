@@ -1,0 +1,60 @@
+"""Helpers the tests share (fixtures live in conftest.py): the CLI as a user runs it, and evaluation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeopt.backends import all_backends
+from edgeopt.compile import unsupported_reason
+from edgeopt.measure.inference import predict
+from edgeopt.models import load_model
+from edgeopt.tasks import get_task
+
+TINY_SOURCE = "edgeopt.zoo:tiny_cnn"
+TINY_INPUT = "1x3x32x32"
+# `edgeopt train` on scikit-learn's digits: a real classifier in seconds.
+TRAIN = ["train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--epochs", "4", "--no-augment",
+         "--optimizer", "adamw", "--lr", "0.01", "--threads", "1"]
+# The workplace's datasets beside the repository, or EDGEOPT_DATASETS.
+DATASETS = Path(os.environ.get("EDGEOPT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+
+
+def edgeopt(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m edgeopt ARGS`` in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "edgeopt", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+
+
+def evaluate(run, dataset, spec, reference=None) -> dict:
+    """Classification metrics of ``run`` on ``dataset``; with a reference model, its top-1 agreement too."""
+    task = get_task("classification")
+    outputs = predict(run, dataset, spec)
+    report = task.score(outputs, dataset)
+    if reference is not None:
+        report.update(task.fidelity(predict(reference.reference(), dataset, reference.input_spec), outputs))
+    return report
+
+
+def backend_params() -> list:
+    """One pytest param per registered backend, skipped with its own unavailability reason."""
+    params = []
+    probe = load_model(TINY_SOURCE, input=TINY_INPUT)
+    for backend in all_backends():
+        reason = unsupported_reason(backend, probe, "fp32")
+        marks = [pytest.mark.skip(reason=f"{backend.name} unavailable here: {reason}")] if reason else []
+        params.append(pytest.param(backend.name, marks=marks, id=backend.name))
+    return params
