@@ -12,8 +12,7 @@ Example:
     >>> outputs = session.run([artifact.input_spec.example()])                                # doctest: +SKIP
 """
 
-from edgeopt.api import (Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune, quantize,
-                         train)
+from edgeopt.api import Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune, quantize, train
 from edgeopt.artifact import Artifact
 from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend
 from edgeopt.errors import (

@@ -76,7 +76,7 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
 
     from edgeopt.data import input_spec_for, load_dataset
     from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
-    from edgeopt.passes.train import TrainConfig, fit, validator
+    from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.pipeline.evaluate import measure_model
     from edgeopt.tasks import get_task
 
@@ -91,7 +91,7 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     torch.manual_seed(seed)
     model = load_model(arch_for_dataset(arch, len(splits.classes), splits.train.channels), input=spec)
     model.task, model.labels = task.name, list(splits.classes)
-    result = fit(model.module, train_split, val, spec, config, task.training_loss(), validator(task, val, spec),
+    result = fit(model.module, train_split, val, spec, config, task.training_loss(), Validator(task, val, spec),
                  checkpoint=out.with_name(out.name + ".train.pt"), resume=resume, show_progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out)

@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
 def trained_digits():
     """A digits classifier trained in this process: (model, splits, 200 calibration inputs, its test top-1)."""
     from edgeopt.data import input_spec_for, load_dataset, to_input
-    from edgeopt.passes.train import TrainConfig, fit, validator
+    from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.tasks import get_task
     from tests.helpers import evaluate
 
@@ -52,7 +52,7 @@ def trained_digits():
     model.task = task.name
     train, val = splits.train.split(0.1, seed=0)
     fit(model.module, train, val, spec, TrainConfig(epochs=6, optimizer="adamw", lr=0.01, augment=False),
-        task.training_loss(), validator(task, val, spec), show_progress=False)
+        task.training_loss(), Validator(task, val, spec), show_progress=False)
     calibration = to_input(splits.train.calibration(200).images, spec)
     fp32 = evaluate(model.reference(), splits.test, spec)["top1"]
     assert fp32 > 0.9

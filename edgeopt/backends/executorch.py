@@ -28,8 +28,10 @@ def quantize_pt2e_xnnpack(exported, calibration: np.ndarray, keep_float: tuple[s
     ``keep_float`` names PyTorch modules (e.g. ``layer4.1.conv2``) the quantizer leaves in float.
     """
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))

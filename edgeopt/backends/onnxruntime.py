@@ -24,8 +24,13 @@ MODEL = "model.onnx"
 def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, config: QuantizationConfig,
                          exclude: list[str] | None = None) -> None:
     """ONNX Runtime's static QDQ INT8 on a ``quant_pre_process``-ed model; ``exclude`` stays FP32."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     input_name = _input_name(prepared)
 

@@ -17,7 +17,6 @@ from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import BackendUnavailable
 from edgeopt.quantization import QuantizationConfig, Validation
 
-
 DEPRECATION_NOTE = (
     "TorchScript is deprecated upstream (PyTorch 2.14 warns on trace/freeze/save); "
     "prefer executorch for mobile and onnxruntime/openvino for servers"

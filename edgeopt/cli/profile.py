@@ -56,7 +56,6 @@ def profile_command(
         artifact = Artifact.open(model)
     else:
         from edgeopt.measure.profile import count_flops_and_params, torch_profile
-
         from edgeopt.models import load_model
 
         loaded = load_model(model, input=input, arch=arch)

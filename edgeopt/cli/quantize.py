@@ -9,13 +9,7 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import (
-    ArchOption,
-    CalibrationSamplesOption,
-    MaxDropOption,
-    PresetOption,
-    ThreadsOption,
-)
+from edgeopt.cli.common import ArchOption, CalibrationSamplesOption, MaxDropOption, PresetOption, ThreadsOption
 from edgeopt.errors import ConfigError
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console, print_notes

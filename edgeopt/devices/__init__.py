@@ -24,10 +24,11 @@ Example:
 from __future__ import annotations
 
 import functools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgeopt.errors import ConfigError
 
@@ -138,7 +139,6 @@ def host_profile() -> DeviceProfile:
     """This machine, detected: CPUs, memory, ISA-based peaks, measured memory bandwidth."""
     from edgeopt.backends import all_backends
     from edgeopt.devices.host import detect_cpu
-
     from edgeopt.measure import environment
 
     env = environment.collect()

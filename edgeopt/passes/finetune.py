@@ -35,7 +35,7 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
     if settings.epochs == 0:
         return None
     from edgeopt.passes.kd import distillation_loss
-    from edgeopt.passes.train import fit, validator
+    from edgeopt.passes.train import Validator, fit
 
     train, val = context.splits.train.split(settings.validation_split, context.seed)
     if settings.distill:
@@ -47,7 +47,7 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
     checkpoint = checkpoint or context.checkpoint
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    return fit(module, train, val, spec, settings.train_config(context.seed), loss, validator(context.task, val, spec),
+    return fit(module, train, val, spec, settings.train_config(context.seed), loss, Validator(context.task, val, spec),
                checkpoint=checkpoint, resume=context.resume, on_epoch=context.on_epoch,
                show_progress=context.show_progress)
 

@@ -82,15 +82,21 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def validator(task: Task, val: ImageDataset, spec: InputSpec) -> Validate:
-    """The validation score of a module on ``val``: the task's main metric, turned so that higher is better."""
-    main = task.main
+class Validator:
+    """The validation score of a module on ``val``: the task's main metric, turned so that higher is better.
 
-    def validate(module: nn.Module) -> float:
-        value = score_module(module, val, spec, task)[main.name]
-        return value if main.higher_is_better else -value
+    Its ``text`` words a score for the training log (``top-1 98.60%``).
+    """
 
-    return validate
+    def __init__(self, task: Task, val: ImageDataset, spec: InputSpec) -> None:
+        self.task, self.val, self.spec, self.metric = task, val, spec, task.main
+
+    def __call__(self, module: nn.Module) -> float:
+        value = score_module(module, self.val, self.spec, self.task)[self.metric.name]
+        return value if self.metric.higher_is_better else -value
+
+    def text(self, score: float) -> str:
+        return f"{self.metric.title} {self.metric.format(score if self.metric.higher_is_better else -score)}"
 
 
 def score_module(module: nn.Module, dataset: ImageDataset, spec: InputSpec, task: Task,
@@ -130,7 +136,8 @@ def fit(
         state = _restore(checkpoint, fingerprint, module, optimizer, scheduler)
     stopped_early = False
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show_progress) as progress:
+    words = getattr(validate, "text", lambda score: f"{score:.4g}")
+    with Progress(*columns, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("training", total=config.epochs * steps_per_epoch,
                                  completed=state["epoch"] * steps_per_epoch)
         for epoch in range(state["epoch"], config.epochs):
@@ -144,7 +151,7 @@ def fit(
                 state.update(best_val=val_score, best_epoch=epoch + 1, best_state=copy.deepcopy(module.state_dict()))
             state["epoch"] = epoch + 1
             line = (f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
-                    f"val {val_score:.4g} (best {state['best_val']:.4g})")
+                    f"val {words(val_score)} (best {words(state['best_val'])})")
             progress.update(task, description=line)
             if show_progress and not progress.console.is_terminal:  # logs get one line per epoch
                 progress.console.print(line)

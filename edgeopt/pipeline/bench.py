@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgeopt.backends import all_backends, get_backend
 from edgeopt.backends.base import PRECISIONS
-from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.compile import export, unsupported_reason
+from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.measure import environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact

@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgeopt.errors import ConfigError
 from edgeopt.passes import Pass, PassConfig, get_pass

@@ -9,8 +9,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import TRAIN
-from tests.helpers import edgeopt
+from tests.helpers import TRAIN, edgeopt
 
 
 @pytest.mark.slow

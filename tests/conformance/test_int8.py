@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from edgeopt.backends import all_backends, open_session
-from edgeopt.errors import ConfigError
 from edgeopt.compile import export, unsupported_reason
+from edgeopt.errors import ConfigError
 from edgeopt.models import load_model
 from edgeopt.pipeline.builder import quantization_data
 from edgeopt.quantization import QuantizationConfig
@@ -122,13 +121,13 @@ def qat_backends():
 def qat_model(trained_digits):
     pytest.importorskip("nncf")
     from edgeopt.passes.qat import prepare_qat
-    from edgeopt.passes.train import TrainConfig, fit, validator
+    from edgeopt.passes.train import TrainConfig, Validator, fit
 
     model, splits, calibration, _ = trained_digits
     qat = prepare_qat(model, calibration)
     train, val = splits.train.split(0.1, seed=0)
     fit(qat.module, train, val, qat.input_spec, TrainConfig(epochs=1, lr=1e-3, augment=False), TASK.training_loss(),
-        validator(TASK, val, qat.input_spec), show_progress=False)
+        Validator(TASK, val, qat.input_spec), show_progress=False)
     return qat
 
 

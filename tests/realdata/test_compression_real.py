@@ -15,7 +15,7 @@ import torch
 import edgeopt
 from edgeopt.data import input_spec_for, load_dataset
 from edgeopt.models import load_model, save_checkpoint
-from edgeopt.passes.train import TrainConfig, fit, validator
+from edgeopt.passes.train import TrainConfig, Validator, fit
 from edgeopt.tasks import get_task
 from tests.helpers import DATASETS
 
@@ -35,7 +35,7 @@ def trained_tiny(file: str, epochs: int, folder):
     train, val = splits.train.split(0.1, seed=0)
     torch.manual_seed(0)
     fit(model.module, train, val, spec, TrainConfig(epochs=epochs, optimizer="adamw", lr=0.005, schedule="onecycle"),
-        TASK.training_loss(), validator(TASK, val, spec), show_progress=False)
+        TASK.training_loss(), Validator(TASK, val, spec), show_progress=False)
     return save_checkpoint(model, folder / f"{file}.safetensors")
 
 

@@ -11,7 +11,7 @@ from edgeopt.models import load_model
 from edgeopt.passes.base import FineTune
 from edgeopt.passes.distill import DistillConfig
 from edgeopt.passes.kd import attention_map, distillation_loss, soft_target_loss
-from edgeopt.passes.train import TrainConfig, fit, score_module, validator
+from edgeopt.passes.train import TrainConfig, Validator, fit, score_module
 from edgeopt.tasks import get_task
 
 TASK = get_task("classification")
@@ -68,7 +68,7 @@ def test_a_small_student_learns_from_a_trained_teacher_with_feature_hints():
     train, val = splits.train.split(0.1, 0)
     torch.manual_seed(0)
     teacher = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=16", input=spec).module
-    validate = validator(TASK, val, spec)
+    validate = Validator(TASK, val, spec)
     fit(teacher, train, val, spec, TrainConfig(epochs=8, lr=0.05), TASK.training_loss(), validate, show_progress=False)
     student = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=8", input=spec).module
     loss = distillation_loss(teacher, spec.shape, hints=(("block1", "block1"),), hint_weight=10.0)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from edgeopt.errors import BackendUnavailable, ParityError
 from edgeopt.compile import export
-from edgeopt.pipeline.bench import BenchConfig, bench
+from edgeopt.errors import BackendUnavailable, ParityError
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.models import LoadedModel
+from edgeopt.pipeline.bench import BenchConfig, bench
 from edgeopt.spec import InputSpec
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from edgeopt.errors import ConfigError
-from edgeopt.models import load_model, save_checkpoint
 from edgeopt.measure.profile import count_macs
+from edgeopt.models import load_model, save_checkpoint
 from edgeopt.passes.prune import PruneConfig, output_layers, prune_channels
 from edgeopt.passes.sparsify import sparsify
 

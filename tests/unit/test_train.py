@@ -5,7 +5,7 @@ import torch
 
 from edgeopt.data import input_spec_for, load_dataset
 from edgeopt.errors import ConfigError
-from edgeopt.passes.train import TrainConfig, fit, score_module, validator
+from edgeopt.passes.train import TrainConfig, Validator, fit, score_module
 from edgeopt.tasks import get_task
 from edgeopt.zoo import tiny_cnn
 
@@ -28,7 +28,7 @@ def _model():
 
 def _fit(module, digits, config=CONFIG, loss=None, **kwargs):
     train, val, spec = digits
-    return fit(module, train, val, spec, config, loss or TASK.training_loss(), validator(TASK, val, spec),
+    return fit(module, train, val, spec, config, loss or TASK.training_loss(), Validator(TASK, val, spec),
                show_progress=False, **kwargs)
 
 
