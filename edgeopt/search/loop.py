@@ -157,12 +157,14 @@ class Search:
         from edgeopt.backends import get_backend
         from edgeopt.pipeline.builder import BuildContext
 
+        goals = self.config.goals
+        base = Recipe(model=self.config.model, data=self.config.data, seed=self.config.seed, arch=self.config.arch)
+        # the model, its data and its metric are checked before anything is written
+        self.context = BuildContext.create(base, self.out, self.threads, show_progress=False, on_epoch=self._epoch)
+        self.context.task.metric(goals.metric)
         self.journal = self._open()
         _quiet_libraries()
         self.used_before = self.journal.elapsed_s()
-        goals = self.config.goals
-        base = Recipe(model=self.config.model, data=self.config.data, seed=self.config.seed, arch=self.config.arch)
-        self.context = BuildContext.create(base, self.out, self.threads, show_progress=False, on_epoch=self._epoch)
         self.meter = Meter(self.context, goals, self.device, self.host, self.threads, self.out, self.config.timing)
         backends = [get_backend(name) for name in self._backends()]
         stage1 = export_candidates(self.config.space, base, backends, goals.max_drop)

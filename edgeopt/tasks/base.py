@@ -10,8 +10,8 @@ nothing assumes a classifier. Tasks import no torch at module level: serving use
 Example:
     >>> from edgeopt.tasks import get_task
     >>> task = get_task("classification")
-    >>> task.main.name, task.main.drop_points(0.98, 0.97)
-    ('top1', 1.0000000000000009)
+    >>> task.main.name, round(task.main.drop_points(0.98, 0.97), 2)
+    ('top1', 1.0)
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class UnknownTask(Task):
         return {"top1_agreement": top1_agreement(np.asarray(reference[0]), np.asarray(candidate[0]))}
 
     def load(self, source: str, input_spec: "InputSpec") -> "DatasetSplits":
-        raise ConfigError("this model's task is unknown, so edgeopt cannot score it on a dataset")
+        raise ConfigError(f"this model's task is unknown, so edgeopt cannot score it on {source}: train it with "
+                          "`edgeopt train` (its checkpoint records the task), or use a torchvision classifier")
 
     def score(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, float]:
         raise ConfigError("this model's task is unknown, so edgeopt cannot score its outputs")

@@ -95,6 +95,7 @@ def test_bench_json_has_environment_and_every_result_field(tmp_path):
         assert rows["tensorrt"]["status"] == "ok", rows["tensorrt"]["reason"]
 
 
+@pytest.mark.slow
 def test_profile_writes_trace_flops_and_runtime_profile(tmp_path):
     out = tmp_path / "prof"
     proc = edgeopt("profile", *TINY, "--backend", "openvino", "--out", str(out), "--iters", "3")
@@ -109,6 +110,7 @@ def test_profile_writes_trace_flops_and_runtime_profile(tmp_path):
     assert proc.returncode == 0 and "openvino per-layer profile" in proc.stdout
 
 
+@pytest.mark.slow
 def test_profile_of_onnxruntime_artifact(tmp_path):
     art = tmp_path / "ort"
     assert edgeopt("export", *TINY, "-b", "onnxruntime", "-o", str(art)).returncode == 0

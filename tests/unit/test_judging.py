@@ -68,3 +68,9 @@ def test_the_search_reports_a_broken_compile_as_failed_with_the_reason(borderlin
     broken = next(r for r in outcome.records if r.backend == "constant-broken")
     assert broken.status == "failed" and "constant outputs" in broken.reason
     assert outcome.chosen.backend == "onnxruntime"
+
+
+def test_a_model_without_a_task_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(edgeopt.ConfigError, match="task is unknown"):
+        edgeopt.optimize("edgeopt.zoo:tiny_cnn?in_channels=1", "digits", tmp_path / "search", space=SPACE)
+    assert not (tmp_path / "search").exists()
