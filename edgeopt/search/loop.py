@@ -31,14 +31,14 @@ from typing import Any, Callable
 
 from edgeopt.errors import ConfigError
 from edgeopt.measure.latency import TimingConfig
-from edgeopt.pipeline.recipe import ExportConfig, Recipe
+from edgeopt.pipeline.recipe import Recipe
 from edgeopt.quantization import QuantizationConfig
 from edgeopt.search import events, pareto
 from edgeopt.search.goals import Goals
 from edgeopt.search.journal import Journal
 from edgeopt.search.meter import Meter
 from edgeopt.search.record import Candidate, ModelScore, Probe
-from edgeopt.search.space import SearchSpace, export_candidates, fine_tune_candidates
+from edgeopt.search.space import SearchSpace, export_candidates, fine_tune_candidates, stage2_exports
 
 LATENCY_MARGIN = 1.10  # an untrained probe may time a little faster than the final (partly FP32) model
 SEARCH_TIMING = TimingConfig(min_seconds=1.0)  # per candidate: a second of runs gives stable p50s
@@ -171,7 +171,7 @@ class Search:
         self.emit(events.StageStarted(1, len(stage1), goals.priority))
         for recipe in stage1:
             self._consider(recipe, stage=1)
-        exports = self._stage2_exports(stage1)
+        exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority)
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
         spec = self.context.baseline.input_spec
         input_size = spec.shape[-1] if len(spec.shape) == 4 else None
@@ -202,23 +202,6 @@ class Search:
             usable.remove("eager")
             usable.insert(0, "eager")
         return usable
-
-    def _stage2_exports(self, stage1: list[Recipe]) -> list[ExportConfig]:
-        """How to export fine-tuned models: the fastest INT8 backend's PTQ, then its accuracy-aware
-        PTQ (when plain PTQ of a fine-tuned model loses too much); for accuracy first, also the
-        fastest FP32 backend."""
-        done = [(self.journal.get(r.hash).latency_ms, r.hash, r) for r in stage1
-                if isinstance(self.journal.get(r.hash), Candidate) and self.journal.get(r.hash).ok]
-        exports: list[ExportConfig] = []
-        int8 = sorted(item for item in done if item[2].export.precision == "int8")
-        if int8:
-            backend = int8[0][2].export.backend
-            exports += [r.export for _, _, r in sorted(int8, key=lambda item: item[2].export.quantization.mode != "static")
-                        if r.export.backend == backend]
-        fp32 = sorted(item for item in done if item[2].export.precision == "fp32")
-        if fp32 and (not exports or self.config.goals.priority == "accuracy"):
-            exports.append(fp32[0][2].export)
-        return exports
 
     def _consider(self, recipe: Recipe, stage: int) -> None:
         key = recipe.hash

@@ -22,6 +22,9 @@ from typing import Any
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
 from edgeopt.quantization import QuantizationConfig
+from edgeopt.search.record import Candidate
+
+RUNTIME_GOALS = ("max_memory_mb", "memory_cap")  # bounds a smaller model does not fix: the runtime's own footprint
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,26 @@ def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max
                         for mode, drop in modes]
         recipes += [dataclasses.replace(base, export=export) for export in exports]
     return recipes
+
+
+def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str) -> list[ExportConfig]:
+    """How to export fine-tuned models: the fastest INT8 backend's PTQ, then its accuracy-aware PTQ
+    (for when plain PTQ of a fine-tuned model loses too much); for accuracy first, also the
+    fastest FP32 backend. A runtime whose stage-1 candidates broke a memory bound is passed
+    over: pruning shrinks the model, not the runtime's footprint (torch, for ExecuTorch's Python
+    runtime)."""
+    usable = [(record.latency_ms, recipe.hash, recipe) for recipe, record in stage1
+              if record is not None and record.ok and not any(v.goal in RUNTIME_GOALS for v in record.violations)]
+    exports: list[ExportConfig] = []
+    int8 = sorted(item for item in usable if item[2].export.precision == "int8")
+    if int8:
+        backend = int8[0][2].export.backend
+        exports += [r.export for _, _, r in sorted(int8, key=lambda item: item[2].export.quantization.mode != "static")
+                    if r.export.backend == backend]
+    fp32 = sorted(item for item in usable if item[2].export.precision == "fp32")
+    if fp32 and (not exports or priority == "accuracy"):
+        exports.append(fp32[0][2].export)
+    return exports
 
 
 def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[ExportConfig],

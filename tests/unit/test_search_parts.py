@@ -154,6 +154,26 @@ def test_stage_two_order_follows_the_priority():
     assert not any("mobilenet" in label for label in small) and len(small) == 3
 
 
+def test_stage_two_exports_the_fastest_int8_runtime_that_fits_the_memory_goal():
+    from edgeopt.search.space import stage2_exports
+
+    def done(backend, precision, mode, ms, rss):
+        quantization = QuantizationConfig(mode=mode, max_drop=1.0 if mode == "aware" else None) if mode else None
+        recipe = Recipe("m", "d", export=ExportConfig(backend, precision, quantization))
+        record = rec(recipe.hash, ms, 0.9, rss=rss)
+        record.violations = Goals(max_memory_mb=300).violations(record.measurement, 0.0)
+        return recipe, record
+
+    stage1 = [done("executorch", "int8", "static", 0.26, 750.0), done("openvino", "int8", "static", 0.29, 126.0),
+              done("openvino", "int8", "aware", 0.30, 126.0), done("onnxruntime", "int8", "static", 0.38, 96.0),
+              done("onnxruntime", "fp32", None, 1.2, 190.0)]
+    exports = stage2_exports(stage1, "latency")  # ExecuTorch is fastest, but its runtime needs 750 MB
+    assert [(e.backend, e.quantization.mode) for e in exports] == [("openvino", "static"), ("openvino", "aware")]
+    assert stage2_exports(stage1, "accuracy")[-1] == ExportConfig("onnxruntime")
+    fits = [(recipe, rec(recipe.hash, record.latency_ms, 0.9)) for recipe, record in stage1]  # no memory goal
+    assert stage2_exports(fits, "latency")[0].backend == "executorch"
+
+
 def test_extra_steps_join_stage_two():
     from edgeopt.search.space import SearchSpace, fine_tune_candidates
 
