@@ -109,8 +109,8 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], pr
         "max_abs_diff": unscaled / scale,
         "max_abs_diff_unscaled": unscaled,
         "output_scale": scale,
-        "sqnr_db": _finite(min(sqnr_db(r, c) for r, c in zip(reference, candidate))),
-        "signal_db": _finite(min((signal_db(r, c) for r, c in zip(reference, candidate)
+        "sqnr_db": finite_or_none(min(sqnr_db(r, c) for r, c in zip(reference, candidate))),
+        "signal_db": finite_or_none(min((signal_db(r, c) for r, c in zip(reference, candidate)
                                   if len(r) > 1 and not is_constant(r, scale)), default=math.inf)),
         **(judge.fidelity(reference, candidate) if judge else {}),
         "tolerance": asdict(tolerance),
@@ -149,5 +149,6 @@ def _not_the_same_model(record: dict[str, Any], tolerance: Tolerance, agreement:
     return None
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None where it is infinite (identical outputs) or undefined: JSON has neither."""
     return value if math.isfinite(value) else None

@@ -27,7 +27,11 @@ def latency_text(record: Candidate) -> str:
 
 
 def value_text(record: Candidate) -> str:
-    value = record.value
+    return _number(record.value)
+
+
+def _number(value: float) -> str:
+    """A metric's value: a fraction as a percentage, anything else as a number."""
     return f"{value:.2%}" if 0.0 <= value <= 1.0 else f"{value:.4g}"
 
 
@@ -87,8 +91,7 @@ def print_outcome(outcome, console: Console) -> None:
 
 
 def _baseline_text(outcome) -> str:
-    value = outcome.baseline["metrics"][outcome.baseline["metric"]]
-    return f"{value:.2%}" if 0.0 <= value <= 1.0 else f"{value:.4g}"
+    return _number(outcome.baseline["metrics"][outcome.baseline["metric"]])
 
 
 def decision_text(outcome) -> str:

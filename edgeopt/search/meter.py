@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.measure.fidelity import sqnr_db
+from edgeopt.measure.fidelity import finite_or_none, sqnr_db
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
 from edgeopt.measure.record import Measurement
@@ -139,7 +139,7 @@ class Meter:
             return record
         metrics = self.task.score(outputs, test)
         fidelity = {**self.task.fidelity(self.baseline_outputs, outputs),
-                    "sqnr_db": _finite(sqnr_db(self.baseline_outputs[0], outputs[0]))}
+                    "sqnr_db": finite_or_none(sqnr_db(self.baseline_outputs[0], outputs[0]))}
         record.measurement = dataclasses.replace(measured, metrics=metrics, fidelity=fidelity)
         record.drop_points = self.metric.drop_points(self.baseline_value, metrics[self.metric.name])
         record.violations = self.goals.violations(record.measurement, record.drop_points, self.metric.title,
@@ -168,7 +168,3 @@ class Meter:
             except EdgeoptError as exc:
                 details["profile"] = {"backend": artifact.backend, "note": str(exc)}
         return details
-
-
-def _finite(value: float) -> float | None:
-    return value if value != float("inf") else None

@@ -51,9 +51,6 @@ class Metric:
         change = value - baseline if self.higher_is_better else baseline - value
         return -self.points_per_unit * change
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
     def sort_key(self, value: float) -> float:
         """Ascending sort puts the best first."""
         return -value if self.higher_is_better else value
