@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgeopt.models import LoadedModel
     from edgeopt.pipeline.bench import BenchConfig, BenchReport
     from edgeopt.search.events import Event
+    from edgeopt.tasks import Task
 
 PathLike = str | os.PathLike
 
@@ -59,11 +60,14 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
           schedule: str = "onecycle", weight_decay: float = 0.05, batch_size: int = 64, augment: bool = True,
           patience: int | None = None, val_fraction: float = 0.1, seed: int = 0, resume: bool = False,
           extra_train: Sequence[str] = (), image_size: int | None = None, input_size: int | None = None,
-          threads: int | None = None, progress: bool = True) -> Trained:
+          threads: int | None = None, progress: bool = True, task: str = "classification") -> Trained:
     """Train ``arch`` on ``data`` from scratch; keep the best validation epoch; save a checkpoint.
 
     Classes and input channels come from the data; ``input_size`` shows the images to the
-    model at another square size (the digits' 8x8 scans at 48x48, say). The checkpoint
+    model at another square size (the digits' 8x8 scans at 48x48, say). ``task="detection"``
+    trains a detector on boxes (a COCO json, a YOLO folder, or the NEU-DET .npz), letterboxed
+    to ``input_size`` (default: the images' own size), with ``edgeopt.detectors:ssdlite`` or
+    a torchvision SSD. The checkpoint
     carries the architecture, the InputSpec (preprocessing included), the labels and the task.
 
     >>> import edgeopt
@@ -78,24 +82,36 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
     from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.pipeline.evaluate import measure_model
-    from edgeopt.tasks import get_task
+    from edgeopt.tasks import get_task, task_of
 
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
                          weight_decay=weight_decay, augment=augment, patience=patience, seed=seed)
     _threads(threads)
-    task = get_task("classification")
-    splits = load_dataset(data, extra_train=extra_train, image_size=image_size, seed=seed)
+    if task == "detection":
+        from edgeopt.detection_data import load_detection
+
+        splits = load_detection(data, size=input_size or image_size, seed=seed)
+        size = splits.train.images.shape[1]
+        arch = arch_for_dataset(arch, len(splits.classes), splits.train.channels,
+                                size=size if arch.startswith("edgeopt.detectors:") else None)
+    else:
+        splits = load_dataset(data, extra_train=extra_train, image_size=image_size, seed=seed)
+        size = input_size
+        arch = arch_for_dataset(arch, len(splits.classes), splits.train.channels)
     train_split, val = splits.train.split(val_fraction, seed)
-    spec = input_spec_for(splits.train, size=input_size)
+    spec = input_spec_for(splits.train, size=size)
+    if task == "detection":  # the loader letterboxed every image: so must serving
+        spec = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, fit="letterbox"))
     torch.manual_seed(seed)
-    model = load_model(arch_for_dataset(arch, len(splits.classes), splits.train.channels), input=spec)
-    model.task, model.labels = task.name, list(splits.classes)
-    result = fit(model.module, train_split, val, spec, config, task.training_loss(), Validator(task, val, spec),
-                 checkpoint=out.with_name(out.name + ".train.pt"), resume=resume, show_progress=progress)
+    model = load_model(arch, input=spec)
+    model.task, model.labels = get_task(task).name, list(splits.classes)
+    bound = task_of(model)
+    result = fit(model.module, train_split, val, spec, config, bound.training_loss(), Validator(bound, val, spec),
+                 checkpoint=out.with_name(out.name + ".train.pt"), resume=resume, show_progress=progress, task=bound)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out)
-    return Trained(out, model, measure_model(model, splits.test, task, threads), result.best_epoch, result.history)
+    return Trained(out, model, measure_model(model, splits.test, bound, threads), result.best_epoch, result.history)
 
 
 def prune(model: str, data: str, out: PathLike, ratio: float = 0.5, *, target_macs: int | None = None,
@@ -301,15 +317,13 @@ def evaluate(model: str, data: str, *, reference: str | None = None, image_size:
     from edgeopt.backends import open_session
     from edgeopt.measure.inference import predict
     from edgeopt.models import load_model
-    from edgeopt.tasks import get_task
 
     if (Path(model) / MANIFEST).is_file():
         artifact = Artifact.open(model)
-        run, spec, task_name = open_session(artifact.path).run, artifact.input_spec, artifact.manifest.get("task")
+        run, spec, task = open_session(artifact.path).run, artifact.input_spec, _task_of(artifact)
     else:
         loaded = load_model(model, arch=arch)
-        run, spec, task_name = loaded.reference(), loaded.input_spec, loaded.task
-    task = get_task(task_name if task_name not in (None, "unknown") else "classification")
+        run, spec, task = loaded.reference(), loaded.input_spec, _task_of(loaded)
     test = (task.load(data, spec) if image_size is None else _load_at(data, image_size)).test
     outputs = predict(run, test, spec)
     report: dict[str, Any] = {"metrics": task.score(outputs, test), **task.details(outputs, test)}
@@ -342,14 +356,21 @@ def _load(model: "str | LoadedModel", input: str | None, arch: str | None) -> "L
 def _calibration(model: "LoadedModel", data: str | None, config: QuantizationConfig | None):
     """(calibration, validation) from the dataset ``data`` for ``model`` (None, None without data)."""
     from edgeopt.pipeline.builder import quantization_data
-    from edgeopt.tasks import get_task
 
     if data is None:
         if config is not None and config.mode == "aware":
             raise ConfigError("a max accuracy drop needs labelled data to hold it on: give a dataset to calibrate on")
         return None, None
-    task = get_task(model.task if model.task != "unknown" else "classification")  # labelled images: classification
+    task = _task_of(model)
     return quantization_data(task.load(data, model.input_spec), task, model, config or QuantizationConfig())
+
+
+def _task_of(model: Any) -> "Task":
+    """The task of a model or artifact; one edgeopt did not train is scored on labelled images: classification."""
+    from edgeopt.tasks import get_task, task_of
+
+    known = model.manifest.get("task") if hasattr(model, "manifest") else model.task
+    return task_of(model) if known not in (None, "unknown") else get_task("classification")
 
 
 def _context(recipe: Recipe, workdir: Path, threads: int | None, resume: bool, progress: bool):
@@ -371,7 +392,7 @@ def _build_checkpoint(recipe: Recipe, out: Path, threads: int | None, resume: bo
     recipe.write(out.with_suffix(".recipe.toml"))
     test = context.splits.test
     return Compressed(out, recipe, measure_model(context.baseline, test, context.task, threads),
-                      measure_model(built, test, context.task, threads), model=built)
+                      measure_model(built, test, _task_of(built), threads), model=built)
 
 
 def _build_artifact(recipe: Recipe, out: Path, threads: int | None, force: bool, resume: bool,
@@ -384,7 +405,8 @@ def _build_artifact(recipe: Recipe, out: Path, threads: int | None, force: bool,
     _, artifact = build_recipe(recipe, context, out, overwrite=force)
     test, task = context.splits.test, context.task
     return Compressed(out, recipe, measure_model(context.baseline, test, task, threads),
-                      measure_artifact(artifact, test, task, threads, reference=context.baseline), artifact=artifact)
+                      measure_artifact(artifact, test, _task_of(artifact), threads, reference=context.baseline),
+                      artifact=artifact)
 
 
 def _protected(recipe: Recipe, step: Step) -> list[str]:

@@ -30,7 +30,7 @@ from edgeopt.measure.fidelity import compare
 from edgeopt.measure.inference import run_batched
 from edgeopt.models import LoadedModel
 from edgeopt.quantization import QuantizationConfig, Validation
-from edgeopt.tasks import get_task
+from edgeopt.tasks import task_of
 
 PROBE_BATCH = 4
 INT8_PROBE = 32  # real samples: enough to tell a broken compile from a working one that flips a few
@@ -152,7 +152,7 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
            calibration: np.ndarray | None, validation: Validation | None, recipe: dict[str, Any] | None,
            verify: bool) -> Artifact:
     """Compile, write, load back, run the probe, check parity; commit only if it holds."""
-    backend, spec, task = runtime.name, model.input_spec, get_task(model.task)
+    backend, spec, task = runtime.name, model.input_spec, task_of(model)
     probe = _probe(spec, calibration)
     reference = model.reference()(probe)
 
@@ -166,6 +166,7 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
             "input": spec.to_dict(),
             "outputs": _output_records(model, reference, spec.dynamic_batch),
             "task": model.task,
+            "head": model.head,
             "labels": model.labels,
             "source": model.source,
             "options": options,

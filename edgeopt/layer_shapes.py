@@ -64,3 +64,23 @@ def _is_width(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def adapt_input_channels(module: "torch.nn.Module", channels: int) -> None:
+    """Give the first convolution ``channels`` inputs (e.g. 1 for grayscale), in place.
+
+    For one channel the RGB filters are summed, so a pretrained stem sees a gray image
+    as it saw the same image replicated over R, G and B.
+    """
+    name, conv = next(((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)), (None, None))
+    if conv is None or conv.groups != 1:
+        raise ModelSourceError("in_channels needs a model whose first layer is an ordinary Conv2d")
+    stem = torch.nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           conv.dilation, bias=conv.bias is not None)
+    with torch.no_grad():
+        if channels == 1:
+            stem.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            stem.bias.copy_(conv.bias)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, attr, stem)

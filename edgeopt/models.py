@@ -62,6 +62,7 @@ class LoadedModel:
     task: str = "unknown"
     labels: list[str] | None = None
     quantized: bool = False  # the module carries trained fake-quantization (QAT): INT8 backends convert it
+    head: dict[str, Any] | None = None  # a detector's output convention (edgeopt.boxes.DetectionHead record)
 
     @property
     def kind(self) -> str:
@@ -92,17 +93,32 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
         model.input_spec = replace(given, preprocess=given.preprocess or model.input_spec.preprocess)
     if model.module is not None:
         model.module.eval()
+        from edgeopt.detectors import head_record
+
+        model.head = head_record(model.module) or model.head
+        if model.head and given is None and model.input_spec.shape[2:] != tuple(model.head["image_size"]):
+            model.input_spec = replace(model.input_spec, shape=(*model.input_spec.shape[:2], *model.head["image_size"]))
+        model.task = "detection" if model.head and model.task == "unknown" else model.task
     return model
 
 
 # -- torch sources ---------------------------------------------------------------------
-def arch_for_dataset(arch: str, classes: int, channels: int) -> str:
-    """Add num_classes / in_channels to an architecture source unless it names them."""
+def arch_for_dataset(arch: str, classes: int, channels: int, size: int | None = None) -> str:
+    """Add num_classes / in_channels (/ size, where given) to an architecture source unless it names them."""
     base, _, query = arch.partition("?")
     params = [p for p in query.split("&") if p]
     names = {p.split("=")[0] for p in params}
     params += [f"num_classes={classes}"] if "num_classes" not in names else []
     params += [f"in_channels={channels}"] if "in_channels" not in names and channels != 3 else []
+    params += [f"size={size}"] if size and "size" not in names else []
+    return base + ("?" + "&".join(params) if params else "")
+
+
+def with_query(source: str, **values: Any) -> str:
+    """``source`` with these query parameters set (replacing any of the same name)."""
+    base, _, query = source.partition("?")
+    params = [p for p in query.split("&") if p and p.split("=")[0] not in values]
+    params += [f"{k}={v}" for k, v in values.items()]
     return base + ("?" + "&".join(params) if params else "")
 
 
@@ -133,6 +149,10 @@ def _from_torchvision(source: str) -> LoadedModel:
     arch = arch.rstrip("?")
     weights_name = kwargs.pop("weights", None)
     in_channels = kwargs.pop("in_channels", 3)
+    if name in torchvision.models.list_models(module=torchvision.models.detection):
+        kwargs.setdefault("weights_backbone", None)  # a pretrained backbone is a download: only when asked
+        if "num_classes" in kwargs:  # edgeopt counts object classes; torchvision adds the background
+            kwargs["num_classes"] += 1
     try:
         weights = torchvision.models.get_model_weights(name).verify(weights_name) if weights_name else None
     except ValueError as exc:
@@ -144,7 +164,11 @@ def _from_torchvision(source: str) -> LoadedModel:
     except Exception as exc:  # weight download fails without internet
         raise ModelSourceError(f"could not build torchvision:{name} ({exc}); without internet, leave out weights=") from None
     classification = name in torchvision.models.list_models(module=torchvision.models)
+    if name in torchvision.models.list_models(module=torchvision.models.detection):
+        return _torchvision_detector(source, name, arch, module, weights, in_channels)
     if in_channels != 3:
+        from edgeopt.layer_shapes import adapt_input_channels
+
         adapt_input_channels(module, in_channels)
     spec, labels = _torchvision_input(name, weights, classification)
     if in_channels != 3:
@@ -153,26 +177,22 @@ def _from_torchvision(source: str) -> LoadedModel:
                        task="classification" if classification else "unknown", labels=labels)
 
 
-def adapt_input_channels(module: "torch.nn.Module", channels: int) -> None:
-    """Give the first convolution ``channels`` inputs (e.g. 1 for grayscale), in place.
+def _torchvision_detector(source: str, name: str, arch: str, module: Any, weights: Any, in_channels: int) -> LoadedModel:
+    """A torchvision SSD cut at its head, fed the way its own transform feeds it (fixed size, its mean/std)."""
+    from edgeopt.detectors import wrap_torchvision
 
-    For one channel the RGB filters are summed, so a pretrained stem sees a gray image
-    as it saw the same image replicated over R, G and B.
-    """
-    import torch
+    transform = module.transform
+    if in_channels != 3:
+        from edgeopt.layer_shapes import adapt_input_channels
 
-    name, conv = next(((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)), (None, None))
-    if conv is None or conv.groups != 1:
-        raise ModelSourceError("in_channels needs a model whose first layer is an ordinary Conv2d")
-    stem = torch.nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                           conv.dilation, bias=conv.bias is not None)
-    with torch.no_grad():
-        if channels == 1:
-            stem.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-        if conv.bias is not None:
-            stem.bias.copy_(conv.bias)
-    parent_name, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(parent_name) if parent_name else module, attr, stem)
+        adapt_input_channels(module.backbone, in_channels)
+    graph = wrap_torchvision(name, module)
+    channels = "GRAY" if in_channels == 1 else "RGB"
+    mean, std = (tuple(transform.image_mean), tuple(transform.image_std)) if in_channels == 3 else ((0.5,), (0.5,))
+    spec = InputSpec((1, in_channels, *graph.size), preprocess=Preprocess(mean=mean, std=std, channels=channels))
+    categories = list(weights.meta.get("categories", [])) if weights is not None else []
+    labels = categories[1:] if categories else None  # column 0 is the background
+    return LoadedModel(source, spec, module=graph, arch=arch, task="detection", labels=labels)
 
 
 def _torchvision_input(name: str, weights: Any, classification: bool) -> tuple[InputSpec, list[str] | None]:

@@ -40,6 +40,9 @@ class QuantizationConfig:
     max_drop: float | None = None
     keep_float: tuple[str, ...] = ()
     reduce_range: bool = False  # 7-bit weights: avoids u8 x s8 saturation on CPUs without VNNI
+    # A detector's box and class predictors stay in float unless asked: their outputs are
+    # decoded through exp() and a softmax, where INT8 steps turn into wrong boxes and lost objects.
+    quantize_head: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,7 +61,7 @@ class QuantizationConfig:
     @property
     def label(self) -> str:
         """How the mode reads after 'int8' in a candidate's name."""
-        return {"static": "", "aware": " aware", "qat": " QAT"}[self.mode]
+        return {"static": "", "aware": " aware", "qat": " QAT"}[self.mode] + (" +head" if self.quantize_head else "")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

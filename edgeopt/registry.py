@@ -5,7 +5,7 @@ joins through ``add``. Backends, passes and tasks each keep their own registry t
 Example:
     >>> from edgeopt.tasks import Task
     >>> sorted(discover("edgeopt.tasks", __import__("edgeopt.tasks").tasks.__path__, "TASK", Task))
-    ['classification']
+    ['classification', 'detection']
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ class Preprocess:
 
     ``resize`` is the shorter side after resizing, ``crop`` the centre crop (H, W);
     pixel values are multiplied by ``scale`` and then normalised with ``mean``/``std``.
+    ``fit`` says how an image of another shape meets the input: "stretch" (resized to it) or
+    "letterbox" (scaled to fit, the rest padded grey, as detectors trained here are fed).
     """
 
     resize: int | None = None
@@ -40,8 +42,11 @@ class Preprocess:
     std: tuple[float, ...] = IMAGENET_STD
     scale: float = 1.0 / 255.0
     channels: str = "RGB"
+    fit: str = "stretch"
 
     def __post_init__(self) -> None:
+        if self.fit not in ("stretch", "letterbox"):
+            raise ConfigError(f"preprocess fit must be stretch or letterbox, not {self.fit!r}")
         if self.channels not in CHANNEL_ORDERS:
             raise ConfigError(f"channel order {self.channels!r} is not one of {CHANNEL_ORDERS}")
         if len(self.mean) != len(self.std):

@@ -122,3 +122,20 @@ def missing_module(*modules: str) -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"the Python package {module!r} is not installed (pip install 'edgeopt[{module}]')"
     return None
+
+
+def float_modules(model: "LoadedModel", config: QuantizationConfig) -> list[str]:
+    """PyTorch module names an INT8 compile keeps in float: a detector's head, unless the config quantizes it."""
+    layers = getattr(model.module, "head_layers", None)
+    return [] if config.quantize_head or not callable(layers) else list(layers())
+
+
+def onnx_nodes_of(path: Path, modules: list[str]) -> list[str]:
+    """The ONNX nodes that compute ``modules`` (PyTorch names): those reading the modules' own weights."""
+    if not modules:
+        return []
+    import onnx
+
+    prefixes = tuple(f"{m}." for m in modules)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if any(i.startswith(prefixes) for i in node.input)]

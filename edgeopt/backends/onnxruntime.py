@@ -5,6 +5,7 @@ Loading an artifact imports onnxruntime and numpy only, never torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -15,7 +16,16 @@ import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends._sensitivity import revert_by_sensitivity
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.backends.base import (
+    Backend,
+    Capabilities,
+    CompileResult,
+    Session,
+    aggregate_layers,
+    float_modules,
+    missing_module,
+    onnx_nodes_of,
+)
 from edgeopt.quantization import QuantizationConfig, Validation
 
 MODEL = "model.onnx"
@@ -175,6 +185,8 @@ class OnnxRuntimeBackend(Backend):
             fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
             write_onnx(model, fp32)
             quant_pre_process(str(fp32), str(prepared))
+            head = onnx_nodes_of(prepared, float_modules(model, config))
+            config = dataclasses.replace(config, keep_float=(*config.keep_float, *head))
             if config.mode == "aware":
                 details = accuracy_aware_int8(prepared, Path(scratch), folder / MODEL, model.input_spec,
                                               calibration, validation, config)
@@ -189,8 +201,11 @@ class OnnxRuntimeBackend(Backend):
                          f"max drop {validation.max_drop:g} points of {validation.metric}): "
                          + (f"{len(kept)} layer(s) kept in FP32, most sensitive first: {', '.join(kept)}" if kept
                             else "no layer needed FP32"))
-        elif config.keep_float:
-            notes.append(f"kept in FP32 as asked: {', '.join(config.keep_float)}")
+        elif [k for k in config.keep_float if k not in head]:
+            notes.append(f"kept in FP32 as asked: {', '.join(k for k in config.keep_float if k not in head)}")
+        if head:
+            notes.append(f"the detector's box and class predictors ({len(head)} layers) stay in FP32; "
+                         "quantize_head=true puts them in INT8 too")
         return CompileResult(entry=MODEL, notes=notes, details=details)
 
     def load(self, artifact, threads: int | None = None) -> Session:

@@ -7,13 +7,22 @@ silently change results that we claim are FP32. Loading imports openvino, not to
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, aggregate_layers, missing_module
+from edgeopt.backends.base import (
+    Backend,
+    Capabilities,
+    CompileResult,
+    Session,
+    aggregate_layers,
+    float_modules,
+    missing_module,
+)
 from edgeopt.errors import BackendError
 from edgeopt.quantization import QuantizationConfig, Validation, nncf_preset
 
@@ -22,13 +31,14 @@ INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
 
 
 def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
-                  validation: Validation | None = None) -> tuple[Any, list[str]]:
+                  validation: Validation | None = None, head: list[str] = ()) -> tuple[Any, list[str]]:
     """NNCF post-training INT8 (accuracy-aware in mode "aware", with ``validation``).
 
     Layers the CPU plugin cannot run in INT8 are kept in FP32. The known case is a
     convolution with a single input channel (a grayscale stem), refused at compile time
     on some CPUs ("No suitable implementations"): we compile the quantized model, and on
     failure quantize again with those layers ignored. Returns the model and those layers.
+    ``head``: PyTorch module names kept in float (a detector's predictors).
 
     The default preset is "performance" (symmetric activations), NNCF's own default for
     CNNs: on the NEU ResNet-18 it kept 90.0% top-1 where "mixed" kept 81.9%.
@@ -40,7 +50,9 @@ def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
 
     def quantize(ignored: list[str]):
         names = [*config.keep_float, *ignored]
-        scope = nncf.IgnoredScope(names=names) if names else None
+        # convert_model names a module's ops "__module.<module>/aten::..."
+        patterns = [f"__module\\.{re.escape(m)}/.*" for m in head]
+        scope = nncf.IgnoredScope(names=names, patterns=patterns) if names or patterns else None
         common = dict(preset=nncf_preset(config.preset), subset_size=len(calibration), ignored_scope=scope)
         if config.mode != "aware":
             return nncf.quantize(ov_model.clone(), dataset, fast_bias_correction=True, **common)
@@ -149,9 +161,13 @@ class OpenVinoBackend(Backend):
             notes = ["INT8 from quantization-aware training (NNCF fake-quantizers converted to OpenVINO FakeQuantize)"]
             details["fp32_layers"] = fp32_layers(ov_model)
         elif precision == "int8":
-            ov_model, unsupported = quantize_int8(ov_model, calibration, config, validation)
+            head = float_modules(model, config) if model.kind == "torch" else []
+            ov_model, unsupported = quantize_int8(ov_model, calibration, config, validation, head)
             notes = [f"NNCF INT8 post-training quantization ({config.preset} preset) on {len(calibration)} "
                      "calibration samples"]
+            if head:
+                notes.append(f"the detector's box and class predictors ({len(head)} layers) stay in FP32; "
+                             "quantize_head=true puts them in INT8 too")
             if unsupported:
                 notes.append(f"kept in FP32, as the CPU plugin has no INT8 kernel for them: {', '.join(unsupported)}")
             details["fp32_layers"] = fp32_layers(ov_model)

@@ -66,11 +66,12 @@ def export_command(
         artifact = export(model, backend, out, precision, calibrate=calibrate, quantization=quantization,
                           options=_parse_options(option), input=input, arch=arch, threads=threads, force=force)
     parity = artifact.parity
-    top1 = parity.get("top1_agreement")
+    top1, boxes = parity.get("top1_agreement"), parity.get("box_recall")
+    agreement = (f"top-1 agreement {top1:.3f}" if top1 is not None else
+                 f"box recall {boxes:.3f} of {parity['reference_boxes']}" if boxes is not None else "agreement –")
     console.print(
         f"[green]ok[/] {artifact.backend} {artifact.precision} · {artifact.size_bytes / 2**20:.2f} MB · "
-        f"max|Δ| {parity['max_abs_diff']:.1e} of output scale · top-1 agreement "
-        f"{'–' if top1 is None else f'{top1:.3f}'} · {artifact.path}",
+        f"max|Δ| {parity['max_abs_diff']:.1e} of output scale · {agreement} · {artifact.path}",
         soft_wrap=True,
     )
     control = artifact.manifest.get("accuracy_control")

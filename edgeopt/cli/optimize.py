@@ -45,7 +45,7 @@ def optimize_command(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Try INT8 (PTQ, accuracy-aware, QAT)."),
     prune_ratios: str = typer.Option("0.5,0.75", "--prune-ratios", help="Channel-pruning ratios to try (or none)."),
     resolutions: str = typer.Option("0.75", "--resolutions", help="Lower input sizes to distil to, as fractions (or none)."),
-    students: str = typer.Option("torchvision:mobilenet_v2", "--students", help="Lighter architectures to distil into (or none)."),
+    students: str = typer.Option("auto", "--students", help="Lighter architectures to distil into (or none); auto: the task's (MobileNetV2 for a classifier, a half-width SSDlite for a detector)."),
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Try quantization-aware training."),
     epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
     qat_epochs: int = typer.Option(3, "--qat-epochs"),
@@ -65,7 +65,7 @@ def optimize_command(
                   max_drop=max_accuracy_drop, metric=metric, priority=priority)
     space = SearchSpace(backends=_split(backends) if backends else None, int8=int8,
                         prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
-                        resolutions=_fractions(resolutions, "--resolutions"), students=_split(students),
+                        resolutions=_fractions(resolutions, "--resolutions"), students=None if students == "auto" else _split(students),
                         qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs, calibration_samples=calibration_samples)
     run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
                  resume=resume, force=force, arch=arch, seed=seed)

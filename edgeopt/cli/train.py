@@ -40,8 +40,10 @@ def train_command(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Load ImageFolder images at this size."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Show the images to the model at this square size (e.g. 8x8 digits at 48)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
+    task: str = typer.Option("classification", "--task", help="classification, or detection (boxes: a COCO json, "
+                             "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.detectors:ssdlite)."),
 ) -> None:
-    """Train ARCH on DATA; keep the best validation epoch; report test accuracy, size and MACs.
+    """Train ARCH on DATA; keep the best validation epoch; report test accuracy (or mAP), size and MACs.
 
     Defaults (AdamW 0.002, weight decay 0.05, one-cycle) trained the NEU ResNet-18 from scratch to
     98.9% in 30 epochs, where SGD 0.05 with cosine reached 92.2% in 12.
@@ -52,12 +54,15 @@ def train_command(
     trained = train(data, arch, out, epochs, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay,
                     batch_size=batch_size, augment=augment, patience=patience, val_fraction=val_fraction, seed=seed,
                     resume=resume, extra_train=extra_train, image_size=image_size, input_size=input_size,
-                    threads=threads)
+                    threads=threads, task=task)
     m = trained.measurement
     write_summary(out.with_suffix(".json"), {"data": data, "arch": trained.model.arch, "best_epoch": trained.best_epoch,
                                              "history": trained.history, "test": m.metrics, "macs": m.macs,
                                              "params": m.params, "size_mb": out.stat().st_size / 2**20,
                                              "eager_p50_ms": m.latency_ms})
-    console.print(f"[green]trained[/] {trained.model.arch}: test top-1 {m.metrics['top1']:.2%} (best epoch "
+    from edgeopt.tasks import get_task
+
+    main = get_task(trained.model.task).main
+    console.print(f"[green]trained[/] {trained.model.arch}: test {main.title} {main.format(m.metrics[main.name])} (best epoch "
                   f"{trained.best_epoch}) · {m.macs / 1e6:.1f} MMACs · {m.params / 1e6:.2f} M params · "
                   f"{out.stat().st_size / 2**20:.2f} MB · {out}", soft_wrap=True)

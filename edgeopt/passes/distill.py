@@ -58,6 +58,8 @@ class DistillPass(Pass):
             spec = student.input_spec
             student = dataclasses.replace(student, input_spec=dataclasses.replace(
                 spec, shape=(*spec.shape[:-2], config.input_size, config.input_size)))
+            if student.head is not None:  # a detector's anchors belong to its input size
+                student = at_input_size(student, config.input_size)
         fine_tune(student.module, student.input_spec, config.fine_tune, context, hints=config.hints,
                   hint_weight=config.hint_weight)
         return student
@@ -70,7 +72,8 @@ class DistillPass(Pass):
 
         if config.student.lower().endswith(CHECKPOINT_SUFFIXES):
             return load_model(config.student)
-        arch = arch_for_dataset(config.student, len(context.splits.classes), context.splits.train.channels)
+        size = model.input_spec.shape[-1] if model.head is not None else None  # a detector is built for its size
+        arch = arch_for_dataset(config.student, len(context.splits.classes), context.splits.train.channels, size=size)
         student = load_model(arch, input=model.input_spec)
         student.task, student.labels = model.task, model.labels
         return student
@@ -79,6 +82,19 @@ class DistillPass(Pass):
         student = (config.student or "same arch").split(":")[-1].split("?")[0].split("/")[-1]
         size = f" @{config.input_size}px" if config.input_size else ""
         return f"distil→{student}{size}{epochs_label(config)}"
+
+
+def at_input_size(model: "LoadedModel", size: int) -> "LoadedModel":
+    """A detector rebuilt for ``size`` px: the same weights, the anchors of the new size, its arch saying so."""
+    from edgeopt.detectors import head_record
+    from edgeopt.models import with_query
+
+    resize = getattr(model.module, "at_size", None)
+    if resize is None:
+        raise ConfigError(f"{type(model.module).__name__} cannot change its input size; distil it to a student instead")
+    module = resize((size, size))
+    return dataclasses.replace(model, module=module, head=head_record(module),
+                               arch=with_query(model.arch, size=size) if model.arch else None)
 
 
 PASS = DistillPass()

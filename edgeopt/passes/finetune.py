@@ -37,19 +37,22 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
     from edgeopt.passes.kd import distillation_loss
     from edgeopt.passes.train import Validator, fit
 
+    from edgeopt.detectors import head_record
+
     train, val = context.splits.train.split(settings.validation_split, context.seed)
+    task = context.task.bind(head_record(module)) if head_record(module) else context.task  # a student's own anchors
     if settings.distill:
         teacher = context.teacher
         loss = distillation_loss(teacher.module, teacher.input_spec.shape, settings.temperature, settings.alpha,
-                                 hints, hint_weight)
+                                 hints, hint_weight, task=task)
     else:
-        loss = context.task.training_loss()
+        loss = task.training_loss()
     checkpoint = checkpoint or context.checkpoint
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    return fit(module, train, val, spec, settings.train_config(context.seed), loss, Validator(context.task, val, spec),
+    return fit(module, train, val, spec, settings.train_config(context.seed), loss, Validator(task, val, spec),
                checkpoint=checkpoint, resume=context.resume, on_epoch=context.on_epoch,
-               show_progress=context.show_progress)
+               show_progress=context.show_progress, task=task)
 
 
 @dataclass(frozen=True)

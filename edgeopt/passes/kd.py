@@ -1,8 +1,9 @@
 """Knowledge distillation's loss: a student learns from a teacher's softened outputs.
 
-``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))``
-(Hinton et al. 2015; the guide's T=3, alpha=0.7); the T^2 keeps the soft term's gradient
-scale independent of T. Optional feature hints add attention transfer (Zagoruyko &
+``alpha * hard(student, labels) + (1 - alpha) * soft(student, teacher, T)``; for a classifier
+the hard term is cross-entropy and the soft one T^2 * KL(softmax(teacher/T) || softmax(student/T))
+(Hinton et al. 2015; the guide's T=3, alpha=0.7), for a detector the task's own (see
+``Task.soft_loss``). Optional feature hints add attention transfer (Zagoruyko &
 Komodakis 2017) between named layers: it compares channel-pooled spatial maps, so student
 and teacher may differ in width, and it adds no trainable parameters. The teacher sees the
 batch at its own input size (a student distilled to a lower resolution is taught by the
@@ -21,14 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.errors import ConfigError
+from edgeopt.tasks import Task, get_task
 from edgeopt.tasks.base import LossFn
-
-
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(teacher || student) on temperature-softened distributions, averaged per sample."""
-    student = F.log_softmax(student_logits / temperature, dim=1)
-    teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
 
 def attention_map(features: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -40,8 +35,14 @@ def attention_map(features: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor
 
 
 def distillation_loss(teacher: nn.Module, teacher_shape: tuple[int, ...], temperature: float = 3.0,
-                      alpha: float = 0.7, hints: tuple[tuple[str, str], ...] = (), hint_weight: float = 0.0) -> LossFn:
-    """The KD loss against ``teacher``, which takes inputs of ``teacher_shape`` (batch first)."""
+                      alpha: float = 0.7, hints: tuple[tuple[str, str], ...] = (), hint_weight: float = 0.0,
+                      task: Task | None = None) -> LossFn:
+    """The KD loss against ``teacher``, which takes inputs of ``teacher_shape`` (batch first).
+
+    ``task`` (default: classification) supplies the hard loss against the ground truth and the
+    soft loss against the teacher's outputs, so a detector distills as a classifier does.
+    """
+    task = task or get_task("classification")
     if hint_weight < 0 or (hint_weight > 0 and not hints):
         raise ConfigError("a hint weight needs (student layer, teacher layer) hint pairs and must be >= 0")
     # The teacher runs under no_grad; its parameters are left as they are, because freezing
@@ -69,16 +70,13 @@ def distillation_loss(teacher: nn.Module, teacher_shape: tuple[int, ...], temper
             teacher_layers[teacher_name].register_forward_hook(capture(f"t{index}"))
         hooks_placed.add(id(student))
 
-    def loss(student: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(student: nn.Module, inputs: torch.Tensor, targets) -> torch.Tensor:
         place_hooks(student)
         with torch.no_grad():
-            teacher_logits = teacher(_at_size(inputs, teacher_size))
-        student_logits = student(inputs)
-        if student_logits.shape != teacher_logits.shape:
-            raise ConfigError(f"student outputs {tuple(student_logits.shape)} but teacher {tuple(teacher_logits.shape)}; "
-                              "logit distillation needs the same outputs (same classes)")
-        total = alpha * F.cross_entropy(student_logits, labels)
-        total = total + (1 - alpha) * soft_target_loss(student_logits, teacher_logits, temperature)
+            teacher_outputs = teacher(_at_size(inputs, teacher_size))
+        student_outputs = student(inputs)
+        total = alpha * task.output_loss(student, student_outputs, targets)
+        total = total + (1 - alpha) * task.soft_loss(student_outputs, teacher_outputs, temperature)
         for index in range(len(hints) if hint_weight else 0):
             student_map = captured[f"s{index}"]
             teacher_map = attention_map(captured[f"t{index}"].detach(), tuple(student_map.shape[2:]))

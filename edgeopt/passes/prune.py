@@ -265,13 +265,10 @@ class PrunePass(Pass):
 
 def _taylor_loss(model: "LoadedModel", context: PassContext) -> LossOnBatch:
     """The task's loss on 64 stratified training images, for Taylor importance's gradients."""
-    from edgeopt.data import to_input
-
     sample = context.splits.train.calibration(64, seed=1)
-    inputs = torch.from_numpy(to_input(sample.images, model.input_spec))
-    labels = torch.from_numpy(sample.labels)
+    inputs, targets = context.task.training_data(sample, model.input_spec).batch(torch.arange(len(sample)), None, False)
     loss = context.task.training_loss()
-    return lambda module: loss(module, inputs, labels)
+    return lambda module: loss(module, inputs, targets)
 
 
 PASS = PrunePass()

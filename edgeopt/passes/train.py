@@ -1,6 +1,7 @@
 """The one training loop: training, fine-tuning, QAT and distillation all run through ``fit``.
 
-SGD or AdamW, cosine or one-cycle schedule, flips and padded random crops, a progress
+SGD or AdamW, cosine or one-cycle schedule, the task's augmentation (flips and padded random
+crops that move boxes with the pixels), a progress
 bar, a checkpoint after every epoch, ``resume`` after an interruption, early stopping
 on the validation score (the task's main metric), and fixed seeds. The loss and the
 validation score come from the caller (see ``passes.finetune``), so the loop assumes no task.
@@ -27,16 +28,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from edgeopt.data import ImageDataset, to_input
+from edgeopt.data import ImageDataset
 from edgeopt.errors import ConfigError
 from edgeopt.measure.inference import predict
 from edgeopt.models import torch_runner
 from edgeopt.spec import InputSpec
-from edgeopt.tasks import Task
+from edgeopt.tasks import Task, get_task
 from edgeopt.tasks.base import LossFn
 
 EpochHook = Callable[[dict[str, float]], None]
@@ -123,10 +123,14 @@ def fit(
     resume: bool = False,
     on_epoch: EpochHook | None = None,
     show_progress: bool = True,
+    task: Task | None = None,
 ) -> TrainResult:
-    """Train ``module`` in place; it ends holding the weights of the best validation epoch."""
-    inputs = torch.from_numpy(to_input(train.images, spec))
-    labels = torch.from_numpy(train.labels)
+    """Train ``module`` in place; it ends holding the weights of the best validation epoch.
+
+    ``task`` (default: classification) turns ``train`` into batches of inputs and targets and
+    augments them (boxes move with the pixels).
+    """
+    batches = (task or get_task("classification")).training_data(train, spec)
     steps_per_epoch = _batches_per_epoch(len(train), config.batch_size)
     optimizer = _optimizer(module, config)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
@@ -138,11 +142,11 @@ def fit(
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     words = getattr(validate, "text", lambda score: f"{score:.4g}")
     with Progress(*columns, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("training", total=config.epochs * steps_per_epoch,
+        bar = progress.add_task("training", total=config.epochs * steps_per_epoch,
                                  completed=state["epoch"] * steps_per_epoch)
         for epoch in range(state["epoch"], config.epochs):
-            train_loss = _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, loss_fn,
-                                      lambda: progress.advance(task))
+            train_loss = _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn,
+                                      lambda: progress.advance(bar))
             val_score = validate(module)
             record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "val": val_score,
                       "lr": optimizer.param_groups[0]["lr"]}
@@ -152,7 +156,7 @@ def fit(
             state["epoch"] = epoch + 1
             line = (f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.3f} "
                     f"val {words(val_score)} (best {words(state['best_val'])})")
-            progress.update(task, description=line)
+            progress.update(bar, description=line)
             if show_progress and not progress.console.is_terminal:  # logs get one line per epoch
                 progress.console.print(line)
             if checkpoint is not None:
@@ -175,16 +179,16 @@ def _batches_per_epoch(count: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, loss_fn, advance) -> float:
+def _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, advance) -> float:
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and other in-model randomness
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(batches), generator=generator)
     module.train()
     total, seen = 0.0, 0
-    for step in range(_batches_per_epoch(len(labels), config.batch_size)):
+    for step in range(_batches_per_epoch(len(batches), config.batch_size)):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        batch = _augment(inputs[index], generator) if config.augment else inputs[index]
-        loss = loss_fn(module, batch, labels[index])
+        inputs, targets = batches.batch(index, generator, config.augment)
+        loss = loss_fn(module, inputs, targets)
         if not torch.isfinite(loss):
             raise ConfigError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -196,17 +200,6 @@ def _train_epoch(module, inputs, labels, config, epoch, optimizer, scheduler, lo
         seen += len(index)
         advance()
     return total / max(seen, 1)
-
-
-def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and random crops padded by 1/8 of the side, drawn from ``generator``."""
-    flip = torch.rand(len(batch), generator=generator) < 0.5
-    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    height, width = batch.shape[-2:]
-    pad = max(1, min(height, width) // 8)
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
-    offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator)
-    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -52,13 +52,13 @@ class BuildContext:
     def create(cls, recipe: Recipe, workdir: Path, threads: int | None = None, show_progress: bool = True,
                on_epoch: Callable[[dict[str, float]], None] | None = None, resume: bool = True) -> "BuildContext":
         from edgeopt.models import load_model
-        from edgeopt.tasks import get_task
+        from edgeopt.tasks import task_of
 
         baseline = load_model(recipe.model, arch=recipe.arch)
         if baseline.module is None:
             raise ConfigError("building a recipe needs a PyTorch model (a checkpoint, torchvision: or package.module:factory "
                               "source); an ONNX file can only be exported and benchmarked")
-        task = get_task(baseline.task)
+        task = task_of(baseline)
         if threads:
             import torch
 
@@ -110,7 +110,9 @@ def build(recipe: Recipe, context: BuildContext, out: Path, overwrite: bool = Fa
 
     model = build_model(recipe, context)
     spec = recipe.export
-    calibration, validation = quantization_data(context.splits, context.task, model, spec.quantization)
+    from edgeopt.tasks import task_of
+
+    calibration, validation = quantization_data(context.splits, task_of(model), model, spec.quantization)
     artifact = export(model, spec.backend, out, spec.precision, threads=context.threads, options=dict(spec.options),
                       overwrite=overwrite, quantization=spec.quantization, calibration=calibration,
                       validation=validation, recipe=recipe.to_dict(), verify=verify)
@@ -151,7 +153,6 @@ def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 
     """
     import torch
 
-    from edgeopt.data import to_input
     from edgeopt.passes.kd import distillation_loss
 
     training = [step for step in recipe.steps if step.epochs]
@@ -162,9 +163,10 @@ def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 
     module, spec = copy.deepcopy(untrained.module).train(), untrained.input_spec
     batch = settings.batch_size
     sample = context.splits.train.subset(range(min(batch, len(context.splits.train))))
-    inputs, labels = torch.from_numpy(to_input(sample.images, spec)), torch.from_numpy(sample.labels)
+    inputs, labels = context.task.training_data(sample, spec).batch(torch.arange(len(sample)), None, False)
     teacher = context.baseline
-    loss_fn = (distillation_loss(teacher.module, teacher.input_spec.shape, settings.temperature, settings.alpha)
+    loss_fn = (distillation_loss(teacher.module, teacher.input_spec.shape, settings.temperature, settings.alpha,
+                                 task=context.task)
                if settings.distill else context.task.training_loss())
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
     timings = []

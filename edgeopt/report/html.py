@@ -111,14 +111,27 @@ def confusion_svg(confusion: list[list[int]], classes: list[str]) -> str:
     return _svg(figure)
 
 
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
 def _winner_sections(outcome) -> str:
     details = outcome.winner_details
     if not details:
         return ""
     task = details.get("task", {})
     parts = []
-    if "per_class" in task:
-        per_class = [[name, "–" if acc is None else f"{acc:.2%}"] for name, acc in task["per_class"].items()]
+    if "per_class_map" in task:  # a detector: AP per class, and test images with true and predicted boxes
+        per_class = [[name, _percent(ap50), _percent(task["per_class_map"].get(name))]
+                     for name, ap50 in task["per_class"].items()]
+        parts += ["<h2>Chosen artifact: average precision per class</h2>",
+                  _table(["class", "AP@0.5", "AP@0.5:0.95"], per_class, "per-class")]
+        if task.get("samples_drawn"):
+            images = "".join(f'<img src="{_esc(path)}" alt="{_esc(path)}" width="256">' for path in task["samples_drawn"])
+            parts.append('<h2>Test images: true boxes (green) and the chosen artifact\'s boxes (red, with scores)</h2>'
+                         f'<figure id="samples">{images}</figure>')
+    elif "per_class" in task:
+        per_class = [[name, _percent(acc)] for name, acc in task["per_class"].items()]
         parts += ["<h2>Chosen artifact: accuracy per class</h2>", _table(["class", "top-1"], per_class, "per-class"),
                   f"<figure id=\"confusion\">{confusion_svg(task['confusion'], list(task['per_class']))}</figure>"]
     profile = details.get("profile", {})
@@ -164,7 +177,7 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
 {estimated}
 <p class="decision {'ok' if outcome.chosen else 'miss'}" id="decision">{_esc(decision)}</p>
 <h2>Pareto front</h2><figure id="pareto">{plot}</figure>
-<h2>Candidates</h2><p>★ chosen · ◆ on the Pareto front · Δ points: top-1 change against the baseline</p>
+<h2>Candidates</h2><p>★ chosen · ◆ on the Pareto front · Δ points: change of {_esc(outcome.baseline['metric_title'])} against the baseline</p>
 {_table(headers, rows, "candidates")}
 {f"<h3>Not tried</h3><ul>{not_tried}</ul>" if not_tried else ""}
 {recipe}

@@ -175,7 +175,8 @@ class Search:
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
         spec = self.context.baseline.input_spec
         input_size = spec.shape[-1] if len(spec.shape) == 4 else None
-        stage2 = fine_tune_candidates(self.config.space, base, goals.priority, exports, input_size, qat_backends)
+        stage2 = fine_tune_candidates(self.config.space, base, goals.priority, exports, input_size, qat_backends,
+                                      self.context.task.students)
         self.emit(events.StageStarted(2, len(stage2), goals.priority))
         for recipe in stage2:
             self._consider(recipe, stage=2)

@@ -24,6 +24,7 @@ from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search.goals import Goals
 from edgeopt.search.native_log import native_output_to
 from edgeopt.search.record import Candidate, ModelScore, Probe
+from edgeopt.tasks import task_of
 
 
 class Meter:
@@ -60,7 +61,7 @@ class Meter:
 
         started = time.monotonic()
         model = load_model(str(checkpoint))
-        metrics = self.task.score(predict(model.reference(), self.context.splits.test, model.input_spec),
+        metrics = task_of(model).score(predict(model.reference(), self.context.splits.test, model.input_spec),
                                   self.context.splits.test)
         return ModelScore(key, metrics, self.metric.drop_points(self.baseline_value, metrics[self.metric.name]),
                           time.monotonic() - started)
@@ -105,9 +106,11 @@ class Meter:
 
     def _timing(self, artifact, cost: dict[str, int]) -> Measurement:
         """Latency (measured here; estimated for a remote device), size and peak memory."""
+        from edgeopt.data import to_input
         from edgeopt.devices import estimate_ms
 
-        timing = time_artifact(artifact.path, MeasureConfig(threads=self.threads, timing=self.timing))
+        inputs = to_input(self.context.splits.test.images[:16], artifact.input_spec)  # a detector's NMS needs real images
+        timing = time_artifact(artifact.path, MeasureConfig(threads=self.threads, timing=self.timing), inputs)
         measured = measurement_from(timing, artifact.size_bytes, self.threads, macs=cost["macs"], params=cost["params"])
         if self.device.is_host:
             return measured
@@ -137,9 +140,11 @@ class Meter:
             record.reason = str(exc)
             record.elapsed_s = time.monotonic() - started
             return record
-        metrics = self.task.score(outputs, test)
-        fidelity = {**self.task.fidelity(self.baseline_outputs, outputs),
-                    "sqnr_db": finite_or_none(sqnr_db(self.baseline_outputs[0], outputs[0]))}
+        task = task_of(artifact)  # a student at another resolution decodes with its own anchors
+        metrics = task.score(outputs, test)
+        fidelity = task.fidelity(self.baseline_outputs, outputs)
+        if self.baseline_outputs[0].shape == outputs[0].shape:
+            fidelity["sqnr_db"] = finite_or_none(sqnr_db(self.baseline_outputs[0], outputs[0]))
         record.measurement = dataclasses.replace(measured, metrics=metrics, fidelity=fidelity)
         record.drop_points = self.metric.drop_points(self.baseline_value, metrics[self.metric.name])
         record.violations = self.goals.violations(record.measurement, record.drop_points, self.metric.title,
@@ -149,6 +154,19 @@ class Meter:
         record.notes = list(artifact.manifest.get("notes", []))
         record.elapsed_s = time.monotonic() - started
         return record
+
+    def _draw_samples(self, task, outputs: list, test, count: int = 6) -> list[str]:
+        """A few test images with true and predicted boxes, as PNGs beside the report (paths relative to it)."""
+        from edgeopt.predict import draw_comparison
+
+        found = task.decode(outputs, test)
+        picked = [i for i in range(len(test)) if len(test.boxes[i])][:: max(1, len(test) // count)][:count]
+        paths = []
+        for index in picked:
+            name = f"samples/{index:04d}.png"
+            draw_comparison(test.images[index], test.boxes[index], found[index], list(test.classes), self.out / name)
+            paths.append(name)
+        return paths
 
     def winner_details(self, chosen: Candidate) -> dict[str, Any]:
         """What the task reports beyond its metrics (per-class figures) and the runtime's operator profile."""
@@ -160,7 +178,10 @@ class Meter:
         test = self.context.splits.test
         with native_output_to(self.out / "profile" / "profile.log"):
             outputs = predict(open_session(artifact.path, threads=self.threads).run, test, artifact.input_spec)
-            details: dict[str, Any] = {"task": self.task.details(outputs, test)}
+            task = task_of(artifact)
+            details: dict[str, Any] = {"task": task.details(outputs, test)}
+            if artifact.manifest.get("head"):
+                details["task"]["samples_drawn"] = self._draw_samples(task, outputs, test)
             try:
                 layers = get_backend(artifact.backend).profile(artifact, self.out / "profile", threads=self.threads)
                 details["profile"] = {"backend": artifact.backend, "layers": layers[:25],

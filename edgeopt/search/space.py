@@ -36,7 +36,7 @@ class SearchSpace:
     int8: bool = True
     prune_ratios: tuple[float, ...] = (0.5, 0.75)
     resolutions: tuple[float, ...] = (0.75,)  # fractions of the input size, distilled
-    students: tuple[str, ...] = ("torchvision:mobilenet_v2",)
+    students: tuple[str, ...] | None = None  # None: the task's own (MobileNetV2 for a classifier, a half-width SSDlite for a detector)
     qat: bool = True
     epochs: int = 15
     qat_epochs: int = 3
@@ -94,10 +94,10 @@ def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str)
 
 
 def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[ExportConfig],
-                         input_size: int | None, qat_backends: list[str]) -> list[Recipe]:
+                         input_size: int | None, qat_backends: list[str], students: tuple[str, ...] = ()) -> list[Recipe]:
     """Stage 2, in the priority's order; ``exports`` are the stage-1 export settings to reuse
-    (fastest INT8 first, then fastest FP32)."""
-    steps = _model_steps(space, priority, input_size)
+    (fastest INT8 first, then fastest FP32); ``students``: the task's, unless the space names some."""
+    steps = _model_steps(space, priority, input_size, students if space.students is None else space.students)
     recipes = [dataclasses.replace(base, steps=(step,), export=export) for step in steps for export in exports]
     if space.qat and qat_backends and priority != "memory":
         qat = dataclasses.replace(
@@ -109,14 +109,14 @@ def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, export
     return recipes
 
 
-def _model_steps(space: SearchSpace, priority: str, input_size: int | None) -> list[Step]:
+def _model_steps(space: SearchSpace, priority: str, input_size: int | None, students: tuple[str, ...]) -> list[Step]:
     tune = {"epochs": space.epochs}
     ratios = sorted(space.prune_ratios, reverse=priority == "memory")
     prune = [Step.of("prune", ratio=r, fine_tune=tune) for r in ratios]
     resolution = [Step.of("distill", input_size=max(1, round(input_size * f)), fine_tune=tune)
                   for f in space.resolutions if input_size]
-    usable_students = space.students if input_size and input_size >= space.min_student_input else ()
-    students = [Step.of("distill", student=s, fine_tune=tune) for s in usable_students]
+    usable = students if input_size and input_size >= space.min_student_input else ()
+    students = [Step.of("distill", student=s, fine_tune=tune) for s in usable]
     extra = list(space.steps)
     if priority == "accuracy":
         return [*prune[:1], *students, *resolution, *prune[1:], *extra]

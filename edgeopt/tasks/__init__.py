@@ -8,12 +8,13 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.registry import discover
 from edgeopt.tasks.base import Metric, Task, UnknownTask
 
-__all__ = ["Metric", "Task", "all_tasks", "get_task"]
+__all__ = ["Metric", "Task", "all_tasks", "get_task", "task_of"]
 
 
 @lru_cache(maxsize=1)
@@ -31,3 +32,11 @@ def get_task(name: str | None) -> Task:
     if (name or "unknown") not in registry:
         raise ConfigError(f"unknown task {name!r}; edgeopt knows {', '.join(registry)}")
     return registry[name or "unknown"]
+
+
+def task_of(model: Any) -> Task:
+    """The task of a model or an artifact, bound to its outputs' description (a detector's head)."""
+    manifest = getattr(model, "manifest", None)
+    if manifest is not None:  # an Artifact
+        return get_task(manifest.get("task")).bind(manifest.get("head"))
+    return get_task(model.task).bind(getattr(model, "head", None))

@@ -66,6 +66,7 @@ class Task(ABC):
     name: str
     metrics: tuple[Metric, ...] = ()
     agreement: str | None = None  # the fidelity measure an FP32 export must match exactly
+    students: tuple[str, ...] = ()  # lighter architectures a search distils into by default
 
     @property
     def main(self) -> Metric:
@@ -84,6 +85,11 @@ class Task(ABC):
             known = ", ".join(m.name for m in self.metrics) or "none"
             raise ConfigError(f"the {self.name} task has no metric {name!r}; its metrics: {known}")
         return found
+
+    def bind(self, head: dict[str, Any] | None) -> "Task":
+        """This task for one model whose outputs ``head`` describes (a detector's anchors, say);
+        tasks whose outputs need no description return themselves."""
+        return self
 
     # -- data and quality -------------------------------------------------------------
     @abstractmethod
@@ -109,6 +115,19 @@ class Task(ABC):
 
     # -- training ------------------------------------------------------------------------
     def training_loss(self, label_smoothing: float = 0.0) -> LossFn:
+        """``loss(module, inputs, targets)`` for training with ground truth."""
+        return lambda module, inputs, targets: self.output_loss(module, module(inputs), targets)
+
+    def output_loss(self, module: "torch.nn.Module", outputs: Any, targets: Any) -> "torch.Tensor":
+        """The training loss of ``module``'s ``outputs`` against the ground truth ``targets``."""
+        raise ConfigError(f"edgeopt cannot train a model whose task is {self.name!r}")
+
+    def soft_loss(self, student_outputs: Any, teacher_outputs: Any, temperature: float) -> "torch.Tensor":
+        """Knowledge distillation's soft term: the student's outputs against the teacher's."""
+        raise ConfigError(f"edgeopt cannot distill a model whose task is {self.name!r}")
+
+    def training_data(self, dataset: Any, spec: "InputSpec") -> Any:
+        """The training loop's batches: ``len()`` samples, ``batch(index, generator, augment) -> (inputs, targets)``."""
         raise ConfigError(f"edgeopt cannot train a model whose task is {self.name!r}")
 
 

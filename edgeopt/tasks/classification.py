@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import DatasetSplits, load_dataset
+from edgeopt.errors import ConfigError
 from edgeopt.spec import InputSpec
 from edgeopt.tasks.base import LossFn, Metric, Task
 
@@ -29,10 +30,21 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None
     return float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
 
 
+def soft_target_loss(student_logits, teacher_logits, temperature: float):
+    """T^2 * KL(teacher || student) on temperature-softened distributions, averaged per sample
+    (Hinton et al. 2015); the T^2 keeps the soft term's gradient scale independent of T."""
+    import torch.nn.functional as F
+
+    student = F.log_softmax(student_logits / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
 class Classification(Task):
     name = "classification"
     metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
     agreement = "top1_agreement"
+    students = ("torchvision:mobilenet_v2",)
 
     def load(self, source: str, input_spec: InputSpec) -> DatasetSplits:
         # an ImageFolder tree is loaded at the model's image size
@@ -75,6 +87,22 @@ class Classification(Task):
             return F.cross_entropy(module(inputs), labels, label_smoothing=label_smoothing)
 
         return loss
+
+    def output_loss(self, module, outputs, labels):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs, labels)
+
+    def soft_loss(self, student_outputs, teacher_outputs, temperature: float):
+        if student_outputs.shape != teacher_outputs.shape:
+            raise ConfigError(f"student outputs {tuple(student_outputs.shape)} but teacher "
+                              f"{tuple(teacher_outputs.shape)}; logit distillation needs the same outputs (same classes)")
+        return soft_target_loss(student_outputs, teacher_outputs, temperature)
+
+    def training_data(self, dataset, spec: InputSpec):
+        from edgeopt.tasks._batches import ClassificationBatches
+
+        return ClassificationBatches(dataset, spec)
 
 
 TASK = Classification()

@@ -10,7 +10,8 @@ from edgeopt.errors import ConfigError
 from edgeopt.models import load_model
 from edgeopt.passes.base import FineTune
 from edgeopt.passes.distill import DistillConfig
-from edgeopt.passes.kd import attention_map, distillation_loss, soft_target_loss
+from edgeopt.passes.kd import attention_map, distillation_loss
+from edgeopt.tasks.classification import soft_target_loss
 from edgeopt.passes.train import TrainConfig, Validator, fit, score_module
 from edgeopt.tasks import get_task
 

@@ -1,0 +1,150 @@
+"""Detectors cut at their raw head outputs, so the graph compiles with static shapes.
+
+torchvision's SSD and SSDlite run preprocessing, the network, box decoding and NMS in one
+``forward``; only the network belongs in a compiled artifact (decoding and NMS quantize
+badly and have data-dependent shapes). ``SSDGraph`` keeps the backbone and the head and
+returns ``(box deltas, class logits)``; its ``head`` record (``edgeopt.boxes.DetectionHead``)
+carries the anchors for the input size, so the artifact decodes itself. Training uses
+torchvision's own matcher, box coder and SSD loss.
+
+Sources: ``edgeopt.detectors:ssdlite?num_classes=6&size=128`` (a MobileNetV3 SSDlite built
+for that input size, trained from scratch), or ``torchvision:ssdlite320_mobilenet_v3_large``
+/ ``torchvision:ssd300_vgg16`` (``?weights=DEFAULT`` with internet: COCO-pretrained).
+
+Example:
+    >>> graph = ssdlite(num_classes=6, in_channels=1, size=128).eval()
+    >>> deltas, logits = graph(torch.zeros(1, 1, 128, 128))
+    >>> tuple(deltas.shape), tuple(logits.shape), graph.detection_head().num_classes
+    ((1, 522, 4), (1, 522, 7), 6)
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeopt.boxes import DetectionHead
+from edgeopt.errors import ConfigError
+
+NEGATIVES_PER_POSITIVE = 3  # SSD's hard negative mining ratio
+DEPLOY_SCORE_THRESHOLD = 0.25  # Ultralytics' predict default; evaluation uses 0.01
+
+
+class SSDGraph(nn.Module):
+    """A torchvision ``SSD`` up to its head: ``x (N, C, H, W)`` → ``(deltas (N, A, 4), logits (N, A, 1 + classes))``.
+
+    ``x`` is already preprocessed (the InputSpec's normalisation, at ``size``); the anchors for
+    that size are computed once and kept as a buffer.
+    """
+
+    def __init__(self, ssd: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.backbone, self.head = ssd.backbone, ssd.head
+        self.size = tuple(size)
+        self.num_classes = int(ssd.head.classification_head.num_columns) - 1
+        self.box_weights = tuple(float(w) for w in ssd.box_coder.weights)
+        # the deployment threshold (what a caller waits for, and what latency is timed at); COCO
+        # evaluation decodes at a lower one (tasks.detection.EVAL_SCORE_THRESHOLD)
+        self.score_threshold, self.iou_threshold = DEPLOY_SCORE_THRESHOLD, float(ssd.nms_thresh)
+        self.topk_candidates = int(ssd.topk_candidates)
+        # torchvision's matcher and anchor generator, held outside the module tree (they have no weights)
+        self._ssd_parts = types.SimpleNamespace(anchor_generator=ssd.anchor_generator,
+                                                proposal_matcher=ssd.proposal_matcher, box_coder=ssd.box_coder,
+                                                neg_to_pos_ratio=NEGATIVES_PER_POSITIVE)
+        self.register_buffer("anchors", self._anchors(), persistent=False)
+
+    def _anchors(self) -> torch.Tensor:
+        """torchvision's anchors (xyxy, input pixels) for the feature maps the backbone makes at ``size``."""
+        from torchvision.models.detection.image_list import ImageList
+
+        channels = next(m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)).in_channels
+        example = torch.zeros(1, channels, *self.size)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            features = list(self.backbone(example).values())
+        self.backbone.train(was_training)
+        return self._ssd_parts.anchor_generator(ImageList(example, [self.size]), features)[0].detach()
+
+    def at_size(self, size: tuple[int, int]) -> "SSDGraph":
+        """A copy for another input size: the same layers (convolutions do not care), new anchors."""
+        import copy
+
+        graph = copy.deepcopy(self)
+        graph.size = tuple(size)
+        graph.anchors = graph._anchors()
+        return graph
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(list(self.backbone(x).values()))
+        return out["bbox_regression"], out["cls_logits"]
+
+    def detection_head(self) -> DetectionHead:
+        return DetectionHead("ssd", self.num_classes, image_size=self.size, anchors=self.anchors.numpy().copy(),
+                             box_weights=self.box_weights, score_threshold=self.score_threshold,
+                             iou_threshold=self.iou_threshold, topk_candidates=self.topk_candidates)
+
+    def head_layers(self) -> list[str]:
+        """The last convolution of every class and box predictor: their output channels are the
+        anchors' meaning, so pruning keeps them whole and INT8 keeps them in float by default."""
+        names = []
+        for branch in ("classification_head", "regression_head"):
+            for index, predictor in enumerate(getattr(self.head, branch).module_list):
+                convs = [n for n, m in predictor.named_modules() if isinstance(m, nn.Conv2d)]
+                names.append(f"head.{branch}.module_list.{index}" + (f".{convs[-1]}" if convs[-1] else ""))
+        return names
+
+    def detection_loss(self, outputs: tuple[torch.Tensor, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """torchvision's SSD loss (smooth L1 on matched boxes, cross-entropy with 3:1 hard negatives).
+
+        ``targets``: per image ``boxes`` (K, 4) xyxy in input pixels and ``labels`` (K,) 0-based.
+        """
+        from torchvision.models.detection.ssd import SSD
+        from torchvision.ops import boxes as box_ops
+
+        deltas, logits = outputs
+        matched = []
+        for target in targets:
+            if target["boxes"].numel() == 0:  # an image without defects: every anchor is background
+                matched.append(torch.full((len(self.anchors),), -1, dtype=torch.int64))
+                continue
+            matched.append(self._ssd_parts.proposal_matcher(box_ops.box_iou(target["boxes"], self.anchors)))
+        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]  # 0 is the background
+        losses = SSD.compute_loss(self._ssd_parts, shifted, {"bbox_regression": deltas, "cls_logits": logits},
+                                  [self.anchors] * len(targets), matched)
+        return losses["bbox_regression"] + losses["classification"]
+
+
+def ssdlite(num_classes: int = 6, in_channels: int = 3, size: int = 128, width_mult: float = 1.0) -> SSDGraph:
+    """SSDlite with a MobileNetV3-Large backbone at ``size`` px, untrained (no download)."""
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    if size < 64 or size % 32:
+        raise ConfigError(f"ssdlite needs an input size that is a multiple of 32, at least 64; got {size}")
+    ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                        width_mult=width_mult)
+    if in_channels != 3:
+        from edgeopt.layer_shapes import adapt_input_channels
+
+        adapt_input_channels(ssd.backbone, in_channels)
+    return SSDGraph(ssd, (size, size))
+
+
+def wrap_torchvision(name: str, module: nn.Module) -> SSDGraph:
+    """A torchvision detection model cut at its head; only the SSD family has a fixed-size graph."""
+    from torchvision.models.detection.ssd import SSD
+
+    if not isinstance(module, SSD):
+        raise ConfigError(f"torchvision:{name} is not an SSD; edgeopt compiles torchvision's SSD and SSDlite "
+                          "detectors (ssdlite320_mobilenet_v3_large, ssd300_vgg16), or an ONNX detector with a "
+                          "declared output convention")
+    return SSDGraph(module, tuple(module.transform.fixed_size or (module.transform.min_size[0],) * 2))
+
+
+def head_record(module: Any) -> dict[str, Any] | None:
+    """The head record of a detector module (None for anything else)."""
+    head = getattr(module, "detection_head", None)
+    return head().to_dict() if callable(head) else None
