@@ -57,3 +57,19 @@ def trained_digits():
     fp32 = evaluate(model.reference(), splits.test, spec)["top1"]
     assert fp32 > 0.9
     return model, splits, calibration, fp32
+
+
+@pytest.fixture(scope="session")
+def trained_detector(tmp_path_factory):
+    """A detector trained by `edgeopt train --task detection` on a synthetic COCO set of squares and
+    frames (64 px): (checkpoint, dataset folder). About two minutes."""
+    from tests.helpers import write_shapes_coco
+
+    root = tmp_path_factory.mktemp("detector")
+    data = write_shapes_coco(root / "shapes", count=400)
+    out = root / "shapes.safetensors"
+    proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.detectors:ssdlite", "--out", str(out),
+                   "--epochs", "15", "--batch-size", "16", "--lr", "0.004", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "mAP@0.5" in proc.stdout
+    return out, data

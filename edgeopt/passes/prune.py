@@ -177,8 +177,10 @@ def _ratio_for_macs(module: nn.Module, example: torch.Tensor, config: PruneConfi
 
 
 def protected_layers(module: nn.Module, example: torch.Tensor, config: PruneConfig) -> list[str]:
-    """Layers never pruned: those producing the outputs, and the ones the user named."""
-    return sorted(set(output_layers(module, example)) | set(config.ignore))
+    """Layers never pruned: those producing the outputs, a detector's box and class predictors
+    (their output channels are anchors x classes), and the ones the user named."""
+    head = getattr(module, "head_layers", None)
+    return sorted(set(output_layers(module, example)) | set(head() if callable(head) else ()) | set(config.ignore))
 
 
 def _pruned_copy(module: nn.Module, example: torch.Tensor, config: PruneConfig, ratio: float,
