@@ -280,11 +280,14 @@ def bench(model: "str | LoadedModel", config: "BenchConfig | None" = None, *, ca
 def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: str = "fp32", *,
            calibrate: str | None = None, quantization: QuantizationConfig | None = None,
            options: dict[str, Any] | None = None, input: str | None = None, arch: str | None = None,
-           threads: int | None = None, force: bool = False) -> "Artifact":
+           threads: int | None = None, force: bool = False, outputs: str | None = None,
+           labels: Sequence[str] | None = None) -> "Artifact":
     """Compile ``model`` for ``backend``, load it back, check it against the FP32 reference, write the artifact.
 
-    INT8 calibrates on ``calibrate`` (a dataset: digits, an .npz, an ImageFolder tree); a
-    ``quantization`` in mode "aware" holds out part of its training split to keep the drop.
+    INT8 calibrates on ``calibrate`` (a dataset: digits, an .npz, an ImageFolder tree; boxes for a
+    detector); a ``quantization`` in mode "aware" holds out part of its training split to keep the drop.
+    ``outputs``: a detector edgeopt did not build (an ONNX YOLO, say) declares its output layout,
+    ``yolov8`` or ``yolov5``, with its class ``labels``; the artifact then decodes its own boxes.
 
     >>> import edgeopt
     >>> artifact = edgeopt.export("edgeopt.zoo:tiny_cnn", "onnxruntime", "out/tiny-ort", input="1x3x32x32")
@@ -294,6 +297,10 @@ def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: s
     from edgeopt.compile import export as compile_and_verify
 
     loaded = _load(model, input, arch)
+    if outputs is not None:
+        from edgeopt.models import declare_detector
+
+        loaded = declare_detector(loaded, outputs, list(labels) if labels else None)
     if precision == "int8":
         quantization = quantization or QuantizationConfig()
     calibration, validation = _calibration(loaded, calibrate, quantization)

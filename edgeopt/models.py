@@ -329,6 +329,33 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
     return path
 
 
+def declare_detector(model: LoadedModel, convention: str, labels: list[str] | None = None) -> LoadedModel:
+    """``model`` (an ONNX or PyTorch detector edgeopt did not build) read as a detector whose outputs
+    follow ``convention`` (``yolov8``: (N, 4 + classes, A); ``yolov5``: (N, A, 5 + classes), boxes
+    cx, cy, w, h in input pixels). Its input is fed as Ultralytics feeds it: letterboxed, RGB / 255."""
+    from edgeopt.boxes import DetectionHead
+
+    if convention not in ("yolov8", "yolov5"):
+        raise ConfigError(f"--outputs takes yolov8 or yolov5 (a declared output layout), not {convention!r}")
+    spec = model.input_spec
+    if len(spec.shape) != 4 or spec.shape[1] not in (1, 3):
+        raise ConfigError(f"a detector takes images (N, C, H, W); this model takes {spec.shape}")
+    outputs = model.reference()(spec.example(batch=1))
+    if len(outputs) != 1 or outputs[0].ndim != 3:
+        raise ConfigError(f"a {convention} detector has one (N, ..., ...) output; this model has "
+                          f"{[tuple(o.shape) for o in outputs]}")
+    classes = outputs[0].shape[1] - 4 if convention == "yolov8" else outputs[0].shape[2] - 5
+    if classes < 1 or (labels and len(labels) != classes):
+        raise ConfigError(f"the output {tuple(outputs[0].shape)} leaves {classes} classes for {convention}"
+                          + (f", but {len(labels)} labels were given" if labels else ""))
+    preprocess = Preprocess(mean=(0.0,) * spec.shape[1], std=(1.0,) * spec.shape[1],
+                            channels="GRAY" if spec.shape[1] == 1 else "RGB", fit="letterbox")
+    head = DetectionHead(convention, classes, image_size=tuple(spec.shape[2:4]))
+    return replace(model, task="detection", head=head.to_dict(), labels=labels or model.labels,
+                   input_spec=replace(spec, preprocess=spec.preprocess if spec.preprocess and spec.preprocess.fit ==
+                                      "letterbox" else preprocess))
+
+
 # -- ONNX sources ----------------------------------------------------------------------
 def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
     if not path.is_file():

@@ -45,6 +45,8 @@ def export_command(
     preset: str = PresetOption,
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="ONNX Runtime calibrator: minmax | entropy | percentile."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="A layer to keep in float, by the backend's name for it (repeatable)."),
+    outputs: Optional[str] = typer.Option(None, "--outputs", help="A detector edgeopt did not build: its output layout, yolov8 (N, 4+classes, anchors) or yolov5 (N, anchors, 5+classes)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="With --outputs: the class names, comma-separated."),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
@@ -64,7 +66,8 @@ def export_command(
         raise ConfigError("--max-accuracy-drop applies to --precision int8")
     with console.status(f"exporting {model} to {backend} {precision}…"):
         artifact = export(model, backend, out, precision, calibrate=calibrate, quantization=quantization,
-                          options=_parse_options(option), input=input, arch=arch, threads=threads, force=force)
+                          options=_parse_options(option), input=input, arch=arch, threads=threads, force=force,
+                          outputs=outputs, labels=labels.split(",") if labels else None)
     parity = artifact.parity
     top1, boxes = parity.get("top1_agreement"), parity.get("box_recall")
     agreement = (f"top-1 agreement {top1:.3f}" if top1 is not None else

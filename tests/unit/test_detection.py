@@ -197,3 +197,40 @@ def test_int8_keeps_the_detector_head_in_float_unless_asked(tmp_path, shapes):
     assert float_head_convs(both) == 0
     assert kept.manifest["head"]["convention"] == "ssd"
     assert any("stay in FP32" in note for note in kept.manifest["notes"])
+
+
+class _TinyYolo(torch.nn.Module):
+    """A YOLOv8-layout head on one convolution: (N, 4 + 2 classes, 64 anchors), boxes in input pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, 8, stride=8)
+
+    def forward(self, x):
+        out = self.conv(x).flatten(2)
+        return torch.cat([torch.sigmoid(out[:, :4]) * 64, torch.sigmoid(out[:, 4:] * 4)], dim=1)
+
+
+def test_a_users_onnx_detector_with_a_declared_layout_exports_and_predicts(tmp_path):
+    from PIL import Image
+
+    from tests.helpers import edgeopt
+
+    onnx_file = tmp_path / "tiny_yolo.onnx"
+    torch.onnx.export(_TinyYolo().eval(), (torch.zeros(1, 3, 64, 64),), str(onnx_file), dynamo=True, opset_version=18)
+    image = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(image)
+    proc = edgeopt("export", str(onnx_file), "-b", "onnxruntime", "--outputs", "yolov8", "--labels", "car,bus",
+                   "-o", str(tmp_path / "art"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["task"] == "detection" and manifest["head"]["num_classes"] == 2
+    assert manifest["input"]["preprocess"]["fit"] == "letterbox"
+    proc = edgeopt("predict", str(tmp_path / "art"), str(image), "--score-threshold", "0.05")
+    record = json.loads(proc.stdout)
+    assert proc.returncode == 0 and record["width"] == 80 and set(record["labels"]) <= {"car", "bus"}
+    assert record["boxes"] and all(0 <= b[0] <= b[2] <= 80 and 0 <= b[1] <= b[3] <= 48 for b in record["boxes"])
+    proc = edgeopt("export", str(onnx_file), "-b", "onnxruntime", "--outputs", "yolov8", "--labels", "a,b,c",
+                   "-o", str(tmp_path / "art3"))
+    assert proc.returncode != 0 and "3 labels" in proc.stderr
