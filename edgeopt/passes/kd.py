@@ -73,7 +73,7 @@ def distillation_loss(teacher: nn.Module, teacher_shape: tuple[int, ...], temper
     def loss(student: nn.Module, inputs: torch.Tensor, targets) -> torch.Tensor:
         place_hooks(student)
         with torch.no_grad():
-            teacher_outputs = teacher(_at_size(inputs, teacher_size))
+            teacher_outputs = teacher(inputs if task.teacher_sees_student_input else _at_size(inputs, teacher_size))
         student_outputs = student(inputs)
         total = alpha * task.output_loss(student, student_outputs, targets)
         total = total + (1 - alpha) * task.soft_loss(student_outputs, teacher_outputs, temperature)

@@ -27,6 +27,14 @@ from edgeopt.search.record import Candidate, ModelScore, Probe
 from edgeopt.tasks import task_of
 
 
+def _log_traceback(log: Path) -> None:
+    import traceback
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        traceback.print_exc(file=handle)
+
+
 class Meter:
     """Builds and measures recipes for one search (see the module docstring)."""
 
@@ -138,6 +146,11 @@ class Meter:
                 measured = self._timing(artifact, self._cost(recipe))
         except EdgeoptError as exc:
             record.reason = str(exc)
+            record.elapsed_s = time.monotonic() - started
+            return record
+        except Exception as exc:  # a bug in one candidate must not end a search of hours: record it, go on
+            _log_traceback(folder / "build.log")
+            record.reason = f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"
             record.elapsed_s = time.monotonic() - started
             return record
         task = task_of(artifact)  # a student at another resolution decodes with its own anchors

@@ -42,6 +42,7 @@ class Detection(Task):
     metrics = (Metric("map50", "mAP@0.5"), Metric("map", "mAP@0.5:0.95"))
     agreement = None  # FP32 exports match element-wise on the raw outputs; boxes follow
     students = ("edgeopt.detectors:ssdlite?width_mult=0.5",)
+    teacher_sees_student_input = True
 
     def __init__(self, head: DetectionHead | None = None) -> None:
         self.head = head

@@ -234,3 +234,17 @@ def test_a_users_onnx_detector_with_a_declared_layout_exports_and_predicts(tmp_p
     proc = edgeopt("export", str(onnx_file), "-b", "onnxruntime", "--outputs", "yolov8", "--labels", "a,b,c",
                    "-o", str(tmp_path / "art3"))
     assert proc.returncode != 0 and "3 labels" in proc.stderr
+
+
+def test_a_detector_distils_to_a_lower_resolution_with_anchors_of_its_own_size():
+    from edgeopt.detectors import ssdlite
+    from edgeopt.passes.kd import distillation_loss
+
+    teacher = ssdlite(num_classes=2, in_channels=1, size=128).eval()
+    student = teacher.at_size((96, 96)).train()
+    assert len(student.anchors) < len(teacher.anchors)
+    task = get_task("detection").bind(student.detection_head().to_dict())
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    loss = distillation_loss(teacher, (1, 1, 128, 128), task=task)(student, torch.randn(2, 1, 96, 96), targets)
+    assert torch.isfinite(loss) and loss.item() > 0
