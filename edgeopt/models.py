@@ -96,10 +96,27 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
         from edgeopt.detectors import head_record
 
         model.head = head_record(model.module) or model.head
-        if model.head and given is None and model.input_spec.shape[2:] != tuple(model.head["image_size"]):
-            model.input_spec = replace(model.input_spec, shape=(*model.input_spec.shape[:2], *model.head["image_size"]))
+        if model.head and tuple(model.input_spec.shape[2:]) != tuple(model.head["image_size"]):
+            _fit_detector_size(model, authoritative=given is not None or source.lower().endswith(CHECKPOINT_SUFFIXES))
         model.task = "detection" if model.head and model.task == "unknown" else model.task
     return model
+
+
+def _fit_detector_size(model: LoadedModel, authoritative: bool) -> None:
+    """Make a detector's input and anchors agree: a given (or checkpointed) input size rebuilds the
+    anchors for it (torchvision's SSDlite trained at 128 px, say); an inferred one takes the detector's."""
+    from edgeopt.detectors import head_record
+
+    size = tuple(model.head["image_size"])
+    if not authoritative:
+        model.input_spec = replace(model.input_spec, shape=(*model.input_spec.shape[:2], *size))
+        return
+    resize = getattr(model.module, "at_size", None)
+    if resize is None:
+        raise ModelSourceError(f"{model.source} detects at {size[0]}x{size[1]}; it cannot take the input "
+                               f"{model.input_spec.shape}")
+    model.module = resize(tuple(model.input_spec.shape[2:4]))
+    model.head = head_record(model.module)
 
 
 # -- torch sources ---------------------------------------------------------------------

@@ -248,3 +248,14 @@ def test_a_detector_distils_to_a_lower_resolution_with_anchors_of_its_own_size()
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     loss = distillation_loss(teacher, (1, 1, 128, 128), task=task)(student, torch.randn(2, 1, 96, 96), targets)
     assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_a_torchvision_ssdlite_takes_the_input_size_it_is_given():
+    from edgeopt.models import load_model
+
+    native = load_model("torchvision:ssdlite320_mobilenet_v3_large?num_classes=6")
+    small = load_model("torchvision:ssdlite320_mobilenet_v3_large?num_classes=6&in_channels=1", input="1x1x128x128")
+    assert native.input_spec.shape == (1, 3, 320, 320) and native.task == "detection"
+    assert small.head["image_size"] == [128, 128] and len(small.head["anchors"]) < len(native.head["anchors"])
+    deltas, logits = small.reference()(small.input_spec.example(batch=2))
+    assert deltas.shape == (2, len(small.head["anchors"]), 4) and logits.shape[-1] == 7
