@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,23 +49,36 @@ class Fitted:
 
 def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     """``path`` decoded to uint8 (H, W, channels); one clear error for a missing, non-image or giant file."""
+    try:
+        data = Path(path).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError(f"{path} does not exist or is not a file") from None
+    return decode_image(data, channels, str(path))
+
+
+def decode_image(data: bytes, channels: int, what: str = "the image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) to uint8 (H, W, channels), refusing non-images and giants.
+
+    The size is read from the header before any pixel is decoded, so a decompression bomb
+    costs nothing.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow refuses decompression bombs past this
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses decompression bombs past this
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise InputError(f"{path} is {image.width}x{image.height}, over the {MAX_PIXELS:,}-pixel limit; "
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise InputError(f"{what} is {image.width}x{image.height}, over the {max_pixels:,}-pixel limit; "
                                  "resize it first")
             pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{path} decodes to more than {MAX_PIXELS:,} pixels; resize it first") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path} is not an image Pillow can read ({exc})") from None
+        raise InputError(f"{what} decodes to more than {max_pixels:,} pixels; resize it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{what} is not an image Pillow can read; send a JPEG or PNG") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data inside a known format
+        raise InputError(f"{what} is a damaged image ({exc}); send a JPEG or PNG") from None
     if pixels.size == 0:
-        raise InputError(f"{path} has no pixels")
+        raise InputError(f"{what} has no pixels")
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -114,24 +128,36 @@ class Predictor:
     def run(self, image_path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], Detections | None]:
         """The decoded image, its record, and (for a detector) its detections in the image's pixels."""
         image = read_image(image_path, self.spec.shape[1])
-        fitted = fit_image(image, self.spec)
-        outputs = self.session.run([fitted.input])
-        record: dict[str, Any] = {"image": str(image_path), "width": fitted.size[0], "height": fitted.size[1]}
-        if self.head is None:
-            return image, {**record, **self._classes(outputs[0][0])}, None
-        found = postprocess(outputs, self.head)[0]
-        found = Detections(fitted.to_image(found.boxes), found.scores, found.labels)
-        return image, {**record, **found.to_dict(self.labels)}, found
+        record, found = self.run_pixels(image)
+        return image, {"image": str(image_path), **record}, found
 
-    def _classes(self, logits: np.ndarray) -> dict[str, Any]:
-        if logits.ndim != 1:
-            return {"outputs": [np.asarray(o).tolist() for o in logits]}
-        shifted = np.exp(logits - logits.max())
-        probabilities = shifted / shifted.sum()
-        top = np.argsort(-probabilities)[:5]
-        names = [self.labels[i] if self.labels and i < len(self.labels) else int(i) for i in top]
-        return {"label": names[0], "score": round(float(probabilities[top[0]]), 4),
-                "top": [[n, round(float(probabilities[i]), 4)] for n, i in zip(names, top)]}
+    def run_pixels(self, image: np.ndarray) -> tuple[dict[str, Any], Detections | None]:
+        """A decoded uint8 (H, W, C) image's record and (for a detector) its detections."""
+        fitted = fit_image(image, self.spec)
+        return interpret(self.session.run([fitted.input]), fitted, self.head, self.labels)
+
+
+def interpret(outputs: list[np.ndarray], fitted: Fitted, head: DetectionHead | None,
+              labels: list[str] | None) -> tuple[dict[str, Any], Detections | None]:
+    """One image's raw outputs (batch of one) as a JSON-ready record, and its detections in the image's pixels."""
+    record: dict[str, Any] = {"width": fitted.size[0], "height": fitted.size[1]}
+    if head is None:
+        return {**record, **classes_of(outputs[0][0], labels)}, None
+    found = postprocess(outputs, head)[0]
+    found = Detections(fitted.to_image(found.boxes), found.scores, found.labels)
+    return {**record, **found.to_dict(labels)}, found
+
+
+def classes_of(logits: np.ndarray, labels: list[str] | None) -> dict[str, Any]:
+    """A classifier's top 5 (softmax) for one sample, named by ``labels``."""
+    if logits.ndim != 1:
+        return {"outputs": [np.asarray(o).tolist() for o in logits]}
+    shifted = np.exp(logits - logits.max())
+    probabilities = shifted / shifted.sum()
+    top = np.argsort(-probabilities)[:5]
+    names = [labels[i] if labels and i < len(labels) else int(i) for i in top]
+    return {"label": names[0], "score": round(float(probabilities[top[0]]), 4),
+            "top": [[n, round(float(probabilities[i]), 4)] for n, i in zip(names, top)]}
 
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]

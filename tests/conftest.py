@@ -73,3 +73,12 @@ def trained_detector(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert "mAP@0.5" in proc.stdout
     return out, data
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, artifact_cache):
+    """ONNX Runtime artifacts to serve: a classifier ("tiny", 3x32x32) and an untrained SSDlite detector
+    ("det", 3 classes at 64 px) — serving checks plumbing, not accuracy."""
+    root = tmp_path_factory.mktemp("served")
+    detector = load_model("edgeopt.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
+    return {"tiny": artifact_cache("onnxruntime").path, "det": export(detector, "onnxruntime", root / "det").path}

@@ -97,3 +97,59 @@ def write_shapes_coco(folder: Path, count: int = 160, size: int = 64, seed: int 
         (folder / f"instances_{split}.json").write_text(json.dumps(
             {"images": images, "annotations": annotations, "categories": categories}))
     return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RunningServer:
+    """``edgeopt serve ARGS`` in its own process on a free loopback port; stopped with SIGTERM."""
+
+    def __init__(self, *args: str, python: str = sys.executable, env: dict | None = None, ready_within: float = 60) -> None:
+        import time
+
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([python, "-m", "edgeopt", "serve", *args, "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        deadline = self.started + ready_within
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    self.ready_seconds = time.perf_counter() - self.started
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"the server was not ready within {ready_within} s")
+
+    def stop(self, timeout: float = 30) -> str:
+        """SIGTERM, wait, and return what the server wrote to stderr."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stderr.read()
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

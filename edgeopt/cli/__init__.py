@@ -19,6 +19,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     profile,
     prune,
     quantize,
+    serve,
     train,
 )
 from edgeopt.cli.app import app

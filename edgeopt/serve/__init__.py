@@ -1,0 +1,40 @@
+"""``edgeopt serve``: artifacts behind the Open Inference Protocol v2, torch-free.
+
+Runs from the lean edge install (``pip install 'edgeopt[edge-onnxruntime]'``): FastAPI and
+uvicorn, ONNX Runtime or OpenVINO, numpy, Pillow — no torch. See ``app`` for the endpoints,
+``batching`` for the queue, ``repository`` for loading and swapping versions.
+
+Example:
+    >>> from edgeopt.serve import serve                                   # doctest: +SKIP
+    >>> serve({"neu": Path("out/neu-ort-int8")}, port=8000)                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from edgeopt.serve.app import ServeSettings, create_app
+from edgeopt.serve.repository import ModelRepository
+
+__all__ = ["ServeSettings", "create_app", "serve", "ModelRepository"]
+log = logging.getLogger("edgeopt.serve")
+
+
+def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          settings: ServeSettings | None = None, threads: int | None = None, score_threshold: float = 0.3) -> None:
+    """Load, verify and warm every model, then serve until SIGINT/SIGTERM (which drain in-flight requests)."""
+    import uvicorn
+
+    settings = settings or ServeSettings()
+    started = time.perf_counter()
+    repository = ModelRepository(artifacts, watch, threads=threads, score_threshold=score_threshold)
+    repository.load_initial()
+    for model in repository.models.values():
+        log.info("model %s version %s (%s %s, %s): loaded, verified and warmed in %.3f s", model.name, model.version,
+                 model.artifact.backend, model.artifact.precision, model.task, model.load_seconds)
+    log.info("all models ready %.3f s after the server began loading", time.perf_counter() - started)
+    config = uvicorn.Config(create_app(repository, settings), host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=settings.drain_seconds)
+    uvicorn.Server(config).run()

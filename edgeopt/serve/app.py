@@ -1,0 +1,322 @@
+"""The HTTP server: Open Inference Protocol v2 over FastAPI, one dynamic batcher per model.
+
+Endpoints (``/docs`` shows them):
+
+- ``GET /v2/health/live``, ``GET /v2/health/ready`` — no token needed;
+- ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}]``, ``.../ready`` — metadata;
+- ``POST /v2/models/{name}[/versions/{v}]/infer`` — tensors as JSON or with the binary-tensor
+  extension (what ``tritonclient`` sends);
+- ``POST /v2/models/{name}[/versions/{v}]/predict`` — a JPEG/PNG body; the artifact's own
+  preprocessing; labels and scores, or boxes in the image's pixels;
+- ``GET /metrics`` — Prometheus.
+
+Every refusal is one JSON ``{"error": "..."}`` sentence: 400 bad input, 401 token, 404 no such
+model, 413 body too large, 503 queue full (with Retry-After), 504 timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.serve.batching import Batcher, BatchStats, Overloaded, RequestTimeout
+from edgeopt.serve.metrics import ServerMetrics
+from edgeopt.serve.protocol import HEADER_LENGTH, encode_response, parse_request
+from edgeopt.serve.repository import ModelRepository, ServedModel
+
+log = logging.getLogger("edgeopt.serve")
+SERVER_NAME = "edgeopt"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_batch: int = 8
+    max_queue_delay_ms: float = 2.0
+    max_queue: int = 64  # requests per model; one more is answered 503
+    request_timeout_s: float = 10.0
+    max_body_bytes: int = 32 << 20
+    max_pixels: int = 16_000_000  # decoded pixels of an uploaded image
+    token: str | None = None
+    poll_seconds: float = 2.0  # how often a --model-repository is looked at
+    drain_seconds: float = 10.0  # SIGTERM: in-flight requests get this long to finish
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_queue < 1:
+            raise ConfigError("--max-batch and --max-queue must be at least 1")
+        if self.max_queue_delay_ms < 0 or self.request_timeout_s <= 0:
+            raise ConfigError("--max-queue-delay-ms must be >= 0 and --request-timeout > 0")
+
+
+class NotFound(EdgeoptError):
+    pass
+
+
+class Unauthorized(EdgeoptError):
+    pass
+
+
+class TooLarge(EdgeoptError):
+    pass
+
+
+STATUS = {InputError: 400, ConfigError: 400, Unauthorized: 401, NotFound: 404, TooLarge: 413,
+          Overloaded: 503, RequestTimeout: 504}
+
+
+def status_of(exc: BaseException) -> int:
+    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+
+
+class Server:
+    """The state behind the routes: the repository, a batcher per model, metrics."""
+
+    def __init__(self, repository: ModelRepository, settings: ServeSettings) -> None:
+        self.repository = repository
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.batchers: dict[str, Batcher] = {}
+        self.ready = False
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        for model in self.repository.models.values():
+            self._serve(model)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+
+    async def watch(self) -> None:
+        """Poll the repository; load new versions off the event loop and swap them in when warm."""
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            for name, version, path in self.repository.pending():
+                model = await asyncio.to_thread(self.repository.try_load, name, version, path)
+                if model is None:
+                    self.metrics.refused.labels(name).inc()
+                else:
+                    self._serve(model)
+
+    def _serve(self, model: ServedModel) -> None:
+        batcher = self.batchers.get(model.name)
+        if batcher is None:
+            batcher = Batcher(model, model.preferred_batch(self.settings.max_batch),
+                              self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,
+                              on_batch=lambda stats, name=model.name: self._on_batch(name, stats))
+            batcher.start()
+            self.batchers[model.name] = batcher
+        else:
+            batcher.model = model  # batches already running finish on the old version
+        self.metrics.load_seconds.labels(model.name).set(model.load_seconds)
+        self.metrics.version.labels(model.name).set(float(model.version) if model.version.isdigit() else 0)
+
+    def _on_batch(self, name: str, stats: BatchStats) -> None:
+        self.metrics.batch_size.labels(name).observe(stats.rows)
+        self.metrics.queue_time.labels(name).observe(stats.queued_seconds)
+        self.metrics.run_time.labels(name).observe(stats.run_seconds)
+
+    # -- lookups ------------------------------------------------------------------
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        model = self.repository.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.repository.models)) or "none"
+            raise NotFound(f"no model named {name!r} is served here (served: {known})")
+        if version is not None and version != model.version:
+            raise NotFound(f"model {name!r} serves version {model.version}, not {version!r}")
+        return model
+
+    @contextlib.asynccontextmanager
+    async def observed(self, name: str, endpoint: str) -> AsyncIterator[None]:
+        started, status = time.perf_counter(), 200
+        try:
+            yield
+        except BaseException as exc:
+            status = status_of(exc)
+            raise
+        finally:
+            self.metrics.requests.labels(name, endpoint, str(status)).inc()
+            self.metrics.latency.labels(name, endpoint).observe(time.perf_counter() - started)
+            batcher = self.batchers.get(name)
+            if batcher is not None:
+                self.metrics.queue_depth.labels(name).set(batcher.depth)
+
+    async def infer_rows(self, model: ServedModel, rows: np.ndarray) -> list[np.ndarray]:
+        return await self.batchers[model.name].infer(rows, self.settings.request_timeout_s)
+
+
+def create_app(repository: ModelRepository, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving ``repository`` (its models already loaded) under ``settings``."""
+    settings = settings or ServeSettings()
+    server = Server(repository, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.start()
+        watcher = asyncio.create_task(server.watch()) if repository.watch is not None else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await server.stop()
+
+    app = FastAPI(title="edgeopt inference server", version="2",
+                  description="Open Inference Protocol v2 (KServe/Triton) for edgeopt artifacts.", lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(EdgeoptError)
+    async def refused(request: Request, exc: EdgeoptError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+        return JSONResponse({"error": str(exc)}, status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}): {exc}"}, status_code=500)
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
+
+    app.include_router(_protected_routes(server, settings), dependencies=[Depends(_token_check(settings))])
+    return app
+
+
+def _token_check(settings: ServeSettings):
+    async def check(request: Request) -> None:
+        if settings.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+            raise Unauthorized("this server needs 'Authorization: Bearer <token>' with its token")
+    return check
+
+
+INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+            "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+            "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}},
+        "outputs": {"type": "array", "items": {"type": "object"}},
+        "parameters": {"type": "object"}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v2", tags=["metadata"])
+    async def server_metadata() -> dict[str, Any]:
+        from edgeopt.artifact import installed_versions
+
+        return {"name": SERVER_NAME, "version": installed_versions(("edgeopt",)).get("edgeopt", "dev"),
+                "extensions": ["binary_tensor_data", "model_repository_watch", "predict_image"]}
+
+    @router.get("/v2/models/{name}", tags=["metadata"])
+    @router.get("/v2/models/{name}/versions/{version}", tags=["metadata"])
+    async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        return server.model(name, version).metadata()
+
+    @router.get("/v2/models/{name}/ready", tags=["health"])
+    @router.get("/v2/models/{name}/versions/{version}/ready", tags=["health"])
+    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        model = server.model(name, version)
+        return {"name": model.name, "version": model.version, "ready": True}
+
+    @router.post("/v2/models/{name}/infer", tags=["inference"], openapi_extra=INFER_BODY)
+    @router.post("/v2/models/{name}/versions/{version}/infer", tags=["inference"], openapi_extra=INFER_BODY)
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        async with server.observed(name, "infer"):
+            model = server.model(name, version)
+            body = await _read_body(request, settings.max_body_bytes)
+            parsed, rows = await asyncio.to_thread(_parse_infer, model, body, request.headers.get(HEADER_LENGTH))
+            outputs = await server.infer_rows(model, rows)
+            content, header = await asyncio.to_thread(_encode_infer, model, parsed, outputs)
+        if header is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header)})
+
+    @router.post("/v2/models/{name}/predict", tags=["inference"], openapi_extra=IMAGE_BODY)
+    @router.post("/v2/models/{name}/versions/{version}/predict", tags=["inference"], openapi_extra=IMAGE_BODY)
+    async def predict(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+        from edgeopt.predict import decode_image, fit_image, interpret
+
+        async with server.observed(name, "predict"):
+            model = server.model(name, version)
+            body = await _read_body(request, settings.max_body_bytes)
+            if not body:
+                raise InputError("the body is empty; send the image's bytes (Content-Type: image/jpeg or image/png)")
+
+            def prepare():
+                image = decode_image(body, model.spec.shape[1], "the uploaded image", settings.max_pixels)
+                return fit_image(image, model.spec)
+
+            fitted = await asyncio.to_thread(prepare)
+            outputs = await server.infer_rows(model, fitted.input)
+            record, _ = await asyncio.to_thread(interpret, outputs, fitted, model.head, model.labels)
+        return {"model_name": model.name, "model_version": model.version, **record}
+
+    @router.get("/metrics", tags=["metrics"])
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        for name, batcher in server.batchers.items():
+            server.metrics.queue_depth.labels(name).set(batcher.depth)
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {int(declared):,} bytes, over the {limit:,}-byte limit (--max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the {limit:,}-byte limit (--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_infer(model: ServedModel, body: bytes, header_length: str | None):
+    parsed = parse_request(body, header_length)
+    if len(parsed.inputs) != 1:
+        raise InputError(f"model {model.name!r} takes 1 input ({model.spec.name!r}), the request sent "
+                         f"{len(parsed.inputs)}")
+    (name, array), = parsed.inputs.items()
+    return parsed, model.check_input(name, array)
+
+
+def _encode_infer(model: ServedModel, parsed, outputs: list[np.ndarray]) -> tuple[bytes, int | None]:
+    names = [out.name for out in model.artifact.outputs]
+    if len(names) != len(outputs):
+        names = [f"output{i}" for i in range(len(outputs))]
+    named = list(zip(names, outputs))
+    if parsed.outputs is not None:
+        unknown = set(parsed.outputs) - set(names)
+        if unknown:
+            raise InputError(f"model {model.name!r} has no output {sorted(unknown)[0]!r}; its outputs: {', '.join(names)}")
+        named = [(n, a) for n, a in named if n in parsed.outputs]
+    return encode_response(model.name, model.version, parsed.id, named, parsed)

@@ -1,0 +1,180 @@
+"""Open Inference Protocol v2 tensors: JSON bodies and the binary-tensor extension.
+
+A request is JSON (``{"inputs": [{"name", "shape", "datatype", "data"}], "outputs": [...]}``)
+or, with the binary extension, that JSON followed by raw little-endian tensor bytes, the
+JSON's length given in the ``Inference-Header-Content-Length`` header and each binary
+input's byte count in its ``parameters.binary_data_size`` (what Triton's and KServe's
+clients send). Responses mirror it: an output asked for with ``binary_data`` (or all of
+them with ``binary_data_output``) comes back as bytes after the JSON.
+
+Every malformed request is one InputError naming the field at fault.
+
+Example:
+    >>> body = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    >>> request = parse_request(body, None)
+    >>> request.inputs["x"].tolist()
+    [[1.0, 2.0]]
+    >>> json.loads(encode_response("m", "1", None, [("y", np.ones((1, 1), np.float32))], request)[0])["outputs"]
+    [{'name': 'y', 'datatype': 'FP32', 'shape': [1, 1], 'data': [1.0]}]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+MAX_ELEMENTS = 1 << 28  # a declared shape past this is refused before anything is allocated
+
+
+def datatype_of(dtype: np.dtype | str) -> str:
+    """The protocol's name for a numpy dtype (``float32`` -> ``FP32``)."""
+    dtype = np.dtype(dtype)
+    for name, kind in DATATYPES.items():
+        if np.dtype(kind) == dtype:
+            return name
+    raise InputError(f"dtype {dtype} has no Open Inference Protocol datatype")
+
+
+@dataclass
+class InferRequest:
+    """A parsed infer request: its id, input arrays by name, and how each output is wanted."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None = None  # names asked for; None = all
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_by_default: bool = False
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """``body`` (JSON, or JSON + binary tensors when ``header_length`` is given) as an InferRequest."""
+    json_part, binary = _split(body, header_length)
+    try:
+        request = json.loads(json_part)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"the request body is not valid JSON ({exc}); send an Open Inference Protocol v2 "
+                         "infer request") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise InputError('the request needs "inputs": a non-empty list of tensors')
+    inputs, offset = {}, 0
+    for position, tensor in enumerate(request["inputs"]):
+        name, array, offset = _input_tensor(tensor, position, binary, offset)
+        inputs[name] = array
+    if offset != len(binary):
+        raise InputError(f"the body has {len(binary) - offset} binary bytes that no input claims")
+    parameters = _dict(request.get("parameters"), "parameters")
+    outputs, binary_outputs = _outputs(request.get("outputs"))
+    request_id = request.get("id")
+    return InferRequest(id=None if request_id is None else str(request_id), inputs=inputs, outputs=outputs,
+                        binary_outputs=binary_outputs, binary_by_default=bool(parameters.get("binary_data_output")))
+
+
+def encode_response(model: str, version: str, request_id: str | None, outputs: list[tuple[str, np.ndarray]],
+                    request: InferRequest) -> tuple[bytes, int | None]:
+    """The response body and, when some output travels as binary, the JSON header's length."""
+    tensors, blobs = [], []
+    for name, array in outputs:
+        array = np.ascontiguousarray(array)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+        if name in request.binary_outputs or (request.binary_by_default and name not in _json_asked(request)):
+            blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = array.reshape(-1).tolist()
+        tensors.append(tensor)
+    response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
+    if request_id is not None:
+        response["id"] = request_id
+    header = json.dumps(response).encode()
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def _json_asked(request: InferRequest) -> set[str]:
+    return set(request.outputs or ()) - request.binary_outputs if request.outputs else set()
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InputError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if not 0 < length <= len(body):
+        raise InputError(f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes")
+    return body[:length], body[length:]
+
+
+def _input_tensor(tensor: Any, position: int, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(tensor, dict):
+        raise InputError(f"inputs[{position}] must be an object with name, shape, datatype and data")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"inputs[{position}] needs a name")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InputError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise InputError(f"input {name!r}: shape {shape} has {count:,} elements, over the {MAX_ELEMENTS:,} limit")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise InputError(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+    dtype = np.dtype(DATATYPES[datatype])
+    parameters = _dict(tensor.get("parameters"), f"input {name!r} parameters")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != count * dtype.itemsize:
+            raise InputError(f"input {name!r}: binary_data_size {size!r} does not match shape {shape} of "
+                             f"{datatype} ({count * dtype.itemsize} bytes)")
+        if offset + size > len(binary):
+            raise InputError(f"input {name!r}: the body ends {offset + size - len(binary)} bytes early")
+        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset).astype(dtype)
+        return name, array.reshape(shape), offset + size
+    if "data" not in tensor:
+        raise InputError(f"input {name!r} has neither data nor binary_data_size")
+    try:
+        array = np.asarray(tensor["data"], dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"input {name!r}: data are not all {datatype} numbers") from None
+    if array.size != count:
+        raise InputError(f"input {name!r}: {array.size} values do not fill shape {shape} ({count} values)")
+    return name, array.reshape(shape), offset
+
+
+def _outputs(outputs: Any) -> tuple[list[str] | None, set[str]]:
+    if outputs is None:
+        return None, set()
+    if not isinstance(outputs, list):
+        raise InputError('"outputs" must be a list of {"name": ...} objects')
+    names, binary = [], set()
+    for position, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InputError(f"outputs[{position}] must be an object with a name")
+        names.append(output["name"])
+        if _dict(output.get("parameters"), f"output {output['name']!r} parameters").get("binary_data"):
+            binary.add(output["name"])
+    return names, binary
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be an object")
+    return value

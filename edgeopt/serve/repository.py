@@ -1,0 +1,204 @@
+"""The models a server answers for: loaded, verified, warmed — and replaced without downtime.
+
+Models come from artifact folders named on the command line, or from a watched model
+repository laid out as Triton's: ``REPO/<model name>/<version number>/`` holding an artifact
+(manifest.json and its files). The highest version that loads is served. A new version is
+opened (every file's sha256 checked against its manifest), loaded and run once on an
+example input before it replaces the old one; one that fails any step is refused — logged,
+counted, and not retried until its manifest changes — and the old version keeps answering.
+Models are only ever read from the local filesystem, never fetched from a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.artifact import MANIFEST, Artifact
+from edgeopt.boxes import DetectionHead
+from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.serve.protocol import datatype_of
+
+log = logging.getLogger("edgeopt.serve")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
+
+
+@dataclass
+class ServedModel:
+    """One loaded version of a model, ready to run batches."""
+
+    name: str
+    version: str
+    artifact: Artifact
+    session: Any = field(repr=False)
+    load_seconds: float = 0.0
+    output_types: list[str] = field(default_factory=list)
+    head: DetectionHead | None = None
+    score_threshold: float = 0.3
+
+    @classmethod
+    def load(cls, name: str, version: str, path: Path, threads: int | None = None,
+             score_threshold: float = 0.3) -> "ServedModel":
+        """Open (sha256-verified), load and warm ``path``; any failure is one EdgeoptError."""
+        from edgeopt.backends import get_backend
+
+        started = time.perf_counter()
+        artifact = Artifact.open(path)
+        session = get_backend(artifact.backend).load(artifact, threads=threads)
+        head = artifact.manifest.get("head")
+        model = cls(name, version, artifact, session,
+                    head=DetectionHead.from_dict(head).with_thresholds(score=score_threshold) if head else None,
+                    score_threshold=score_threshold)
+        outputs = model.infer(artifact.input_spec.example(batch=1))  # warm, and prove it runs
+        if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+            raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
+        model.output_types = [datatype_of(o.dtype) for o in outputs]
+        model.load_seconds = time.perf_counter() - started
+        return model
+
+    @property
+    def spec(self):
+        return self.artifact.input_spec
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.artifact.manifest.get("labels") or None
+
+    @property
+    def task(self) -> str:
+        return self.artifact.manifest.get("task") or ("detection" if self.head else "classification")
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The one batch size the artifact takes, when it was compiled for one (ExecuTorch)."""
+        return None if self.spec.dynamic_batch else self.spec.shape[0]
+
+    def preferred_batch(self, wanted: int) -> int:
+        """The largest batch to gather for this artifact: ``wanted`` within what it accepts."""
+        limit = self.spec.max_batch or wanted
+        return max(1, min(wanted, limit))
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Outputs for ``batch``; a fixed-batch artifact runs it in chunks of its size, zero-padded."""
+        size = self.fixed_batch
+        if size is None:
+            return self.session.run([batch])
+        chunks = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            chunks.append([out[:len(chunk)] for out in self.session.run([padded])])
+        return [np.concatenate(parts) for parts in zip(*chunks)]
+
+    def check_input(self, name: str, array: np.ndarray) -> np.ndarray:
+        """The request's input as the model takes it, or an InputError naming what is wrong."""
+        if name != self.spec.name:
+            raise InputError(f"model {self.name!r} has one input, {self.spec.name!r}; the request sent {name!r}")
+        if array.ndim >= 1 and array.shape[0] == 0:
+            raise InputError(f"input {name!r} has batch 0; send at least one sample")
+        spec = self.spec
+        if self.fixed_batch is not None and array.ndim == len(spec.shape):
+            spec = spec.with_batch(len(array))  # served in chunks of its own size: any batch is fine
+        return spec.validate(array)
+
+    def metadata(self) -> dict[str, Any]:
+        """The protocol's model metadata."""
+        sample = list(self.spec.sample_shape)
+        outputs = [{"name": out.name, "datatype": kind, "shape": [-1, *out.shape[1:]]}
+                   for out, kind in zip(self.artifact.outputs, self.output_types)]
+        return {"name": self.name, "versions": [self.version],
+                "platform": PLATFORMS.get(self.artifact.backend, self.artifact.backend),
+                "inputs": [{"name": self.spec.name, "datatype": datatype_of(self.spec.dtype), "shape": [-1, *sample]}],
+                "outputs": outputs,
+                "parameters": {"task": self.task, "precision": self.artifact.precision,
+                               "labels": self.labels, "max_batch": self.spec.max_batch}}
+
+
+@dataclass
+class Refusal:
+    version: str
+    reason: str
+    stamp: float  # the manifest's mtime when refused: a changed manifest is tried again
+
+
+class ModelRepository:
+    """Name -> the served version; loads named artifacts and watches a repository folder."""
+
+    def __init__(self, artifacts: dict[str, Path] | None = None, watch: Path | None = None,
+                 threads: int | None = None, score_threshold: float = 0.3) -> None:
+        self.artifacts = dict(artifacts or {})
+        self.watch = watch
+        self.threads = threads
+        self.score_threshold = score_threshold
+        self.models: dict[str, ServedModel] = {}
+        self.refused: dict[str, Refusal] = {}
+        for name in self.artifacts:
+            check_name(name)
+        if watch is not None and not watch.is_dir():
+            raise ConfigError(f"model repository {watch} is not a folder; create it with one folder per model")
+
+    def load_initial(self) -> None:
+        """Load every named artifact (a failure here is the caller's error) and the repository's newest versions."""
+        for name, path in self.artifacts.items():
+            self.models[name] = ServedModel.load(name, "1", path, self.threads, self.score_threshold)
+        for name, version, path in self.pending():
+            self.try_load(name, version, path)
+        if not self.models:
+            raise ConfigError("no model to serve: name artifact folders, or a --model-repository with "
+                              "<name>/<version>/manifest.json inside")
+
+    def pending(self) -> list[tuple[str, str, Path]]:
+        """Repository versions newer than what is served and not refused as they stand."""
+        if self.watch is None:
+            return []
+        found = []
+        for folder in sorted(p for p in self.watch.iterdir() if p.is_dir() and NAME.match(p.name)):
+            versions = sorted((int(v.name), v) for v in folder.iterdir()
+                              if v.is_dir() and v.name.isdigit() and (v / MANIFEST).is_file())
+            if not versions:
+                continue
+            number, path = versions[-1]
+            served = self.models.get(folder.name)
+            if served is not None and served.version.isdigit() and int(served.version) >= number:
+                continue
+            refused = self.refused.get(folder.name)
+            if refused and refused.version == str(number) and refused.stamp == _stamp(path):
+                continue
+            found.append((folder.name, str(number), path))
+        return found
+
+    def try_load(self, name: str, version: str, path: Path) -> ServedModel | None:
+        """Load ``path`` as ``name`` ``version``; on failure record the refusal and keep what is served."""
+        try:
+            model = ServedModel.load(name, version, path, self.threads, self.score_threshold)
+        except Exception as exc:  # noqa: BLE001 — a bad new version, however it fails, must not stop the old one
+            self.refused[name] = Refusal(version, str(exc), _stamp(path))
+            kept = self.models.get(name)
+            log.warning("refused %s version %s: %s (%s)", name, version, exc,
+                        f"still serving version {kept.version}" if kept else "not serving it")
+            return None
+        self.models[name] = model
+        self.refused.pop(name, None)
+        log.info("serving %s version %s (loaded and warmed in %.2f s)", name, version, model.load_seconds)
+        return model
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ConfigError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
+    return name
+
+
+def _stamp(path: Path) -> float:
+    try:
+        return (path / MANIFEST).stat().st_mtime
+    except OSError:
+        return math.nan

@@ -1,0 +1,248 @@
+"""`edgeopt serve` in its own process: the Open Inference Protocol as Triton's client speaks it, bad input,
+overload, hot swaps, tokens and SIGTERM draining."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from edgeopt.backends import open_session
+from tests.helpers import RunningServer
+
+pytest.importorskip("fastapi", reason="the serving extra (fastapi, uvicorn) is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    with RunningServer(f"tiny={served['tiny']}", f"det={served['det']}", "--max-body-mb", "1", "--max-pixels", "1000000") as running:
+        yield running
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["tiny", "det"])
+def test_tritonclient_reads_metadata_and_infers_what_the_session_computes(server, served, name):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+    assert client.is_server_ready() and client.is_model_ready(name)
+    metadata = client.get_model_metadata(name)
+    assert metadata["inputs"][0]["shape"][0] == -1 and metadata["platform"] == "onnxruntime_onnx"
+    shape = [3, *metadata["inputs"][0]["shape"][1:]]
+    batch = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    expected = open_session(served[name]).run([batch])
+    for binary in (True, False):
+        tensor = triton.InferInput(metadata["inputs"][0]["name"], shape, "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=binary)
+        asked = [triton.InferRequestedOutput(o["name"], binary_data=binary) for o in metadata["outputs"]]
+        result = client.infer(name, [tensor], outputs=asked, request_id="r1")
+        assert result.get_response()["id"] == "r1"
+        for output, want in zip(metadata["outputs"], expected):
+            np.testing.assert_allclose(result.as_numpy(output["name"]), want, rtol=1e-5, atol=1e-5)
+    client.close()
+
+
+def test_predict_takes_an_image_and_answers_like_edgeopt_predict(server, served, tmp_path):
+    from edgeopt.predict import Predictor
+
+    pixels = np.random.default_rng(2).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    (tmp_path / "x.png").write_bytes(_png(pixels))
+    for name in ("tiny", "det"):
+        answer = httpx.post(f"{server.url}/v2/models/{name}/predict", content=_png(pixels),
+                            headers={"content-type": "image/png"}).json()
+        local = Predictor(served[name]).predict(tmp_path / "x.png")
+        assert answer["model_name"] == name and (answer["width"], answer["height"]) == (120, 90)
+        if name == "tiny":
+            assert answer["label"] == local["label"] and answer["score"] == pytest.approx(local["score"], abs=1e-3)
+        else:
+            assert answer["labels"] == local["labels"]
+            np.testing.assert_allclose(answer["boxes"], local["boxes"], atol=0.05)
+
+
+BAD_REQUESTS = [
+    ("not json", b"{inputs", {}, 400, "not valid JSON"),
+    ("no inputs", b'{"outputs": []}', {}, 400, '"inputs"'),
+    ("wrong shape", json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                            "data": [0.0] * 192}]}).encode(), {}, 400, "expects Nx3x32x32"),
+    ("too few values", json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                               "data": [1, 2]}]}).encode(), {}, 400, "do not fill"),
+    ("strings", json.dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32",
+                                        "data": ["a"]}]}).encode(), {}, 400, "not all FP32"),
+    ("wrong input name", json.dumps({"inputs": [{"name": "pixels", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                                 "data": [0.0] * 3072}]}).encode(), {}, 400, "'input'"),
+    ("unknown datatype", json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "FP8",
+                                                 "data": [0]}]}).encode(), {}, 400, "datatype"),
+    ("giant shape", json.dumps({"inputs": [{"name": "input", "shape": [100000, 100000, 100], "datatype": "FP32",
+                                            "data": []}]}).encode(), {}, 400, "over the"),
+    ("binary short", json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                             "parameters": {"binary_data_size": 12288}}]}).encode() + b"\0" * 100,
+     {"inference-header-content-length": "0"}, 400, "Inference-Header-Content-Length"),
+    ("too large", b"x" * (2 << 20), {}, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("what, body, headers, status, phrase", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_a_malformed_infer_request_gets_one_clear_refusal(server, what, body, headers, status, phrase):
+    response = httpx.post(f"{server.url}/v2/models/tiny/infer", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert phrase in response.json()["error"]
+
+
+def test_nan_input_wrong_model_and_bad_images_are_refused_and_the_server_lives_on(server):
+    nan = np.zeros((1, 3, 32, 32), np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": nan.ravel().tolist()}]}
+    response = httpx.post(f"{server.url}/v2/models/tiny/infer", content=json.dumps(body))
+    assert response.status_code == 400 and "NaN" in response.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/nope").status_code == 404
+    assert "no model named 'nope'" in httpx.post(f"{server.url}/v2/models/nope/infer", content=b"{}").json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/tiny/versions/7").status_code == 404
+    for image, phrase in [(b"GIF89a not really", "not an image"), (b"", "empty"),
+                          (_png(np.zeros((1200, 1000, 3), np.uint8)), "pixel limit"),
+                          (_png(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))[:2000], "damaged")]:
+        response = httpx.post(f"{server.url}/v2/models/det/predict", content=image)
+        assert response.status_code in (400, 413) and phrase in response.json()["error"], response.text
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'edgeopt_requests_total{endpoint="infer",model="tiny",status="400"}' in metrics
+    assert "process_resident_memory_bytes" in metrics and "edgeopt_model_load_seconds" in metrics
+
+
+async def _burst(url: str, body: bytes, count: int, headers: dict | None = None) -> list[int]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        responses = await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(count)))
+    return [r.status_code for r in responses]
+
+
+def _infer_body(batch: int = 1) -> bytes:
+    data = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    return json.dumps({"inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
+                                   "data": data.ravel().tolist()}]}).encode()
+
+
+def test_overload_answers_503_with_retry_after_never_500(served):
+    # a queue of 2 and no batching: a burst of 64 must overflow it; every answer is 200 or 503
+    with RunningServer(str(served["det"]), "--max-queue", "2", "--max-batch", "1") as running:
+        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", _detector_body(), 64))
+        assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) >= 2, statuses
+        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=_detector_body())
+        assert refused.status_code == 200  # the burst is over: served again
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert f'edgeopt_requests_total{{endpoint="infer",model="det",status="503"}} {statuses.count(503)}.0' in metrics
+
+
+def _detector_body(batch: int = 1) -> bytes:
+    data = np.random.default_rng(0).standard_normal((batch, 3, 64, 64)).astype(np.float32)
+    return json.dumps({"inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
+                                   "data": data.ravel().tolist()}]}).encode()
+
+
+def test_a_token_is_required_when_set_and_health_stays_open(served):
+    with RunningServer(f"tiny={served['tiny']}", "--token-env", "EDGEOPT_TEST_TOKEN",
+                       env={"EDGEOPT_TEST_TOKEN": "s3cret"}) as running:
+        assert httpx.get(f"{running.url}/v2/models/tiny").status_code == 401
+        assert httpx.get(f"{running.url}/v2/models/tiny", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{running.url}/v2/models/tiny", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{running.url}/v2/health/ready").status_code == 200
+
+
+def test_a_new_version_swaps_in_under_load_with_no_failed_request_and_a_tampered_one_is_refused(served, tmp_path):
+    repository = tmp_path / "models"
+    shutil.copytree(served["tiny"], repository / "tiny" / "1")
+    with RunningServer("--model-repository", str(repository), "--poll-seconds", "0.2") as running:
+        url = f"{running.url}/v2/models/tiny/infer"
+
+        async def load_while(swap) -> tuple[list[int], set[str]]:
+            statuses, versions = [], set()
+            async with httpx.AsyncClient(timeout=30) as client:
+                async def user():
+                    while not done.is_set():
+                        response = await client.post(url, content=_infer_body())
+                        statuses.append(response.status_code)
+                        if response.status_code == 200:
+                            versions.add(response.json()["model_version"])
+                done = asyncio.Event()
+                users = [asyncio.create_task(user()) for _ in range(8)]
+                await asyncio.to_thread(swap)
+                await asyncio.sleep(0.5)
+                done.set()
+                await asyncio.gather(*users)
+            return statuses, versions
+
+        def swap_to_version_2():
+            shutil.copytree(served["tiny"], repository / "tiny" / "2")
+            deadline = time.time() + 20
+            while httpx.get(f"{running.url}/v2/models/tiny").json()["versions"] != ["2"] and time.time() < deadline:
+                time.sleep(0.05)
+
+        statuses, versions = asyncio.run(load_while(swap_to_version_2))
+        assert statuses and set(statuses) == {200} and versions == {"1", "2"}, (set(statuses), versions)
+
+        tampered = repository / "tiny" / "3"
+        shutil.copytree(served["tiny"], tampered)
+        with open(tampered / "model.onnx", "r+b") as handle:
+            handle.seek(100)
+            handle.write(b"\x13\x37")
+
+        def wait_for_refusal():
+            deadline = time.time() + 20
+            while "edgeopt_model_versions_refused_total{model=\"tiny\"} 1.0" not in httpx.get(
+                    f"{running.url}/metrics").text and time.time() < deadline:
+                time.sleep(0.05)
+
+        statuses, versions = asyncio.run(load_while(wait_for_refusal))
+        assert set(statuses) == {200} and versions == {"2"}
+        assert httpx.get(f"{running.url}/v2/models/tiny").json()["versions"] == ["2"]
+        log = running.stop()
+    assert "refused tiny version 3" in log and "still serving version 2" in log, log
+
+
+def test_sigterm_lets_in_flight_requests_finish(served):
+    running = RunningServer(str(served["det"]), "--max-batch", "1")
+    body = _detector_body(48)
+
+    async def burst_then_term() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            requests = [asyncio.create_task(client.post(f"{running.url}/v2/models/det/infer", content=body))
+                        for _ in range(24)]
+            await asyncio.sleep(0.3)  # all connected and queued: 24 x 48 samples take seconds to run
+            running.proc.terminate()
+            return [r.status_code for r in await asyncio.gather(*requests, return_exceptions=True)
+                    if isinstance(r, httpx.Response)]
+
+    statuses = asyncio.run(burst_then_term())
+    log = running.stop()
+    assert statuses == [200] * 24, statuses
+    assert running.proc.returncode in (0, -15) and "Traceback" not in log, log  # uvicorn re-raises the signal it drained for
+
+
+def test_a_fixed_batch_artifact_is_served_one_sample_at_a_time_correctly(tmp_path):
+    from edgeopt.compile import export
+    from edgeopt.models import load_model
+    from edgeopt.spec import InputSpec
+
+    model = load_model("edgeopt.zoo:tiny_cnn", input=InputSpec((1, 3, 32, 32), dynamic_batch=False))
+    artifact = export(model, "onnxruntime", tmp_path / "fixed")
+    batch = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    session = open_session(artifact.path)
+    expected = np.concatenate([session.run([row[None]])[0] for row in batch])
+    with RunningServer(str(artifact.path)) as running:
+        body = {"inputs": [{"name": "input", "shape": [3, 3, 32, 32], "datatype": "FP32", "data": batch.ravel().tolist()}]}
+        answer = httpx.post(f"{running.url}/v2/models/fixed/infer", content=json.dumps(body)).json()
+        np.testing.assert_allclose(np.asarray(answer["outputs"][0]["data"]).reshape(3, -1), expected, atol=1e-5)
+        statuses = asyncio.run(_burst(f"{running.url}/v2/models/fixed/infer", _infer_body(), 16))
+        assert set(statuses) == {200}
