@@ -12,29 +12,64 @@ Example:
     >>> outputs = session.run([artifact.input_spec.example()])                                # doctest: +SKIP
 """
 
-from edgeopt.api import Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune, quantize, train
-from edgeopt.artifact import Artifact
-from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend
-from edgeopt.errors import (
-    ArtifactError,
-    BackendError,
-    BackendUnavailable,
-    ConfigError,
-    EdgeoptError,
-    InputError,
-    ModelSourceError,
-    ParityError,
-)
-from edgeopt.measure.latency import TimingConfig
-from edgeopt.measure.record import Measurement
-from edgeopt.models import LoadedModel, load_model, save_checkpoint
-from edgeopt.passes import FineTune, Pass, PassConfig, PassContext, register_pass
-from edgeopt.pipeline.bench import BenchConfig, BenchReport
-from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
-from edgeopt.quantization import QuantizationConfig
-from edgeopt.search import Goals, SearchOutcome, SearchSpace
-from edgeopt.spec import InputSpec, OutputSpec, Preprocess
-from edgeopt.tasks import Task, get_task
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. Imported on first use (PEP 562), so `import edgeopt` — and a
+# torch-free `edgeopt serve` on a small box — pays only for what it touches.
+_HOMES = {
+    "edgeopt.api": ("Compressed", "Trained", "bench", "build", "distill", "evaluate", "export", "optimize", "prune",
+                    "quantize", "train"),
+    "edgeopt.artifact": ("Artifact",),
+    "edgeopt.backends": ("Session", "all_backends", "get_backend", "open_session", "register_backend"),
+    "edgeopt.errors": ("ArtifactError", "BackendError", "BackendUnavailable", "ConfigError", "EdgeoptError",
+                       "InputError", "ModelSourceError", "ParityError"),
+    "edgeopt.measure.latency": ("TimingConfig",),
+    "edgeopt.measure.record": ("Measurement",),
+    "edgeopt.models": ("LoadedModel", "load_model", "save_checkpoint"),
+    "edgeopt.passes": ("FineTune", "Pass", "PassConfig", "PassContext", "register_pass"),
+    "edgeopt.pipeline.bench": ("BenchConfig", "BenchReport"),
+    "edgeopt.pipeline.recipe": ("ExportConfig", "Recipe", "Step"),
+    "edgeopt.quantization": ("QuantizationConfig",),
+    "edgeopt.search": ("Goals", "SearchOutcome", "SearchSpace"),
+    "edgeopt.spec": ("InputSpec", "OutputSpec", "Preprocess"),
+    "edgeopt.tasks": ("Task", "get_task"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME_OF])
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from edgeopt.api import (Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune,  # noqa: F401
+                             quantize, train)
+    from edgeopt.artifact import Artifact  # noqa: F401
+    from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend  # noqa: F401
+    from edgeopt.errors import (ArtifactError, BackendError, BackendUnavailable, ConfigError,  # noqa: F401
+                                EdgeoptError, InputError, ModelSourceError, ParityError)
+    from edgeopt.measure.latency import TimingConfig  # noqa: F401
+    from edgeopt.measure.record import Measurement  # noqa: F401
+    from edgeopt.models import LoadedModel, load_model, save_checkpoint  # noqa: F401
+    from edgeopt.passes import FineTune, Pass, PassConfig, PassContext, register_pass  # noqa: F401
+    from edgeopt.pipeline.bench import BenchConfig, BenchReport  # noqa: F401
+    from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step  # noqa: F401
+    from edgeopt.quantization import QuantizationConfig  # noqa: F401
+    from edgeopt.search import Goals, SearchOutcome, SearchSpace  # noqa: F401
+    from edgeopt.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
+    from edgeopt.tasks import Task, get_task  # noqa: F401
 
 __version__ = "0.2.0"
 

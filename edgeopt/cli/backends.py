@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-from rich.table import Table
 
 from edgeopt.cli.app import app
 from edgeopt.report.console import make_console
@@ -12,6 +10,9 @@ from edgeopt.report.console import make_console
 @app.command("backends")
 def backends_command() -> None:
     """List every backend, its precisions, and whether it is available on this machine."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from edgeopt.backends import all_backends
 
     table = Table(title="edgeopt backends")

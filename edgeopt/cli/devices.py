@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from edgeopt.cli.app import app
 from edgeopt.report.console import make_console
@@ -14,6 +13,8 @@ def devices_command(
     sources: bool = typer.Option(False, "--sources", help="Also print where each figure comes from."),
 ) -> None:
     """List the device profiles `edgeopt optimize --device` accepts (host: this machine, measured)."""
+    from rich.table import Table
+
     from edgeopt.devices import all_devices
 
     console = make_console()

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import ArchOption, write_summary
@@ -23,6 +22,8 @@ def eval_command(
     arch: Optional[str] = ArchOption,
 ) -> None:
     """The task's metrics (top-1 and top-5, or mAP@0.5 and mAP@0.5:0.95), per class, and fidelity of MODEL on DATA's test split."""
+    from rich.table import Table
+
     from edgeopt.api import evaluate
 
     console = make_console()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption
 from edgeopt.report.console import make_console
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 def _runtime_table(title: str, rows: list[dict], top: int) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     for header, justify in (("layer", "left"), ("type", "left"), ("ms / run", "right")):
         table.add_column(header, justify=justify)
@@ -24,6 +28,8 @@ def _runtime_table(title: str, rows: list[dict], top: int) -> Table:
 
 
 def _torch_table(summary: dict, top: int) -> Table:
+    from rich.table import Table
+
     table = Table(title="torch.profiler · self CPU time per forward pass")
     for header, justify in (("operator", "left"), ("input shapes", "left"), ("calls", "right"),
                             ("self CPU ms", "right"), ("total CPU ms", "right")):

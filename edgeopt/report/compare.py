@@ -6,13 +6,18 @@ the model's own input size, file size, and p50 latency at batch 1 in a fresh pro
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from edgeopt.measure.record import Measurement
 from edgeopt.tasks import Metric
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 def comparison_table(title: str, rows: list[tuple[str, Measurement]], metric: Metric) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     for header in ("", metric.title, "drop", "MMACs", "M params", "size MB", "p50 ms", "speed-up"):
         table.add_column(header, justify="left" if not header else "right")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:  # the CLI imports this module at start (`edgeopt serve` must be ready fast): rich comes on use
+    from rich.console import Console
+    from rich.table import Table
 
-from edgeopt.pipeline.bench import BenchReport
+    from edgeopt.pipeline.bench import BenchReport
 
 STATUS_STYLE = {"ok": "green", "failed": "red", "unavailable": "yellow"}
 
@@ -26,6 +26,8 @@ def make_console(own_stdout: bool = False) -> Console:
     ``own_stdout``: write to a duplicate of the stdout descriptor, which keeps reaching the
     terminal (or pipe) while descriptor 1 itself is pointed at a log file.
     """
+    from rich.console import Console
+
     stream = sys.stdout
     if own_stdout:
         try:
@@ -42,6 +44,8 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 def bench_table(report: BenchReport) -> Table:
     """One row per backend; throughput columns for every batch size above 1."""
+    from rich.table import Table
+
     big_batches = [b for b in report.config["batches"] if b > 1]
     table = Table(title=f"{report.model} · {report.config['threads']} threads")
     for header in ("backend", "precision", "status", "size MB", "p50 ms", "p90 ms", "p99 ms", "FPS (b=1)"):
@@ -78,6 +82,8 @@ def environment_line(env: dict[str, Any]) -> str:
 
 def print_bench(report: BenchReport, console: Console | None = None) -> None:
     """The table, then one line per backend that is not ok (its reason), then the machine."""
+    from rich.markup import escape
+
     console = console or make_console()
     console.print(bench_table(report))
     for r in report.results:
