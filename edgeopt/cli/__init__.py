@@ -20,6 +20,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     prune,
     quantize,
     serve,
+    stream,
     train,
 )
 from edgeopt.cli.app import app

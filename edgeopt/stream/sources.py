@@ -1,0 +1,186 @@
+"""Where frames come from (OpenCV), and the drop policy that keeps a live source current.
+
+- A **file** is read frame by frame: nothing is dropped, the model sets the pace. A frame that
+  cannot be decoded is counted (never replaced by an invented one); at the end, frames the
+  container declares but that never decoded (a truncated file) are counted too.
+- A **live source** — a camera index, an RTSP/HTTP URL, or a file with ``realtime=True``
+  (played at its own frame rate, as a camera would deliver it) — is read by its own thread
+  into a one-frame slot: the consumer always gets the newest frame, and every frame that was
+  overwritten before the consumer took it is counted as skipped. A live source that fails is
+  reopened with exponential backoff, counting reconnects, until ``reconnect_attempts``
+  consecutive failures.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.errors import ConfigError, InputError
+
+OPEN_TIMEOUT_MS = 5000
+READ_TIMEOUT_MS = 5000
+
+
+@dataclass
+class Frame:
+    index: int  # position in the source (frames received so far, this one included, minus one)
+    image: np.ndarray  # (H, W, 3) uint8, BGR as OpenCV decodes
+    captured: float  # time.perf_counter() when it was read
+
+
+@dataclass
+class SourceCounts:
+    received: int = 0  # frames decoded from the source
+    skipped: int = 0  # live: overwritten before the model took them
+    unreadable: int = 0  # could not be decoded (damaged or truncated)
+    reconnects: int = 0  # live: times the source was reopened
+
+
+def open_capture(source: str):
+    """A cv2.VideoCapture on ``source`` (a camera index or a path/URL), or one clear error."""
+    import os
+
+    import cv2
+
+    # RTSP over TCP: a dropped server is seen at once (UDP waits out the read timeout) and no packet is lost
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    target: int | str = int(source) if source.isdigit() else source
+    if isinstance(target, str) and "://" not in target and not Path(target).is_file():
+        raise ConfigError(f"video source {source!r} is neither a file, a camera index nor a URL")
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+    capture = cv2.VideoCapture(target, cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG, params)
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(f"cannot open video source {source!r}: not a video OpenCV can decode, or not reachable")
+    return capture
+
+
+def is_live(source: str) -> bool:
+    return source.isdigit() or "://" in source
+
+
+class FileSource:
+    """Every frame of a video file, in order."""
+
+    def __init__(self, source: str, max_bad_in_a_row: int = 5) -> None:
+        import cv2
+
+        self.source = source
+        self.capture = open_capture(source)
+        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS)) or 25.0
+        self.declared = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0 when the container does not say
+        self.counts = SourceCounts()
+        self.max_bad_in_a_row = max_bad_in_a_row
+
+    def frames(self):
+        index, bad_in_a_row = 0, 0
+        while True:
+            ok, image = self.capture.read()
+            if ok and image is not None and image.size:
+                bad_in_a_row = 0
+                self.counts.received += 1
+                yield Frame(index, image, time.perf_counter())
+                index += 1
+                continue
+            if self.declared and index < self.declared and bad_in_a_row < self.max_bad_in_a_row:
+                bad_in_a_row += 1  # a damaged frame: count it, try the next
+                self.counts.unreadable += 1
+                index += 1
+                continue
+            break
+        if self.declared > index:  # declared by the container, never decoded: a truncated file
+            self.counts.unreadable += self.declared - index
+        self.capture.release()
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class LiveSource:
+    """The newest frame of a camera, a stream URL, or a file played in real time; see the module docstring."""
+
+    def __init__(self, source: str, realtime_file: bool = False, reconnect_attempts: int = 10,
+                 max_backoff: float = 8.0) -> None:
+        import cv2
+
+        self.source = source
+        self.realtime_file = realtime_file
+        self.reconnect_attempts = reconnect_attempts
+        self.max_backoff = max_backoff
+        self.counts = SourceCounts()
+        self.capture = open_capture(source)  # the first open fails loudly; later ones are retried
+        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS)) or 25.0
+        self._slot: Frame | None = None
+        self._lock = threading.Condition()
+        self._stopped = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, name="edgeopt-capture", daemon=True)
+        self._thread.start()
+
+    def frames(self):
+        while True:
+            with self._lock:
+                while self._slot is None and not self._ended:
+                    self._lock.wait(0.5)
+                if self._slot is None:
+                    return
+                frame, self._slot = self._slot, None
+            yield frame
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 2)
+        with self._lock:
+            if self._slot is not None:  # received, never processed: skipped, so the counts add up
+                self.counts.skipped += 1
+                self._slot = None
+
+    def _read(self) -> None:
+        index, started = 0, time.perf_counter()
+        try:
+            while not self._stopped.is_set():
+                ok, image = self.capture.read()
+                if not ok or image is None:
+                    if self.realtime_file or not self._reconnect():
+                        break
+                    continue
+                if self.realtime_file:  # deliver at the file's own rate, as a camera would
+                    delay = started + index / self.fps - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                self._offer(Frame(index, image, time.perf_counter()))
+                index += 1
+        finally:
+            self.capture.release()
+            with self._lock:
+                self._ended = True
+                self._lock.notify_all()
+
+    def _offer(self, frame: Frame) -> None:
+        with self._lock:
+            self.counts.received += 1
+            if self._slot is not None:
+                self.counts.skipped += 1  # the model did not take the previous one in time
+            self._slot = frame
+            self._lock.notify_all()
+
+    def _reconnect(self) -> bool:
+        """Reopen the source with exponential backoff; False after ``reconnect_attempts`` failures in a row."""
+        self.capture.release()
+        backoff = 0.25
+        for _ in range(self.reconnect_attempts):
+            if self._stopped.wait(backoff):
+                return False
+            try:
+                self.capture = open_capture(self.source)
+            except (InputError, ConfigError):
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self.counts.reconnects += 1
+            return True
+        return False

@@ -1,0 +1,162 @@
+"""`edgeopt stream` as a user runs it: a video of the test images scores what `edgeopt eval` scores, truncated
+videos report their bad frames, live sources count what they skip, a dropped network source is reconnected,
+and tracked boxes are counted crossing a line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import edgeopt, free_port
+
+cv2 = pytest.importorskip("cv2", reason="the stream extra (opencv-python) is not installed")
+
+
+def write_video(frames: list[np.ndarray], path, fps: float = 25) -> None:
+    """Frames (H, W) or (H, W, 3) uint8 as a lossless FFV1 AVI (the container declares its frame count)."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
+    writer.release()
+
+
+def _records(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _moving_square(count: int = 60, size: int = 64) -> list[np.ndarray]:
+    frames = []
+    for i in range(count):
+        frame = np.full((size, size), 45, np.uint8)
+        x = 2 + i * (size - 22) // count
+        frame[22:40, x:x + 18] = 220  # a filled square, as the shapes detector learnt them
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def detector_artifact(trained_detector, tmp_path_factory):
+    checkpoint, _ = trained_detector
+    out = tmp_path_factory.mktemp("stream-det") / "fp32"
+    proc = edgeopt("export", str(checkpoint), "-b", "onnxruntime", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_a_video_of_the_test_images_scores_the_map_that_eval_reports(trained_detector, detector_artifact, tmp_path):
+    from PIL import Image
+
+    from edgeopt.boxes import Detections
+    from edgeopt.detection_data import load_detection
+    from edgeopt.tasks.detection import coco_evaluation
+
+    _, data = trained_detector
+    test = load_detection(str(data), size=None, channels=1).test  # the images at their own size, as filmed
+    frames = [np.asarray(Image.open(data / "images" / name)) for name in test.names]
+    write_video(frames, tmp_path / "conveyor.avi")
+    proc = edgeopt("stream", str(tmp_path / "conveyor.avi"), str(detector_artifact), "--score-threshold", "0.01",
+                   "--no-track", "--summary", str(tmp_path / "summary.json"))
+    assert proc.returncode == 0, proc.stderr
+    records = _records(proc.stdout)
+    assert [r["frame"] for r in records] == list(range(len(test)))
+    found = [Detections(np.asarray(r["boxes"], np.float32).reshape(-1, 4), np.asarray(r["scores"], np.float32),
+                        np.asarray(r["labels"], np.int64)) for r in records]
+    streamed = coco_evaluation(found, test)["map50"]
+    evaluated = edgeopt("eval", str(detector_artifact), "--data", str(data), "--json", str(tmp_path / "eval.json"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    expected = json.loads((tmp_path / "eval.json").read_text())["metrics"]["map50"]
+    print(f"mAP@0.5 streamed {streamed:.4%} vs eval {expected:.4%}")
+    assert expected > 0.5 and abs(streamed - expected) < 0.002, (streamed, expected)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["received"] == summary["processed"] == len(test) and summary["skipped"] == summary["unreadable"] == 0
+
+
+@pytest.mark.slow
+def test_tracked_boxes_crossing_a_line_are_counted(detector_artifact, tmp_path):
+    write_video(_moving_square(), tmp_path / "belt.avi")
+    proc = edgeopt("stream", str(tmp_path / "belt.avi"), str(detector_artifact), "--line", "32,0,32,64",
+                   "--score-threshold", "0.3", "--summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    records = _records(proc.stdout)
+    tracked = {i for r in records for i in r["track_ids"]}
+    counts = json.loads((tmp_path / "s.json").read_text())["counts"]
+    assert len(tracked) >= 1 and counts["in"] + counts["out"] == 1, (tracked, counts)
+
+
+def test_a_truncated_video_reports_its_bad_frames_and_exits_cleanly(served, tmp_path):
+    write_video([np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(40)],
+                tmp_path / "whole.avi")
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * 0.6)])
+    proc = edgeopt("stream", str(tmp_path / "cut.avi"), str(served["det"]), "--summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert 0 < summary["processed"] < 40 and summary["processed"] + summary["unreadable"] == 40, summary
+    assert f"{summary['unreadable']} frame(s)" in proc.stderr and "could not be decoded" in proc.stderr
+    assert len(_records(proc.stdout)) == summary["processed"]
+
+
+def test_a_missing_or_non_video_source_is_one_clear_error(served, tmp_path):
+    (tmp_path / "notes.avi").write_text("not a video")
+    for source, phrase in [(str(tmp_path / "absent.mp4"), "neither a file"), (str(tmp_path / "notes.avi"), "cannot open")]:
+        proc = edgeopt("stream", source, str(served["det"]))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and phrase in proc.stderr, proc.stderr
+
+
+def test_a_live_source_faster_than_the_model_counts_every_skipped_frame(served, tmp_path):
+    write_video([np.full((64, 64, 3), i % 255, np.uint8) for i in range(300)], tmp_path / "fast.avi", fps=100)
+    proc = edgeopt("stream", str(tmp_path / "fast.avi"), str(served["det"]), "--realtime", "--fps-cap", "20",
+                   "--summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    records = _records(proc.stdout)
+    assert summary["received"] == 300 and len(records) == summary["processed"]
+    assert summary["received"] == summary["processed"] + summary["skipped"], summary
+    assert summary["skipped"] > 150 and summary["skipped_fps"] > 0, summary  # ~100 fps in, 20 fps processed
+    frames = [r["frame"] for r in records]
+    assert frames == sorted(frames) and len(set(frames)) == len(frames)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+def test_a_network_source_that_drops_mid_run_is_reconnected(served, tmp_path):
+    # ffmpeg here cannot serve RTSP (its RTSP muxer only pushes to a server), so the network source is ffmpeg's
+    # own HTTP server (-listen 1); OpenCV reads both through FFmpeg, and the reconnect path is the same.
+    write_video(_moving_square(100), tmp_path / "loop.avi")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/belt.ts"
+
+    def serve_video() -> subprocess.Popen:
+        return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                                 str(tmp_path / "loop.avi"), "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts", "-listen",
+                                 "1", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    server = serve_video()
+    time.sleep(0.5)
+    stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", url, str(served["det"]), "--duration", "8",
+                               "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        time.sleep(3)
+        server.kill()  # the source drops mid-run ...
+        server.wait()
+        time.sleep(1)
+        server = serve_video()  # ... and comes back
+        out, err = stream.communicate(timeout=60)
+    finally:
+        server.kill()
+        stream.kill()
+    assert stream.returncode == 0, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    records = _records(out)
+    assert summary["reconnects"] >= 1, summary
+    assert records and records[-1]["time"] > 4.5, "no frame was processed after the source came back"
+    assert summary["received"] == summary["processed"] + summary["skipped"]
