@@ -67,9 +67,13 @@ class Counter:
         from trackers import ByteTrackTracker
 
         self.sv = sv
+        # every box reported is one the user asked for: all take part in ByteTrack's first (high-confidence) match
         self.tracker = ByteTrackTracker(frame_rate=fps, track_activation_threshold=score_threshold,
-                                        high_conf_det_threshold=max(score_threshold, 0.5))
-        self.line = None if line is None else sv.LineZone(start=sv.Point(line[0], line[1]), end=sv.Point(line[2], line[3]))
+                                        high_conf_det_threshold=score_threshold)
+        # a box crosses when its centre does (supervision's default waits for all four corners, which a box
+        # that is lost near the far edge never completes)
+        self.line = None if line is None else sv.LineZone(start=sv.Point(line[0], line[1]), end=sv.Point(line[2], line[3]),
+                                                          triggering_anchors=(sv.Position.CENTER,))
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[list[int], dict[str, int]]:
         detections = self.sv.Detections(xyxy=boxes.reshape(-1, 4).astype(np.float32), confidence=scores.astype(np.float32),

@@ -33,9 +33,9 @@ def _records(text: str) -> list[dict]:
 
 
 def _moving_square(count: int = 60, size: int = 64) -> list[np.ndarray]:
-    frames = []
+    frames, rng = [], np.random.default_rng(0)
     for i in range(count):
-        frame = np.full((size, size), 45, np.uint8)
+        frame = np.full((size, size), 40, np.uint8) + rng.integers(0, 20, (size, size), dtype=np.uint8)
         x = 2 + i * (size - 22) // count
         frame[22:40, x:x + 18] = 220  # a filled square, as the shapes detector learnt them
         frames.append(frame)
@@ -69,7 +69,7 @@ def test_a_video_of_the_test_images_scores_the_map_that_eval_reports(trained_det
     records = _records(proc.stdout)
     assert [r["frame"] for r in records] == list(range(len(test)))
     found = [Detections(np.asarray(r["boxes"], np.float32).reshape(-1, 4), np.asarray(r["scores"], np.float32),
-                        np.asarray(r["labels"], np.int64)) for r in records]
+                        np.asarray([test.classes.index(name) for name in r["labels"]], np.int64)) for r in records]
     streamed = coco_evaluation(found, test)["map50"]
     evaluated = edgeopt("eval", str(detector_artifact), "--data", str(data), "--json", str(tmp_path / "eval.json"))
     assert evaluated.returncode == 0, evaluated.stderr
@@ -83,8 +83,10 @@ def test_a_video_of_the_test_images_scores_the_map_that_eval_reports(trained_det
 @pytest.mark.slow
 def test_tracked_boxes_crossing_a_line_are_counted(detector_artifact, tmp_path):
     write_video(_moving_square(), tmp_path / "belt.avi")
+    # 0.1: the small shapes detector misses the square at some positions above that, and supervision's LineZone
+    # forgets a track absent for two frames
     proc = edgeopt("stream", str(tmp_path / "belt.avi"), str(detector_artifact), "--line", "32,0,32,64",
-                   "--score-threshold", "0.3", "--summary", str(tmp_path / "s.json"))
+                   "--score-threshold", "0.1", "--summary", str(tmp_path / "s.json"))
     assert proc.returncode == 0, proc.stderr
     records = _records(proc.stdout)
     tracked = {i for r in records for i in r["track_ids"]}
