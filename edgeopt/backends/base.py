@@ -95,8 +95,12 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def load(self, artifact: "Artifact", threads: int | None = None) -> Session:
-        """Load a verified artifact; ``threads`` is the intra-op thread count (None: runtime default)."""
+    def load(self, artifact: "Artifact", threads: int | None = None, shared_cpu: bool = False) -> Session:
+        """Load a verified artifact; ``threads`` is the intra-op thread count (None: runtime default).
+
+        ``shared_cpu``: the process shares its cores with other work (a server's event loop, a video
+        decoder), so a runtime that busy-waits between runs for lower latency should not.
+        """
 
     def profile(self, artifact: "Artifact", out_dir: Path, iters: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
         """The runtime's own per-layer profile: rows of name, op_type, ms per run (slowest first)."""

@@ -45,7 +45,7 @@ class EagerBackend(Backend):
         save_checkpoint(model, folder / WEIGHTS)
         return CompileResult(entry=WEIGHTS, details={"arch": model.arch})
 
-    def load(self, artifact, threads: int | None = None) -> Session:
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         import torch
 
         from edgeopt.models import load_model

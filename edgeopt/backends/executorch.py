@@ -97,7 +97,7 @@ class ExecuTorchBackend(Backend):
         batches = f"batch up to {MAX_BATCH}" if spec.dynamic_batch else f"fixed batch {spec.shape[0]}"
         return CompileResult(entry=MODEL, notes=notes + [f"XNNPACK delegate, {batches}"])
 
-    def load(self, artifact, threads: int | None = None) -> Session:
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         return ExecuTorchSession(artifact.entry, artifact.input_spec, threads)
 
 

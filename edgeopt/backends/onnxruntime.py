@@ -111,7 +111,8 @@ def _input_name(path: Path) -> str:
 
 
 class OnnxRuntimeSession(Session):
-    def __init__(self, path: Path, input_spec, threads: int | None, profile_prefix: Path | None = None) -> None:
+    def __init__(self, path: Path, input_spec, threads: int | None, profile_prefix: Path | None = None,
+                 shared_cpu: bool = False) -> None:
         super().__init__(input_spec, threads)
         import onnxruntime as ort
 
@@ -121,6 +122,8 @@ class OnnxRuntimeSession(Session):
             options.profile_file_prefix = str(profile_prefix)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if shared_cpu:  # idle threads sleep instead of spinning: the CPU goes to the server's other work
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -208,8 +211,8 @@ class OnnxRuntimeBackend(Backend):
                          "quantize_head=true puts them in INT8 too")
         return CompileResult(entry=MODEL, notes=notes, details=details)
 
-    def load(self, artifact, threads: int | None = None) -> Session:
-        return OnnxRuntimeSession(artifact.entry, artifact.input_spec, threads)
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        return OnnxRuntimeSession(artifact.entry, artifact.input_spec, threads, shared_cpu=shared_cpu)
 
     def profile(self, artifact, out_dir: Path, iters: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ class OpenVinoBackend(Backend):
         ov.save_model(ov_model, str(folder / MODEL), compress_to_fp16=False)
         return CompileResult(entry=MODEL, notes=notes, details=details)
 
-    def load(self, artifact, threads: int | None = None) -> Session:
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         return OpenVinoSession(artifact.entry, artifact.precision, artifact.input_spec, threads)
 
     def profile(self, artifact, out_dir: Path, iters: int = 10, threads: int | None = None) -> list[dict[str, Any]]:

@@ -105,7 +105,7 @@ class TensorRtBackend(Backend):
         onnx_path.unlink()
         return CompileResult(entry=ENGINE, notes=[f"TensorRT {trt.__version__} {precision} engine, batch 1..{most[0]}"])
 
-    def load(self, artifact, threads: int | None = None) -> Session:
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         return TensorRtSession(artifact.entry, artifact.input_spec, threads)
 
 

@@ -80,7 +80,7 @@ class TorchScriptBackend(Backend):
                 torch.jit.save(frozen, str(folder / entry))
         return CompileResult(entry=entry, notes=notes, details={"lite": bool(options.get("lite"))})
 
-    def load(self, artifact, threads: int | None = None) -> Session:
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         import torch
 
         if threads:

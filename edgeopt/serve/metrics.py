@@ -28,7 +28,7 @@ class ServerMetrics:
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("edgeopt_batch_size", "Samples per batch run.", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("edgeopt_queue_depth", "Requests waiting or running.", ["model"],
+        self.queue_depth = Gauge("edgeopt_queue_depth", "Requests admitted and not yet answered (reading, queued or running).", ["model"],
                                  registry=self.registry)
         self.load_seconds = Gauge("edgeopt_model_load_seconds", "Time to verify, load and warm the served version.",
                                   ["model"], registry=self.registry)

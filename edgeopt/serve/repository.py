@@ -52,7 +52,7 @@ class ServedModel:
 
         started = time.perf_counter()
         artifact = Artifact.open(path)
-        session = get_backend(artifact.backend).load(artifact, threads=threads)
+        session = get_backend(artifact.backend).load(artifact, threads=threads, shared_cpu=True)  # beside the event loop
         head = artifact.manifest.get("head")
         model = cls(name, version, artifact, session,
                     head=DetectionHead.from_dict(head).with_thresholds(score=score_threshold) if head else None,

@@ -62,18 +62,21 @@ class StreamStats:
 class Counter:
     """ByteTrack ids (``trackers``) and, with a line, in/out crossings (supervision's LineZone)."""
 
-    def __init__(self, fps: float, line: tuple[float, float, float, float] | None, score_threshold: float) -> None:
+    def __init__(self, line: tuple[float, float, float, float] | None, score_threshold: float) -> None:
         import supervision as sv
-        from trackers import ByteTrackTracker
+        import trackers  # about a second to import: done before the source opens
 
-        self.sv = sv
-        # every box reported is one the user asked for: all take part in ByteTrack's first (high-confidence) match
-        self.tracker = ByteTrackTracker(frame_rate=fps, track_activation_threshold=score_threshold,
-                                        high_conf_det_threshold=score_threshold)
+        self.sv, self.trackers, self.score_threshold = sv, trackers, score_threshold
+        self.tracker = None
         # a box crosses when its centre does (supervision's default waits for all four corners, which a box
         # that is lost near the far edge never completes)
         self.line = None if line is None else sv.LineZone(start=sv.Point(line[0], line[1]), end=sv.Point(line[2], line[3]),
                                                           triggering_anchors=(sv.Position.CENTER,))
+
+    def start(self, fps: float) -> None:
+        # every box reported is one the user asked for: all take part in ByteTrack's first (high-confidence) match
+        self.tracker = self.trackers.ByteTrackTracker(frame_rate=fps, track_activation_threshold=self.score_threshold,
+                                                      high_conf_det_threshold=self.score_threshold)
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[list[int], dict[str, int]]:
         detections = self.sv.Detections(xyxy=boxes.reshape(-1, 4).astype(np.float32), confidence=scores.astype(np.float32),
@@ -93,7 +96,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     from edgeopt.backends import get_backend
 
     loaded = Artifact.open(artifact)
-    session = get_backend(loaded.backend).load(loaded, threads=config.threads)
+    session = get_backend(loaded.backend).load(loaded, threads=config.threads, shared_cpu=True)  # beside the decoder
     spec = loaded.input_spec
     head_record = loaded.manifest.get("head")
     head = DetectionHead.from_dict(head_record).with_thresholds(score=config.score_threshold) if head_record else None
@@ -101,9 +104,12 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     if config.line is not None and head is None:
         raise ConfigError("--line counts tracked boxes: it needs a detector artifact")
     live = config.realtime or is_live(source)
+    counter = Counter(config.line, config.score_threshold) if head is not None and config.track else None
+    # the source opens last: a live one starts delivering at once, and nothing may be skipped while we load
     feed = LiveSource(source, realtime_file=config.realtime, reconnect_attempts=config.reconnect_attempts) if live \
         else FileSource(source)
-    counter = Counter(feed.fps, config.line, config.score_threshold) if head is not None and config.track else None
+    if counter is not None:
+        counter.start(feed.fps)
     writer = None
     stats, started, last = StreamStats(), time.perf_counter(), 0.0
     try:

@@ -246,3 +246,16 @@ def test_a_fixed_batch_artifact_is_served_one_sample_at_a_time_correctly(tmp_pat
         np.testing.assert_allclose(np.asarray(answer["outputs"][0]["data"]).reshape(3, -1), expected, atol=1e-5)
         statuses = asyncio.run(_burst(f"{running.url}/v2/models/fixed/infer", _infer_body(), 16))
         assert set(statuses) == {200}
+
+
+def test_an_openvino_artifact_is_served_like_an_onnx_runtime_one(artifact_cache):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    artifact = artifact_cache("openvino")
+    batch = np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    expected = open_session(artifact.path).run([batch])[0]
+    with RunningServer(f"tiny-ov={artifact.path}") as running:
+        metadata = httpx.get(f"{running.url}/v2/models/tiny-ov").json()
+        assert metadata["platform"] == "openvino"
+        body = {"inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32", "data": batch.ravel().tolist()}]}
+        answer = httpx.post(f"{running.url}/v2/models/tiny-ov/infer", content=json.dumps(body)).json()
+        np.testing.assert_allclose(np.asarray(answer["outputs"][0]["data"]).reshape(2, -1), expected, atol=1e-4)

@@ -1,0 +1,311 @@
+"""Load-test `edgeopt serve` on loopback beside the raw batched session throughput of the same artifact.
+
+For each artifact: the raw ONNX Runtime session at the server's batch size (no HTTP), then
+`edgeopt serve` in its own process, driven by an httpx async client at concurrency 1, 8 and
+32 (closed loop, binary tensors, bounded time), then at 4x overload (open loop: requests
+arrive at four times the throughput just measured, in-flight capped). Reported: throughput,
+p50/p99, status counts, and the server's RSS (its own /metrics). Client and server share this
+machine's cores — the raw session had them to itself — so the ratio is a lower bound of what a
+separate client would see.
+
+    python benchmarks/serve.py                 # NEU-DET SSDlite INT8 and a ResNet-18 (random init)
+    python benchmarks/serve.py --seconds 5     # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+START, END = "<!-- serve:start -->", "<!-- serve:end -->"
+HEADER = "Inference-Header-Content-Length"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def raw_throughput(artifact: Path, batch: int, seconds: float, threads: int) -> float:
+    """Samples per second of the session alone at ``batch``, after a warm-up."""
+    from edgeopt.backends import open_session
+
+    session = open_session(artifact, threads=threads)
+    inputs = session.input_spec.example(batch=batch)
+    for _ in range(3):
+        session.run([inputs])
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run([inputs])
+        runs += 1
+    return runs * batch / (time.perf_counter() - started)
+
+
+def binary_request(artifact: Path) -> tuple[bytes, dict[str, str]]:
+    from edgeopt.artifact import Artifact
+
+    spec = Artifact.open(artifact).input_spec
+    sample = spec.example(batch=1)
+    header = json.dumps({"inputs": [{"name": spec.name, "shape": list(sample.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": sample.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return header + sample.tobytes(), {HEADER: str(len(header)), "content-type": "application/octet-stream"}
+
+
+class Server:
+    def __init__(self, name: str, artifact: Path, threads: int, max_batch: int, max_queue: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeopt", "serve", f"{name}={artifact}", "--port",
+                                      str(self.port), "--threads", str(threads), "--max-batch", str(max_batch),
+                                      "--max-queue", str(max_queue)], stderr=subprocess.PIPE, text=True)
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.perf_counter() - started > 60:
+                    raise RuntimeError(f"the server did not start: {self.proc.stderr.read()}") from None
+            time.sleep(0.01)
+        self.ready_seconds = time.perf_counter() - started
+
+    def rss_mb(self) -> float:
+        text = httpx.get(f"{self.url}/metrics").text
+        return float(next(l.split()[1] for l in text.splitlines() if l.startswith("process_resident_memory_bytes"))) / 2**20
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+async def closed_loop(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, raw: bool = False):
+    statuses: dict = {}
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def user() -> None:
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                try:
+                    status = (await client.post(url, content=body, headers=headers)).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__  # a transport error: counted by kind, never hidden
+                latencies.append(time.perf_counter() - sent)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return (statuses, latencies, elapsed) if raw else _figures(statuses, latencies, elapsed)
+
+
+def open_loop_processes(url: str, body: bytes, headers: dict, rate: float, seconds: float, processes: int = 4,
+                        max_in_flight: int = 512) -> dict:
+    """``open_loop`` from several client processes, each offering ``rate / processes``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(_open_loop_part, [(url, body, headers, rate / processes, seconds,
+                                                 max_in_flight // processes)] * processes))
+    statuses: dict = {}
+    for part in parts:
+        for status, count in part[0].items():
+            statuses[status] = statuses.get(status, 0) + count
+    figures = _figures(statuses, [x for part in parts for x in part[1]], max(part[2] for part in parts))
+    figures["offered_per_s"] = round(rate, 1)
+    figures["sent_per_s"] = round(sum(part[3] for part in parts), 1)
+    return figures
+
+
+def _open_loop_part(job):
+    return asyncio.run(open_loop(*job, raw=True))
+
+
+async def open_loop(url: str, body: bytes, headers: dict, rate: float, seconds: float, max_in_flight: int = 512,
+                    raw: bool = False):
+    """Requests launched at ``rate`` per second regardless of answers (at most ``max_in_flight`` open)."""
+    statuses: dict = {}
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    gate = asyncio.Semaphore(max_in_flight)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        async def one() -> None:
+            async with gate:
+                sent = time.perf_counter()
+                try:
+                    status = (await client.post(url, content=body, headers=headers)).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                latencies.append(time.perf_counter() - sent)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        tasks, started = [], time.perf_counter()
+        for index in range(int(rate * seconds)):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        launch_seconds = time.perf_counter() - started
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    if raw:
+        return statuses, latencies, elapsed, len(tasks) / launch_seconds
+    figures = _figures(statuses, latencies, elapsed)
+    figures["offered_per_s"] = round(rate, 1)
+    figures["sent_per_s"] = round(len(tasks) / launch_seconds, 1)  # what the client managed to offer
+    return figures
+
+
+def closed_loop_processes(url: str, body: bytes, headers: dict, concurrency: int, seconds: float,
+                          per_process: int = 8) -> dict:
+    """``closed_loop`` split over client processes of at most ``per_process`` connections: one httpx event loop
+    with 32 connections spends ~3 ms of CPU per request here, four with 8 spend ~1 ms."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [per_process] * (concurrency // per_process) + ([concurrency % per_process] if concurrency % per_process else [])
+    with ProcessPoolExecutor(len(shares)) as pool:
+        parts = list(pool.map(_closed_loop_part, [(url, body, headers, share, seconds) for share in shares]))
+    statuses: dict = {}
+    for part in parts:
+        for status, count in part[0].items():
+            statuses[status] = statuses.get(status, 0) + count
+    return _figures(statuses, [x for part in parts for x in part[1]], max(part[2] for part in parts))
+
+
+def _closed_loop_part(job) -> tuple:
+    url, body, headers, concurrency, seconds = job
+    figures = asyncio.run(closed_loop(url, body, headers, concurrency, seconds, raw=True))
+    return figures
+
+
+def _figures(statuses: dict, latencies: list[float], elapsed: float) -> dict:
+    ms = np.asarray(latencies) * 1000
+    return {"requests": int(sum(statuses.values())), "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
+            "throughput": round(statuses.get(200, 0) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+
+
+def bench_artifact(name: str, artifact: Path, args) -> dict:
+    raw = raw_throughput(artifact, args.max_batch, args.seconds, args.threads)
+    print(f"{name}: raw session at batch {args.max_batch}: {raw:.1f} samples/s", flush=True)
+    server = Server(name, artifact, args.threads, args.max_batch, args.max_queue)
+    body, headers = binary_request(artifact)
+    url = f"{server.url}/v2/models/{name}/infer"
+    row = {"name": name, "raw_per_s": round(raw, 1), "ready_s": round(server.ready_seconds, 3),
+           "rss_start_mb": round(server.rss_mb(), 1), "runs": {}}
+    try:
+        asyncio.run(closed_loop(url, body, headers, 8, 1.0))  # warm the pool and the server
+        for concurrency in (1, 8, 32):
+            figures = closed_loop_processes(url, body, headers, concurrency, args.seconds)
+            figures["of_raw"] = round(figures["throughput"] / raw, 3)
+            figures["rss_mb"] = round(server.rss_mb(), 1)
+            row["runs"][f"c{concurrency}"] = figures
+            print(f"  concurrency {concurrency}: {figures}", flush=True)
+        rate = 4 * row["runs"]["c32"]["throughput"]
+        figures = open_loop_processes(url, body, headers, rate, args.seconds)
+        figures["rss_mb"] = round(server.rss_mb(), 1)
+        row["runs"]["overload4x"] = figures
+        print(f"  4x overload: {figures}", flush=True)
+    finally:
+        server.stop()
+    return row
+
+
+def prepare_artifacts(args) -> list[tuple[str, Path]]:
+    """The NEU-DET detector as INT8 (when its checkpoint and data are here) and a random-init ResNet-18."""
+    out = args.work
+    found = []
+    checkpoint, data = ROOT / "runs" / "neu-det" / "ssdlite-128.safetensors", args.datasets_dir / "neu_det"
+    if checkpoint.is_file() and data.is_dir():
+        target = out / "neu-det-ort-int8"
+        if not target.is_dir():
+            _edgeopt("export", str(checkpoint), "-b", "onnxruntime", "--precision", "int8", "--calibrate", str(data),
+                     "-o", str(target))
+        found.append(("neu-det-ssdlite-int8", target))
+    else:
+        print(f"skipping the NEU-DET detector: {checkpoint} or {data} is missing", flush=True)
+    target = out / "resnet18-ort"
+    if not target.is_dir():
+        _edgeopt("export", "torchvision:resnet18", "-b", "onnxruntime", "--input", "1x3x224x224", "-o", str(target))
+    found.append(("resnet18-224-fp32", target))
+    return [f for f in found if args.only in (None, f[0])]
+    return found
+
+
+def _edgeopt(*argv: str) -> None:
+    subprocess.run([sys.executable, "-m", "edgeopt", *argv], check=True, stdout=subprocess.DEVNULL)
+
+
+def markdown(rows: list[dict], args, environment: str) -> str:
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"Measured {when} on {environment}; `python benchmarks/serve.py --seconds {args.seconds:g}`. "
+             f"Server: `edgeopt serve --threads {args.threads} --max-batch {args.max_batch} --max-queue "
+             f"{args.max_queue}`; client: httpx async, binary tensors, on the same 2 CPUs as the server.", "",
+             "| artifact | raw session (b=%d) /s | load | HTTP /s | of raw | p50 ms | p99 ms | statuses | server RSS MB |"
+             % args.max_batch, "|---|---:|---|---:|---:|---:|---:|---|---:|"]
+    for row in rows:
+        for load, run in row["runs"].items():
+            label = {"c1": "concurrency 1", "c8": "concurrency 8", "c32": "concurrency 32"}.get(
+                load, f"4× overload ({run.get('offered_per_s')} req/s asked, {run.get('sent_per_s')} sent)")
+            statuses = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
+            lines.append(f"| {row['name']} | {row['raw_per_s']} | {label} | {run['throughput']} | "
+                         f"{run.get('of_raw', run['throughput'] / row['raw_per_s']):.0%} | {run['p50_ms']} | "
+                         f"{run['p99_ms']} | {statuses} | {run['rss_mb']} |")
+    lines += ["", "Server ready after start (process start to `/v2/health/ready` = 200): " +
+              ", ".join(f"{r['name']} {r['ready_s']} s" for r in rows) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(body: str) -> None:
+    path = HERE / "RESULTS.md"
+    text = path.read_text()
+    if START not in text:
+        text += f"\n## Serving under load (`benchmarks/serve.py`)\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    path.write_text(f"{head}{START}\n{body}{END}{rest.partition(END)[2]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each load phase.")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "serve")
+    parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--only", help="Just this artifact: neu-det-ssdlite-int8 or resnet18-224-fp32.")
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    args = parser.parse_args()
+    from edgeopt.measure.environment import collect
+    from edgeopt.report.console import environment_line
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = [bench_artifact(name, path, args) for name, path in prepare_artifacts(args)]
+    (HERE / "results" / "serve.json").write_text(json.dumps(rows, indent=2) + "\n")
+    body = markdown(rows, args, environment_line(collect()))
+    print(body)
+    if not args.no_write:
+        write_results(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
