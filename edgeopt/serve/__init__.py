@@ -36,5 +36,6 @@ def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "12
                  model.artifact.backend, model.artifact.precision, model.task, model.load_seconds)
     log.info("all models ready %.3f s after the server began loading", time.perf_counter() - started)
     config = uvicorn.Config(create_app(repository, settings), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=settings.drain_seconds)
+                            access_log=False, timeout_graceful_shutdown=settings.drain_seconds,
+                            timeout_keep_alive=30)  # clients reuse connections; a short idle close races their next send
     uvicorn.Server(config).run()
