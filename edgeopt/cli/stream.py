@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -46,6 +47,7 @@ def stream_command(
     config = StreamConfig(realtime=realtime, fps_cap=fps_cap, max_frames=max_frames, duration=duration,
                           score_threshold=score_threshold, track=not no_track, line=parsed_line, annotate=annotate,
                           reconnect_attempts=reconnect_attempts, threads=threads)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends the stream like Ctrl-C: figures kept
     metrics = None
     if metrics_port is not None:
         from edgeopt.stream.metrics import StreamMetrics
@@ -68,3 +70,7 @@ def stream_command(
     if stats.unreadable:
         sys.stderr.write(f"stream: {stats.unreadable} frame(s) of {source} could not be decoded (damaged or truncated); "
                          "they were reported, not replaced\n")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -143,6 +143,9 @@ class Server:
         started, status = time.perf_counter(), 200
         try:
             yield
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code for it); nothing was answered
+            raise
         except BaseException as exc:
             status = status_of(exc)
             raise

@@ -148,7 +148,13 @@ class ModelRepository:
     def load_initial(self) -> None:
         """Load every named artifact (a failure here is the caller's error) and the repository's newest versions."""
         for name, path in self.artifacts.items():
-            self.models[name] = ServedModel.load(name, "1", path, self.threads, self.score_threshold)
+            try:
+                self.models[name] = ServedModel.load(name, "1", path, self.threads, self.score_threshold)
+            except EdgeoptError:
+                raise
+            except Exception as exc:  # the runtime's own error on a file it cannot run: one line, not a traceback
+                raise EdgeoptError(f"cannot serve {path}: its runtime failed to load or run it ({exc}); "
+                                   "export it again") from exc
         for name, version, path in self.pending():
             self.try_load(name, version, path)
         if not self.models:

@@ -138,6 +138,8 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
             if (config.max_frames and stats.processed >= config.max_frames) or \
                     (config.duration and time.perf_counter() - started >= config.duration):
                 break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, or SIGTERM (the CLI turns it into one): the stream stops, its figures are still reported
     finally:
         feed.close()
         if writer is not None:

@@ -116,6 +116,7 @@ def test_nan_input_wrong_model_and_bad_images_are_refused_and_the_server_lives_o
         response = httpx.post(f"{server.url}/v2/models/det/predict", content=image)
         assert response.status_code in (400, 413) and phrase in response.json()["error"], response.text
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+    assert "/v2/models/{name}/infer" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'edgeopt_requests_total{endpoint="infer",model="tiny",status="400"}' in metrics
     assert "process_resident_memory_bytes" in metrics and "edgeopt_model_load_seconds" in metrics
@@ -259,3 +260,11 @@ def test_an_openvino_artifact_is_served_like_an_onnx_runtime_one(artifact_cache)
         body = {"inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32", "data": batch.ravel().tolist()}]}
         answer = httpx.post(f"{running.url}/v2/models/tiny-ov/infer", content=json.dumps(body)).json()
         np.testing.assert_allclose(np.asarray(answer["outputs"][0]["data"]).reshape(2, -1), expected, atol=1e-4)
+
+
+def test_a_request_waiting_past_its_timeout_is_answered_504(served):
+    with RunningServer(str(served["det"]), "--max-batch", "1", "--request-timeout", "0.002") as running:
+        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", _detector_body(16), 24))
+        assert set(statuses) <= {200, 504} and 504 in statuses, statuses
+        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=_detector_body(16))
+        assert refused.status_code in (200, 504) and ("error" not in refused.json() or "within" in refused.json()["error"])

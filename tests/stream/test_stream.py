@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,4 +162,59 @@ def test_a_network_source_that_drops_mid_run_is_reconnected(served, tmp_path):
     records = _records(out)
     assert summary["reconnects"] >= 1, summary
     assert records and records[-1]["time"] > 4.5, "no frame was processed after the source came back"
+    assert summary["received"] == summary["processed"] + summary["skipped"]
+
+
+def _rtsp_server_unavailable() -> str | None:
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                           capture_output=True) if shutil.which("/usr/bin/python3") else None
+    if probe is None or probe.returncode != 0:
+        return "no RTSP server here: needs the system python3 with gir1.2-gst-rtsp-server-1.0 (see .ci/run)"
+    return None
+
+
+@pytest.mark.skipif(_rtsp_server_unavailable() is not None, reason=str(_rtsp_server_unavailable()))
+def test_an_rtsp_source_that_drops_mid_run_is_reconnected(served, tmp_path):
+    port = free_port()
+    script = str(Path(__file__).with_name("rtsp_server.py"))
+
+    def serve_rtsp() -> subprocess.Popen:
+        server = subprocess.Popen(["/usr/bin/python3", script, str(port)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
+        assert server.stdout.readline().strip() == "ready"
+        return server
+
+    server = serve_rtsp()
+    stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", f"rtsp://127.0.0.1:{port}/belt",
+                               str(served["det"]), "--duration", "8", "--summary", str(tmp_path / "s.json")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        server.kill()  # the camera drops mid-run ...
+        server.wait()
+        time.sleep(1)
+        server = serve_rtsp()  # ... and comes back on the same address
+        out, err = stream.communicate(timeout=60)
+    finally:
+        server.kill()
+        stream.kill()
+    assert stream.returncode == 0, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    records = _records(out)
+    assert summary["reconnects"] >= 1, summary
+    assert records and records[-1]["time"] > 4.5, "no frame was processed after the RTSP server came back"
+    assert summary["received"] == summary["processed"] + summary["skipped"]
+
+
+def test_sigterm_stops_a_live_stream_cleanly_with_its_figures(served, tmp_path):
+    write_video([np.full((64, 64, 3), i % 255, np.uint8) for i in range(500)], tmp_path / "long.avi", fps=25)
+    stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", str(tmp_path / "long.avi"), str(served["det"]),
+                               "--realtime", "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    stream.terminate()
+    out, err = stream.communicate(timeout=30)
+    assert stream.returncode == 0 and "Traceback" not in err, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert 0 < summary["processed"] < 500 and len(_records(out)) == summary["processed"]
     assert summary["received"] == summary["processed"] + summary["skipped"]
