@@ -19,9 +19,7 @@ import asyncio
 import datetime as dt
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,21 +65,32 @@ def binary_request(artifact: Path) -> tuple[bytes, dict[str, str]]:
     return header + sample.tobytes(), {HEADER: str(len(header)), "content-type": "application/octet-stream"}
 
 
+def _run_server(name: str, artifact: str, port: int, threads: int, max_batch: int, max_queue: int) -> None:
+    from edgeopt.serve import ServeSettings, serve
+
+    serve({name: Path(artifact)}, port=port, threads=threads,
+          settings=ServeSettings(max_batch=max_batch, max_queue=max_queue))
+
+
 class Server:
+    """``edgeopt.serve.serve`` in its own process (spawned: a fresh interpreter, as `edgeopt serve` is)."""
+
     def __init__(self, name: str, artifact: Path, threads: int, max_batch: int, max_queue: int) -> None:
+        import multiprocessing
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgeopt", "serve", f"{name}={artifact}", "--port",
-                                      str(self.port), "--threads", str(threads), "--max-batch", str(max_batch),
-                                      "--max-queue", str(max_queue)], stderr=subprocess.PIPE, text=True)
+        self.proc = multiprocessing.get_context("spawn").Process(
+            target=_run_server, args=(name, str(artifact), self.port, threads, max_batch, max_queue))
+        self.proc.start()
         while True:
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                if self.proc.poll() is not None or time.perf_counter() - started > 60:
-                    raise RuntimeError(f"the server did not start: {self.proc.stderr.read()}") from None
+                if not self.proc.is_alive() or time.perf_counter() - started > 60:
+                    raise RuntimeError(f"the server did not start (exit code {self.proc.exitcode})") from None
             time.sleep(0.01)
         self.ready_seconds = time.perf_counter() - started
 
@@ -90,8 +99,8 @@ class Server:
         return float(next(l.split()[1] for l in text.splitlines() if l.startswith("process_resident_memory_bytes"))) / 2**20
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        self.proc.terminate()  # SIGTERM: the server drains, then exits
+        self.proc.join(30)
 
 
 async def closed_loop(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, raw: bool = False):
@@ -231,27 +240,22 @@ def bench_artifact(name: str, artifact: Path, args) -> dict:
 
 def prepare_artifacts(args) -> list[tuple[str, Path]]:
     """The NEU-DET detector as INT8 (when its checkpoint and data are here) and a random-init ResNet-18."""
-    out = args.work
+    import edgeopt
+
     found = []
     checkpoint, data = ROOT / "runs" / "neu-det" / "ssdlite-128.safetensors", args.datasets_dir / "neu_det"
     if checkpoint.is_file() and data.is_dir():
-        target = out / "neu-det-ort-int8"
+        target = args.work / "neu-det-ort-int8"
         if not target.is_dir():
-            _edgeopt("export", str(checkpoint), "-b", "onnxruntime", "--precision", "int8", "--calibrate", str(data),
-                     "-o", str(target))
+            edgeopt.export(str(checkpoint), "onnxruntime", target, "int8", calibrate=str(data))
         found.append(("neu-det-ssdlite-int8", target))
     else:
         print(f"skipping the NEU-DET detector: {checkpoint} or {data} is missing", flush=True)
-    target = out / "resnet18-ort"
+    target = args.work / "resnet18-ort"
     if not target.is_dir():
-        _edgeopt("export", "torchvision:resnet18", "-b", "onnxruntime", "--input", "1x3x224x224", "-o", str(target))
+        edgeopt.export("torchvision:resnet18", "onnxruntime", target, input="1x3x224x224")
     found.append(("resnet18-224-fp32", target))
     return [f for f in found if args.only in (None, f[0])]
-    return found
-
-
-def _edgeopt(*argv: str) -> None:
-    subprocess.run([sys.executable, "-m", "edgeopt", *argv], check=True, stdout=subprocess.DEVNULL)
 
 
 def markdown(rows: list[dict], args, environment: str) -> str:

@@ -1,7 +1,7 @@
 """`edgeopt stream` on a conveyor belt: a video of the NEU-DET test images through the INT8 detector.
 
 1. The 360 test images become a lossless FFV1 video (one steel plate per frame, 25 fps).
-2. `edgeopt stream` runs over it frame by frame (every box over 0.01, no tracking) and its
+2. The stream pipeline (`edgeopt.stream.run_stream`, what `edgeopt stream` runs) goes over it frame by frame (every box over 0.01, no tracking) and its
    mAP@0.5, computed from the JSON lines, is set beside `edgeopt eval` on the same images.
 3. Throughput and capture-to-result latency: as fast as possible (file mode, with and
    without tracking), played as a 25 fps camera (`--realtime`), and as a 1000 fps camera (the
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,13 +23,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- stream:start -->", "<!-- stream:end -->"
-
-
-def edgeopt(*argv: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "edgeopt", *argv], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"edgeopt {' '.join(argv)} failed:\n{proc.stderr}")
-    return proc
 
 
 def write_video(images: np.ndarray, path: Path, fps: float) -> None:
@@ -43,11 +35,11 @@ def write_video(images: np.ndarray, path: Path, fps: float) -> None:
     writer.release()
 
 
-def stream(video: Path, artifact: Path, work: Path, name: str, *extra: str) -> tuple[dict, list[dict]]:
-    summary = work / f"{name}.summary.json"
-    proc = edgeopt("stream", str(video), str(artifact), "--summary", str(summary), *extra)
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    figures = json.loads(summary.read_text())
+def stream(video: Path, artifact: Path, name: str, **options) -> tuple[dict, list[dict]]:
+    from edgeopt.stream import StreamConfig, run_stream
+
+    records: list[dict] = []
+    figures = run_stream(str(video), artifact, StreamConfig(**options), on_record=records.append).summary()
     print(f"{name}: {figures}", flush=True)
     return figures, records
 
@@ -68,6 +60,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    import edgeopt
     from edgeopt.detection_data import load_detection
     from edgeopt.measure.environment import collect
     from edgeopt.report.console import environment_line
@@ -80,24 +73,21 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     artifact = args.work / "neu-det-ort-int8"
     if not artifact.is_dir():
-        edgeopt("export", str(checkpoint), "-b", "onnxruntime", "--precision", "int8", "--calibrate", str(data),
-                "-o", str(artifact))
+        edgeopt.export(str(checkpoint), "onnxruntime", artifact, "int8", calibrate=str(data))
     test = load_detection(str(data), size=None, channels=1).test
     video = args.work / "neu-det-conveyor.avi"
     write_video(test.images, video, fps=25)
-    threads = ("--threads", str(args.threads))
+    threads = {"threads": args.threads}
 
-    accuracy, records = stream(video, artifact, args.work, "map", "--score-threshold", "0.01", "--no-track", *threads)
-    evaluated = args.work / "eval.json"
-    edgeopt("eval", str(artifact), "--data", str(data), "--json", str(evaluated))
-    map_stream, map_eval = streamed_map(records, test), json.loads(evaluated.read_text())["metrics"]["map50"]
-    runs = {"file, no tracking": stream(video, artifact, args.work, "file", "--no-track", *threads)[0],
-            "file, ByteTrack + line count": stream(video, artifact, args.work, "tracked", "--line", "0,64,128,64",
-                                                   *threads)[0],
-            "25 fps camera (--realtime)": stream(video, artifact, args.work, "camera25", "--realtime", *threads)[0]}
+    accuracy, records = stream(video, artifact, "map", score_threshold=0.01, track=False, **threads)
+    map_stream = streamed_map(records, test)
+    map_eval = edgeopt.evaluate(str(artifact), str(data))["metrics"]["map50"]
+    runs = {"file, no tracking": stream(video, artifact, "file", track=False, **threads)[0],
+            "file, ByteTrack + line count": stream(video, artifact, "tracked", line=(0, 64, 128, 64), **threads)[0],
+            "25 fps camera (--realtime)": stream(video, artifact, "camera25", realtime=True, **threads)[0]}
     fast = args.work / "neu-det-conveyor-1000fps.avi"
     write_video(np.concatenate([test.images] * 3), fast, fps=1000)
-    runs["1000 fps camera (--realtime)"] = stream(fast, artifact, args.work, "camera1000", "--realtime", *threads)[0]
+    runs["1000 fps camera (--realtime)"] = stream(fast, artifact, "camera1000", realtime=True, **threads)[0]
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Measured {when} on {environment_line(collect())}; `python benchmarks/stream.py`. Artifact: the NEU-DET "
