@@ -119,7 +119,9 @@ class Server:
             batcher.start()
             self.batchers[model.name] = batcher
         else:
+            batcher.max_batch = model.preferred_batch(self.settings.max_batch)
             batcher.model = model  # batches already running finish on the old version
+        self.repository.publish(model)
         self.metrics.load_seconds.labels(model.name).set(model.load_seconds)
         self.metrics.version.labels(model.name).set(float(model.version) if model.version.isdigit() else 0)
 

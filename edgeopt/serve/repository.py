@@ -156,7 +156,9 @@ class ModelRepository:
                 raise EdgeoptError(f"cannot serve {path}: its runtime failed to load or run it ({exc}); "
                                    "export it again") from exc
         for name, version, path in self.pending():
-            self.try_load(name, version, path)
+            model = self.try_load(name, version, path)
+            if model is not None:
+                self.publish(model)
         if not self.models:
             raise ConfigError("no model to serve: name artifact folders, or a --model-repository with "
                               "<name>/<version>/manifest.json inside")
@@ -182,7 +184,8 @@ class ModelRepository:
         return found
 
     def try_load(self, name: str, version: str, path: Path) -> ServedModel | None:
-        """Load ``path`` as ``name`` ``version``; on failure record the refusal and keep what is served."""
+        """Load ``path`` as ``name`` ``version`` (not yet served: see ``publish``); on failure record the
+        refusal and keep what is served."""
         try:
             model = ServedModel.load(name, version, path, self.threads, self.score_threshold)
         except Exception as exc:  # noqa: BLE001 — a bad new version, however it fails, must not stop the old one
@@ -191,10 +194,17 @@ class ModelRepository:
             log.warning("refused %s version %s: %s (%s)", name, version, exc,
                         f"still serving version {kept.version}" if kept else "not serving it")
             return None
-        self.models[name] = model
         self.refused.pop(name, None)
-        log.info("serving %s version %s (loaded and warmed in %.2f s)", name, version, model.load_seconds)
         return model
+
+    def publish(self, model: ServedModel) -> None:
+        """Serve ``model`` from now on under its name (the server calls this on its event loop, together with
+        handing the model to the batcher, so a request never sees one version's name and another's outputs)."""
+        previous = self.models.get(model.name)
+        self.models[model.name] = model
+        if previous is not model:
+            log.info("serving %s version %s (loaded and warmed in %.2f s)", model.name, model.version,
+                     model.load_seconds)
 
 
 def check_name(name: str) -> str:
