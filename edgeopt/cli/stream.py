@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -47,7 +48,10 @@ def stream_command(
     config = StreamConfig(realtime=realtime, fps_cap=fps_cap, max_frames=max_frames, duration=duration,
                           score_threshold=score_threshold, track=not no_track, line=parsed_line, annotate=annotate,
                           reconnect_attempts=reconnect_attempts, threads=threads)
-    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends the stream like Ctrl-C: figures kept
+    # Ctrl-C and a service manager's SIGTERM end the stream between two frames: every figure stays exact
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     metrics = None
     if metrics_port is not None:
         from edgeopt.stream.metrics import StreamMetrics
@@ -56,7 +60,7 @@ def stream_command(
     sink = open(out, "w") if out is not None else sys.stdout
     try:
         stats = run_stream(source, artifact, config, on_record=lambda r: sink.write(json.dumps(r) + "\n"),
-                           on_progress=metrics.update if metrics else None)
+                           on_progress=metrics.update if metrics else None, stop=stop)
     finally:
         if out is not None:
             sink.close()
@@ -70,7 +74,3 @@ def stream_command(
     if stats.unreadable:
         sys.stderr.write(f"stream: {stats.unreadable} frame(s) of {source} could not be decoded (damaged or truncated); "
                          "they were reported, not replaced\n")
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

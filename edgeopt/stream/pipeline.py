@@ -9,6 +9,7 @@ reconnects, and latency p50/p95 — exposed on ``/metrics`` when a port is given
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,10 @@ class Counter:
 
 def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamConfig(),
                on_record: Callable[[dict[str, Any]], None] = lambda record: None,
-               on_progress: Callable[[StreamStats], None] | None = None) -> StreamStats:
-    """Run ``artifact`` over ``source`` until it ends or a limit is reached; every record goes to ``on_record``."""
+               on_progress: Callable[[StreamStats], None] | None = None,
+               stop: threading.Event | None = None) -> StreamStats:
+    """Run ``artifact`` over ``source`` until it ends, a limit is reached or ``stop`` is set (between frames, so
+    every frame taken is either processed or counted skipped); every record goes to ``on_record``."""
     from edgeopt.backends import get_backend
 
     loaded = Artifact.open(artifact)
@@ -113,7 +116,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     writer = None
     stats, started, last = StreamStats(), time.perf_counter(), 0.0
     try:
-        for frame in feed.frames():
+        for frame in feed.frames(stop):
             if config.fps_cap and (wait := last + 1 / config.fps_cap - time.perf_counter()) > 0:
                 time.sleep(wait)
                 if live:  # this frame went stale while we waited: drop it (counted) and take the newest
@@ -139,7 +142,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                     (config.duration and time.perf_counter() - started >= config.duration):
                 break
     except KeyboardInterrupt:
-        pass  # Ctrl-C, or SIGTERM (the CLI turns it into one): the stream stops, its figures are still reported
+        pass  # Ctrl-C in a program that set no ``stop``: the stream stops, its figures are still reported
     finally:
         feed.close()
         if writer is not None:

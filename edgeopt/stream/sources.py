@@ -77,9 +77,9 @@ class FileSource:
         self.counts = SourceCounts()
         self.max_bad_in_a_row = max_bad_in_a_row
 
-    def frames(self):
+    def frames(self, stop: threading.Event | None = None):
         index, bad_in_a_row = 0, 0
-        while True:
+        while stop is None or not stop.is_set():
             ok, image = self.capture.read()
             if ok and image is not None and image.size:
                 bad_in_a_row = 0
@@ -93,6 +93,9 @@ class FileSource:
                 index += 1
                 continue
             break
+        else:
+            self.capture.release()
+            return  # stopped on request: the rest of the file is not "unreadable"
         if self.declared > index:  # declared by the container, never decoded: a truncated file
             self.counts.unreadable += self.declared - index
         self.capture.release()
@@ -122,11 +125,11 @@ class LiveSource:
         self._thread = threading.Thread(target=self._read, name="edgeopt-capture", daemon=True)
         self._thread.start()
 
-    def frames(self):
-        while True:
+    def frames(self, stop: threading.Event | None = None):
+        while stop is None or not stop.is_set():
             with self._lock:
-                while self._slot is None and not self._ended:
-                    self._lock.wait(0.5)
+                while self._slot is None and not self._ended and not (stop is not None and stop.is_set()):
+                    self._lock.wait(0.2)
                 if self._slot is None:
                     return
                 frame, self._slot = self._slot, None
