@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
+
 from edgeopt import BenchConfig, TimingConfig, bench, load_model
 from edgeopt.report.console import environment_line, print_bench
 
@@ -82,13 +84,6 @@ def plot(reports: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def replace_section(path: Path, body: str) -> None:
-    text = path.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{START}\n{body}{END}{tail}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -110,7 +105,7 @@ def main() -> int:
     table = markdown(reports, command.strip())
     (out / "backends.md").write_text(table)
     plot(reports, out / "backends.png")
-    replace_section(HERE / "RESULTS.md", table + "\n![p50 latency per backend](results/backends.png)\n")
+    write_section(START, END, table + "\n![p50 latency per backend](results/backends.png)\n")
     print(table)
     return 0
 

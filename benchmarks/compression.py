@@ -27,6 +27,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
+
 import edgeopt
 from edgeopt import ExportConfig, FineTune, QuantizationConfig, Recipe, Step
 from edgeopt.errors import EdgeoptError
@@ -185,12 +187,8 @@ def write_results(results: Path) -> str:
               for p in sorted(results.glob("compression-*.json"))}
     plot({name: t["rows"] for name, t in tables.items()}, results / "compression.png")
     body = "\n".join(t["markdown"] for t in tables.values())
-    text = (HERE / "RESULTS.md").read_text()
-    if START not in text:
-        text += f"\n## Compression on real data (`benchmarks/compression.py`)\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    (HERE / "RESULTS.md").write_text(f"{head}{START}\n{body}\n![accuracy vs latency](results/compression.png)\n"
-                                     f"{END}{rest.partition(END)[2]}")
+    write_section(START, END, f"{body}\n![accuracy vs latency](results/compression.png)\n",
+                  "Compression on real data (`benchmarks/compression.py`)")
     return body
 
 

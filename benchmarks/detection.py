@@ -28,6 +28,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
+
 import edgeopt
 from edgeopt import ExportConfig, FineTune, QuantizationConfig, Recipe
 from edgeopt.errors import EdgeoptError
@@ -126,14 +128,6 @@ def markdown(rows: list[Row], command: str, environment: dict, baseline_note: st
     return "\n".join(lines) + "\n"
 
 
-def write_results(body: str) -> None:
-    text = (HERE / "RESULTS.md").read_text()
-    if START not in text:
-        text += f"\n## Detection on NEU-DET (`benchmarks/detection.py`)\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    (HERE / "RESULTS.md").write_text(f"{head}{START}\n{body}{END}{rest.partition(END)[2]}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
@@ -171,7 +165,7 @@ def main() -> int:
     results.mkdir(exist_ok=True)
     (results / "detection.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "markdown": body,
                                                         "environment": environment}, indent=2) + "\n")
-    write_results(body)
+    write_section(START, END, body, "Detection on NEU-DET (`benchmarks/detection.py`)")
     print(body)
     return 0
 

@@ -28,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
+
 import edgeopt
 from edgeopt.report.console import make_console
 from edgeopt.report.progress import SearchPrinter
@@ -109,13 +111,8 @@ def _violation(v: dict) -> str:
 
 
 def write_results(text: str, name: str, section: str) -> None:
-    start, end = f"<!-- optimize-{name}:start -->", f"<!-- optimize-{name}:end -->"
-    path = HERE / "RESULTS.md"
-    content = path.read_text()
-    if start not in content:
-        content += f"\n## `edgeopt optimize` on {section} (`benchmarks/optimize_neu.py --search {name}`)\n\n{start}\n{end}\n"
-    head, _, rest = content.partition(start)
-    path.write_text(f"{head}{start}\n{text}\n{end}{rest.partition(end)[2]}")
+    write_section(f"<!-- optimize-{name}:start -->", f"<!-- optimize-{name}:end -->", f"{text}\n",
+                  f"`edgeopt optimize` on {section} (`benchmarks/optimize_neu.py --search {name}`)")
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -287,15 +288,6 @@ def markdown(rows: list[dict], args, environment: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(body: str) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text()
-    if START not in text:
-        text += f"\n## Serving under load (`benchmarks/serve.py`)\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    path.write_text(f"{head}{START}\n{body}{END}{rest.partition(END)[2]}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each load phase.")
@@ -316,7 +308,7 @@ def main() -> int:
     body = markdown(rows, args, environment_line(collect()))
     print(body)
     if not args.no_write:
-        write_results(body)
+        write_section(START, END, body, "Serving under load (`benchmarks/serve.py`)")
     return 0
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -109,12 +110,7 @@ def main() -> int:
         {"map50_stream": map_stream, "map50_eval": map_eval, "runs": runs}, indent=2) + "\n")
     print(body)
     if not args.no_write:
-        path = HERE / "RESULTS.md"
-        text = path.read_text()
-        if START not in text:
-            text += f"\n## Video streams (`benchmarks/stream.py`)\n\n{START}\n{END}\n"
-        head, _, rest = text.partition(START)
-        path.write_text(f"{head}{START}\n{body}{END}{rest.partition(END)[2]}")
+        write_section(START, END, body, "Video streams (`benchmarks/stream.py`)")
     return 0
 
 
