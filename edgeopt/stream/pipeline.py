@@ -21,7 +21,7 @@ from edgeopt.artifact import Artifact
 from edgeopt.boxes import DetectionHead
 from edgeopt.errors import ConfigError
 from edgeopt.predict import fit_image, interpret
-from edgeopt.stream.sources import FileSource, LiveSource, is_live
+from edgeopt.stream.sources import FileSource, LiveSource, SourceCounts, is_live
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,27 @@ class StreamConfig:
 
 @dataclass
 class StreamStats:
-    received: int = 0
+    source: SourceCounts = field(default_factory=SourceCounts)  # the source's own counters, read live
     processed: int = 0
-    skipped: int = 0
-    unreadable: int = 0
-    reconnects: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # line crossings
+
+    @property
+    def received(self) -> int:
+        return self.source.received
+
+    @property
+    def skipped(self) -> int:
+        return self.source.skipped
+
+    @property
+    def unreadable(self) -> int:
+        return self.source.unreadable
+
+    @property
+    def reconnects(self) -> int:
+        return self.source.reconnects
 
     def summary(self) -> dict[str, Any]:
         seconds = max(self.seconds, 1e-9)
@@ -114,7 +127,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     if counter is not None:
         counter.start(feed.fps)
     writer = None
-    stats, started, last = StreamStats(), time.perf_counter(), 0.0
+    stats, started, last = StreamStats(feed.counts), time.perf_counter(), 0.0
     try:
         for frame in feed.frames(stop):
             if config.fps_cap and (wait := last + 1 / config.fps_cap - time.perf_counter()) > 0:
@@ -135,7 +148,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                        "latency_ms": round(latency, 3), **record})
             if config.annotate is not None and found is not None:
                 writer = _annotated(writer, config.annotate, frame.image, found, labels, feed.fps)
-            _copy_counts(stats, feed, started)
+            stats.seconds = time.perf_counter() - started
             if on_progress is not None:
                 on_progress(stats)
             if (config.max_frames and stats.processed >= config.max_frames) or \
@@ -147,7 +160,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         feed.close()
         if writer is not None:
             writer.release()
-        _copy_counts(stats, feed, started)
+        stats.seconds = time.perf_counter() - started
     return stats
 
 
@@ -160,13 +173,6 @@ def _infer(session, spec, head, labels, bgr: np.ndarray):
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     fitted = fit_image(image, spec)
     return interpret(session.run([fitted.input]), fitted, head, labels)
-
-
-def _copy_counts(stats: StreamStats, feed: FileSource | LiveSource, started: float) -> None:
-    counts = feed.counts
-    stats.received, stats.skipped, stats.unreadable, stats.reconnects = (
-        counts.received, counts.skipped, counts.unreadable, counts.reconnects)
-    stats.seconds = time.perf_counter() - started
 
 
 def _annotated(writer, out: Path, image: np.ndarray, found, labels, fps: float):
