@@ -135,11 +135,7 @@ def open_loop_processes(url: str, body: bytes, headers: dict, rate: float, secon
     with ProcessPoolExecutor(processes) as pool:
         parts = list(pool.map(_open_loop_part, [(url, body, headers, rate / processes, seconds,
                                                  max_in_flight // processes)] * processes))
-    statuses: dict = {}
-    for part in parts:
-        for status, count in part[0].items():
-            statuses[status] = statuses.get(status, 0) + count
-    figures = _figures(statuses, [x for part in parts for x in part[1]], max(part[2] for part in parts))
+    figures = _merged_figures(parts)
     figures["offered_per_s"] = round(rate, 1)
     figures["sent_per_s"] = round(sum(part[3] for part in parts), 1)
     return figures
@@ -193,17 +189,22 @@ def closed_loop_processes(url: str, body: bytes, headers: dict, concurrency: int
     shares = [per_process] * (concurrency // per_process) + ([concurrency % per_process] if concurrency % per_process else [])
     with ProcessPoolExecutor(len(shares)) as pool:
         parts = list(pool.map(_closed_loop_part, [(url, body, headers, share, seconds) for share in shares]))
-    statuses: dict = {}
-    for part in parts:
-        for status, count in part[0].items():
-            statuses[status] = statuses.get(status, 0) + count
-    return _figures(statuses, [x for part in parts for x in part[1]], max(part[2] for part in parts))
+    return _merged_figures(parts)
 
 
 def _closed_loop_part(job) -> tuple:
     url, body, headers, concurrency, seconds = job
     figures = asyncio.run(closed_loop(url, body, headers, concurrency, seconds, raw=True))
     return figures
+
+
+def _merged_figures(parts: list[tuple]) -> dict:
+    """One set of figures from the client processes' (statuses, latencies, elapsed, ...) parts."""
+    statuses: dict = {}
+    for part in parts:
+        for status, count in part[0].items():
+            statuses[status] = statuses.get(status, 0) + count
+    return _figures(statuses, [x for part in parts for x in part[1]], max(part[2] for part in parts))
 
 
 def _figures(statuses: dict, latencies: list[float], elapsed: float) -> dict:
