@@ -135,16 +135,25 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
             f"{folder} has no {MANIFEST}: it is not an edgeopt artifact, or its export was interrupted; "
             "export it again"
         )
+    return parse_manifest(file.read_bytes(), str(file))
+
+
+def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
+    """A manifest's JSON, checked for the fields every reader needs (``where`` names it in errors)."""
     try:
-        manifest = json.loads(file.read_text())
+        manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{file} is not valid JSON ({exc}); export the artifact again") from None
+        raise ArtifactError(f"{where} is not valid JSON ({exc}); export the artifact again") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{where} is not a JSON object; export the artifact again")
     missing = [k for k in ("schema", "backend", "precision", "input", "outputs", "entry", "files") if k not in manifest]
-    if not isinstance(manifest, dict) or missing:
-        raise ArtifactError(f"{file} lacks required fields {missing}; export the artifact again")
+    if missing:
+        raise ArtifactError(f"{where} lacks required fields {missing}; export the artifact again")
+    if not isinstance(manifest["files"], dict) or not isinstance(manifest["schema"], int):
+        raise ArtifactError(f"{where} is malformed (files must be an object, schema an integer); export it again")
     if manifest["schema"] > SCHEMA_VERSION:
         raise ArtifactError(
-            f"{file} uses manifest schema {manifest['schema']}, newer than this edgeopt understands "
+            f"{where} uses manifest schema {manifest['schema']}, newer than this edgeopt understands "
             f"({SCHEMA_VERSION}); upgrade edgeopt"
         )
     return manifest

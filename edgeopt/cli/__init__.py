@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
+    agent,
     backends,
     bench,
     build,

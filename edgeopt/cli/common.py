@@ -13,6 +13,8 @@ from edgeopt.errors import ConfigError
 InputOption = typer.Option(None, "--input", help="Input shape, batch first, e.g. 1x3x224x224 (inferred if omitted).")
 ArchOption = typer.Option(None, "--arch", help="Architecture for a weights-only checkpoint, e.g. torchvision:resnet18.")
 ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every backend (default: all usable CPUs).")
+AgentOption = typer.Option(None, "--agent", help="URL of an `edgeopt agent` on the device (http://HOST:8470): measure there, not here.")
+AgentTokenOption = typer.Option(None, "--agent-token", envvar="EDGEOPT_AGENT_TOKEN", show_envvar=True, help="The agent's token (better: set EDGEOPT_AGENT_TOKEN, which stays out of the process list).")
 CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
 CalibrationSamplesOption = typer.Option(300, "--calibration-samples", help="Stratified calibration images taken from its training split.")
 MaxDropOption = typer.Option(None, "--max-accuracy-drop", help="Accuracy-aware INT8: most points of the main metric (top-1) to lose, held on part of the training split.")

@@ -1,7 +1,9 @@
 """One backend's measurement, run in a fresh process: ``python -m edgeopt.measure.worker``.
 
-Reads a job (JSON) on stdin, loads the artifact, times it at each batch size and
-prints one result line prefixed ``RESULT_PREFIX``. A fresh process per backend makes
+Reads a job (JSON) on stdin, loads the artifact, times its first call and each batch
+size (and, asked to, minutes of back-to-back calls: ``sustained_s``), saves its outputs on
+the caller's inputs (``outputs``: an .npz path) and prints one result line prefixed
+``RESULT_PREFIX``. A fresh process per backend makes
 its peak RSS its own, and loading an ONNX Runtime or OpenVINO artifact here imports
 no torch, just as on an edge box.
 """
@@ -55,6 +57,12 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         head = DetectionHead.from_dict(artifact.manifest["head"])
         run = lambda data: postprocess(session.run(data), head)  # noqa: E731
     real = np.load(job["inputs"], allow_pickle=False) if job.get("inputs") else None
+    first = [spec.example(batch=1) if real is None else real[:1]]
+    t0 = time.perf_counter()
+    run(first)
+    first_ms = (time.perf_counter() - t0) * 1e3  # cold: the first call allocates and picks kernels
+    if job.get("outputs") and real is not None:  # the raw outputs on the caller's inputs, for its parity check
+        np.savez(job["outputs"], *session.run([real]))
     batches = {}
     for batch in sorted(job["batches"]):  # ascending, so the latency batch peak is its own
         if spec.max_batch is not None and batch > spec.max_batch:
@@ -66,9 +74,16 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         data = [spec.example(batch=batch) if real is None else np.resize(real, (batch, *real.shape[1:]))]
         batches[str(batch)] = summarize(time_calls(lambda data=data: run(data), timing), batch)
         batches[str(batch)]["peak_rss_mb"] = peak_rss_mb()  # cumulative: includes smaller batches
+    sustained = None
+    if job.get("sustained_s"):
+        from edgeopt.measure.sustained import run_sustained
+
+        sustained = run_sustained(lambda: run(first), seconds=job["sustained_s"]).to_dict()
     return {
         "load_ms": load_ms,
+        "first_ms": first_ms,
         "batches": batches,
+        "sustained": sustained,
         "rss_before_load_mb": rss_before_load,
         "torch_imported": "torch" in sys.modules,
     }
