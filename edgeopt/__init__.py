@@ -33,7 +33,7 @@ _HOMES = {
     "edgeopt.pipeline.bench": ("BenchConfig", "BenchReport"),
     "edgeopt.pipeline.recipe": ("ExportConfig", "Recipe", "Step"),
     "edgeopt.quantization": ("QuantizationConfig",),
-    "edgeopt.search": ("Goals", "SearchOutcome", "SearchSpace"),
+    "edgeopt.search": ("AgentTarget", "Goals", "SearchOutcome", "SearchSpace"),
     "edgeopt.spec": ("InputSpec", "OutputSpec", "Preprocess"),
     "edgeopt.tasks": ("Task", "get_task"),
 }
@@ -67,14 +67,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgeopt.pipeline.bench import BenchConfig, BenchReport  # noqa: F401
     from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step  # noqa: F401
     from edgeopt.quantization import QuantizationConfig  # noqa: F401
-    from edgeopt.search import Goals, SearchOutcome, SearchSpace  # noqa: F401
+    from edgeopt.search import AgentTarget, Goals, SearchOutcome, SearchSpace  # noqa: F401
     from edgeopt.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
     from edgeopt.tasks import Task, get_task  # noqa: F401
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "Artifact", "ArtifactError", "BackendError", "BackendUnavailable", "BenchConfig", "BenchReport", "Compressed",
+    "AgentTarget", "Artifact", "ArtifactError", "BackendError", "BackendUnavailable", "BenchConfig", "BenchReport", "Compressed",
     "ConfigError", "EdgeoptError", "ExportConfig", "FineTune", "Goals", "InputError", "InputSpec", "LoadedModel",
     "Measurement", "ModelSourceError", "OutputSpec", "ParityError", "Pass", "PassConfig", "PassContext", "Preprocess",
     "QuantizationConfig", "Recipe", "SearchOutcome", "SearchSpace", "Session", "Step", "Task", "TimingConfig",

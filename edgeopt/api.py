@@ -19,7 +19,7 @@ from edgeopt.measure.record import Measurement
 from edgeopt.passes import FineTune
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
 from edgeopt.quantization import QuantizationConfig
-from edgeopt.search import Goals, SearchConfig, SearchOutcome, SearchSpace, parse_duration
+from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, SearchSpace, parse_duration
 
 if TYPE_CHECKING:
     from edgeopt.artifact import Artifact
@@ -211,10 +211,12 @@ def quantize(model: str, data: str, backend: str, out: PathLike, *, mode: str = 
 def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Goals = Goals(),
              device: str = "host", budget: str | float = "30m", space: SearchSpace = SearchSpace(),
              resume: bool = False, force: bool = False, arch: str | None = None, seed: int = 0,
+             agent: "AgentTarget | None" = None, sustained_s: float = 60.0, measurements: PathLike | None = None,
              on_event: "Callable[[Event], None] | None" = None) -> SearchOutcome:
     """Search for the fastest (or most accurate, or smallest) artifact of ``model`` that meets ``goals``.
 
-    Measures every candidate here (an estimate for a device that is not this machine), keeps
+    Measures every candidate on the device when ``agent`` names one (an ``edgeopt agent``), else
+    here (a corrected estimate, with its interval, for a device that is not this machine), keeps
     the best so far in ``out/best``, and writes ``report.html``, ``report.md`` and
     ``results.json``. ``on_event`` receives the search's progress (``edgeopt.search.events``).
 
@@ -231,7 +233,8 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
 
     seconds = parse_duration(budget) if isinstance(budget, str) else float(budget)
     config = SearchConfig(model=model, data=data, out=Path(out), goals=goals, device=device, budget_s=seconds,
-                          space=space, resume=resume, force=force, arch=arch, seed=seed)
+                          space=space, resume=resume, force=force, arch=arch, seed=seed, agent=agent,
+                          sustained_s=sustained_s, measurements=Path(measurements) if measurements else None)
     outcome = Search(config, on_event=on_event).run()
     write_reports(outcome, config.out)
     return outcome

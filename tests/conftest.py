@@ -82,3 +82,23 @@ def served(tmp_path_factory, artifact_cache):
     root = tmp_path_factory.mktemp("served")
     detector = load_model("edgeopt.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
     return {"tiny": artifact_cache("onnxruntime").path, "det": export(detector, "onnxruntime", root / "det").path}
+
+
+@pytest.fixture(scope="session")
+def lean_python(tmp_path_factory) -> str:
+    """A venv holding edgeopt[edge-onnxruntime] installed from this checkout — an edge box, no torch
+    (about a minute, once per session)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path_factory.mktemp("lean") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", f"{root}[edge-onnxruntime]"],
+                             capture_output=True, text=True, timeout=900)
+    if install.returncode != 0 and "No matching distribution" in install.stderr:
+        pytest.skip(f"the package index is unreachable: {install.stderr.strip().splitlines()[-1]}")
+    assert install.returncode == 0, install.stderr
+    return python

@@ -108,17 +108,20 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """``edgeopt serve ARGS`` in its own process on a free loopback port; stopped with SIGTERM."""
+    """``edgeopt serve ARGS`` (or another ``command``, ready when ``ready_path`` answers 200) in its own
+    process on a loopback port (free, unless given); ``prefix`` runs before it (e.g. taskset); stopped with SIGTERM."""
 
-    def __init__(self, *args: str, python: str = sys.executable, env: dict | None = None, ready_within: float = 60) -> None:
+    def __init__(self, *args: str, python: str = sys.executable, env: dict | None = None, ready_within: float = 60,
+                 command: str = "serve", ready_path: str = "/v2/health/ready", prefix: tuple[str, ...] = (),
+                 port: int | None = None) -> None:
         import time
 
         import httpx
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([python, "-m", "edgeopt", "serve", *args, "--port", str(self.port)],
+        self.proc = subprocess.Popen([*prefix, python, "-m", "edgeopt", command, *args, "--port", str(self.port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
         deadline = self.started + ready_within
@@ -126,7 +129,7 @@ class RunningServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the server exited {self.proc.returncode}: {self.proc.stderr.read()}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{ready_path}", timeout=1).status_code == 200:
                     self.ready_seconds = time.perf_counter() - self.started
                     return
             except httpx.TransportError:
@@ -153,3 +156,13 @@ class RunningServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+AGENT_TOKEN = "test-agent-token-0123"
+
+
+def running_agent(store: Path, *args: str, python: str = sys.executable, prefix: tuple[str, ...] = (),
+                  port: int | None = None) -> RunningServer:
+    """``edgeopt agent`` with the tests' token, its store in ``store``, on a loopback port."""
+    return RunningServer("--store", str(store), *args, python=python, command="agent", ready_path="/v1/health",
+                         prefix=prefix, port=port, env={"EDGEOPT_AGENT_TOKEN": AGENT_TOKEN})

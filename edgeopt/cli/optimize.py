@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, CalibrationSamplesOption, SeedOption
+from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, CalibrationSamplesOption, SeedOption
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
 
@@ -33,6 +33,8 @@ def optimize_command(
     out: Path = typer.Option(Path("out/optimize"), "--out", "-o", help="The search folder: journal, candidates, best/, report.html."),
     device: str = typer.Option("host", "--device", help="Target device profile (see `edgeopt devices`); not this machine: latencies are estimates."),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Goal: p50 latency at batch 1."),
+    max_sustained_p99_ms: Optional[float] = typer.Option(None, "--max-sustained-p99-ms", help="Goal: p99 of the last minute of --sustained-seconds back to back (throttling shows here)."),
+    sustained_seconds: float = typer.Option(60.0, "--sustained-seconds", help="How long each candidate runs back to back when --max-sustained-p99-ms is set."),
     max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="Goal: artifact size."),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Goal: peak memory of the process running it."),
     max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
@@ -50,25 +52,32 @@ def optimize_command(
     epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
     qat_epochs: int = typer.Option(3, "--qat-epochs"),
     calibration_samples: int = CalibrationSamplesOption,
+    agent: Optional[str] = AgentOption,
+    agent_token: Optional[str] = AgentTokenOption,
+    agent_retries: int = typer.Option(4, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
+    measurements: Optional[Path] = typer.Option(None, "--measurements", help="The store of device measurements that corrects estimates (default ~/.cache/edgeopt/measurements, or EDGEOPT_MEASUREMENTS)."),
     arch: Optional[str] = ArchOption,
     seed: int = SeedOption,
 ) -> None:
     """Find the fastest (or most accurate, or smallest) artifact of MODEL that meets the goals.
 
-    Measures every candidate here (latency with the device's thread count; an estimate for a
-    device that is not this machine), keeps the best so far in OUT/best, and writes
+    Measures every candidate on the device when --agent names its `edgeopt agent`, else here
+    (latency with the device's thread count; for a device that is not this machine, an estimate
+    corrected by earlier device measurements, with its interval), keeps the best so far in OUT/best, and writes
     OUT/report.html, report.md and results.json. Exits 3 when no candidate meets the goals.
     """
-    from edgeopt.search import Goals, SearchSpace, parse_duration
+    from edgeopt.search import AgentTarget, Goals, SearchSpace, parse_duration
 
-    goals = Goals(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
+    goals = Goals(max_latency_ms=max_latency_ms, max_sustained_p99_ms=max_sustained_p99_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
                   max_drop=max_accuracy_drop, metric=metric, priority=priority)
     space = SearchSpace(backends=_split(backends) if backends else None, int8=int8,
                         prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
                         resolutions=_fractions(resolutions, "--resolutions"), students=None if students == "auto" else _split(students),
                         qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs, calibration_samples=calibration_samples)
+    target = AgentTarget(agent, agent_token or "", retries=agent_retries) if agent else None
     run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
-                 resume=resume, force=force, arch=arch, seed=seed)
+                 resume=resume, force=force, arch=arch, seed=seed, agent=target, sustained_s=sustained_seconds,
+                 measurements=measurements)
 
 
 def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> None:
@@ -83,7 +92,9 @@ def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> 
     # log while it builds; the console keeps a descriptor of its own.
     console = console or make_console(own_stdout=True)
     goals, budget_s = settings["goals"], settings["budget"]
-    console.print(Text(f"optimize {model} on {data} · device {settings.get('device', 'host')} · {goals.priority} first · "
+    where = f"device {settings.get('device', 'host')}" + (f" measured by the agent at {settings['agent'].url}"
+                                                           if settings.get("agent") else "")
+    console.print(Text(f"optimize {model} on {data} · {where} · {goals.priority} first · "
                        f"budget {budget_s / 60:.3g} min", style="bold"), soft_wrap=True)
     outcome = optimize(model, data, out, on_event=SearchPrinter(console), **settings)
     print_outcome(outcome, console)

@@ -153,6 +153,18 @@ def measurement_from(timing: dict[str, Any], size_bytes: int, threads: int, **ex
     if not timed:
         raise BackendError(f"no batch size could be timed: {'; '.join(b.get('skipped', '') for b in batches.values())}")
     first = batches["1"] if "p50" in batches.get("1", {}) else timed[0]
+    sustained = timing.get("sustained")
     return Measurement(latency_ms=first["p50"], p90_ms=first["p90"], p99_ms=first["p99"], peak_rss_mb=first["peak_rss_mb"],
                        size_mb=size_bytes / MB, threads=threads,
-                       throughput={key: b["throughput"] for key, b in batches.items() if "throughput" in b}, **extra)
+                       throughput={key: b["throughput"] for key, b in batches.items() if "throughput" in b},
+                       load_ms=timing.get("load_ms"), first_ms=timing.get("first_ms"),
+                       sustained={k: v for k, v in sustained.items() if k != "temperatures"} | {
+                           "temperatures": _temperature_range(sustained["temperatures"])} if sustained else None,
+                       **extra)
+
+
+def _temperature_range(temperatures) -> dict[str, list[float]] | str:
+    """Per zone: the first and the highest reading (a journal line, not every second's sample)."""
+    if isinstance(temperatures, str):
+        return temperatures
+    return {zone: [values[0], max(values)] for zone, values in temperatures.items() if values}

@@ -24,7 +24,8 @@ SCHEMA = 1
 @dataclass(frozen=True)
 class Measurement:
     """Latency at batch 1 (``latency_ms`` is the p50 on the target: an estimate when
-    ``estimated``, else ``measured_ms``), memory, size, cost and quality of one artifact."""
+    ``estimated``, else ``measured_ms``, measured here or — ``measured_on`` — on the device by
+    its agent), memory, size, cost and quality of one artifact."""
 
     latency_ms: float
     peak_rss_mb: float
@@ -32,13 +33,21 @@ class Measurement:
     threads: int
     p90_ms: float | None = None
     p99_ms: float | None = None
-    measured_ms: float | None = None  # p50 measured on this machine
+    measured_ms: float | None = None  # p50 measured (here, or on the device by its agent)
     estimated: bool = False
     throughput: dict[str, float] = field(default_factory=dict)  # samples/s by batch size
     metrics: dict[str, float] = field(default_factory=dict)
     fidelity: dict[str, Any] = field(default_factory=dict)
     macs: int | None = None
     params: int | None = None
+    measured_on: str | None = None  # the device whose agent measured it; None: this machine
+    host_ms: float | None = None  # p50 on this machine, when the target was measured elsewhere
+    load_ms: float | None = None  # cold load of the artifact
+    first_ms: float | None = None  # its first call after loading
+    sustained: dict[str, Any] | None = None  # minutes back to back: p99 first and last window, drift, temperatures
+    estimate_low_ms: float | None = None  # an estimate's interval, and how many device measurements back it
+    estimate_high_ms: float | None = None
+    estimate_basis: int | None = None
 
     def __post_init__(self) -> None:
         if self.measured_ms is None:

@@ -13,6 +13,8 @@ import io
 import json
 from typing import Any
 
+from edgeopt.report.search import RANKING_HEADERS, host_choice_text, ranking_rows, where_text
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
@@ -85,7 +87,7 @@ def pareto_svg(outcome) -> str:
     if goals.max_latency_ms:
         axis.axvline(goals.max_latency_ms, color="#c62828", linestyle="-.", label="max latency")
     axis.set_xscale("log")
-    where = f"ESTIMATED for {outcome.device['name']}" if outcome.estimated else "measured here"
+    where = where_text(outcome).replace("estimated", "ESTIMATED")
     axis.set_xlabel(f"p50 latency at batch 1, ms ({where}; log scale)")
     axis.set_ylabel(f"{title} on the test split, %")
     axis.set_title(f"candidates: latency vs {title} (marker area ∝ artifact size)")
@@ -145,13 +147,23 @@ def _winner_sections(outcome) -> str:
     return "".join(parts)
 
 
+def _rankings(outcome) -> str:
+    rows = ranking_rows(outcome)
+    if not rows:
+        return ""
+    return (f"<h2>Ranked on the device and here</h2><p>Every candidate was timed on {_esc(outcome.measured_on)} by its "
+            f"agent, and here with {outcome.device.get('host_threads')} threads. {_esc(host_choice_text(outcome))}</p>"
+            + _table(RANKING_HEADERS, rows, "rankings"))
+
+
 def render_html(outcome, rows: list[list[str]], headers: list[str], decision: str) -> str:
     """The whole page as a string."""
     config, env = outcome.config, outcome.environment
     estimated = ('<p class="est">Every latency on this page is an ESTIMATE for '
                  f'{_esc(outcome.device["name"])}: measured here with {outcome.device["threads_here"]} threads, scaled '
-                 'by a roofline model of the two CPUs. Measure on the device before relying on it.</p>'
-                 if outcome.estimated else "")
+                 f'by a roofline model of the two CPUs ({_esc(where_text(outcome))}; each figure shows its interval). '
+                 'Measure on the device (<code>edgeopt agent</code> there, <code>--agent</code> here) before relying '
+                 'on it.</p>' if outcome.estimated else "")
     try:
         plot = pareto_svg(outcome)
     except ImportError:
@@ -180,10 +192,11 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
 <h2>Candidates</h2><p>★ chosen · ◆ on the Pareto front · Δ points: change of {_esc(outcome.baseline['metric_title'])} against the baseline</p>
 {_table(headers, rows, "candidates")}
 {f"<h3>Not tried</h3><ul>{not_tried}</ul>" if not_tried else ""}
+{_rankings(outcome)}
 {recipe}
 {_winner_sections(outcome)}
 <h2>Device</h2><p>{_esc(device['name'])}: {_esc(device['cpu']['description'])}, {device['memory_mb']:.0f} MB
-(a model process may use {device['memory_cap_mb']:.0f} MB); emulated here with {device['threads_here']} threads.</p>
+(a model process may use {device['memory_cap_mb']:.0f} MB); {_esc(where_text(outcome))}{'' if outcome.measured_on else f" with {device['threads_here']} threads"}.</p>
 <ul>{sources}</ul>
 <h2>Environment</h2><pre>{_esc(json.dumps(env, indent=2))}</pre>
 </body></html>

@@ -1,7 +1,9 @@
 """The search's results as a console summary, results.json, report.md and report.html.
 
-Every latency of a search for a device that is not this machine is an estimate; the
-tables say "est." beside each such figure and the plot's axis says so.
+Every latency says where it came from: measured on the device by its agent (the device is
+named, and the ranking timed here is shown beside the device's), measured here, or an
+estimate for a device that is not this machine ("est." beside each such figure, with its
+interval and how many device measurements back it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,66 @@ def points(record: Candidate) -> str:
 
 
 def latency_text(record: Candidate) -> str:
-    return f"{record.latency_ms:.2f}" + (" est." if record.measurement.estimated else "")
+    m = record.measurement
+    if not m.estimated:
+        return f"{record.latency_ms:.2f}"
+    if m.estimate_low_ms is None:
+        return f"{record.latency_ms:.2f} est."
+    return f"{record.latency_ms:.2f} est. [{m.estimate_low_ms:.2g}–{m.estimate_high_ms:.2g}, n={m.estimate_basis}]"
+
+
+def where_text(outcome) -> str:
+    """Where the latencies of ``outcome`` come from, in a few words."""
+    if outcome.measured_on:
+        return f"measured on {outcome.measured_on} by its agent"
+    if outcome.estimated:
+        basis = max((r.measurement.estimate_basis or 0 for r in outcome.records if r.ok), default=0)
+        backing = f"corrected by {basis} measurements of that device" if basis else "no device measurement backs them yet"
+        return f"estimated for {outcome.device['name']} ({backing})"
+    return "measured here"
+
+
+def ranking_rows(outcome) -> list[list[str]]:
+    """Measured candidates ranked on the device and as timed here, side by side (empty without an agent)."""
+    timed = [r for r in outcome.records if r.ok and r.measurement.host_ms is not None]
+    if not timed:
+        return []
+    on_device = sorted(timed, key=lambda r: (r.latency_ms, r.key))
+    here_rank = {r.key: i + 1 for i, r in enumerate(sorted(timed, key=lambda r: (r.measurement.host_ms, r.key)))}
+    return [[str(i + 1), r.label, f"{r.latency_ms:.3f}", str(here_rank[r.key]), f"{r.measurement.host_ms:.3f}"]
+            for i, r in enumerate(on_device)]
+
+
+RANKING_HEADERS = ["rank on the device", "candidate", "p50 ms on the device", "rank here", "p50 ms here"]
+
+
+def host_choice_text(outcome) -> str:
+    """What the search would have chosen by this machine's timings, when that differs from the device's choice."""
+    if not outcome.measured_on or outcome.chosen is None:
+        return ""
+    here = host_choice(outcome)
+    if here is None or here.key == outcome.chosen.key:
+        return "Timed here instead, the choice would be the same."
+    return (f"Timed here instead ({outcome.device.get('host_threads')} threads on this machine), the choice would have "
+            f"been {here.label} ({here.measurement.host_ms:.3f} ms here; {here.latency_ms:.3f} ms on the device).")
+
+
+def host_choice(outcome) -> Candidate | None:
+    import dataclasses
+
+    from edgeopt.search import pareto
+    from edgeopt.tasks import get_task
+
+    metric = get_task(outcome.baseline["task"]).metric(outcome.baseline["metric"])
+    goals = outcome.config.goals
+    here = []
+    for r in outcome.records:
+        if r.ok and r.measurement.host_ms is not None:
+            m = dataclasses.replace(r.measurement, latency_ms=r.measurement.host_ms)
+            here.append(dataclasses.replace(r, measurement=m, violations=goals.violations(
+                m, r.drop_points, r.metric_title or "", outcome.device["memory_cap_mb"], outcome.device["id"])))
+    chosen = pareto.choose(here, goals.priority, metric)
+    return next((r for r in outcome.records if chosen and r.key == chosen.key), None)
 
 
 def value_text(record: Candidate) -> str:
@@ -72,7 +133,7 @@ def table_rows(outcome) -> list[list[str]]:
 
 def print_outcome(outcome, console: Console) -> None:
     """The candidate table (★ chosen, ◆ Pareto front) and the decision."""
-    where = f"estimated for {outcome.device['name']}" if outcome.estimated else "measured here"
+    where = where_text(outcome)
     title = outcome.baseline["metric_title"]
     baseline = _baseline_text(outcome)
     table = Table(title=f"candidates — latency at batch 1, {where}; baseline {title} {baseline}")
@@ -87,7 +148,17 @@ def print_outcome(outcome, console: Console) -> None:
         console.print(Text(f"Pareto front, fastest to most accurate: {front}"), soft_wrap=True)
     for item in outcome.not_tried:
         console.print(Text(f"not tried: {item['label']} — {item['reason']}", style="yellow"), soft_wrap=True)
+    rankings = ranking_rows(outcome)
+    if rankings:
+        table = Table(title="the same candidates ranked on the device and here")
+        for header in RANKING_HEADERS:
+            table.add_column(header, justify="left" if header == "candidate" else "right")
+        for row in rankings:
+            table.add_row(*row)
+        console.print(table)
     console.print(Text(decision_text(outcome), style="bold green" if outcome.chosen else "bold red"), soft_wrap=True)
+    if host_choice_text(outcome):
+        console.print(Text(host_choice_text(outcome)), soft_wrap=True)
 
 
 def _baseline_text(outcome) -> str:
@@ -103,7 +174,8 @@ def decision_text(outcome) -> str:
         return (f"chosen: {c.label} — {latency_text(c)} ms, {metric_text(c)} ({points(c)} points){speed}, "
                 f"{c.measurement.size_mb:.2f} MB; meets {goals.describe(title)}. Artifact: {outcome.config.out}/best, "
                 f"recipe: {outcome.config.out}/best.toml")
-    words = {"max_drop": f"{title} drop", "max_latency_ms": "latency", "max_size_mb": "size",
+    words = {"max_drop": f"{title} drop", "max_latency_ms": "latency", "max_sustained_p99_ms": "sustained p99",
+             "max_size_mb": "size",
              "max_memory_mb": "memory", "memory_cap": "the device's memory"}
     missed = sorted({words[v.goal] for r in outcome.records if r.ok for v in r.violations})
     lines = [f"no candidate meets the goals ({goals.describe(title)}); missed: "
@@ -118,8 +190,7 @@ def markdown(outcome) -> str:
     """report.md: the decision, the candidate table, what was not tried, the environment."""
     env, config = outcome.environment, outcome.config
     lines = [f"# edgeopt optimize: {config.model}", "",
-             f"Data `{config.data}` · device **{outcome.device['name']}**"
-             f"{' (latencies are roofline estimates from measurements here)' if outcome.estimated else ''}"
+             f"Data `{config.data}` · device **{outcome.device['name']}** · latencies {where_text(outcome)}"
              f" · {config.goals.describe(outcome.baseline['metric_title'])} · {outcome.elapsed_s / 60:.1f} of "
              f"{config.budget_s / 60:.3g} min", "", decision_text(outcome), ""]
     if outcome.chosen:
@@ -129,6 +200,11 @@ def markdown(outcome) -> str:
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(outcome)]
     lines += ["", "★ chosen · ◆ on the Pareto front (latency vs quality)", ""]
+    if ranking_rows(outcome):
+        lines += ["## Ranked on the device and here", "", "| " + " | ".join(RANKING_HEADERS) + " |",
+                  "|" + "---|" * len(RANKING_HEADERS)]
+        lines += ["| " + " | ".join(row) + " |" for row in ranking_rows(outcome)]
+        lines += ["", host_choice_text(outcome), ""]
     lines += [f"- not tried: {item['label']} — {item['reason']}" for item in outcome.not_tried]
     lines += ["", f"Measured on {env['cpu']} ({env['usable_cpus']} CPUs, {env['memory_mb']:.0f} MB), "
                   f"{outcome.device['threads_here']} threads, Python {env['python']}.", ""]

@@ -7,9 +7,9 @@ Recipes and the builder live in ``edgeopt.pipeline``.
 """
 
 from edgeopt.search.goals import Goals, Violation, parse_duration
-from edgeopt.search.loop import Search, SearchConfig, SearchOutcome
+from edgeopt.search.loop import AgentTarget, Search, SearchConfig, SearchOutcome
 from edgeopt.search.record import Candidate
 from edgeopt.search.space import SearchSpace
 
-__all__ = ["Candidate", "Goals", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Violation",
+__all__ = ["AgentTarget", "Candidate", "Goals", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Violation",
            "parse_duration"]

@@ -8,8 +8,11 @@ the best found so far (latency and memory priorities), or cannot finish inside t
 
 Every compiled candidate is scored on the test split and judged by the goals; the
 parity check at export only refuses compiles that are broken. The objective is latency
-measured here with the device's thread count (or, for a device that is not this
-machine, the roofline estimate from that measurement, labelled so), never MACs. Every
+measured on the device by its agent (``agent``), or here with the device's thread count,
+or, for a device that is neither, the corrected roofline estimate with its interval
+(labelled so) — never MACs. A candidate the agent could not measure (it stopped
+answering through every retry) is journaled as ``unmeasured``, never estimated, and
+``resume`` measures it. Every
 finished candidate is journaled, the best so far is copied to ``OUT/best`` as it
 changes, and ``resume`` continues a killed search without repeating finished candidates.
 Progress goes out as typed events (``search.events``); this module words nothing.
@@ -45,6 +48,16 @@ SEARCH_TIMING = TimingConfig(min_seconds=1.0)  # per candidate: a second of runs
 
 
 @dataclass(frozen=True)
+class AgentTarget:
+    """A device agent to measure on: its URL and token; ``retries`` with doubling waits from ``backoff_s``."""
+
+    url: str
+    token: str = field(repr=False)
+    retries: int = 4
+    backoff_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One search: the baseline and its data, where to write, what to aim for, how long."""
 
@@ -60,11 +73,15 @@ class SearchConfig:
     arch: str | None = None
     seed: int = 0
     timing: TimingConfig = SEARCH_TIMING
+    agent: AgentTarget | None = None
+    sustained_s: float = 60.0  # how long each candidate runs back to back when a goal names sustained p99
+    measurements: Path | None = None  # the measurement store (None: ~/.cache/edgeopt/measurements)
 
     def identity(self) -> dict[str, Any]:
-        """What must match for ``resume`` to continue a search (the budget may change)."""
+        """What must match for ``resume`` to continue a search (the budget, and the agent's address, may change)."""
         return {"model": self.model, "data": self.data, "goals": self.goals.to_dict(), "device": self.device,
-                "space": self.space.to_dict(), "arch": self.arch, "seed": self.seed}
+                "space": self.space.to_dict(), "arch": self.arch, "seed": self.seed,
+                **({"measured_by": "agent"} if self.agent else {})}
 
 
 @dataclass
@@ -87,7 +104,12 @@ class SearchOutcome:
 
     @property
     def estimated(self) -> bool:
-        return self.config.device != "host"
+        return self.config.device != "host" and self.config.agent is None
+
+    @property
+    def measured_on(self) -> str | None:
+        """The device whose agent timed the candidates, or None (timed here, or estimated)."""
+        return self.device.get("measured_on")
 
     def eager_baseline(self) -> Candidate | None:
         """The baseline's eager FP32 candidate, when it was measured (the speed-up reference)."""
@@ -119,7 +141,13 @@ class Search:
         self.config = config
         self.out = Path(config.out)
         self.emit = on_event or (lambda event: None)
-        self.device = get_device(config.device)
+        self.agent, self.agent_identity = self._connect(config.agent)
+        if self.agent_identity and config.device == "host":
+            from edgeopt.agent.identity import profile_of
+
+            self.device = profile_of(self.agent_identity)  # the agent's device is the target
+        else:
+            self.device = get_device(config.device)
         self.host = host_profile()
         self.threads = self.device.threads_here(environment.cpu_count())
         self.started = time.monotonic()
@@ -128,6 +156,17 @@ class Search:
         self.training_label = ""
 
     # -- set-up ------------------------------------------------------------------------
+    @staticmethod
+    def _connect(target: AgentTarget | None):
+        """(client, the device's identity) for an agent; (None, None) without one. An agent that does not
+        answer at the start is an error: nothing could be measured."""
+        if target is None:
+            return None, None
+        from edgeopt.agent.client import AgentClient
+
+        client = AgentClient(target.url, target.token, retries=target.retries, backoff_s=target.backoff_s)
+        return client, client.identity()
+
     def _open(self) -> Journal:
         state = self.out / "search.json"
         identity = json.loads(json.dumps(self.config.identity()))  # tuples become lists, as when read back
@@ -141,8 +180,8 @@ class Search:
                 raise ConfigError(f"{self.out} already holds a search: resume it, or force a fresh start "
                                   "(--resume / --force)")
             previous = json.loads(state.read_text())
-            if previous != identity:
-                changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            changed = sorted(k for k in identity.keys() | previous.keys() if previous.get(k) != identity.get(k))
+            if changed:
                 raise ConfigError(f"the search in {self.out} was started with different settings ({', '.join(changed)}); "
                                   "use another output folder, or force a fresh start (--force)")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +204,13 @@ class Search:
         self.journal = self._open()
         _quiet_libraries()
         self.used_before = self.journal.elapsed_s()
-        self.meter = Meter(self.context, goals, self.device, self.host, self.threads, self.out, self.config.timing)
+        from edgeopt.agent.identity import label
+        from edgeopt.devices.calibration import MeasurementStore
+
+        self.meter = Meter(self.context, goals, self.device, self.host, self.threads, self.out, self.config.timing,
+                           agent=self.agent, agent_label=label(self.agent_identity) if self.agent_identity else None,
+                           store=MeasurementStore(self.config.measurements),
+                           sustained_s=self.config.sustained_s if goals.max_sustained_p99_ms else 0.0)
         backends = [get_backend(name) for name in self._backends()]
         stage1 = export_candidates(self.config.space, base, backends, goals.max_drop)
         self.emit(events.StageStarted(1, len(stage1), goals.priority))
@@ -197,6 +242,9 @@ class Search:
                 self._not_tried(f"{name} (any precision)", f"unavailable here: {reason}")
             elif not self.device.runs(name):
                 self._not_tried(f"{name} (any precision)", f"does not run on {self.device.name}")
+            elif self.agent_identity and name not in self.agent_identity["backends"]:
+                runs = ", ".join(self.agent_identity["backends"]) or "nothing yet"
+                self._not_tried(f"{name} (any precision)", f"the device's agent cannot run it (it runs {runs})")
             else:
                 usable.append(name)
         if "eager" in usable:  # the baseline first
@@ -206,8 +254,9 @@ class Search:
 
     def _consider(self, recipe: Recipe, stage: int) -> None:
         key = recipe.hash
-        if key in self.journal:
-            self.emit(events.FromJournal(self.journal.get(key)))
+        known = self.journal.get(key)
+        if known is not None and known.status != "unmeasured":
+            self.emit(events.FromJournal(known))
             self._update_best()
             return
         remaining = self._remaining_s()
@@ -254,7 +303,7 @@ class Search:
                                           "of budget left", recipe.hash)
             return False
         self.emit(events.TrainingPlanned(recipe.label, measured.latency_ms if measured else None,
-                                         not self.device.is_host, training_s,
+                                         not (self.device.is_host or self.agent), training_s,
                                          None if measured else probe.reason))
         return True
 
@@ -283,7 +332,8 @@ class Search:
         if isinstance(measured, Candidate) and measured.ok:
             return Probe(key, "ok", measured.measurement)
         full_width = self.journal.get(dataclasses.replace(untrained, steps=()).hash)
-        return self.journal.add(self.meter.probe(recipe, full_width if isinstance(full_width, Candidate) else None))
+        probe = self.meter.probe(recipe, full_width if isinstance(full_width, Candidate) else None)
+        return probe if probe.status == "unmeasured" else self.journal.add(probe)
 
     def _cannot_win(self, recipe: Recipe, measured) -> str | None:
         best = self.journal.get(self.best_key)
@@ -308,7 +358,7 @@ class Search:
 
     def _ms(self, latency_ms: float) -> str:
         """A latency as text, marked when it is an estimate for a device that is not this machine."""
-        return f"{latency_ms:.2f} ms" + ("" if self.device.is_host else " (estimated)")
+        return f"{latency_ms:.2f} ms" + ("" if self.device.is_host or self.agent else " (estimated)")
 
     def _not_tried(self, label: str, reason: str, key: str | None = None) -> None:
         self.not_tried.append({"key": key, "label": label, "reason": reason})
@@ -337,7 +387,9 @@ class Search:
         return SearchOutcome(
             config=self.config, baseline=self.meter.baseline, records=records, chosen=chosen,
             front=pareto.pareto_front(records, metric), closest=[] if chosen else pareto.closest(records),
-            device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb},
+            device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb,
+                                            "measured_on": self.meter.agent_label, "agent": self.agent_identity,
+                                            "host_threads": self.meter.host_threads},
             environment=environment.collect(), elapsed_s=self.used_before + time.monotonic() - self.started,
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
         )

@@ -1,10 +1,20 @@
-"""Measuring candidates: quality on the test split, latency here (or estimated), size, memory.
+"""Measuring candidates: quality on the test split, latency on the device (or here, or estimated), size, memory.
 
 A ``Meter`` holds what every measurement of one search shares — the built baseline and
 its outputs on the test split, the task and the goal's metric, the device profile and
-the thread count that emulates it — and turns a recipe into a journal record. Deciding
-what to measure next is ``loop``'s job. A candidate's build and measurement write what
-native libraries print to its ``build.log``, not to the console.
+the thread count that emulates it, the device's agent when there is one — and turns a
+recipe into a journal record. Deciding what to measure next is ``loop``'s job. A
+candidate's build and measurement write what native libraries print to its ``build.log``,
+not to the console.
+
+Latency comes from one of three places, and the record says which:
+
+- **the device**, when an agent runs there (``measured_on``): timed by the agent, its outputs
+  checked against this machine's, also timed here (``host_ms``, for the two rankings side
+  by side), and filed in the measurement store that corrects later estimates;
+- **this machine** with the device's thread count, when the device is this machine;
+- **an estimate** otherwise: the roofline ratio, corrected by the store's measurements of
+  that device kind, with an interval and the number of measurements behind it.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.agent.client import AgentClient, AgentUnavailable
+from edgeopt.devices.calibration import MeasurementStore, Observation
+from edgeopt.errors import EdgeoptError, ParityError
 from edgeopt.measure.fidelity import finite_or_none, sqnr_db
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
@@ -39,9 +51,15 @@ class Meter:
     """Builds and measures recipes for one search (see the module docstring)."""
 
     def __init__(self, context: BuildContext, goals: Goals, device, host, threads: int, out: Path,
-                 timing: TimingConfig) -> None:
+                 timing: TimingConfig, agent: AgentClient | None = None, agent_label: str | None = None,
+                 store: MeasurementStore | None = None, sustained_s: float = 0.0) -> None:
+        from edgeopt.measure import environment
+
         self.context, self.goals, self.device, self.host = context, goals, device, host
         self.threads, self.out, self.timing = threads, out, timing
+        self.agent, self.agent_label, self.sustained_s = agent, agent_label, sustained_s
+        self.store = store or MeasurementStore()
+        self.host_threads = environment.cpu_count()  # the side-by-side ranking: this machine at its own width
         self.task = context.task
         self.metric = self.task.metric(goals.metric)
         self.baseline = self._baseline()
@@ -90,6 +108,8 @@ class Meter:
                 _, artifact = build(untrained, self.context, folder / "artifact", overwrite=True, verify=False)
                 measured = self._timing(artifact, self._cost(untrained))
             probe = Probe(key, "ok", measured)
+        except AgentUnavailable as exc:  # not journaled: --resume probes it on the device
+            probe = Probe(key, "unmeasured", reason=str(exc))
         except EdgeoptError as exc:
             probe = self._predicted_from_macs(untrained, key, str(exc), reference)
         probe.elapsed_s = time.monotonic() - started
@@ -113,18 +133,59 @@ class Meter:
         return count_flops_and_params(build_model(recipe.untrained(), self.context))
 
     def _timing(self, artifact, cost: dict[str, int]) -> Measurement:
-        """Latency (measured here; estimated for a remote device), size and peak memory."""
+        """Latency (on the device's agent, here, or estimated for the device), size and peak memory."""
         from edgeopt.data import to_input
-        from edgeopt.devices import estimate_ms
 
         inputs = to_input(self.context.splits.test.images[:16], artifact.input_spec)  # a detector's NMS needs real images
-        timing = time_artifact(artifact.path, MeasureConfig(threads=self.threads, timing=self.timing), inputs)
-        measured = measurement_from(timing, artifact.size_bytes, self.threads, macs=cost["macs"], params=cost["params"])
+        if self.agent is not None:
+            return self._timing_on_device(artifact, cost, inputs)
+        config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=self.sustained_s)
+        measured = measurement_from(time_artifact(artifact.path, config, inputs), artifact.size_bytes, self.threads,
+                                    macs=cost["macs"], params=cost["params"])
         if self.device.is_host:
             return measured
-        estimate = estimate_ms(measured.latency_ms, self.device, self.host, artifact.precision, cost["macs"],
-                               artifact.size_bytes, self.threads)
-        return dataclasses.replace(measured, latency_ms=estimate, estimated=True, p90_ms=None, p99_ms=None)
+        estimate, low, high, basis = self._estimate(measured.latency_ms, artifact, cost)
+        return dataclasses.replace(measured, latency_ms=estimate, estimated=True, p90_ms=None, p99_ms=None,
+                                   estimate_low_ms=low, estimate_high_ms=high, estimate_basis=basis)
+
+    def _roofline_ms(self, here_ms: float, threads_here: int, artifact, cost: dict[str, int]) -> float:
+        from edgeopt.devices import estimate_ms
+
+        return estimate_ms(here_ms, self.device, self.host, artifact.precision, cost["macs"], artifact.size_bytes,
+                           threads_here)
+
+    @property
+    def store_key(self) -> str:
+        """The device kind measurements are filed under: the profile id (an agent's own kind for its profile)."""
+        return self.device.id.removeprefix("agent:")
+
+    def _estimate(self, here_ms: float, artifact, cost: dict[str, int]) -> tuple[float, float, float, int]:
+        """The roofline estimate corrected by this device kind's measurements: (ms, low, high, measurements behind it)."""
+        correction = self.store.correction(self.store_key, artifact.backend)
+        centre, low, high = correction.apply(self._roofline_ms(here_ms, self.threads, artifact, cost))
+        return centre, low, high, correction.basis
+
+    def _timing_on_device(self, artifact, cost: dict[str, int], inputs) -> Measurement:
+        """Timed by the agent, outputs checked against this machine's, also timed here; filed in the store."""
+        from edgeopt.agent.remote import measure_on_device
+
+        config = MeasureConfig(timing=self.timing, sustained_s=self.sustained_s)
+        remote = measure_on_device(self.agent, artifact.path, config, inputs, threads_here=self.host_threads)
+        parity = remote["parity"]
+        if parity["passed"] is False:
+            raise ParityError(f"on {self.agent_label} the outputs differ from this machine's: {parity['reason']}",
+                              parity=parity)
+        here = time_artifact(artifact.path, MeasureConfig(threads=self.host_threads, timing=self.timing), inputs)
+        here_ms = here["batches"]["1"]["p50"]
+        measured = measurement_from(remote["timing"], artifact.size_bytes, remote["threads"], macs=cost["macs"],
+                                    params=cost["params"], measured_on=self.agent_label, host_ms=here_ms)
+        self.store.add(Observation(self.store_key, artifact.backend, artifact.precision,
+                                   estimate_ms=self._roofline_ms(here_ms, self.host_threads, artifact, cost),
+                                   measured_ms=measured.latency_ms, host_ms=here_ms, host_threads=self.host_threads,
+                                   macs=cost["macs"],
+                                   size_bytes=artifact.size_bytes,
+                                   artifact=artifact.manifest["files"][artifact.manifest["entry"]]["sha256"]))
+        return measured
 
     def candidate(self, recipe: Recipe, stage: int) -> Candidate:
         """Build, verify, score on the test split, time, and judge ``recipe`` against the goals."""
@@ -144,6 +205,11 @@ class Meter:
                 outputs = predict(session.run, test, artifact.input_spec)
                 del session
                 measured = self._timing(artifact, self._cost(recipe))
+        except AgentUnavailable as exc:  # never silently estimated: --resume measures it on the device
+            record.status, record.reason = "unmeasured", f"{exc}; `--resume` measures it"
+            record.artifact = str((folder / "artifact").relative_to(self.out))
+            record.elapsed_s = time.monotonic() - started
+            return record
         except EdgeoptError as exc:
             record.reason = str(exc)
             record.elapsed_s = time.monotonic() - started

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,23 +13,8 @@ import pytest
 
 from tests.helpers import RunningServer
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_RSS_MB = 150
 MAX_READY_SECONDS = 1.0
-
-
-@pytest.fixture(scope="module")
-def lean_python(tmp_path_factory) -> str:
-    """A venv holding edgeopt[edge-onnxruntime] installed from this checkout (about a minute)."""
-    venv = tmp_path_factory.mktemp("lean") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[edge-onnxruntime]"],
-                             capture_output=True, text=True, timeout=900)
-    if install.returncode != 0 and "No matching distribution" in install.stderr:
-        pytest.skip(f"the package index is unreachable: {install.stderr.strip().splitlines()[-1]}")
-    assert install.returncode == 0, install.stderr
-    return python
 
 
 @pytest.mark.slow
