@@ -164,19 +164,28 @@ def test_impossible_goal_names_the_goal_and_the_closest_candidates(trained, tmp_
     assert not (out / "best").exists()
 
 
-def test_remote_device_latencies_are_all_marked_as_estimates(trained, tmp_path):
+def test_remote_device_latencies_are_estimates_with_intervals_from_the_measurement_store(trained, tmp_path):
+    from edgeopt.devices.calibration import MeasurementStore, Observation
+
+    store = MeasurementStore(tmp_path / "measurements")  # three earlier Raspberry Pi measurements: 2x the roofline
+    for estimate in (0.5, 1.0, 2.0):
+        store.add(Observation("rpi4b", "onnxruntime", "fp32", estimate_ms=estimate, measured_ms=2 * estimate))
     out = tmp_path / "search"
-    proc = optimize(trained[0], out, "--backends", "onnxruntime", "--device", "rpi4b", *QUICK)
+    proc = optimize(trained[0], out, "--backends", "onnxruntime", "--device", "rpi4b", "--measurements",
+                    str(store.root), *QUICK)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     measured = [r["measurement"] for r in results["candidates"] if r["status"] == "ok"]
     assert results["estimated"] and measured
     assert all(m["estimated"] and m["latency_ms"] != m["measured_ms"] and m["threads"] <= 4 for m in measured)
+    assert all(m["estimate_basis"] == 3 and m["estimate_low_ms"] < m["latency_ms"] < m["estimate_high_ms"]
+               for m in measured)
     html = (out / "report.html").read_text()
-    assert "ESTIMATE" in html and "estimated for Raspberry Pi 4" in " ".join(proc.stdout.split())
+    text = " ".join(proc.stdout.split())
+    assert "ESTIMATE" in html and "estimated for Raspberry Pi 4" in text and "corrected by 3 measurements" in text
     cells = html.split('id="candidates"')[1].split("</table>")[0]
     latencies = [row.split("<td>")[4].split("</td>")[0] for row in cells.split("<tr>")[2:]]
-    assert latencies and all(cell.endswith("est.") for cell in latencies)
+    assert latencies and all(" est. [" in cell and cell.endswith("n=3]") for cell in latencies)
 
 
 @pytest.mark.skipif(get_backend("executorch").unavailable_reason() is not None, reason="executorch is not installed")
