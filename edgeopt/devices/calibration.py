@@ -6,20 +6,21 @@ estimated for it (``devices.estimate_ms``), by device kind (a profile id such as
     ~/.cache/edgeopt/measurements/<kind>.jsonl       (or EDGEOPT_MEASUREMENTS, or a path)
 
 For a device with no agent, an estimate is the roofline figure times a correction fitted on
-that kind's records, with an interval:
+that kind's records, with a 90% prediction interval (log errors taken as normal):
 
-    ratio_i    = measured_i / roofline_i                 (in log space)
-    factor     = exp(median(log ratio))
-    spread     = max |log ratio_i - median| × (1 + 1/n)  (never under log 1.1)
+    r_i        = log(measured_i / roofline_i)
+    factor     = exp(mean r)
+    spread     = t(0.95, n-1) × std(r) × sqrt(1 + 1/n)   (never under log 1.1)
     interval   = estimate × factor × exp(±spread)
 
-A backend with at least ``MIN_RECORDS`` records is corrected on its own; else the kind's
-records of every backend are used; with fewer, the uncorrected roofline gets a wide
-``UNCALIBRATED`` interval (×/÷ 3), and the report says that no measurement backs it.
+The records used are the closest that number at least ``MIN_RECORDS``: the same backend and
+precision, else the same precision (INT8 kernels scale differently from FP32 ones), else the
+same backend, else every record of the device. With fewer, the uncorrected roofline gets a
+wide ``UNCALIBRATED`` interval (×/÷ 3), and the report says that no measurement backs it.
 
 Example:
     >>> records = [Observation("rpi4b", "onnxruntime", "fp32", estimate_ms=e, measured_ms=2 * e) for e in (1, 2, 4)]
-    >>> correction = fit(records, "onnxruntime")
+    >>> correction = fit(records, "onnxruntime", "fp32")
     >>> round(correction.factor, 3), correction.basis
     (2.0, 3)
     >>> correction.apply(10.0)[0]
@@ -43,6 +44,9 @@ DEFAULT_STORE = Path.home() / ".cache" / "edgeopt" / "measurements"
 MIN_RECORDS = 2
 UNCALIBRATED = math.log(3.0)  # the roofline alone: an interval of ×/÷ 3 (benchmarks/agent.py measures how wrong it is)
 MIN_SPREAD = math.log(1.1)
+# Student's t, 95th percentile, by degrees of freedom (a two-sided 90% interval); 1.645 past the table
+T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771, 1.761, 1.753,
+       1.746, 1.740, 1.734, 1.729, 1.725)
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,25 @@ class Correction:
         return centre, centre * math.exp(-self.spread), centre * math.exp(self.spread)
 
 
-def fit(observations: list[Observation], backend: str) -> Correction:
-    """The correction for ``backend`` (see the module docstring)."""
-    own = [o for o in observations if o.backend == backend]
-    chosen, scope = (own, f"{backend} on this device") if len(own) >= MIN_RECORDS else (observations, "every backend on this device")
-    if len(chosen) < MIN_RECORDS:
+def fit(observations: list[Observation], backend: str, precision: str) -> Correction:
+    """The correction for ``backend`` at ``precision`` (see the module docstring)."""
+    scopes = (
+        (lambda o: o.backend == backend and o.precision == precision, f"{backend} {precision} on this device"),
+        (lambda o: o.precision == precision, f"{precision} on this device"),
+        (lambda o: o.backend == backend, f"{backend} on this device"),
+        (lambda o: True, "every measurement of this device"),
+    )
+    for matches, scope in scopes:
+        chosen = [o for o in observations if matches(o)]
+        if len(chosen) >= MIN_RECORDS:
+            break
+    else:
         return Correction()
     logs = np.log([o.measured_ms / o.estimate_ms for o in chosen])
-    median = float(np.median(logs))
-    spread = max(float(np.max(np.abs(logs - median))) * (1 + 1 / len(logs)), MIN_SPREAD)
-    return Correction(factor=math.exp(median), spread=spread, basis=len(chosen), scope=scope)
+    n = len(logs)
+    t = T95[n - 2] if n - 1 <= len(T95) else 1.645
+    spread = max(t * float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / n), MIN_SPREAD)
+    return Correction(factor=math.exp(float(np.mean(logs))), spread=spread, basis=n, scope=scope)
 
 
 class MeasurementStore:
@@ -122,5 +135,5 @@ class MeasurementStore:
                 continue
         return found
 
-    def correction(self, device: str, backend: str) -> Correction:
-        return fit(self.observations(device), backend)
+    def correction(self, device: str, backend: str, precision: str) -> Correction:
+        return fit(self.observations(device), backend, precision)

@@ -161,7 +161,7 @@ class Meter:
 
     def _estimate(self, here_ms: float, artifact, cost: dict[str, int]) -> tuple[float, float, float, int]:
         """The roofline estimate corrected by this device kind's measurements: (ms, low, high, measurements behind it)."""
-        correction = self.store.correction(self.store_key, artifact.backend)
+        correction = self.store.correction(self.store_key, artifact.backend, artifact.precision)
         centre, low, high = correction.apply(self._roofline_ms(here_ms, self.threads, artifact, cost))
         return centre, low, high, correction.basis
 
