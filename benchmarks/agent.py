@@ -18,7 +18,12 @@ corrects the other artifacts' estimates with what they fit (``devices.calibratio
 prints the estimator's median absolute error on those held-out artifacts before and after,
 with how often the interval holds the measured value.
 
-    python benchmarks/agent.py                  # ~6 min (the lean venv, once: ~1 min more)
+A second part (``--part search``) runs ``edgeopt optimize --agent`` on the one-core device with
+the NEU-CLS ResNet-18 of ``benchmarks/compression.py`` (runtimes and INT8 only, no fine-tuning)
+and writes the candidates ranked on the device and here, side by side.
+
+    python benchmarks/agent.py                  # both parts, ~6 min (the lean venv, once: ~1 min more)
+    python benchmarks/agent.py --part search    # only the search on the device
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ from edgeopt.measure.profile import count_flops_and_params
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- agent:start -->", "<!-- agent:end -->"
+SEARCH_START, SEARCH_END = "<!-- agent-search:start -->", "<!-- agent-search:end -->"
+NEU_BASELINE = ROOT / "runs" / "neu-resnet18.safetensors"  # trained by benchmarks/compression.py --datasets neu
 ARTIFACTS = [  # (model source, backend, precision): a spread of sizes, two runtimes, two precisions
     ("torchvision:resnet18", "onnxruntime", "fp32"), ("torchvision:resnet18", "onnxruntime", "int8"),
     ("torchvision:resnet18", "openvino", "fp32"), ("torchvision:resnet18", "openvino", "int8"),
@@ -63,6 +70,15 @@ ARTIFACTS = [  # (model source, backend, precision): a spread of sizes, two runt
 ]
 TIMING = TimingConfig(warmup=5, min_iters=20, min_seconds=1.0)
 TRAIN = 5
+# The device's process: the agent's library entry point, run by the device's own (torch-free) Python.
+DEVICE_MAIN = """
+import json, os, sys
+from pathlib import Path
+from edgeopt.agent import AgentSettings, serve_agent
+a = json.loads(sys.argv[1])
+serve_agent(AgentSettings(token=os.environ["EDGEOPT_AGENT_TOKEN"], store=Path(a["store"]), name=a["kind"],
+                          kind=a["kind"], memory_cap_mb=a["cap"]), port=a["port"])
+"""
 CGROUP = Path("/sys/fs/cgroup/cpu/edgeopt-bench-device")
 DEVICES = {  # kind -> CPU bandwidth (None: the whole core)
     "emulated-1core": None,
@@ -105,8 +121,8 @@ def half_speed_cgroup(share: float) -> str | None:
 def start_device(python: str, store: Path, port: int, token: str, core: int, cap_mb: float, kind: str,
                  share: float | None) -> subprocess.Popen | None:
     """The agent pinned to one core with a memory cap (and a CPU bandwidth limit): the emulated small device."""
-    command = ["taskset", "-c", str(core), python, "-m", "edgeopt", "agent", "--port", str(port), "--store", str(store),
-               "--kind", kind, "--name", kind, "--memory-cap-mb", str(cap_mb)]
+    settings = json.dumps({"port": port, "store": str(store), "kind": kind, "cap": cap_mb})
+    command = ["taskset", "-c", str(core), python, "-c", DEVICE_MAIN, settings]
     if share is not None:
         procs = half_speed_cgroup(share)
         if procs is None:
@@ -237,16 +253,56 @@ def markdown(results: dict[str, dict], env: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def search_on_device(python: str, work: Path, datasets: Path, core: int, cap_mb: float) -> str:
+    """``optimize --agent`` on the one-core device; the two rankings and both choices as Markdown."""
+    import edgeopt
+    from edgeopt.report.console import make_console
+    from edgeopt.report.progress import SearchPrinter
+    from edgeopt.report.search import RANKING_HEADERS, decision_text, host_choice_text, ranking_rows
+
+    if not NEU_BASELINE.is_file():
+        raise SystemExit(f"{NEU_BASELINE} is missing: train it with `python benchmarks/compression.py --datasets neu`")
+    token, port = secrets.token_urlsafe(16), free_port()
+    agent = start_device(python, work / "store", port, token, core, cap_mb, "emulated-1core", None)
+    space = edgeopt.SearchSpace(backends=("onnxruntime", "openvino"), prune_ratios=(), resolutions=(), students=(),
+                                qat=False)
+    try:
+        outcome = edgeopt.optimize(str(NEU_BASELINE), str(datasets / "neu_cls_64.npz"), work / "search", space=space,
+                                   budget="30m", force=True, agent=edgeopt.AgentTarget(f"http://127.0.0.1:{port}", token),
+                                   measurements=work / f"measurements-search-{int(time.time())}",
+                                   on_event=SearchPrinter(make_console(own_stdout=True)))
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+    lines = [f"Measured {dt.date.today().isoformat()} · `python benchmarks/agent.py --part search` · "
+             f"`edgeopt.optimize` of {NEU_BASELINE.relative_to(ROOT)} on NEU-CLS-64 (ONNX Runtime and OpenVINO, FP32 "
+             f"and INT8; no fine-tuning), every candidate timed on {outcome.measured_on} and here with "
+             f"{outcome.device['host_threads']} threads:", "",
+             "| " + " | ".join(RANKING_HEADERS) + " |", "|" + "---|" * len(RANKING_HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in ranking_rows(outcome)]
+    lines += ["", decision_text(outcome).split(". Artifact:")[0] + ".", host_choice_text(outcome), ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "agent")
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "edgeopt" / "bench-device-venv")
     parser.add_argument("--core", type=int, default=0, help="the CPU the emulated device is pinned to")
     parser.add_argument("--memory-cap-mb", type=float, default=1024.0)
+    parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--part", choices=("all", "estimates", "search"), default="all")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.part in ("all", "search"):
+        body = search_on_device(lean_python(args.venv), args.work, args.datasets_dir, args.core, args.memory_cap_mb)
+        print(body)
+        if not args.no_write:
+            write_section(SEARCH_START, SEARCH_END, body, "`optimize --agent` on the emulated device (`benchmarks/agent.py --part search`)")
+        if args.part == "search":
+            return
     print("building the artifacts…", flush=True)
     artifacts = build(args.work / "artifacts")
     python = lean_python(args.venv)

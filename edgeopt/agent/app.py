@@ -112,10 +112,10 @@ class Agent:
         bundle = read_bundle(body, BundleLimits(max_bytes=self.settings.max_upload_bytes),
                              backends=tuple(b for b in self.identity["backends"] if b in AGENT_BACKENDS),
                              extras=(PROBE,))
+        probe = _probe_inputs(bundle.extras.get(PROBE), _input_spec(bundle.manifest))  # checked before any write
         folder = self.settings.store / uuid.uuid4().hex
         try:
             artifact = bundle.write(folder)
-            probe = _probe_inputs(bundle.extras.get(PROBE), artifact.input_spec)
             config = MeasureConfig(threads=options["threads"], batches=options["batches"],
                                    timing=TimingConfig(**options["timing"]), timeout_s=self.settings.timeout_s,
                                    sustained_s=options["sustained_s"], memory_cap_mb=self.settings.memory_cap_mb,
@@ -128,6 +128,15 @@ class Agent:
                 "artifact": {"backend": artifact.backend, "precision": artifact.precision,
                              "size_bytes": artifact.size_bytes},
                 "timing": timing, "outputs": encode_arrays(outputs) if outputs is not None else None}
+
+
+def _input_spec(manifest: dict[str, Any]):
+    from edgeopt.spec import InputSpec
+
+    try:
+        return InputSpec.from_dict(manifest["input"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"the bundle's manifest has a malformed input spec ({exc}); pack the artifact again") from None
 
 
 def _probe_inputs(data: bytes | None, spec) -> np.ndarray | None:

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,20 @@ RETRIED = (502, 503, 504)
 
 class AgentUnavailable(BackendError):
     """The agent could not be reached (or stayed busy) through every retry."""
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """Where a device agent is (for ``optimize``): its URL and token; ``retries`` with doubling waits from
+    ``backoff_s``."""
+
+    url: str
+    token: str = field(repr=False)
+    retries: int = 4
+    backoff_s: float = 1.0
+
+    def connect(self) -> "AgentClient":
+        return AgentClient(self.url, self.token, retries=self.retries, backoff_s=self.backoff_s)
 
 
 class AgentClient:

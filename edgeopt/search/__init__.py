@@ -6,8 +6,9 @@ pareto (front, choice, closest misses) · events (progress, typed) · loop (the 
 Recipes and the builder live in ``edgeopt.pipeline``.
 """
 
+from edgeopt.agent.client import AgentTarget
 from edgeopt.search.goals import Goals, Violation, parse_duration
-from edgeopt.search.loop import AgentTarget, Search, SearchConfig, SearchOutcome
+from edgeopt.search.loop import Search, SearchConfig, SearchOutcome
 from edgeopt.search.record import Candidate
 from edgeopt.search.space import SearchSpace
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeopt.agent.client import AgentTarget
 from edgeopt.errors import ConfigError
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
@@ -45,16 +46,6 @@ from edgeopt.search.space import SearchSpace, export_candidates, fine_tune_candi
 
 LATENCY_MARGIN = 1.10  # an untrained probe may time a little faster than the final (partly FP32) model
 SEARCH_TIMING = TimingConfig(min_seconds=1.0)  # per candidate: a second of runs gives stable p50s
-
-
-@dataclass(frozen=True)
-class AgentTarget:
-    """A device agent to measure on: its URL and token; ``retries`` with doubling waits from ``backoff_s``."""
-
-    url: str
-    token: str = field(repr=False)
-    retries: int = 4
-    backoff_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,9 +153,7 @@ class Search:
         answer at the start is an error: nothing could be measured."""
         if target is None:
             return None, None
-        from edgeopt.agent.client import AgentClient
-
-        client = AgentClient(target.url, target.token, retries=target.retries, backoff_s=target.backoff_s)
+        client = target.connect()
         return client, client.identity()
 
     def _open(self) -> Journal:

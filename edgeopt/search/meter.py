@@ -106,7 +106,7 @@ class Meter:
             with native_output_to(folder / "build.log"):
                 # untrained weights compute nothing meaningful: only the latency counts here
                 _, artifact = build(untrained, self.context, folder / "artifact", overwrite=True, verify=False)
-                measured = self._timing(artifact, self._cost(untrained))
+                measured = self._timing(artifact, self._cost(untrained), sustained=False)
             probe = Probe(key, "ok", measured)
         except AgentUnavailable as exc:  # not journaled: --resume probes it on the device
             probe = Probe(key, "unmeasured", reason=str(exc))
@@ -132,14 +132,16 @@ class Meter:
 
         return count_flops_and_params(build_model(recipe.untrained(), self.context))
 
-    def _timing(self, artifact, cost: dict[str, int]) -> Measurement:
-        """Latency (on the device's agent, here, or estimated for the device), size and peak memory."""
+    def _timing(self, artifact, cost: dict[str, int], sustained: bool = True) -> Measurement:
+        """Latency (on the device's agent, here, or estimated for the device), size and peak memory;
+        ``sustained``: also the sustained run a goal asks for (a probe predicts p50 only)."""
         from edgeopt.data import to_input
 
         inputs = to_input(self.context.splits.test.images[:16], artifact.input_spec)  # a detector's NMS needs real images
+        sustained_s = self.sustained_s if sustained else 0.0
         if self.agent is not None:
-            return self._timing_on_device(artifact, cost, inputs)
-        config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=self.sustained_s)
+            return self._timing_on_device(artifact, cost, inputs, sustained_s)
+        config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=sustained_s)
         measured = measurement_from(time_artifact(artifact.path, config, inputs), artifact.size_bytes, self.threads,
                                     macs=cost["macs"], params=cost["params"])
         if self.device.is_host:
@@ -165,11 +167,11 @@ class Meter:
         centre, low, high = correction.apply(self._roofline_ms(here_ms, self.threads, artifact, cost))
         return centre, low, high, correction.basis
 
-    def _timing_on_device(self, artifact, cost: dict[str, int], inputs) -> Measurement:
+    def _timing_on_device(self, artifact, cost: dict[str, int], inputs, sustained_s: float) -> Measurement:
         """Timed by the agent, outputs checked against this machine's, also timed here; filed in the store."""
         from edgeopt.agent.remote import measure_on_device
 
-        config = MeasureConfig(timing=self.timing, sustained_s=self.sustained_s)
+        config = MeasureConfig(timing=self.timing, sustained_s=sustained_s)
         remote = measure_on_device(self.agent, artifact.path, config, inputs, threads_here=self.host_threads)
         parity = remote["parity"]
         if parity["passed"] is False:

@@ -68,6 +68,17 @@ def test_goals_name_each_violated_bound_in_words():
     assert Goals().describe("top-1") == "priority latency; at most 1 point of top-1 lost"
 
 
+def test_a_sustained_p99_goal_judges_the_last_window_and_nothing_when_unmeasured():
+    import dataclasses
+
+    goals = Goals(max_sustained_p99_ms=3.0)
+    hot = dataclasses.replace(measured(ms=1.0), sustained={"p99_first_ms": 2.0, "p99_last_ms": 3.5, "drift": 1.75})
+    (missed,) = goals.violations(hot, drop_points=0.0)
+    assert missed.goal == "max_sustained_p99_ms" and missed.text == "sustained p99 3.5 ms (at most 3)"
+    assert goals.violations(measured(ms=1.0), drop_points=0.0) == []  # no sustained run: nothing to judge
+    assert "sustained p99 at most 3 ms" in goals.describe()
+
+
 @pytest.mark.parametrize("text,seconds", [("30m", 1800), ("90s", 90), ("2h", 7200), ("45", 45), ("1.5m", 90)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds

@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.measure.sustained import NOT_AVAILABLE, drift, read_temperatures, run_sustained
+from edgeopt.measure.sustained import (
+    NOT_AVAILABLE,
+    drift,
+    energy_text,
+    energy_used_j,
+    read_energy_uj,
+    read_power_mw,
+    read_temperatures,
+    run_sustained,
+)
 
 
 def test_drift_compares_the_p99_of_the_last_window_with_the_first():
@@ -36,6 +45,31 @@ def test_thermal_zones_are_read_in_celsius_and_broken_zones_skipped(tmp_path):
         (zone / "temp").write_text(millidegrees + "\n")
     assert read_temperatures(tmp_path) == {"cpu-thermal": 48.312, "gpu-thermal": 51.0}
     assert read_temperatures(tmp_path / "absent") == {}
+
+
+def test_energy_comes_from_rapl_counters_unwrapped_or_from_power_sensors(tmp_path):
+    powercap = tmp_path / "powercap"
+    for zone, energy in (("intel-rapl:0", "900000000"), ("intel-rapl:0:0", "5"), ("intel-rapl:1", "bad")):
+        (powercap / zone).mkdir(parents=True)
+        (powercap / zone / "energy_uj").write_text(energy)
+        (powercap / zone / "max_energy_range_uj").write_text("1000000000")
+    before = read_energy_uj(powercap)
+    assert before == {"intel-rapl:0": (900_000_000, 1_000_000_000)}  # sub-zones are inside their package
+    after = {"intel-rapl:0": (100_000_000, 1_000_000_000)}  # wrapped past its range
+    assert energy_used_j(before, after) == pytest.approx(200.0)
+    assert energy_text(200.0, {}, 10.0, 1000) == "200 mJ (RAPL energy counter, whole package)"
+
+    hwmon = tmp_path / "hwmon" / "hwmon0"  # a Jetson's INA3221: two rails, in microwatts
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text("ina3221\n")
+    for index, (label, microwatts) in enumerate([("VDD_IN", "5000000"), ("VDD_CPU_GPU_CV", "1500000")], start=1):
+        (hwmon / f"power{index}_input").write_text(microwatts)
+        (hwmon / f"power{index}_label").write_text(label)
+    power = read_power_mw(tmp_path / "hwmon")
+    assert power == {"ina3221:VDD_IN": 5000.0, "ina3221:VDD_CPU_GPU_CV": 1500.0}
+    assert energy_text(None, power, seconds=2.0, runs=100) == "100 mJ (power sensors: ina3221:VDD_IN)"  # the input rail
+    assert energy_text(None, {"ina219:power1": 1000.0, "ina219:power2": 500.0}, 1.0, 10).startswith("150 mJ")
+    assert energy_text(None, {}, 1.0, 1) == NOT_AVAILABLE and energy_used_j({}, {}) is None
 
 
 def test_a_short_sustained_run_reports_drift_and_temperature_or_says_it_cannot():
