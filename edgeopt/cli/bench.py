@@ -119,7 +119,8 @@ def remote_lines(artifact: str, result: dict) -> list[str]:
     from edgeopt.agent.identity import label
 
     timing, parity = result["timing"], result["parity"]
-    lines = [f"{artifact} measured on {label(result['device'])} with {result['threads']} threads",
+    threads = result["threads"]
+    lines = [f"{artifact} measured on {label(result['device'])} with {threads} thread{'s' if threads != 1 else ''}",
              f"  cold load {timing['load_ms']:.1f} ms · first call {timing['first_ms']:.2f} ms"]
     for key, row in timing["batches"].items():
         if "p50" in row:
@@ -129,8 +130,8 @@ def remote_lines(artifact: str, result: dict) -> list[str]:
             lines.append(f"  batch {key}: {row.get('skipped')}")
     if timing.get("sustained"):
         s = timing["sustained"]
-        lines.append(f"  sustained {s['seconds']:.0f} s: {s['runs']} runs, p99 first {s['p99_first_ms']:.3f} ms, last "
-                     f"{s['p99_last_ms']:.3f} ms (drift {s['drift']:.2f}x) · temperature: "
+        lines.append(f"  sustained {s['seconds']:.0f} s: {s['runs']} runs, p99 of the first {s['window_s']:.0f} s "
+                     f"{s['p99_first_ms']:.3f} ms, of the last {s['p99_last_ms']:.3f} ms (drift {s['drift']:.2f}x) · temperature: "
                      f"{'not available' if isinstance(s['temperatures'], str) else ', '.join(s['temperatures'])} · "
                      f"throttling: {s['throttled']} · energy per inference: {s['energy_per_inference']}")
     verdict = {True: "matches this machine", False: "DIFFERS from this machine", None: "not checked"}[parity["passed"]]

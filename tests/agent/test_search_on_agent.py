@@ -4,6 +4,7 @@ candidates unmeasured (never estimated), and `--resume` measures exactly those o
 from __future__ import annotations
 
 import httpx
+import pytest
 
 import edgeopt
 from edgeopt.search import events
@@ -13,6 +14,7 @@ SPACE = edgeopt.SearchSpace(backends=("onnxruntime", "openvino"), prune_ratios=(
                             qat=False)
 
 
+@pytest.mark.slow
 def test_a_search_on_the_agent_survives_its_death_and_resumes(trained, tmp_path):
     checkpoint, _ = trained
     port, out, measurements = free_port(), tmp_path / "search", tmp_path / "measurements"
