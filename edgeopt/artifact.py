@@ -151,12 +151,28 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
         raise ArtifactError(f"{where} lacks required fields {missing}; export the artifact again")
     if not isinstance(manifest["files"], dict) or not isinstance(manifest["schema"], int):
         raise ArtifactError(f"{where} is malformed (files must be an object, schema an integer); export it again")
+    for name in [*manifest["files"], manifest["entry"]]:
+        if not _inside(name):
+            raise ArtifactError(f"{where} names the file {name!r}, outside its artifact folder; an artifact's files "
+                                "are relative paths inside it: refusing it")
+    if manifest["entry"] not in manifest["files"]:
+        raise ArtifactError(f"{where}: its entry {manifest['entry']!r} is not among its files; export it again")
     if manifest["schema"] > SCHEMA_VERSION:
         raise ArtifactError(
             f"{where} uses manifest schema {manifest['schema']}, newer than this edgeopt understands "
             f"({SCHEMA_VERSION}); upgrade edgeopt"
         )
     return manifest
+
+
+def _inside(name: object) -> bool:
+    """Whether ``name`` is a relative path that stays inside its folder (no absolute path, drive or '..')."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    return not (posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts)
 
 
 class ArtifactWriter:

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.artifact import MANIFEST, Artifact, parse_manifest
-from edgeopt.errors import ArtifactError
+from edgeopt.errors import ArtifactError, ModelSourceError
+from edgeopt.formats import HEAD, sniff_bytes
 
 # A member name is one plain file name: letters, digits, dot, dash, underscore; no leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-PICKLE_PROTOCOLS = (2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,33 @@ class Bundle:
         return Artifact.open(folder)
 
 
+def unpack(bundle: Path, out: Path, limits: BundleLimits = BundleLimits(), overwrite: bool = False) -> Artifact:
+    """The bundle file at ``bundle`` checked (``read_bundle``), then written as the artifact folder ``out``:
+    staged beside it and renamed into place, so a refused or interrupted unpack leaves nothing."""
+    import shutil
+    import tempfile
+
+    from edgeopt.errors import ConfigError
+
+    if not bundle.is_file():
+        raise ArtifactError(f"bundle {bundle} does not exist")
+    if bundle.stat().st_size > limits.max_bytes:
+        raise ArtifactError(f"bundle {bundle} is over the {limits.max_bytes >> 20} MB cap")
+    checked = read_bundle(bundle.read_bytes(), limits)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        checked.write(staging / "artifact")
+        if out.exists():
+            shutil.rmtree(out)
+        (staging / "artifact").rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Artifact.open(out)
+
+
 def pack(folder: Path, extras: dict[str, bytes] | None = None) -> bytes:
     """The artifact in ``folder`` (verified first) as an uncompressed tar; ``extras``: more members by name."""
     artifact = Artifact.open(folder)
@@ -72,11 +99,12 @@ def pack(folder: Path, extras: dict[str, bytes] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def executable_format(head: bytes) -> str | None:
+def executable_format(head: bytes, size: int | None = None) -> str | None:
     """What executable container ``head`` (a file's first bytes) starts, or None for data."""
-    if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+    kind = sniff_bytes(head, size)
+    if kind == "pickle":
         return "a Python pickle"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if kind == "zip":
         return "a zip archive (TorchScript, .pt and .pt2 files are zip archives of pickled code)"
     return None
 
@@ -154,7 +182,10 @@ def _members(data: bytes, limits: BundleLimits) -> dict[str, bytes]:
             content = tar.extractfile(member).read()
             if len(content) != member.size:
                 raise ArtifactError(f"bundle member {member.name} is truncated ({len(content)} of {member.size} bytes)")
-            kind = executable_format(content[:8])
+            try:
+                kind = executable_format(content[:HEAD], len(content))
+            except ModelSourceError as exc:
+                raise ArtifactError(f"bundle member {member.name}: {exc}") from None
             if kind:
                 raise ArtifactError(f"bundle member {member.name} is {kind}: executable formats are never "
                                     "accepted; export to ONNX, OpenVINO IR or ExecuTorch instead")

@@ -9,9 +9,13 @@ Accepted sources:
 - ``path.safetensors`` or a state-dict ``path.pt``/``.pth`` (loaded with
   ``weights_only=True``; pickled modules are refused) applied to ``arch``, an
   architecture source as above. Checkpoints written by edgeopt carry their arch.
-- ``path.onnx`` — an ONNX model, for the ONNX-based backends.
+- ``path.onnx`` — an ONNX model, for the ONNX-based backends (its external data must lie
+  beside it: checked before ONNX reads any of it).
+- ``path.pt`` TorchScript or ``path.pt2`` (torch.export) archives — programs, so only with
+  ``trust_model=True`` (``--trust-model``); they come in as they are, with a given input shape.
 
-Loading is safe by construction: no pickle is ever executed.
+A file is recognised by its content, never its name (``edgeopt.formats``): a ``.onnx`` that is
+a pickle is refused. Loading is safe by construction: no pickle is ever executed.
 
 Example:
     >>> model = load_model("torchvision:mobilenet_v2")          # doctest: +SKIP
@@ -75,24 +79,28 @@ class LoadedModel:
         return onnx_runner(self.onnx_path)
 
 
-def load_model(source: str, input: str | InputSpec | None = None, arch: str | None = None) -> LoadedModel:
-    """Resolve ``source`` into a LoadedModel; ``input`` overrides the inferred InputSpec."""
+def load_model(source: str, input: str | InputSpec | None = None, arch: str | None = None,
+               trust_model: bool = False) -> LoadedModel:
+    """Resolve ``source`` into a LoadedModel; ``input`` overrides the inferred InputSpec; ``trust_model``
+    lets a TorchScript or .pt2 archive (a program) load."""
     source = source.strip()
     given = input if isinstance(input, InputSpec) or input is None else InputSpec.parse(input)
     if source.startswith("torchvision:"):
         model = _from_torchvision(source)
-    elif source.lower().endswith(".onnx"):
-        model = _from_onnx(Path(source), given)
-    elif source.lower().endswith(CHECKPOINT_SUFFIXES):
-        model = _from_checkpoint(Path(source), arch, given)
-    elif ":" in source and not Path(source).exists():
+    elif Path(source).exists() or source.lower().endswith((".onnx", ".pt2", *CHECKPOINT_SUFFIXES)):
+        model = _from_file(Path(source), arch, given, trust_model)
+    elif ":" in source:
         model = _from_factory(source, given)
     else:
         raise ModelSourceError(f"model source {source!r} is not understood; {SOURCE_HELP}")
-    if given is not None:
-        model.input_spec = replace(given, preprocess=given.preprocess or model.input_spec.preprocess)
+    if given is not None:  # a program exported at a fixed batch (.pt2) keeps it whatever the shape given
+        model.input_spec = replace(given, preprocess=given.preprocess or model.input_spec.preprocess,
+                                   dynamic_batch=given.dynamic_batch and model.input_spec.dynamic_batch)
     if model.module is not None:
-        model.module.eval()
+        try:
+            model.module.eval()
+        except NotImplementedError:  # a torch.export program is already fixed in inference mode
+            pass
         from edgeopt.detectors import head_record
 
         model.head = head_record(model.module) or model.head
@@ -259,11 +267,41 @@ def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:
                       "bench and profile), or save the model as a checkpoint that carries it")
 
 
-def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None) -> LoadedModel:
+def _from_file(path: Path, arch: str | None, given: InputSpec | None, trust_model: bool) -> LoadedModel:
+    """A model file, dispatched on what its bytes are (``formats.check_loadable`` refuses the rest)."""
+    from edgeopt.formats import DESCRIPTION, check_loadable
+
+    kind = check_loadable(path, trust_model)
+    if kind == "onnx":
+        return _from_onnx(path, given)
+    if kind in ("safetensors", "pickle", "torch-zip"):
+        return _from_checkpoint(path, arch, given, kind)
+    if kind in ("torchscript", "pt2"):
+        return _from_program(path, kind, given)
+    raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}, already compiled for a runtime: run it with `edgeopt bench`, "
+                           f"`serve` or `predict`; a model source is a PyTorch model or an ONNX file")
+
+
+def _from_program(path: Path, kind: str, given: InputSpec | None) -> LoadedModel:
+    """A trusted TorchScript or .pt2 archive (the caller said so), as it is: its input shape must be given."""
+    import torch
+
+    if given is None:
+        raise ConfigError(f"{path}: give the input shape of a {kind} model (--input 1x3x224x224, say)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu") if kind == "torchscript" else torch.export.load(str(path)).module()
+    except Exception as exc:  # a damaged archive raises RuntimeError, zipfile errors, ...
+        raise ModelSourceError(f"{path} could not be loaded as {kind} ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    if kind == "pt2":  # an exported program keeps the batch it was exported with
+        given = replace(given, dynamic_batch=False)
+    return LoadedModel(str(path), given, module=module)
+
+
+def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind: str = "safetensors") -> LoadedModel:
     if not path.is_file():
         raise ModelSourceError(f"checkpoint {path} does not exist")
     meta: dict[str, str] = {}
-    if path.suffix == ".safetensors":
+    if kind == "safetensors":
         state, meta = _read_safetensors(path)
     else:
         state = _read_state_dict(path)
@@ -379,10 +417,17 @@ def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
         raise ModelSourceError(f"ONNX file {path} does not exist")
     import onnx
 
+    from edgeopt.formats import check_onnx_external_data
+
+    try:
+        graph_model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"{path} is not a valid ONNX model ({first}); the file may be truncated or corrupt: export it again") from None
+    check_onnx_external_data(graph_model, path)  # before anything follows those paths
     try:
         onnx.checker.check_model(str(path))  # by path, so external weight files are checked too
-        graph_model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for bad files
+    except Exception as exc:  # ValidationError, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"{path} is not a valid ONNX model ({first}); the file may be truncated or corrupt: export it again") from None
     initializers = {init.name for init in graph_model.graph.initializer}

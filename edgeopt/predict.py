@@ -64,6 +64,8 @@ def decode_image(data: bytes, channels: int, what: str = "the image", max_pixels
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise InputError(f"{what} is empty (0 bytes); send a JPEG or PNG")
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses decompression bombs past this
     try:
         with Image.open(io.BytesIO(data)) as image:

@@ -149,6 +149,8 @@ class InputSpec:
             want = "x".join(["N" if self.dynamic_batch else str(self.shape[0])] + [str(d) for d in expected])
             got = "x".join(str(d) for d in array.shape)
             raise InputError(f"input {self.name!r} has shape {got}, the model expects {want}")
+        if array.shape[0] == 0:
+            raise InputError(f"input {self.name!r} has an empty batch (0 samples); send at least one")
         if not self.dynamic_batch and array.shape[0] != self.shape[0]:
             raise InputError(
                 f"input {self.name!r} has batch {array.shape[0]}, this artifact was built for "
@@ -160,7 +162,7 @@ class InputSpec:
                 f"{self.max_batch}; split the batch"
             )
         if array.dtype != np.dtype(self.dtype):
-            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
+            if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
                 raise InputError(f"input {self.name!r} has dtype {array.dtype}, the model expects {self.dtype}")
             array = array.astype(self.dtype)
         if array.dtype.kind == "f" and not np.isfinite(array).all():

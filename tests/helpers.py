@@ -166,3 +166,31 @@ def running_agent(store: Path, *args: str, python: str = sys.executable, prefix:
     """``edgeopt agent`` with the tests' token, its store in ``store``, on a loopback port."""
     return RunningServer("--store", str(store), *args, python=python, command="agent", ready_path="/v1/health",
                          prefix=prefix, port=port, env={"EDGEOPT_AGENT_TOKEN": AGENT_TOKEN})
+
+
+class CreatesAFile:
+    """Unpickling this opens (creates) ``path``: the harmless stand-in for arbitrary code in a hostile pickle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def tar_of(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """An uncompressed tar with exactly these members (any names, hostile ones too) and symlinks."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()

@@ -16,6 +16,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     export,
     inspect,
     optimize,
+    pack,
     predict,
     profile,
     prune,

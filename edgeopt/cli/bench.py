@@ -16,7 +16,9 @@ from edgeopt.cli.common import (
     CalibrationSamplesOption,
     InputOption,
     ThreadsOption,
+    TrustModelOption,
     parse_int_list,
+    trusted_source,
 )
 from edgeopt.report.console import make_console
 
@@ -39,6 +41,7 @@ def bench_command(
     calibration_samples: int = CalibrationSamplesOption,
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Compile MODEL for each backend, verify each against the FP32 reference, and time each in its own process.
@@ -64,7 +67,8 @@ def bench_command(
         timing=timing,
     )
     with console.status("starting…") as status:
-        report = bench(model, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
+        source = trusted_source(model, trust_model, input, arch)
+        report = bench(source, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
                        input=input, arch=arch, progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:

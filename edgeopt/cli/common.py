@@ -13,6 +13,7 @@ from edgeopt.errors import ConfigError
 InputOption = typer.Option(None, "--input", help="Input shape, batch first, e.g. 1x3x224x224 (inferred if omitted).")
 ArchOption = typer.Option(None, "--arch", help="Architecture for a weights-only checkpoint, e.g. torchvision:resnet18.")
 ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every backend (default: all usable CPUs).")
+TrustModelOption = typer.Option(False, "--trust-model", help="Let a TorchScript or .pt2 archive load: those are programs that run code when loaded; only for files you made or trust.")
 AgentOption = typer.Option(None, "--agent", help="URL of an `edgeopt agent` on the device (http://HOST:8470): measure there, not here.")
 AgentTokenOption = typer.Option(None, "--agent-token", envvar="EDGEOPT_AGENT_TOKEN", show_envvar=True, help="The agent's token (better: set EDGEOPT_AGENT_TOKEN, which stays out of the process list).")
 CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
@@ -55,3 +56,12 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+def trusted_source(model: str, trust_model: bool, input: str | None, arch: str | None):
+    """``model`` as given, or — with --trust-model — already loaded with that permission (the API takes either)."""
+    if not trust_model:
+        return model
+    from edgeopt.models import load_model
+
+    return load_model(model, input=input, arch=arch, trust_model=True)

@@ -16,6 +16,8 @@ from edgeopt.cli.common import (
     MaxDropOption,
     PresetOption,
     ThreadsOption,
+    TrustModelOption,
+    trusted_source,
 )
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
@@ -49,6 +51,7 @@ def export_command(
     labels: Optional[str] = typer.Option(None, "--labels", help="With --outputs: the class names, comma-separated."),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Compile MODEL for one backend, load it back, check it against the FP32 reference, and write the artifact."""
@@ -65,7 +68,8 @@ def export_command(
     elif max_accuracy_drop is not None:
         raise ConfigError("--max-accuracy-drop applies to --precision int8")
     with console.status(f"exporting {model} to {backend} {precision}…"):
-        artifact = export(model, backend, out, precision, calibrate=calibrate, quantization=quantization,
+        source = trusted_source(model, trust_model, input, arch)
+        artifact = export(source, backend, out, precision, calibrate=calibrate, quantization=quantization,
                           options=_parse_options(option), input=input, arch=arch, threads=threads, force=force,
                           outputs=outputs, labels=labels.split(",") if labels else None)
     parity = artifact.parity

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption
+from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, TrustModelOption
 from edgeopt.report.console import make_console
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ def profile_command(
     top: int = typer.Option(20, "--top", help="Rows to show."),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Operator table, FLOPs and parameters, and a trace for TensorBoard / chrome://tracing."""
@@ -64,7 +65,7 @@ def profile_command(
         from edgeopt.measure.profile import count_flops_and_params, torch_profile
         from edgeopt.models import load_model
 
-        loaded = load_model(model, input=input, arch=arch)
+        loaded = load_model(model, input=input, arch=arch, trust_model=trust_model)
         artifact = None
         if loaded.kind == "torch":
             summary["flops"] = count_flops_and_params(loaded)

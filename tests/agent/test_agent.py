@@ -9,7 +9,6 @@ import json
 import pickle
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from edgeopt.agent.remote import measure_on_device
 from edgeopt.bundle import pack
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig
-from tests.helpers import AGENT_TOKEN, running_agent
+from tests.helpers import AGENT_TOKEN, CreatesAFile, running_agent, tar_of
 
 QUICK = MeasureConfig(batches=(1, 4), timing=TimingConfig(warmup=2, min_iters=20, min_seconds=0.2))
 AUTH = {"Authorization": f"Bearer {AGENT_TOKEN}"}
@@ -35,37 +34,12 @@ def agent(tmp_path_factory):
         yield running
 
 
-def tar_of(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    """A tar with exactly these members (any names, even hostile ones) and symlinks."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
 def manifest_for(artifact: Path, files: dict[str, bytes]) -> bytes:
     """The artifact's own manifest, listing ``files`` with their true sha256."""
     manifest = json.loads((artifact / "manifest.json").read_text())
     manifest["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                          for name, data in files.items()}
     return json.dumps(manifest).encode()
-
-
-class CreatesAFile:
-    """Unpickling this opens (creates) ``path``: the harmless stand-in for arbitrary code."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
 
 
 def post(agent, body: bytes, headers=AUTH) -> httpx.Response:
@@ -107,7 +81,7 @@ def test_refused_uploads_never_reach_the_store_or_run(agent, artifact_cache, tmp
         "a tampered file": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": model}),
                                     "model.onnx": bytes(tampered)}), 400, "sha256"),
         "a manifest naming ..": (tar_of({"manifest.json": manifest_for(ort, {"../model.onnx": model}),
-                                         "model.onnx": model}), 400, "not a plain file name"),
+                                         "model.onnx": model}), 400, "outside its artifact folder"),
         "a member named ..": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": model}),
                                       "../escaped.onnx": model}), 400, "not a plain file name"),
         "an absolute member": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": model}),
