@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.errors import ConfigError, EdgeoptError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PAD_VALUE = 114  # the letterbox border (YOLO's grey)
@@ -117,7 +117,17 @@ class DetectionSplits:
 # -- loading ---------------------------------------------------------------------------
 def load_detection(source: str, size: int | None, channels: int | None = None, seed: int = 0) -> DetectionSplits:
     """Train/test splits of ``source`` letterboxed to ``size`` px (None: the images' own size, when they all
-    share one square size); ``channels``: 1 or 3 (None: as stored)."""
+    share one square size); ``channels``: 1 or 3 (None: as stored). Malformed annotations raise ConfigError."""
+    try:
+        return _load_detection(source, size, channels, seed)
+    except EdgeoptError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:  # a structure the readers did not expect
+        raise ConfigError(f"detection dataset {source}: its annotations are malformed ({type(exc).__name__}: "
+                          f"{str(exc)[:120]}); check it against the COCO or YOLO layout") from None
+
+
+def _load_detection(source: str, size: int | None, channels: int | None, seed: int) -> DetectionSplits:
     path = Path(source)
     if path.is_dir():
         npz = sorted(p for p in path.glob("*.npz") if _has_boxes(p))

@@ -46,9 +46,12 @@ def parse_count(text: str, what: str) -> int:
     """'50M' -> 50_000_000; plain integers and k/M/G suffixes."""
     scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
     try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
+        count = int(float(text[:-1] if scale > 1 else text) * scale)
+    except (ValueError, OverflowError):  # not a number; inf
         raise ConfigError(f"{what} must be a count like 50M or 2.5G, not {text!r}") from None
+    if count < 1:
+        raise ConfigError(f"{what} must be a positive count like 50M or 2.5G, not {text!r}")
+    return count
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
