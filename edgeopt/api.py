@@ -9,6 +9,7 @@ example below runs in the test suite (in a fresh folder, on scikit-learn's digit
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,11 +413,27 @@ def _build_artifact(recipe: Recipe, out: Path, threads: int | None, force: bool,
     from edgeopt.pipeline.evaluate import measure_artifact, measure_model
 
     context = _context(recipe, out.with_name(out.name + ".build"), threads, resume, progress)
-    _, artifact = build_recipe(recipe, context, out, overwrite=force)
+    artifact = _finished(out, recipe) if resume and not force else None
+    if artifact is None:  # a run killed after its artifact was committed resumes by keeping it
+        _, artifact = build_recipe(recipe, context, out, overwrite=force)
     test, task = context.splits.test, context.task
     return Compressed(out, recipe, measure_model(context.baseline, test, task, threads),
                       measure_artifact(artifact, test, _task_of(artifact), threads, reference=context.baseline),
                       artifact=artifact)
+
+
+def _finished(out: Path, recipe: Recipe) -> "Artifact | None":
+    """The artifact already at ``out`` when it is whole and was built from ``recipe``; else None."""
+    from edgeopt.artifact import Artifact
+    from edgeopt.errors import ArtifactError
+
+    if not out.is_dir():
+        return None
+    try:
+        artifact = Artifact.open(out)
+    except ArtifactError:
+        return None
+    return artifact if artifact.manifest.get("recipe") == json.loads(json.dumps(recipe.to_dict())) else None
 
 
 def _protected(recipe: Recipe, step: Step) -> list[str]:

@@ -31,7 +31,7 @@ def quantize_command(
     preset: str = PresetOption,
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="ONNX Runtime calibrator: minmax | entropy | percentile."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="A layer to keep in float, by the backend's name for it (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted QAT run from its last epoch checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep an artifact it already finished, or continue QAT from its last epoch checkpoint."),
     seed: int = typer.Option(0, "--seed"),
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
