@@ -15,7 +15,7 @@ from edgeopt.cli.common import ThreadsOption
 
 @app.command("serve")
 def serve_command(
-    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders, each served under its folder name or as NAME=FOLDER."),
+    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
     model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="A folder of NAME/VERSION/ artifacts, watched: a new version replaces the old once verified and warm."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 127.0.0.1 keeps it on this machine."),
     port: int = typer.Option(8000, "--port"),
@@ -37,7 +37,7 @@ def serve_command(
 
     named = {}
     for item in artifacts or []:
-        name, _, folder = item.rpartition("=") if "=" in item else (Path(item).name, "", item)
+        name, _, folder = item.rpartition("=") if "=" in item else (Path(item).stem if Path(item).is_file() else Path(item).name, "", item)
         named[name] = Path(folder)
     token = None
     if token_env is not None:

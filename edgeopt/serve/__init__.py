@@ -24,10 +24,34 @@ log = logging.getLogger("edgeopt.serve")
 
 def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           settings: ServeSettings | None = None, threads: int | None = None, score_threshold: float = 0.3) -> None:
-    """Load, verify and warm every model, then serve until SIGINT/SIGTERM (which drain in-flight requests)."""
+    """Load, verify and warm every model, then serve until SIGINT/SIGTERM (which drain in-flight requests).
+
+    An artifact may also be a bundle file (``edgeopt pack``): it is checked and unpacked into a private
+    scratch folder, removed when the server stops."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="edgeopt-serve-"))
+    try:
+        _serve({name: _unbundled(name, path, scratch) for name, path in artifacts.items()}, watch, host, port,
+               settings or ServeSettings(), threads, score_threshold)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _unbundled(name: str, path: Path, scratch: Path) -> Path:
+    """An artifact folder as given, or a bundle file unpacked (checked member by member) under ``scratch``."""
+    if not Path(path).is_file():
+        return Path(path)
+    from edgeopt.bundle import unpack
+
+    return unpack(Path(path), scratch / name).path
+
+
+def _serve(artifacts: dict[str, Path], watch: Path | None, host: str, port: int, settings: ServeSettings,
+           threads: int | None, score_threshold: float) -> None:
     import uvicorn
 
-    settings = settings or ServeSettings()
     started = time.perf_counter()
     repository = ModelRepository(artifacts, watch, threads=threads, score_threshold=score_threshold)
     repository.load_initial()

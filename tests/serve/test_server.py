@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import httpx
@@ -268,3 +270,25 @@ def test_a_request_waiting_past_its_timeout_is_answered_504(served):
         assert set(statuses) <= {200, 504} and 504 in statuses, statuses
         refused = httpx.post(f"{running.url}/v2/models/det/infer", content=_detector_body(16))
         assert refused.status_code in (200, 504) and ("error" not in refused.json() or "within" in refused.json()["error"])
+
+
+def test_a_bundle_is_served_like_its_artifact_and_a_tampered_one_is_refused(served, tmp_path):
+    import tarfile
+
+    from edgeopt.bundle import pack
+    from tests.helpers import tar_of
+
+    bundle = tmp_path / "tiny.edgeopt"
+    bundle.write_bytes(pack(served["tiny"]))
+    with RunningServer(str(bundle)) as running:
+        body = {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                            "data": np.zeros(3 * 32 * 32).tolist()}]}
+        answer = httpx.post(f"{running.url}/v2/models/tiny/infer", json=body)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [1, 10]
+    with tarfile.open(fileobj=io.BytesIO(bundle.read_bytes())) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    members["model.onnx"] = members["model.onnx"][:-10] + b"\0" * 10
+    bundle.write_bytes(tar_of(members))
+    proc = subprocess.run([sys.executable, "-m", "edgeopt", "serve", str(bundle), "--port", "1"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "does not match the sha256" in proc.stderr and "Traceback" not in proc.stderr
