@@ -20,7 +20,6 @@ parameters, 401 token, 413 too large, 422 the device could not run it, 503 busy.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import io
 import logging
 import re
@@ -38,6 +37,8 @@ from fastapi.responses import JSONResponse
 from edgeopt.agent.identity import AGENT_BACKENDS
 from edgeopt.agent.wire import encode_arrays
 from edgeopt.errors import ArtifactError, BackendError, ConfigError, EdgeoptError, InputError
+from edgeopt.service import STATUS as SHARED_STATUS
+from edgeopt.service import answer_errors, bearer_check, read_capped_body
 
 log = logging.getLogger("edgeopt.agent")
 PROBE = "probe.npy"
@@ -63,24 +64,11 @@ class AgentSettings:
             raise ConfigError("--max-upload-mb and --timeout must be positive")
 
 
-class Unauthorized(EdgeoptError):
-    pass
-
-
-class TooLarge(EdgeoptError):
-    pass
-
-
 class Busy(EdgeoptError):
     pass
 
 
-STATUS = {Unauthorized: 401, TooLarge: 413, Busy: 503, ArtifactError: 400, ConfigError: 400, InputError: 400,
-          BackendError: 422}
-
-
-def status_of(exc: BaseException) -> int:
-    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+STATUS = {**SHARED_STATUS, Busy: 503, ArtifactError: 400, BackendError: 422}
 
 
 class Agent:
@@ -97,6 +85,9 @@ class Agent:
         for leftover in settings.store.iterdir():  # what a killed agent left behind; only folders it names
             if STORE_ENTRY.match(leftover.name) and leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+    def count_refusal(self) -> None:
+        self.refused += 1
 
     async def measure(self, body: bytes, options: dict[str, Any]) -> dict[str, Any]:
         if self.lock.locked():
@@ -179,31 +170,17 @@ def create_app(settings: AgentSettings) -> FastAPI:
                   description="Measures uploaded ONNX / OpenVINO / ExecuTorch artifacts on this device.")
     app.state.agent = agent
 
-    @app.exception_handler(EdgeoptError)
-    async def refused(request: Request, exc: EdgeoptError) -> JSONResponse:
-        agent.refused += 1
-        headers = {"Retry-After": "5"} if isinstance(exc, Busy) else None
-        if status_of(exc) == 500:
-            log.error("unexpected refusal on %s: %s", request.url.path, exc)
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc), headers=headers)
+    answer_errors(app, STATUS, log, retry_after={Busy: "5"}, on_refusal=agent.count_refusal)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        agent.refused += 1
+        agent.count_refusal()
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}): {exc}"}, status_code=500)
-
-    async def token(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise Unauthorized("this agent needs 'Authorization: Bearer <token>' with its token "
-                               "(the host passes it with --agent-token or EDGEOPT_AGENT_TOKEN)")
+    token = bearer_check(settings.token, "this agent needs 'Authorization: Bearer <token>' with its token "
+                                         "(the host passes it with --agent-token or EDGEOPT_AGENT_TOKEN)")
 
     @app.get("/v1/health", tags=["health"])
     async def health() -> dict[str, Any]:
@@ -228,7 +205,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
         options = {"threads": threads, "batches": _batches(batches), "sustained_s": sustained_s,
                    "timing": {"warmup": warmup, "min_iters": min_iters, "min_seconds": min_seconds,
                               "max_seconds": max_seconds}}
-        body = await _read_body(request, settings.max_upload_bytes)
+        body = await _read_upload(request, settings.max_upload_bytes)
         result = await agent.measure(body, options)
         agent.measured += 1
         return result
@@ -236,18 +213,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` (the declared length is checked first)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the upload is {int(declared) / 2**20:.1f} MB; this agent takes at most {limit / 2**20:.0f} MB "
-                       "(--max-upload-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the upload is over this agent's {limit / 2**20:.0f} MB cap (--max-upload-mb)")
-        chunks.append(chunk)
-    if not size:
+async def _read_upload(request: Request, limit: int) -> bytes:
+    body = await read_capped_body(request, limit, "the upload", "--max-upload-mb")
+    if not body:
         raise ArtifactError("the upload is empty; send an artifact bundle (edgeopt.bundle.pack) as the body")
-    return b"".join(chunks)
+    return body

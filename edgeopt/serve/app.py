@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from edgeopt.serve.batching import Batcher, BatchStats, Overloaded, RequestTimeo
 from edgeopt.serve.metrics import ServerMetrics
 from edgeopt.serve.protocol import HEADER_LENGTH, encode_response, parse_request
 from edgeopt.serve.repository import ModelRepository, ServedModel
+from edgeopt.service import STATUS as SHARED_STATUS
+from edgeopt.service import answer_errors, bearer_check, read_capped_body, status_of
 
 log = logging.getLogger("edgeopt.serve")
 SERVER_NAME = "edgeopt"
@@ -62,20 +63,7 @@ class NotFound(EdgeoptError):
     pass
 
 
-class Unauthorized(EdgeoptError):
-    pass
-
-
-class TooLarge(EdgeoptError):
-    pass
-
-
-STATUS = {InputError: 400, ConfigError: 400, Unauthorized: 401, NotFound: 404, TooLarge: 413,
-          Overloaded: 503, RequestTimeout: 504}
-
-
-def status_of(exc: BaseException) -> int:
-    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+STATUS = {**SHARED_STATUS, NotFound: 404, Overloaded: 503, RequestTimeout: 504}
 
 
 class Server:
@@ -149,7 +137,7 @@ class Server:
             status = 499  # the client went away (nginx's code for it); nothing was answered
             raise
         except BaseException as exc:
-            status = status_of(exc)
+            status = status_of(exc, STATUS)
             raise
         finally:
             self.metrics.requests.labels(name, endpoint, str(status)).inc()
@@ -194,15 +182,7 @@ def create_app(repository: ModelRepository, settings: ServeSettings | None = Non
                   description="Open Inference Protocol v2 (KServe/Triton) for edgeopt artifacts.", lifespan=lifespan)
     app.state.server = server
 
-    @app.exception_handler(EdgeoptError)
-    async def refused(request: Request, exc: EdgeoptError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc), headers=headers)
-
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}): {exc}"}, status_code=500)
+    answer_errors(app, STATUS, log, retry_after={Overloaded: "1"})
 
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> dict[str, bool]:
@@ -212,18 +192,9 @@ def create_app(repository: ModelRepository, settings: ServeSettings | None = Non
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
 
-    app.include_router(_protected_routes(server, settings), dependencies=[Depends(_token_check(settings))])
+    app.include_router(_protected_routes(server, settings), dependencies=[Depends(bearer_check(
+        settings.token, "this server needs 'Authorization: Bearer <token>' with its token"))])
     return app
-
-
-def _token_check(settings: ServeSettings):
-    async def check(request: Request) -> None:
-        if settings.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise Unauthorized("this server needs 'Authorization: Bearer <token>' with its token")
-    return check
 
 
 INFER_BODY = {"requestBody": {"required": True, "content": {
@@ -267,7 +238,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
         async with server.observed(name, "infer"):
             model = server.model(name, version)
             with server.admission(name):
-                body = await _read_body(request, settings.max_body_bytes)
+                body = await read_capped_body(request, settings.max_body_bytes, "the body", "--max-body-mb")
                 binary = request.headers.get(HEADER_LENGTH)
                 # binary tensors parse in microseconds: inline; JSON number lists are slow: off the event loop
                 parsed, rows = _parse_infer(model, body, binary) if binary is not None and len(body) < INLINE_BYTES \
@@ -289,7 +260,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
         async with server.observed(name, "predict"):
             model = server.model(name, version)
             with server.admission(name):
-                body = await _read_body(request, settings.max_body_bytes)
+                body = await read_capped_body(request, settings.max_body_bytes, "the body", "--max-body-mb")
                 if not body:
                     raise InputError("the body is empty; send the image's bytes (Content-Type: image/jpeg or image/png)")
 
@@ -311,20 +282,6 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
         return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {int(declared):,} bytes, over the {limit:,}-byte limit (--max-body-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over the {limit:,}-byte limit (--max-body-mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_infer(model: ServedModel, body: bytes, header_length: str | None):

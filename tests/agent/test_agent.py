@@ -88,7 +88,7 @@ def test_refused_uploads_never_reach_the_store_or_run(agent, artifact_cache, tmp
                                        str(tmp_path / "absolute.onnx"): model}), 400, "not a plain file name"),
         "a symlink": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": model})},
                              links={"model.onnx": "/etc/passwd"}), 400, "link"),
-        "an oversized body": (b"\0" * (3 << 20), 413, "takes at most 2 MB"),
+        "an oversized body": (b"\0" * (3 << 20), 413, "over the 2.0 MB limit (--max-upload-mb)"),
         "not a tar": (b"hello, agent", 400, "not an uncompressed tar"),
     }
     refused_before = httpx.get(f"{agent.url}/v1/health").json()["refused"]
