@@ -16,7 +16,7 @@ from edgeopt.cli.common import ThreadsOption
 @app.command("serve")
 def serve_command(
     artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
-    model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="A folder of NAME/VERSION/ artifacts, watched: a new version replaces the old once verified and warm."),
+    model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="A folder of NAME/VERSION/ artifacts or NAME/VERSION.edgeopt bundles, watched: a new version replaces the old once verified and warm."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 127.0.0.1 keeps it on this machine."),
     port: int = typer.Option(8000, "--port"),
     max_batch: int = typer.Option(8, "--max-batch", help="Most samples run together (dynamic batching)."),

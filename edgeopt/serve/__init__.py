@@ -11,9 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from edgeopt.serve.app import ServeSettings, create_app
 from edgeopt.serve.repository import ModelRepository
@@ -26,34 +30,41 @@ def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "12
           settings: ServeSettings | None = None, threads: int | None = None, score_threshold: float = 0.3) -> None:
     """Load, verify and warm every model, then serve until SIGINT/SIGTERM (which drain in-flight requests).
 
-    An artifact may also be a bundle file (``edgeopt pack``): it is checked and unpacked into a private
-    scratch folder, removed when the server stops."""
-    import shutil
-    import tempfile
-
-    scratch = Path(tempfile.mkdtemp(prefix="edgeopt-serve-"))
-    try:
-        _serve({name: _unbundled(name, path, scratch) for name, path in artifacts.items()}, watch, host, port,
-               settings or ServeSettings(), threads, score_threshold)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _unbundled(name: str, path: Path, scratch: Path) -> Path:
-    """An artifact folder as given, or a bundle file unpacked (checked member by member) under ``scratch``."""
-    if not Path(path).is_file():
-        return Path(path)
-    from edgeopt.bundle import unpack
-
-    return unpack(Path(path), scratch / name).path
-
-
-def _serve(artifacts: dict[str, Path], watch: Path | None, host: str, port: int, settings: ServeSettings,
-           threads: int | None, score_threshold: float) -> None:
-    import uvicorn
-
+    An artifact may also be a bundle file (``edgeopt pack``), and so may a version in ``watch``: it is
+    checked and unpacked into a private scratch folder, removed when the server stops."""
+    settings = settings or ServeSettings()
     started = time.perf_counter()
     repository = ModelRepository(artifacts, watch, threads=threads, score_threshold=score_threshold)
+    try:
+        with _sigterm_unwinds():
+            _run(repository, host, port, settings, started)
+    finally:
+        repository.close()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM end the process by unwinding (exit status 0), so ``finally`` blocks run.
+
+    uvicorn drains on SIGTERM, then raises the signal again under the handler it found; the default
+    one would kill the process on the spot and leave the scratch folder behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are the main thread's; a server run elsewhere is stopped by its caller
+        return
+
+    def unwind(signum, frame) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(repository: ModelRepository, host: str, port: int, settings: ServeSettings, started: float) -> None:
+    import uvicorn
+
     repository.load_initial()
     for model in repository.models.values():
         log.info("model %s version %s (%s %s, %s): loaded, verified and warmed in %.3f s", model.name, model.version,

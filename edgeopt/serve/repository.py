@@ -1,8 +1,11 @@
 """The models a server answers for: loaded, verified, warmed — and replaced without downtime.
 
-Models come from artifact folders named on the command line, or from a watched model
-repository laid out as Triton's: ``REPO/<model name>/<version number>/`` holding an artifact
-(manifest.json and its files). The highest version that loads is served. A new version is
+Models come from artifact folders or bundles (``edgeopt pack``) named on the command line, or
+from a watched model repository laid out as Triton's: ``REPO/<model name>/<version number>/``
+holding an artifact (manifest.json and its files), or ``REPO/<model name>/<version number>.edgeopt``,
+a bundle (one file: moved into place, it appears whole). The highest version that loads is
+served. Bundles are checked member by member and unpacked into the repository's private scratch
+folder; an unpacked version is deleted once another replaces it. A new version is
 opened (every file's sha256 checked against its manifest), loaded and run once on an
 example input before it replaces the old one; one that fails any step is refused — logged,
 counted, and not retried until its manifest changes — and the old version keeps answering.
@@ -12,9 +15,11 @@ Models are only ever read from the local filesystem, never fetched from a URL.
 from __future__ import annotations
 
 import logging
-import math
 import re
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from edgeopt.serve.protocol import datatype_of
 log = logging.getLogger("edgeopt.serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
+BUNDLE_SUFFIX = ".edgeopt"
 
 
 @dataclass
@@ -126,7 +132,7 @@ class ServedModel:
 class Refusal:
     version: str
     reason: str
-    stamp: float  # the manifest's mtime when refused: a changed manifest is tried again
+    stamp: tuple[int, int] | None  # the manifest's (or bundle's) mtime and size when refused: a change is tried again
 
 
 class ModelRepository:
@@ -140,6 +146,8 @@ class ModelRepository:
         self.score_threshold = score_threshold
         self.models: dict[str, ServedModel] = {}
         self.refused: dict[str, Refusal] = {}
+        self.unpacked: dict[str, Path] = {}  # model name -> the scratch folder its served version was unpacked to
+        self._scratch: Path | None = None  # made on the first bundle; removed by close()
         for name in self.artifacts:
             check_name(name)
         if watch is not None and not watch.is_dir():
@@ -149,7 +157,7 @@ class ModelRepository:
         """Load every named artifact (a failure here is the caller's error) and the repository's newest versions."""
         for name, path in self.artifacts.items():
             try:
-                self.models[name] = ServedModel.load(name, "1", path, self.threads, self.score_threshold)
+                self.publish(self._load(name, "1", path))
             except EdgeoptError:
                 raise
             except Exception as exc:  # the runtime's own error on a file it cannot run: one line, not a traceback
@@ -169,8 +177,7 @@ class ModelRepository:
             return []
         found = []
         for folder in sorted(p for p in self.watch.iterdir() if p.is_dir() and NAME.match(p.name)):
-            versions = sorted((int(v.name), v) for v in folder.iterdir()
-                              if v.is_dir() and v.name.isdigit() and (v / MANIFEST).is_file())
+            versions = _versions(folder)
             if not versions:
                 continue
             number, path = versions[-1]
@@ -187,7 +194,7 @@ class ModelRepository:
         """Load ``path`` as ``name`` ``version`` (not yet served: see ``publish``); on failure record the
         refusal and keep what is served."""
         try:
-            model = ServedModel.load(name, version, path, self.threads, self.score_threshold)
+            model = self._load(name, version, path)
         except Exception as exc:  # noqa: BLE001 — a bad new version, however it fails, must not stop the old one
             self.refused[name] = Refusal(version, str(exc), _stamp(path))
             kept = self.models.get(name)
@@ -205,6 +212,38 @@ class ModelRepository:
         if previous is not model:
             log.info("serving %s version %s (loaded and warmed in %.2f s)", model.name, model.version,
                      model.load_seconds)
+        folder = model.artifact.path
+        if self._scratch is not None and folder.parent == self._scratch:
+            replaced = self.unpacked.get(model.name)
+            self.unpacked[model.name] = folder
+            if replaced is not None and replaced != folder:
+                # The old version's runtime already holds its model in memory (a mapped file stays readable
+                # after its name is gone), and requests in flight on it finish normally.
+                shutil.rmtree(replaced, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the scratch folder that bundles were unpacked into."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+            self.unpacked.clear()
+
+    def _load(self, name: str, version: str, path: Path) -> ServedModel:
+        """``ServedModel.load`` of an artifact folder, or of a bundle file unpacked into the scratch folder
+        (removed again if the version is refused)."""
+        if not path.is_file():
+            return ServedModel.load(name, version, path, self.threads, self.score_threshold)
+        from edgeopt.bundle import unpack
+
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="edgeopt-serve-"))
+        folder = self._scratch / f"{name}-{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            unpack(path, folder)
+            return ServedModel.load(name, version, folder, self.threads, self.score_threshold)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 def check_name(name: str) -> str:
@@ -213,8 +252,23 @@ def check_name(name: str) -> str:
     return name
 
 
-def _stamp(path: Path) -> float:
+def _versions(folder: Path) -> list[tuple[int, Path]]:
+    """A model folder's versions, lowest first: ``<n>/`` folders holding a manifest and ``<n>.edgeopt``
+    bundles (where both exist for one number, the folder)."""
+    found: dict[int, Path] = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(BUNDLE_SUFFIX) and entry.name[:-len(BUNDLE_SUFFIX)].isdigit() and entry.is_file():
+            found.setdefault(int(entry.name[:-len(BUNDLE_SUFFIX)]), entry)
+    for entry in folder.iterdir():
+        if entry.name.isdigit() and entry.is_dir() and (entry / MANIFEST).is_file():
+            found[int(entry.name)] = entry
+    return sorted(found.items())
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What identifies a version as it stands: its manifest's (a bundle's own) mtime and size."""
     try:
-        return (path / MANIFEST).stat().st_mtime
+        status = (path if path.is_file() else path / MANIFEST).stat()
     except OSError:
-        return math.nan
+        return None
+    return status.st_mtime_ns, status.st_size

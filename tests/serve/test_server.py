@@ -214,6 +214,46 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_request_and_a_tampered
     assert "refused tiny version 3" in log and "still serving version 2" in log, log
 
 
+def test_bundle_versions_in_a_repository_swap_in_leave_one_unpacked_copy_and_a_truncated_one_is_refused(
+        served, tmp_path):
+    from edgeopt.bundle import pack
+
+    repository, scratch_parent = tmp_path / "models", tmp_path / "tmp"
+    (repository / "tiny").mkdir(parents=True)
+    scratch_parent.mkdir()
+    bundle = pack(served["tiny"])
+
+    def place(version: str, data: bytes) -> None:  # written beside it, then renamed: it appears whole
+        partial = repository / "tiny" / f".{version}.partial"
+        partial.write_bytes(data)
+        partial.rename(repository / "tiny" / f"{version}.edgeopt")
+
+    def unpacked() -> list[str]:
+        return sorted(entry.name for scratch in scratch_parent.glob("edgeopt-serve-*") for entry in scratch.iterdir())
+
+    place("1", bundle)
+    with RunningServer("--model-repository", str(repository), "--poll-seconds", "0.2",
+                       env={"TMPDIR": str(scratch_parent)}) as running:
+        assert httpx.get(f"{running.url}/v2/models/tiny").json()["versions"] == ["1"]
+        place("2", bundle)
+        deadline = time.time() + 20
+        while httpx.get(f"{running.url}/v2/models/tiny").json()["versions"] != ["2"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.post(f"{running.url}/v2/models/tiny/infer", content=_infer_body()).status_code == 200
+        assert [name.split("-")[1] for name in unpacked()] == ["2"], unpacked()  # version 1's copy is gone
+
+        place("3", bundle[: len(bundle) // 2])
+        deadline = time.time() + 20
+        while "edgeopt_model_versions_refused_total{model=\"tiny\"} 1.0" not in httpx.get(
+                f"{running.url}/metrics").text and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{running.url}/v2/models/tiny").json()["versions"] == ["2"]
+        assert [name.split("-")[1] for name in unpacked()] == ["2"], unpacked()  # the refused one left nothing
+        log = running.stop()
+    assert "refused tiny version 3" in log, log
+    assert list(scratch_parent.glob("edgeopt-serve-*")) == [], "the scratch folder outlived the server"
+
+
 def test_sigterm_lets_in_flight_requests_finish(served):
     running = RunningServer(str(served["det"]), "--max-batch", "1")
     body = _detector_body(48)
