@@ -110,8 +110,10 @@ def check_loadable(path: str | os.PathLike, trust_model: bool = False) -> str:
         raise ModelSourceError(f"{path} is named like {DESCRIPTION[promised[0]]} but is {DESCRIPTION[kind]}; "
                                "edgeopt goes by the content: rename it, or check where it came from")
     if kind in EXECUTABLE and not trust_model:
-        raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}: a program, which runs code when loaded; pass "
-                               "--trust-model only for a file you made or trust, or export it to ONNX instead")
+        raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}: a program, which runs code when loaded; export, "
+                               "bench and profile take it with --trust-model, only for a file you made or trust; "
+                               "to train, prune, distill or quantize it, save its weights as .safetensors and "
+                               "pass --arch")
     if kind in ("zip", "unknown"):
         raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}; edgeopt loads safetensors, ONNX, OpenVINO IR, "
                                "ExecuTorch, artifacts and (weights only) PyTorch checkpoints")

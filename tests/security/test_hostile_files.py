@@ -246,3 +246,8 @@ def test_the_command_line_refuses_a_program_unless_told_to_trust_it(tmp_path):
     trusted = edgeopt(*args, str(tmp_path / "trusted"), "--trust-model")
     assert trusted.returncode == 0, trusted.stderr
     assert Artifact.open(tmp_path / "trusted").backend == "openvino"
+    # A command with no --trust-model says what to do instead of naming an option it lacks.
+    quantized = edgeopt("quantize", str(scripted), "--data", "digits", "--backend", "onnxruntime",
+                        "--out", str(tmp_path / "quantized"))
+    assert_one_line_error(quantized, "TorchScript archive", ".safetensors and pass --arch")
+    assert not (tmp_path / "quantized").exists()
