@@ -70,7 +70,10 @@ def unpack(bundle: Path, out: Path, limits: BundleLimits = BundleLimits(), overw
         raise ArtifactError(f"bundle {bundle} does not exist")
     if bundle.stat().st_size > limits.max_bytes:
         raise ArtifactError(f"bundle {bundle} is over the {limits.max_bytes >> 20} MB cap")
-    checked = read_bundle(bundle.read_bytes(), limits)
+    try:
+        checked = read_bundle(bundle.read_bytes(), limits)
+    except ArtifactError as exc:  # the refusal names the file: a server may be unpacking several
+        raise ArtifactError(f"{bundle}: {exc}") from None
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; choose another --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +159,7 @@ def _members(data: bytes, limits: BundleLimits) -> dict[str, bytes]:
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
     except tarfile.TarError as exc:
-        raise ArtifactError(f"the upload is not an uncompressed tar bundle ({exc}); pack the artifact with "
+        raise ArtifactError(f"this is not an uncompressed tar bundle ({exc}); pack the artifact with "
                             "`edgeopt pack` or edgeopt.bundle.pack") from None
     members: dict[str, bytes] = {}
     total = 0

@@ -183,8 +183,9 @@ def test_bundles_round_trip_and_tar_slips_links_and_payloads_write_nothing(tmp_p
         bundle = tmp_path / f"{what}.edgeopt"
         bundle.write_bytes(data)
         before.add(bundle.name)
-        with pytest.raises(ArtifactError, match=phrase):
+        with pytest.raises(ArtifactError, match=phrase) as refused:
             unpack(bundle, tmp_path / "out" / what)
+        assert str(refused.value).startswith(f"{bundle}: "), refused.value  # names the file, then the reason
         assert snapshot(tmp_path) == before, what  # nothing written, anywhere
     proc = edgeopt("unpack", str(tmp_path / "tar-slip.edgeopt"), "--out", str(tmp_path / "out" / "cli"))
     assert_one_line_error(proc, "not a plain file name")
