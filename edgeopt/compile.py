@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeopt.artifact import Artifact, ArtifactWriter
 from edgeopt.backends import Backend, all_backends, get_backend
-from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError
+from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError, first_line
 from edgeopt.measure.fidelity import compare
 from edgeopt.measure.inference import run_batched
 from edgeopt.models import LoadedModel
@@ -213,9 +213,7 @@ def _guarded(what: str, function, *args):
     except EdgeoptError:
         raise
     except Exception as exc:  # runtimes raise their own exception types
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise BackendError(f"{what}: {first[:300]}") from exc
+        raise BackendError(f"{what}: {first_line(exc)[:300]}") from exc
 
 
 def _output_records(model: LoadedModel, reference: list[np.ndarray], dynamic_batch: bool) -> list[dict[str, Any]]:

@@ -55,3 +55,10 @@ class ParityError(BackendError):
         super().__init__(message)
         self.detail = detail
         self.parity = parity
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception message (its type name when it has none): what an
+    EdgeoptError quotes when it wraps a runtime's, a parser's or an exporter's failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, ModelSourceError
+from edgeopt.errors import ConfigError, ModelSourceError, first_line
 from edgeopt.spec import InputSpec, Preprocess
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ def _from_program(path: Path, kind: str, given: InputSpec | None) -> LoadedModel
     try:
         module = torch.jit.load(str(path), map_location="cpu") if kind == "torchscript" else torch.export.load(str(path)).module()
     except Exception as exc:  # a damaged archive raises RuntimeError, zipfile errors, ...
-        raise ModelSourceError(f"{path} could not be loaded as {kind} ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise ModelSourceError(f"{path} could not be loaded as {kind} ({first_line(exc)})") from None
     if kind == "pt2":  # an exported program keeps the batch it was exported with
         given = replace(given, dynamic_batch=False)
     return LoadedModel(str(path), given, module=module)
@@ -422,14 +422,14 @@ def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
     try:
         graph_model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"{path} is not a valid ONNX model ({first}); the file may be truncated or corrupt: export it again") from None
+        raise ModelSourceError(f"{path} is not a valid ONNX model ({first_line(exc)}); the file may be truncated or "
+                               "corrupt: export it again") from None
     check_onnx_external_data(graph_model, path)  # before anything follows those paths
     try:
         onnx.checker.check_model(str(path))  # by path, so external weight files are checked too
     except Exception as exc:  # ValidationError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"{path} is not a valid ONNX model ({first}); the file may be truncated or corrupt: export it again") from None
+        raise ModelSourceError(f"{path} is not a valid ONNX model ({first_line(exc)}); the file may be truncated or "
+                               "corrupt: export it again") from None
     initializers = {init.name for init in graph_model.graph.initializer}
     inputs = [i for i in graph_model.graph.input if i.name not in initializers]
     if len(inputs) != 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.errors import BackendError
+from edgeopt.errors import BackendError, first_line
 
 OPSET = 18
 # Protobuf cannot hold more than 2 GiB; larger models keep their weights beside the file.
@@ -43,7 +43,7 @@ def write_onnx(model, path: Path) -> None:
         )
         program.save(str(path), external_data=weight_bytes > PROTOBUF_LIMIT_BYTES)
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
-        raise BackendError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+        raise BackendError(f"torch.onnx.export failed: {first_line(exc)}") from exc
 
 
 def _write_qat_onnx(module, example, spec, path: Path) -> None:
@@ -61,9 +61,4 @@ def _write_qat_onnx(module, example, spec, path: Path) -> None:
                               opset_version=OPSET, input_names=[spec.name],
                               dynamic_axes={spec.name: {0: "batch"}} if spec.dynamic_batch else None)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
-        raise BackendError(f"exporting the QAT model to ONNX failed: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise BackendError(f"exporting the QAT model to ONNX failed: {first_line(exc)}") from exc
