@@ -139,7 +139,7 @@ def check_onnx_external_data(model, path: Path) -> None:
 def _escapes(location: str, folder: Path) -> str | None:
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
         return "an absolute path"
-    if ".." in Path(location).parts or ".." in location.replace("\\", "/").split("/"):
+    if ".." in location.replace("\\", "/").split("/"):
         return "outside the model's folder"
     target = folder / location
     if target.is_symlink():

@@ -178,9 +178,9 @@ class Recipe:
         try:
             return cls(model=data["model"], data=data["data"], steps=tuple(Step.from_dict(s) for s in data.get("steps", [])),
                        export=ExportConfig.from_dict(data["export"]), seed=int(data.get("seed", 0)), arch=data.get("arch"))
+        except ConfigError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
             raise ConfigError(f"not a valid recipe ({type(exc).__name__}: {exc}); see a recipe.toml written by "
                               f"`edgeopt optimize` for the layout") from None
 

@@ -108,10 +108,8 @@ class ServedModel:
         """The request's input as the model takes it, or an InputError naming what is wrong."""
         if name != self.spec.name:
             raise InputError(f"model {self.name!r} has one input, {self.spec.name!r}; the request sent {name!r}")
-        if array.ndim >= 1 and array.shape[0] == 0:
-            raise InputError(f"input {name!r} has batch 0; send at least one sample")
         spec = self.spec
-        if self.fixed_batch is not None and array.ndim == len(spec.shape):
+        if self.fixed_batch is not None and array.ndim == len(spec.shape) and len(array):
             spec = spec.with_batch(len(array))  # served in chunks of its own size: any batch is fine
         return spec.validate(array)
 
