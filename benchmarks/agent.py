@@ -34,13 +34,13 @@ import json
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from loopback import free_port  # benchmarks/loopback.py
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
 from edgeopt import TimingConfig, load_model
@@ -97,12 +97,6 @@ def lean_python(venv: Path) -> str:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
                        check=True)
     return str(python)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def half_speed_cgroup(share: float) -> str | None:

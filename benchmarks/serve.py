@@ -19,25 +19,19 @@ import asyncio
 import datetime as dt
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+from loopback import free_port  # benchmarks/loopback.py
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- serve:start -->", "<!-- serve:end -->"
 HEADER = "Inference-Header-Content-Length"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def raw_throughput(artifact: Path, batch: int, seconds: float, threads: int) -> float:

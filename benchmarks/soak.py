@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import random
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -37,19 +36,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from loopback import free_port  # benchmarks/loopback.py
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
+
+from edgeopt.measure.process import rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 TOKEN = "soak-token-0123456789"
 HEADER = "Inference-Header-Content-Length"
 SIZE = 64
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def build_artifacts(work: Path) -> dict[str, Path]:
@@ -69,11 +65,8 @@ def build_artifacts(work: Path) -> dict[str, Path]:
 
 
 def _serve(repository: str, port: int) -> None:
-    import os
-
     from edgeopt.serve import ServeSettings, serve
 
-    os.environ["SOAK_TOKEN"] = TOKEN
     serve({}, watch=Path(repository), port=port, threads=1,
           settings=ServeSettings(token=TOKEN, poll_seconds=1.0, max_body_bytes=4 << 20))
 
@@ -99,13 +92,6 @@ def write_video(path: Path, seconds: float, fps: float = 15.0) -> None:
         frame[20:36, x:x + 16] = 220
         writer.write(frame + rng.integers(0, 10, frame.shape, dtype=np.uint8))
     writer.release()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Load:
@@ -240,7 +226,7 @@ def soak(minutes: float, swap_every: float, work: Path) -> dict:
     next_swap, warm_rss = started + swap_every, None
     try:
         while (now := time.perf_counter()) - started < seconds:
-            rss.append((now - started, rss_mb(server.pid)))
+            rss.append((now - started, rss_mb(server.pid) or float("nan")))
             if warm_rss is None and now - started >= min(60.0, seconds / 4):
                 warm_rss = rss[-1][1]
             if now >= next_swap:
