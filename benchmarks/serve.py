@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from loopback import free_port  # benchmarks/loopback.py
+from loopback import Server  # benchmarks/loopback.py
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
@@ -58,44 +58,6 @@ def binary_request(artifact: Path, samples: int = 1) -> tuple[bytes, dict[str, s
                                      "parameters": {"binary_data_size": sample.nbytes}}],
                          "parameters": {"binary_data_output": True}}).encode()
     return header + sample.tobytes(), {HEADER: str(len(header)), "content-type": "application/octet-stream"}
-
-
-def _run_server(name: str, artifact: str, port: int, threads: int, max_batch: int, max_queue: int) -> None:
-    from edgeopt.serve import ServeSettings, serve
-
-    serve({name: Path(artifact)}, port=port, threads=threads,
-          settings=ServeSettings(max_batch=max_batch, max_queue=max_queue))
-
-
-class Server:
-    """``edgeopt.serve.serve`` in its own process (spawned: a fresh interpreter, as `edgeopt serve` is)."""
-
-    def __init__(self, name: str, artifact: Path, threads: int, max_batch: int, max_queue: int) -> None:
-        import multiprocessing
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        started = time.perf_counter()
-        self.proc = multiprocessing.get_context("spawn").Process(
-            target=_run_server, args=(name, str(artifact), self.port, threads, max_batch, max_queue))
-        self.proc.start()
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if not self.proc.is_alive() or time.perf_counter() - started > 60:
-                    raise RuntimeError(f"the server did not start (exit code {self.proc.exitcode})") from None
-            time.sleep(0.01)
-        self.ready_seconds = time.perf_counter() - started
-
-    def rss_mb(self) -> float:
-        text = httpx.get(f"{self.url}/metrics").text
-        return float(next(l.split()[1] for l in text.splitlines() if l.startswith("process_resident_memory_bytes"))) / 2**20
-
-    def stop(self) -> None:
-        self.proc.terminate()  # SIGTERM: the server drains, then exits
-        self.proc.join(30)
 
 
 async def closed_loop(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, raw: bool = False):
@@ -211,7 +173,9 @@ def _figures(statuses: dict, latencies: list[float], elapsed: float) -> dict:
 def bench_artifact(name: str, artifact: Path, args) -> dict:
     raw = raw_throughput(artifact, args.max_batch, args.seconds, args.threads)
     print(f"{name}: raw session at batch {args.max_batch}: {raw:.1f} samples/s", flush=True)
-    server = Server(name, artifact, args.threads, args.max_batch, args.max_queue)
+    from edgeopt.serve import ServeSettings
+
+    server = Server({name: artifact}, ServeSettings(max_batch=args.max_batch, max_queue=args.max_queue), args.threads)
     body, headers = binary_request(artifact)
     url = f"{server.url}/v2/models/{name}/infer"
     row = {"name": name, "raw_per_s": round(raw, 1), "ready_s": round(server.ready_seconds, 3),

@@ -220,6 +220,9 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     here (a corrected estimate, with its interval, for a device that is not this machine), keeps
     the best so far in ``out/best``, and writes ``report.html``, ``report.md`` and
     ``results.json``. ``on_event`` receives the search's progress (``edgeopt.search.events``).
+    ``budget`` is wall-clock from this call and holds inside candidates: a fine-tune, a calibration
+    or accuracy-aware INT8 that reaches it stops, and is journaled ``stopped`` (``resume`` with more
+    budget builds it again, a fine-tune from its last epoch).
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,

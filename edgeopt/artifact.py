@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import ArtifactError, ConfigError
+from edgeopt.errors import ArtifactError, ConfigError, ModelSourceError
 from edgeopt.spec import InputSpec, OutputSpec
 
 MANIFEST = "manifest.json"
@@ -126,6 +126,28 @@ class Artifact:
                     f"artifact {self.path}: {name} does not match the sha256 in its manifest "
                     "(altered after export, or the manifest was edited); export it again"
                 )
+        self._check_onnx_files()
+
+    def _check_onnx_files(self) -> None:
+        """Every ONNX model in the artifact keeps its external data inside the folder: edgeopt checks it here,
+        when the artifact (or an unpacked bundle) is opened, not leaving it to each runtime's own checks."""
+        from edgeopt.formats import HEAD, sniff_bytes
+        from edgeopt.onnx_external import NotOnnx, check_external_data
+
+        for name in self.manifest["files"]:
+            file = self.path / name
+            with open(file, "rb") as handle:
+                kind = sniff_bytes(handle.read(HEAD))
+            # An ONNX model's fields may come in any order, so an entry that shows no known format is parsed
+            # too: if it is ONNX, a runtime would read it as such (a TensorRT engine, say, does not parse).
+            maybe = file == self.entry and kind == "unknown"
+            if name.lower().endswith(".onnx") or kind == "onnx" or maybe:
+                try:
+                    check_external_data(file)
+                except ModelSourceError as exc:
+                    if maybe and isinstance(exc, NotOnnx):
+                        continue  # not ONNX after all: no runtime reads it as ONNX either
+                    raise ArtifactError(f"artifact {self.path}: {exc}") from None
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
@@ -144,6 +166,8 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
         manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{where} is not valid JSON ({exc}); export the artifact again") from None
+    except RecursionError:  # the parser's own bound on nesting: no manifest nests past a few levels
+        raise ArtifactError(f"{where} nests deeper than any manifest does; export the artifact again") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{where} is not a JSON object; export the artifact again")
     missing = [k for k in ("schema", "backend", "precision", "input", "outputs", "entry", "files") if k not in manifest]
@@ -155,6 +179,10 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
         if not _inside(name):
             raise ArtifactError(f"{where} names the file {name!r}, outside its artifact folder; an artifact's files "
                                 "are relative paths inside it: refusing it")
+    for name, record in manifest["files"].items():
+        if not _file_record(record):
+            raise ArtifactError(f"{where}: the record of {name!r} needs \"sha256\" (64 hex digits) and \"bytes\" "
+                                "(a whole number); export the artifact again")
     if manifest["entry"] not in manifest["files"]:
         raise ArtifactError(f"{where}: its entry {manifest['entry']!r} is not among its files; export it again")
     if manifest["schema"] > SCHEMA_VERSION:
@@ -163,6 +191,15 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
             f"({SCHEMA_VERSION}); upgrade edgeopt"
         )
     return manifest
+
+
+def _file_record(record: object) -> bool:
+    """Whether ``record`` is a file's record as ``ArtifactWriter`` writes it: its sha256 and byte count."""
+    if not isinstance(record, dict):
+        return False
+    digest, size = record.get("sha256"), record.get("bytes")
+    return (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+            and isinstance(size, int) and not isinstance(size, bool) and size >= 0)
 
 
 def _inside(name: object) -> bool:

@@ -147,10 +147,10 @@ def read_bundle(data: bytes, limits: BundleLimits, backends: tuple[str, ...] | N
     if missing:
         raise ArtifactError(f"bundle lacks {missing[0]}, which its manifest lists; pack the artifact again")
     for name, content in members.items():
-        record = listed[name]
-        if not isinstance(record, dict) or hashlib.sha256(content).hexdigest() != record.get("sha256"):
-            raise ArtifactError(f"bundle member {name} does not match the sha256 in its manifest (altered or "
-                                "truncated); pack the artifact again")
+        record = listed[name]  # parse_manifest checked its form: a sha256 and a byte count
+        if len(content) != record["bytes"] or hashlib.sha256(content).hexdigest() != record["sha256"]:
+            raise ArtifactError(f"bundle member {name} does not match the sha256 and size in its manifest (altered "
+                                "or truncated); pack the artifact again")
     return Bundle(manifest, manifest_bytes, members, found)
 
 
@@ -182,7 +182,11 @@ def _members(data: bytes, limits: BundleLimits) -> dict[str, bytes]:
             total += member.size
             if total > limits.max_bytes:
                 raise ArtifactError(f"bundle members add up to more than the {limits.max_bytes / 2**20:.0f} MB cap")
-            content = tar.extractfile(member).read()
+            try:
+                content = tar.extractfile(member).read()
+            except (tarfile.TarError, OSError, EOFError):  # tarfile's "unexpected end of data"
+                raise ArtifactError(f"bundle member {member.name} is truncated: the bundle ends inside it; copy it "
+                                    "again, or pack the artifact again") from None
             if len(content) != member.size:
                 raise ArtifactError(f"bundle member {member.name} is truncated ({len(content)} of {member.size} bytes)")
             try:

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeopt.artifact import Artifact, ArtifactWriter
 from edgeopt.backends import Backend, all_backends, get_backend
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError, first_line
 from edgeopt.measure.fidelity import compare
 from edgeopt.measure.inference import run_batched
@@ -76,6 +77,7 @@ def export(
     validation: Validation | None = None,
     recipe: dict[str, Any] | None = None,
     verify: bool = True,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Artifact:
     """Compile ``model`` for ``backend`` into the folder ``out``, verified against the FP32 reference.
 
@@ -88,6 +90,9 @@ def export(
     ``recipe``: the recipe that made ``model``, recorded in the manifest as its provenance.
     ``verify=False`` records the parity check without enforcing it: only for a latency probe of
     untrained weights, whose outputs mean nothing; the manifest says so.
+    ``deadline``: checked before the compile, the verification and the accuracy check (a runtime's
+    own compile runs through; accuracy-aware INT8 checks ``validation.deadline`` inside it), raising
+    ``BudgetExhausted`` with nothing left on disk.
     """
     runtime = get_backend(backend)
     reason = unsupported_reason(runtime, model, precision)
@@ -102,7 +107,7 @@ def export(
     if calibration is not None:
         calibration = model.input_spec.validate(np.asarray(calibration))  # same checks as any input
     spec = dataclasses.replace(model.input_spec, max_batch=runtime.capabilities.max_batch if model.input_spec.dynamic_batch else None)
-    job = (precision, threads, options, overwrite, quantization, calibration, validation, recipe, verify)
+    job = (precision, threads, options, overwrite, quantization, calibration, validation, recipe, verify, deadline)
     try:
         return _build(runtime, dataclasses.replace(model, input_spec=spec), out, [], *job)
     except (ParityError, BackendUnavailable):
@@ -150,13 +155,14 @@ def _probe(spec, calibration: np.ndarray | None) -> np.ndarray:
 def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precision: str, threads: int | None,
            options: dict[str, Any], overwrite: bool, quantization: QuantizationConfig | None,
            calibration: np.ndarray | None, validation: Validation | None, recipe: dict[str, Any] | None,
-           verify: bool) -> Artifact:
+           verify: bool, deadline: Deadline) -> Artifact:
     """Compile, write, load back, run the probe, check parity; commit only if it holds."""
     backend, spec, task = runtime.name, model.input_spec, task_of(model)
     probe = _probe(spec, calibration)
     reference = model.reference()(probe)
 
     with ArtifactWriter(out, overwrite=overwrite) as writer:
+        deadline.check(f"compiling for {backend}")
         result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir,
                           options, quantization, calibration, validation)
         manifest = {
@@ -177,6 +183,7 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
         if recipe is not None:
             manifest["recipe"] = recipe
         staged = writer.write_manifest(manifest)
+        deadline.check("verifying")
         session = _guarded(f"{backend} could not load its own artifact", runtime.load, staged, threads)
         outputs = _guarded(f"{backend} could not run its own artifact", run_batched, session.run, probe, spec)
         parity = compare(reference, outputs, precision, judge=task)
@@ -187,6 +194,7 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
             raise ParityError(f"{backend} {precision} outputs diverge from the FP32 reference: {parity['reason']}",
                               detail=parity["reason"], parity=parity)
         if validation is not None:
+            deadline.check("checking accuracy")
             manifest["accuracy_control"] = control = _accuracy_control(model, session, validation)
             if not control["reached"]:
                 manifest["notes"].append(

@@ -27,11 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.errors import ConfigError, InputError
 from edgeopt.spec import InputSpec, Preprocess
 
-GRAY_MODES = ("1", "L", "I", "I;16", "F")  # PIL modes of single-channel images
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -204,7 +202,9 @@ def _image_folder(root: Path, image_size: int | None, seed: int) -> DatasetSplit
 
 
 def _read_tree(root: Path, size: int, classes: tuple[str, ...] | None) -> ImageDataset:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from edgeopt.images import GRAY_MODES, SUFFIXES, open_image
 
     classes = classes or tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
     if not classes:
@@ -212,17 +212,17 @@ def _read_tree(root: Path, size: int, classes: tuple[str, ...] | None) -> ImageD
     images, labels = [], []
     for label, name in enumerate(classes):
         for file in sorted((root / name).rglob("*")):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
+            if file.suffix.lower() not in SUFFIXES:
                 continue
             try:
-                with Image.open(file) as image:
+                with open_image(file) as image:
                     mode = "L" if image.mode in GRAY_MODES else "RGB"
                     images.append(image.convert(mode).resize((size, size), Image.BILINEAR))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ConfigError(f"cannot read image {file} ({exc}); remove or replace it") from None
+            except InputError as exc:
+                raise ConfigError(f"{exc}, or remove it from the dataset") from None
             labels.append(label)
     if not images:
-        raise ConfigError(f"{root} holds no images with suffixes {IMAGE_SUFFIXES}")
+        raise ConfigError(f"{root} holds no images with suffixes {SUFFIXES}")
     # A tree of grayscale images (steel surfaces, X-rays) stays one channel; any colour image
     # makes the whole set RGB, so every sample has the same shape.
     gray = all(image.mode == "L" for image in images)

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, EdgeoptError
+from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.images import SUFFIXES, decode_as_stored
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PAD_VALUE = 114  # the letterbox border (YOLO's grey)
 EDGE_TOLERANCE = 1.0  # px a box may stick out of its image (annotation tools round outwards)
 
@@ -236,7 +236,7 @@ def _coco(path: Path, size: int | None, channels: int | None) -> DetectionDatase
             split = "train" if "train" in path.stem else "test"
             pixels = stored[f"x_{split}"][image["npz_index"]]
         else:
-            pixels = _read_image(folder / image["file_name"])
+            pixels = _read_image(_inside(folder, image.get("file_name"), path))
         records.append((pixels, boxes, labels, str(image.get("file_name", image["id"])),
                         [f"annotation {ann.get('id')}" for ann in anns]))
     return _assemble(records, classes, size, channels, str(path))
@@ -258,7 +258,7 @@ def _yolo(root: Path, size: int | None, channels: int | None) -> DetectionDatase
     classes = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
     image_dir = root / "images" if (root / "images").is_dir() else root
     records = []
-    for file in sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for file in sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in SUFFIXES):
         pixels = _read_image(file)
         height, width = pixels.shape[:2]
         label_file = root / "labels" / file.relative_to(image_dir).with_suffix(".txt")
@@ -278,21 +278,24 @@ def _yolo(root: Path, size: int | None, channels: int | None) -> DetectionDatase
         labels = np.asarray([r[0] for r in rows], np.int64)
         records.append((pixels, boxes, labels, str(file.relative_to(root)), [r[2] for r in rows]))
     if not records:
-        raise ConfigError(f"{image_dir} holds no images with suffixes {IMAGE_SUFFIXES}")
+        raise ConfigError(f"{image_dir} holds no images with suffixes {SUFFIXES}")
     return _assemble(records, classes, size, channels, str(root))
 
 
-def _read_image(file: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _inside(folder: Path, name: object, where: Path) -> Path:
+    """The image a COCO file names: a relative path inside the dataset's folder (annotations are data from
+    elsewhere too: they name no file outside the dataset)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ConfigError(f"{where}: image file_name {name!r} is not a relative path inside {folder}; "
+                          "a dataset's annotations may only name its own images")
+    return folder / name
 
+
+def _read_image(file: Path) -> np.ndarray:
     try:
-        with Image.open(file) as image:
-            image.load()
-            return np.asarray(image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
-    except FileNotFoundError:
-        raise ConfigError(f"image {file} listed by the dataset does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ConfigError(f"cannot read image {file} ({exc}); remove or replace it") from None
+        return decode_as_stored(file, f"image {file} listed by the dataset")
+    except InputError as exc:
+        raise ConfigError(f"{exc}, or remove it from the dataset") from None
 
 
 # -- checking and letterboxing -----------------------------------------------------------

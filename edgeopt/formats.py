@@ -5,9 +5,8 @@ extracted) and names its format. Data formats load by default: safetensors, ONNX
 IR, ExecuTorch ``.pte`` and edgeopt artifact folders. A pickled checkpoint (a plain pickle
 or ``torch.save``'s zip of pickles) loads only through ``torch.load(weights_only=True)``,
 with no fallback. TorchScript and ``.pt2`` archives are programs: refused unless the caller
-says ``trust_model``. A file whose name promises one format while its bytes are another is
-refused. ``check_onnx_external_data`` keeps an ONNX model's external weights inside its own
-folder (no ``..``, absolute paths, symlinks or hard links) before any parser follows them.
+says ``trust_model`` or the process trusts programs (``edgeopt.trust``). A file whose name promises one format while its bytes are another is
+refused. (An ONNX model's external data is checked by ``edgeopt.onnx_external``.)
 
 Example:
     >>> sniff_bytes(b"\\x80\\x04\\x95")
@@ -24,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 from edgeopt.errors import ModelSourceError
+from edgeopt.trust import require_programs
 
 HEAD = 64
 MAX_MODEL_BYTES = int(os.environ.get("EDGEOPT_MAX_MODEL_MB", "4096")) << 20  # checked before any parser runs
@@ -110,44 +110,8 @@ def check_loadable(path: str | os.PathLike, trust_model: bool = False) -> str:
         raise ModelSourceError(f"{path} is named like {DESCRIPTION[promised[0]]} but is {DESCRIPTION[kind]}; "
                                "edgeopt goes by the content: rename it, or check where it came from")
     if kind in EXECUTABLE and not trust_model:
-        raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}: a program, which runs code when loaded; export, "
-                               "bench and profile take it with --trust-model, only for a file you made or trust; "
-                               "to train, prune, distill or quantize it, save its weights as .safetensors and "
-                               "pass --arch")
+        require_programs(f"{path} is {DESCRIPTION[kind]}")
     if kind in ("zip", "unknown"):
         raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}; edgeopt loads safetensors, ONNX, OpenVINO IR, "
                                "ExecuTorch, artifacts and (weights only) PyTorch checkpoints")
     return kind
-
-
-def check_onnx_external_data(model, path: Path) -> None:
-    """Every external-data location of ``model`` (an onnx ModelProto loaded without its external data)
-    is a file inside ``path``'s folder: not absolute, no ``..``, no symlink, no hard link."""
-    folder = path.resolve().parent
-    tensors = list(model.graph.initializer) + [node_attr.t for node in model.graph.node
-                                               for node_attr in node.attribute if node_attr.HasField("t")]
-    for tensor in tensors:
-        if tensor.data_location != 1:  # TensorProto.EXTERNAL
-            continue
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        reason = _escapes(location, folder)
-        if reason:
-            raise ModelSourceError(f"{path}: tensor {tensor.name!r} keeps its data at {location!r}, {reason}; "
-                                   "external data must be a plain file beside the model")
-
-
-def _escapes(location: str, folder: Path) -> str | None:
-    if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
-        return "an absolute path"
-    if ".." in location.replace("\\", "/").split("/"):
-        return "outside the model's folder"
-    target = folder / location
-    if target.is_symlink():
-        return "a symbolic link"
-    if not target.is_file():
-        return "a file that does not exist"
-    if not target.resolve().is_relative_to(folder):
-        return "outside the model's folder"
-    if target.stat().st_nlink > 1:
-        return "a hard link to another file"
-    return None

@@ -5,6 +5,7 @@ Accepted sources:
 - ``torchvision:<name>[?weights=DEFAULT&num_classes=10]`` — a torchvision model builder;
   ``weights=DEFAULT`` downloads pretrained weights (needs internet) and takes the
   preprocessing and labels from the weights' metadata.
+- ``timm:<name>[?pretrained=true&num_classes=10]`` — a timm model (``pip install timm``).
 - ``package.module:factory[?key=value]`` — a callable returning an ``nn.Module``.
 - ``path.safetensors`` or a state-dict ``path.pt``/``.pth`` (loaded with
   ``weights_only=True``; pickled modules are refused) applied to ``arch``, an
@@ -15,7 +16,10 @@ Accepted sources:
   ``trust_model=True`` (``--trust-model``); they come in as they are, with a given input shape.
 
 A file is recognised by its content, never its name (``edgeopt.formats``): a ``.onnx`` that is
-a pickle is refused. Loading is safe by construction: no pickle is ever executed.
+a pickle is refused. Loading is safe by construction: no pickle is ever executed, and an
+architecture a file names (a checkpoint's ``edgeopt.arch``, a manifest's, a recipe's) is imported
+only through ``edgeopt.trust``: torchvision and timm names, edgeopt's own, installed plugins, or
+what the caller named (``origin=None``) — never a ``module:callable`` because a file says so.
 
 Example:
     >>> model = load_model("torchvision:mobilenet_v2")          # doctest: +SKIP
@@ -25,18 +29,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import importlib
+import inspect
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import parse_qsl
 
 import numpy as np
 
 from edgeopt.errors import ConfigError, ModelSourceError, first_line
 from edgeopt.spec import InputSpec, Preprocess
+from edgeopt.trust import check_import, import_object, trusting
 
 if TYPE_CHECKING:
     import torch
@@ -45,9 +52,15 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 META_ARCH, META_INPUT, META_LABELS, META_TASK = "edgeopt.arch", "edgeopt.input", "edgeopt.labels", "edgeopt.task"
 META_WIDTHS = "edgeopt.widths"  # layer widths of a pruned architecture (see layer_shapes)
 SOURCE_HELP = (
-    "use torchvision:<name>, package.module:factory, a .safetensors/.pt checkpoint "
+    "use torchvision:<name>, timm:<name>, package.module:factory, a .safetensors/.pt checkpoint "
     "with --arch, or an .onnx file"
 )
+ARCH_HELP = "an architecture is torchvision:<name>, timm:<name> or package.module:factory"
+DOWNLOADS = ("weights", "weights_backbone", "pretrained")  # arguments that fetch weights: never from a file
+TIMM_ARGUMENTS = frozenset({"num_classes", "in_channels", "in_chans", "drop_rate", "drop_path_rate", "global_pool",
+                            "img_size"})  # shape the architecture, read nothing: all a file may pass to timm
+WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch.load's process-wide override
+TIMM_LOADERS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"})  # read files
 
 
 @dataclass
@@ -80,17 +93,22 @@ class LoadedModel:
 
 
 def load_model(source: str, input: str | InputSpec | None = None, arch: str | None = None,
-               trust_model: bool = False) -> LoadedModel:
+               trust_model: bool = False, origin: str | None = None) -> LoadedModel:
     """Resolve ``source`` into a LoadedModel; ``input`` overrides the inferred InputSpec; ``trust_model``
-    lets a TorchScript or .pt2 archive (a program) load."""
+    lets a TorchScript or .pt2 archive (a program) load, and names in the files resolve.
+
+    ``origin`` says where ``source`` and ``arch`` were read from (a manifest, a recipe): their import
+    paths then resolve only if known or granted (``edgeopt.trust``). None: the caller named them.
+    """
+    if trust_model:
+        with trusting(programs=True):
+            return load_model(source, input, arch, origin=origin)
     source = source.strip()
     given = input if isinstance(input, InputSpec) or input is None else InputSpec.parse(input)
-    if source.startswith("torchvision:"):
-        model = _from_torchvision(source)
-    elif Path(source).exists() or source.lower().endswith((".onnx", ".pt2", *CHECKPOINT_SUFFIXES)):
-        model = _from_file(Path(source), arch, given, trust_model)
-    elif ":" in source:
-        model = _from_factory(source, given)
+    if source.startswith(("torchvision:", "timm:")) or (":" in source and not _is_file_source(source)):
+        model = _from_architecture(source, given, origin)
+    elif _is_file_source(source):
+        model = _from_file(Path(source), arch, given, origin)
     else:
         raise ModelSourceError(f"model source {source!r} is not understood; {SOURCE_HELP}")
     if given is not None:  # a program exported at a fixed batch (.pt2) keeps it whatever the shape given
@@ -108,6 +126,32 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
             _fit_detector_size(model, authoritative=given is not None or source.lower().endswith(CHECKPOINT_SUFFIXES))
         model.task = "detection" if model.head and model.task == "unknown" else model.task
     return model
+
+
+def check_source(source: object, origin: str) -> None:
+    """Refuse, before anything loads, a model source read from ``origin`` whose import path
+    ``edgeopt.trust`` does not allow (torchvision, timm and file sources pass: a file is checked when it loads)."""
+    if not isinstance(source, str) or not source.strip():
+        return
+    source = source.strip()
+    if source.startswith(("torchvision:", "timm:")) or ":" not in source or _is_file_source(source):
+        return
+    check_import(source, origin, "--arch")
+
+
+def _is_file_source(source: str) -> bool:
+    return Path(source).exists() or source.lower().endswith((".onnx", ".pt2", *CHECKPOINT_SUFFIXES))
+
+
+def _from_architecture(source: str, given: InputSpec | None, origin: str | None) -> LoadedModel:
+    """An architecture source (no weights): torchvision, timm, or an import path that edgeopt.trust lets through."""
+    if source.startswith("torchvision:"):
+        return _from_torchvision(source, origin)
+    if source.startswith("timm:"):
+        return _from_timm(source, origin)
+    if ":" not in source or _is_file_source(source):
+        raise ModelSourceError(f"{origin or 'the architecture'} names {source!r}; {ARCH_HELP}")
+    return _from_factory(source, given, origin)
 
 
 def _fit_detector_size(model: LoadedModel, authoritative: bool) -> None:
@@ -161,10 +205,34 @@ def _literal(value: str) -> Any:
     return {"true": True, "false": False, "none": None}.get(value.lower(), value)
 
 
-def _from_torchvision(source: str) -> LoadedModel:
+def _refuse_downloads(source: str, kwargs: dict[str, Any], origin: str | None) -> None:
+    """A file's architecture carries its weights in the file: it may not make edgeopt fetch any."""
+    asked = [k for k in DOWNLOADS if k in kwargs and kwargs[k] not in (None, False)]
+    if origin is not None and asked:
+        raise ModelSourceError(f"{origin} asks {source.partition('?')[0]} to download weights ({asked[0]}=); a "
+                               "file's architecture never fetches anything: name the weights on the command line")
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Downloaded weights load as weights only: torch.hub reads its cache with ``weights_only=False``, so a
+    pickle planted in ``$TORCH_HOME`` would run. PyTorch's own switch forces every ``torch.load`` safe."""
+    before = os.environ.get(WEIGHTS_ONLY)
+    os.environ[WEIGHTS_ONLY] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WEIGHTS_ONLY, None)
+        else:
+            os.environ[WEIGHTS_ONLY] = before
+
+
+def _from_torchvision(source: str, origin: str | None = None) -> LoadedModel:
     import torchvision
 
     name, kwargs = _split_query(source.removeprefix("torchvision:"))
+    _refuse_downloads(source, kwargs, origin)
     available = torchvision.models.list_models()
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3)
@@ -174,8 +242,9 @@ def _from_torchvision(source: str) -> LoadedModel:
     arch = arch.rstrip("?")
     weights_name = kwargs.pop("weights", None)
     in_channels = kwargs.pop("in_channels", 3)
+    if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+        kwargs.setdefault("weights_backbone", None)  # detectors', segmenters' default is a download: only when asked
     if name in torchvision.models.list_models(module=torchvision.models.detection):
-        kwargs.setdefault("weights_backbone", None)  # a pretrained backbone is a download: only when asked
         if "num_classes" in kwargs:  # edgeopt counts object classes; torchvision adds the background
             kwargs["num_classes"] += 1
     try:
@@ -183,7 +252,8 @@ def _from_torchvision(source: str) -> LoadedModel:
     except ValueError as exc:
         raise ModelSourceError(f"torchvision:{name} has no weights {weights_name!r} ({exc})") from None
     try:
-        module = torchvision.models.get_model(name, weights=weights, **kwargs)
+        with weights_only_loads():
+            module = torchvision.models.get_model(name, weights=weights, **kwargs)
     except TypeError as exc:
         raise ModelSourceError(f"torchvision:{name} does not accept {sorted(kwargs)}: {exc}") from None
     except Exception as exc:  # weight download fails without internet
@@ -232,21 +302,53 @@ def _torchvision_input(name: str, weights: Any, classification: bool) -> tuple[I
     return InputSpec((1, 3, size, size), preprocess=preprocess), None
 
 
-def _from_factory(source: str, given: InputSpec | None) -> LoadedModel:
+def _from_timm(source: str, origin: str | None) -> LoadedModel:
+    """A timm model, fed as its pretrained config says; from a file, only architecture arguments pass."""
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError:
+        raise ModelSourceError(f"{source} needs timm: pip install timm") from None
+    name, kwargs = _split_query(source.removeprefix("timm:"))
+    _refuse_downloads(source, kwargs, origin)
+    loaders = sorted(set(kwargs) & TIMM_LOADERS)
+    if loaders:  # timm would read that file (with pickle) or config: weights come in a checkpoint instead
+        raise ModelSourceError(f"{origin or source} passes {loaders[0]}= to timm, which would read it with pickle; "
+                               "save the weights as .safetensors and load them with --arch timm:NAME")
+    loose = sorted(set(kwargs) - TIMM_ARGUMENTS) if origin is not None else []
+    if loose:
+        raise ModelSourceError(f"{origin} passes {loose[0]}= to timm; from a file edgeopt passes only "
+                               f"{', '.join(sorted(TIMM_ARGUMENTS))}: name the architecture with --arch")
+    if name not in timm.list_models() and name not in timm.list_pretrained():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ModelSourceError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    channels = kwargs.pop("in_channels", kwargs.pop("in_chans", 3))
+    try:
+        with weights_only_loads():
+            module = timm.create_model(name, in_chans=channels, **kwargs)
+    except Exception as exc:  # unknown arguments (TypeError), a failed weight download without internet, ...
+        raise ModelSourceError(f"could not build {source} ({first_line(exc)})") from None
+    config = resolve_data_config({}, model=module)
+    size = int(config["input_size"][-1])
+    mean, std = (tuple(config["mean"]), tuple(config["std"])) if channels == 3 else ((0.5,), (0.5,))
+    preprocess = Preprocess(resize=round(size / config.get("crop_pct", 0.875)), crop=(size, size), mean=mean, std=std,
+                            channels="GRAY" if channels == 1 else "RGB")
+    arch = "timm:" + name + "".join(f"{'&' if i else '?'}{k}={v}" for i, (k, v) in enumerate(
+        [(k, v) for k, v in {**kwargs, "in_channels": channels}.items() if k != "pretrained" and (k, v) != ("in_channels", 3)]))
+    return LoadedModel(source, InputSpec((1, channels, size, size), preprocess=preprocess), module=module, arch=arch,
+                       task="classification")
+
+
+def _from_factory(source: str, given: InputSpec | None, origin: str | None = None) -> LoadedModel:
     import torch
 
     target, kwargs = _split_query(source)
-    module_name, _, attr = target.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ImportError as exc:
-        raise ModelSourceError(f"cannot import {module_name!r} for model source {source!r} ({exc}); {SOURCE_HELP}") from None
-    except AttributeError:
-        raise ModelSourceError(f"module {module_name!r} has no attribute {attr!r}") from None
+    factory = import_object(target, origin, "--arch")
     try:
         module = factory(**kwargs)
-    except TypeError as exc:  # unknown or missing keyword arguments in the source's query
-        raise ModelSourceError(f"{target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {exc}") from None
+    except Exception as exc:  # unknown keyword arguments, sizes too large to allocate, ...: the factory's failure
+        call = f"{target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+        raise ModelSourceError(f"{call} failed: {first_line(exc)}; check the architecture's arguments") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{target} returned {type(module).__name__}, not a torch.nn.Module")
     return LoadedModel(source, given or infer_input_spec(module, source), module=module, arch=source)
@@ -267,15 +369,15 @@ def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:
                       "bench and profile), or save the model as a checkpoint that carries it")
 
 
-def _from_file(path: Path, arch: str | None, given: InputSpec | None, trust_model: bool) -> LoadedModel:
+def _from_file(path: Path, arch: str | None, given: InputSpec | None, origin: str | None) -> LoadedModel:
     """A model file, dispatched on what its bytes are (``formats.check_loadable`` refuses the rest)."""
     from edgeopt.formats import DESCRIPTION, check_loadable
 
-    kind = check_loadable(path, trust_model)
+    kind = check_loadable(path)
     if kind == "onnx":
         return _from_onnx(path, given)
     if kind in ("safetensors", "pickle", "torch-zip"):
-        return _from_checkpoint(path, arch, given, kind)
+        return _from_checkpoint(path, arch, given, kind, origin)
     if kind in ("torchscript", "pt2"):
         return _from_program(path, kind, given)
     raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}, already compiled for a runtime: run it with `edgeopt bench`, "
@@ -297,7 +399,8 @@ def _from_program(path: Path, kind: str, given: InputSpec | None) -> LoadedModel
     return LoadedModel(str(path), given, module=module)
 
 
-def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind: str = "safetensors") -> LoadedModel:
+def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind: str = "safetensors",
+                     origin: str | None = None) -> LoadedModel:
     if not path.is_file():
         raise ModelSourceError(f"checkpoint {path} does not exist")
     meta: dict[str, str] = {}
@@ -305,12 +408,11 @@ def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind
         state, meta = _read_safetensors(path)
     else:
         state = _read_state_dict(path)
+    arch_origin = origin if arch else str(path)  # the checkpoint's own record of its arch is data, like the rest
     arch = arch or meta.get(META_ARCH)
     if not arch:
         raise ModelSourceError(f"checkpoint {path} holds weights only; name its architecture with --arch (e.g. torchvision:resnet18)")
-    model = load_model(arch, input=given)
-    if model.module is None:
-        raise ModelSourceError(f"--arch {arch} is not a PyTorch architecture")
+    model = _from_architecture(arch.strip(), given, arch_origin)
     if META_WIDTHS in meta:
         from edgeopt.layer_shapes import reshape
 
@@ -417,14 +519,14 @@ def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
         raise ModelSourceError(f"ONNX file {path} does not exist")
     import onnx
 
-    from edgeopt.formats import check_onnx_external_data
+    from edgeopt.onnx_external import check_external_data
 
+    check_external_data(path)  # before anything follows those paths
     try:
         graph_model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ... for bad files
         raise ModelSourceError(f"{path} is not a valid ONNX model ({first_line(exc)}); the file may be truncated or "
                                "corrupt: export it again") from None
-    check_onnx_external_data(graph_model, path)  # before anything follows those paths
     try:
         onnx.checker.check_model(str(path))  # by path, so external weight files are checked too
     except Exception as exc:  # ValidationError, ...

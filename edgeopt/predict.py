@@ -1,6 +1,6 @@
 """Run an artifact on image files, fed exactly as its manifest says: ``edgeopt predict``.
 
-An image is decoded (Pillow), fitted to the input as the artifact's InputSpec records
+An image is decoded (``edgeopt.images``: JPEG, PNG, BMP or WebP only), fitted to the input as the artifact's InputSpec records
 (stretched, or letterboxed for detectors trained here), normalised, run, and — for a
 detector — decoded with the manifest's head and mapped back to the image's own pixels. For
 ONNX Runtime and OpenVINO artifacts nothing here imports torch: this is what an edge box runs.
@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,10 @@ import numpy as np
 from edgeopt.artifact import Artifact
 from edgeopt.boxes import DetectionHead, Detections, postprocess
 from edgeopt.data import to_input
-from edgeopt.errors import ConfigError, InputError
+from edgeopt.errors import ConfigError
+from edgeopt.images import decode_image
 from edgeopt.spec import InputSpec
 
-MAX_PIXELS = 64_000_000  # a decoded image larger than this is refused before it fills memory
 DEFAULT_DISPLAY_THRESHOLD = 0.3
 
 
@@ -45,43 +44,6 @@ class Fitted:
         scale = np.asarray([*self.scale, *self.scale], np.float32)
         width, height = self.size
         return np.clip((boxes - offset) / scale, 0, [width, height, width, height]).astype(np.float32)
-
-
-def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
-    """``path`` decoded to uint8 (H, W, channels); one clear error for a missing, non-image or giant file."""
-    try:
-        data = Path(path).read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError(f"{path} does not exist or is not a file") from None
-    return decode_image(data, channels, str(path))
-
-
-def decode_image(data: bytes, channels: int, what: str = "the image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) to uint8 (H, W, channels), refusing non-images and giants.
-
-    The size is read from the header before any pixel is decoded, so a decompression bomb
-    costs nothing.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise InputError(f"{what} is empty (0 bytes); send a JPEG or PNG")
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses decompression bombs past this
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > max_pixels:
-                raise InputError(f"{what} is {image.width}x{image.height}, over the {max_pixels:,}-pixel limit; "
-                                 "resize it first")
-            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except Image.DecompressionBombError:
-        raise InputError(f"{what} decodes to more than {max_pixels:,} pixels; resize it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{what} is not an image Pillow can read; send a JPEG or PNG") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data inside a known format
-        raise InputError(f"{what} is a damaged image ({exc}); send a JPEG or PNG") from None
-    if pixels.size == 0:
-        raise InputError(f"{what} has no pixels")
-    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def fit_image(image: np.ndarray, spec: InputSpec) -> Fitted:
@@ -129,7 +91,7 @@ class Predictor:
 
     def run(self, image_path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], Detections | None]:
         """The decoded image, its record, and (for a detector) its detections in the image's pixels."""
-        image = read_image(image_path, self.spec.shape[1])
+        image = decode_image(image_path, self.spec.shape[1])
         record, found = self.run_pixels(image)
         return image, {"image": str(image_path), **record}, found
 

@@ -3,17 +3,21 @@
 Both answer every refusal as one JSON ``{"error": "..."}`` sentence with the status its error
 type maps to, check a bearer token in constant time, and read request bodies against a cap
 that is enforced while the body streams in (a declared Content-Length over it is refused before
-a byte is read). Each service adds its own error types to ``STATUS``.
+a byte is read) and a deadline (a body still arriving when it passes is answered 408 and its
+connection closed, so a client that trickles bytes holds nothing for long). Each service adds its
+own error types to ``STATUS``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from typing import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from edgeopt.errors import ConfigError, EdgeoptError, InputError
 
@@ -26,7 +30,16 @@ class TooLarge(EdgeoptError):
     """The request body is over the service's cap (413)."""
 
 
-STATUS: dict[type[BaseException], int] = {InputError: 400, ConfigError: 400, Unauthorized: 401, TooLarge: 413}
+class BodyTimeout(EdgeoptError):
+    """The request body did not arrive within the service's deadline (408; the connection is closed)."""
+
+
+class ClientGone(EdgeoptError):
+    """The client closed its connection before its body arrived: nothing can be answered (counted as 499)."""
+
+
+STATUS: dict[type[BaseException], int] = {InputError: 400, ConfigError: 400, Unauthorized: 401, BodyTimeout: 408,
+                                          TooLarge: 413, ClientGone: 499}
 
 
 def status_of(exc: BaseException, statuses: Mapping[type[BaseException], int]) -> int:
@@ -52,9 +65,13 @@ def answer_errors(app: FastAPI, statuses: Mapping[type[BaseException], int], log
         status = status_of(exc, statuses)
         if status == 500:
             log.error("unexpected refusal on %s: %s", request.url.path, exc)
+        headers = {}
         wait = next((seconds for kind, seconds in retry_after.items() if isinstance(exc, kind)), None)
-        headers = {"Retry-After": wait} if wait is not None else None
-        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+        if wait is not None:
+            headers["Retry-After"] = wait
+        if isinstance(exc, BodyTimeout):
+            headers["Connection"] = "close"  # the rest of a late body would only arrive to be thrown away
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:
@@ -64,7 +81,9 @@ def answer_errors(app: FastAPI, statuses: Mapping[type[BaseException], int], log
 
 def bearer_check(token: str | None, refusal: str) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency that raises ``Unauthorized(refusal)`` unless the request carries
-    ``Authorization: Bearer <token>``; with no token, it lets every request through."""
+    ``Authorization: Bearer <token>``; with no token, it lets every request through.
+
+    It runs before the handler reads a byte of the body, so a caller without the token costs nothing."""
     expected = f"Bearer {token}".encode() if token is not None else None
 
     async def check(request: Request) -> None:
@@ -76,22 +95,40 @@ def bearer_check(token: str | None, refusal: str) -> Callable[[Request], Awaitab
     return check
 
 
-async def read_capped_body(request: Request, limit: int, what: str, flag: str) -> bytes:
-    """The request body, refused with ``TooLarge`` as soon as it passes ``limit`` bytes.
+async def read_capped_body(request: Request, limit: int, what: str, flag: str, timeout_s: float | None = None,
+                           on_chunk: Callable[[int], None] | None = None) -> bytes:
+    """The request body, refused with ``TooLarge`` as soon as it passes ``limit`` bytes and with
+    ``BodyTimeout`` when it has not all arrived ``timeout_s`` seconds after reading began.
 
     ``what`` names the body in the message ("the body", "the upload"), ``flag`` the option
-    that raises the cap.
+    that raises the cap. ``on_chunk`` is told each chunk's size before the chunk is kept (a
+    service's memory budget raises there to refuse the request).
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"{what} is {_size(int(declared))}, over the {_size(limit)} limit ({flag})")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"{what} is over the {_size(limit)} limit ({flag})")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def receive() -> bytes:
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"{what} is over the {_size(limit)} limit ({flag})")
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ClientGone(f"the client closed the connection before {what} arrived") from None
+        return b"".join(chunks)
+
+    if timeout_s is None:
+        return await receive()
+    try:
+        return await asyncio.wait_for(receive(), timeout_s)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"{what} did not arrive within {timeout_s:g} s (--body-timeout); send it whole, or raise "
+                          "--body-timeout for a slow link") from None
 
 
 def _size(count: int) -> str:

@@ -12,22 +12,25 @@ Endpoints (``/docs`` shows them):
 
 Nothing from a request names a path: the bundle is checked whole in memory (``read_bundle``),
 then written to a folder the agent names, measured in a child process (timeout, memory cap)
-and deleted. One measurement runs at a time, so two never share the CPU; a second is answered
-503 with Retry-After. Refusals are one ``{"error": "..."}`` sentence: 400 bad bundle or
-parameters, 401 token, 413 too large, 422 the device could not run it, 503 busy.
+and deleted. One upload and measurement runs at a time, so two never share the CPU; another is
+answered 503 with Retry-After — like a missing token (401), before a byte of its upload is read.
+Refusals are one ``{"error": "..."}`` sentence: 400 bad bundle or parameters, 401 token, 408 upload
+not received within ``--body-timeout``, 413 too large, 422 the device could not run it, 503 busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import math
 import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
@@ -55,13 +58,14 @@ class AgentSettings:
     max_upload_bytes: int = 256 << 20
     memory_cap_mb: float | None = None
     timeout_s: float = 900.0
+    body_timeout_s: float = 300.0  # an upload not all received by then is answered 408: the agent is free again
     max_sustained_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.token or len(self.token) < 8:
             raise ConfigError("the agent needs a token of at least 8 characters (set it in the --token-env variable)")
-        if self.max_upload_bytes < 1 or self.timeout_s <= 0:
-            raise ConfigError("--max-upload-mb and --timeout must be positive")
+        if self.max_upload_bytes < 1 or self.timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ConfigError("--max-upload-mb, --timeout and --body-timeout must be positive")
 
 
 class Busy(EdgeoptError):
@@ -89,13 +93,16 @@ class Agent:
     def count_refusal(self) -> None:
         self.refused += 1
 
-    async def measure(self, body: bytes, options: dict[str, Any]) -> dict[str, Any]:
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the agent for one upload and its measurement, or refuse at once (before the upload is read)."""
         if self.lock.locked():
             raise Busy("this agent is measuring another artifact (one at a time keeps figures honest); retry shortly")
         async with self.lock:
-            return await asyncio.to_thread(self._measure, body, options)
+            yield
 
-    def _measure(self, body: bytes, options: dict[str, Any]) -> dict[str, Any]:
+    def measure(self, body: bytes, options: dict[str, Any]) -> dict[str, Any]:
+        """Check the bundle ``body``, measure it in a child process and delete it (blocking: run it in a thread)."""
         from edgeopt.bundle import BundleLimits, read_bundle
         from edgeopt.measure.latency import TimingConfig
         from edgeopt.measure.process import MeasureConfig, time_artifact
@@ -131,22 +138,48 @@ def _input_spec(manifest: dict[str, Any]):
 
 
 def _probe_inputs(data: bytes | None, spec) -> np.ndarray | None:
-    """The host's probe inputs: a plain .npy (never a pickle) of the artifact's input shape and dtype."""
+    """The host's probe inputs: a plain .npy (never a pickle) of the artifact's input shape and dtype.
+
+    Its header is checked against the spec and against the bytes that follow it before numpy
+    allocates anything: a header may claim any shape, and numpy would allocate what it claims."""
     if data is None:
         return None
+    shape, dtype = _probe_header(data)
+    expected = tuple(d for d in spec.shape[1:])
+    if len(shape) != len(spec.shape) or tuple(shape[1:]) != expected or not 1 <= shape[0] <= MAX_PROBE_SAMPLES:
+        raise InputError(f"{PROBE} has shape {shape}; the artifact takes (N, {', '.join(map(str, expected))}) "
+                         f"with 1 <= N <= {MAX_PROBE_SAMPLES}")
+    if dtype != np.dtype(spec.dtype):
+        raise InputError(f"{PROBE} is {dtype}; the artifact takes {spec.dtype}")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{PROBE} is not a plain .npy array ({exc})") from None
-    expected = tuple(d for d in spec.shape[1:])
-    if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != expected or not 1 <= len(array) <= MAX_PROBE_SAMPLES:
-        raise InputError(f"{PROBE} has shape {array.shape}; the artifact takes (N, {', '.join(map(str, expected))}) "
-                         f"with 1 <= N <= {MAX_PROBE_SAMPLES}")
-    if array.dtype != np.dtype(spec.dtype):
-        raise InputError(f"{PROBE} is {array.dtype}; the artifact takes {spec.dtype}")
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{PROBE} is not a plain .npy array ({exc}); write it with numpy.save") from None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"{PROBE} holds NaN or Inf values; send finite inputs")
     return array
+
+
+def _probe_header(data: bytes) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a .npy header declares, once its data is known to be exactly that many bytes."""
+    from numpy.lib import format as npy
+
+    handle = io.BytesIO(data)
+    try:
+        version = npy.read_magic(handle)
+        read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not 1.0 or 2.0")
+        shape, _, dtype = read(handle)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(f"{PROBE} is not a plain .npy array ({exc}); write it with numpy.save") from None
+    if dtype.hasobject:
+        raise InputError(f"{PROBE} holds Python objects (a pickle); send plain numbers written with numpy.save")
+    claimed, held = math.prod(shape) * dtype.itemsize, len(data) - handle.tell()
+    if claimed != held:
+        raise InputError(f"{PROBE}'s header declares shape {shape} of {dtype} ({claimed:,} bytes) but {held:,} bytes "
+                         "follow it; write it with numpy.save")
+    return tuple(shape), dtype
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -205,16 +238,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
         options = {"threads": threads, "batches": _batches(batches), "sustained_s": sustained_s,
                    "timing": {"warmup": warmup, "min_iters": min_iters, "min_seconds": min_seconds,
                               "max_seconds": max_seconds}}
-        body = await _read_upload(request, settings.max_upload_bytes)
-        result = await agent.measure(body, options)
+        async with agent.turn():  # busy is answered here, before the upload is read
+            body = await _read_upload(request, settings)
+            result = await asyncio.to_thread(agent.measure, body, options)
         agent.measured += 1
         return result
 
     return app
 
 
-async def _read_upload(request: Request, limit: int) -> bytes:
-    body = await read_capped_body(request, limit, "the upload", "--max-upload-mb")
+async def _read_upload(request: Request, settings: AgentSettings) -> bytes:
+    body = await read_capped_body(request, settings.max_upload_bytes, "the upload", "--max-upload-mb",
+                                  settings.body_timeout_s)
     if not body:
         raise ArtifactError("the upload is empty; send an artifact bundle (edgeopt.bundle.pack) as the body")
     return body

@@ -2,7 +2,8 @@
 
 The artifact is an edgeopt checkpoint: weights in safetensors carrying the architecture
 source and its layer widths (so pruned models rebuild); loading rebuilds the
-architecture and loads the weights (no pickle involved).
+architecture and loads the weights (no pickle involved). The architecture the manifest
+names is data: it resolves only through ``edgeopt.trust`` (known, or granted with ``--arch``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class EagerBackend(Backend):
 
         if threads:
             torch.set_num_threads(threads)
-        module = load_model(str(artifact.entry), arch=artifact.manifest["compile"]["arch"]).module
+        module = load_model(str(artifact.entry), arch=artifact.manifest.get("compile", {}).get("arch"),
+                            origin=f"the manifest of {artifact.path}").module
         return EagerSession(module.eval(), artifact.input_spec, threads)
 
 

@@ -9,13 +9,14 @@ import dataclasses
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.backends._onnx_export import write_onnx
-from edgeopt.backends._sensitivity import revert_by_sensitivity
+from edgeopt.backends._sensitivity import keep_in_float
 from edgeopt.backends.base import (
     Backend,
     Capabilities,
@@ -26,14 +27,23 @@ from edgeopt.backends.base import (
     missing_module,
     onnx_nodes_of,
 )
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.quantization import QuantizationConfig, Validation
 
 MODEL = "model.onnx"
+RANKING_SAMPLES = 8  # validation inputs the one-pass ranking compares FP32 and INT8 activations on
+RANKING_CHUNK = 4  # inputs per pass: every activation of both models is held for a chunk, so memory stays bounded
 
 
 def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, config: QuantizationConfig,
-                         exclude: list[str] | None = None) -> None:
-    """ONNX Runtime's static QDQ INT8 on a ``quant_pre_process``-ed model; ``exclude`` stays FP32."""
+                         exclude: list[str] | None = None, ranges: Path | None = None,
+                         deadline: Deadline = NO_DEADLINE) -> None:
+    """ONNX Runtime's static QDQ INT8 on a ``quant_pre_process``-ed model; ``exclude`` stays FP32.
+
+    ``ranges``: ONNX Runtime's calibration cache. The first call calibrates and writes it; later
+    calls with the same file reuse the ranges (they cover every tensor, whatever is excluded), so
+    variants of one model cost a quantization each, not a calibration each.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -46,11 +56,14 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, con
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._samples = iter(calibration)
+            self._samples = enumerate(calibration)
 
         def get_next(self):
-            sample = next(self._samples, None)
-            return None if sample is None else {input_name: sample[None]}
+            index, sample = next(self._samples, (None, None))
+            if sample is None:
+                return None
+            deadline.check("calibration samples", index, len(calibration))
+            return {input_name: sample[None]}
 
     quantize_static(
         str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -60,32 +73,126 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, con
                           "percentile": CalibrationMethod.Percentile}[config.calibration_method],
         # Without VNNI, u8 x s8 products can saturate in 16-bit accumulators; 7-bit weights avoid it.
         reduce_range=config.reduce_range,
+        calibration_cache_path=ranges,
     )
 
 
 def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibration: np.ndarray,
                         validation: Validation, config: QuantizationConfig) -> dict[str, Any]:
-    """Quantize, then keep layers in FP32 by sensitivity until the validation drop holds."""
+    """Quantize; if the drop misses, rank the quantized nodes in one pass and bisect over how many stay FP32.
+
+    Calibration runs once (ONNX Runtime's cache); each variant is one quantization and one
+    evaluation on the validation inputs, and there are at most ``2 + log2(nodes)`` of them.
+    """
+    deadline = validation.deadline
+    ranges = scratch / "ranges.json"
     built: dict[tuple[str, ...], Path] = {}
+    scores: dict[Path, float] = {}
 
     def build(excluded: list[str]) -> Path:
         if tuple(excluded) not in built:
             path = scratch / f"candidate{len(built)}.onnx"
-            quantize_static_int8(prepared, path, calibration, config, exclude=excluded)
+            quantize_static_int8(prepared, path, calibration, config, exclude=excluded, ranges=ranges,
+                                 deadline=deadline)
             built[tuple(excluded)] = path
         return built[tuple(excluded)]
 
     def score(path: Path) -> float:
-        session = OnnxRuntimeSession(path, spec, threads=None)
-        step = spec.max_batch or len(validation.inputs)
-        chunks = [session.run([validation.inputs[i:i + step]]) for i in range(0, len(validation.inputs), step)]
-        return validation.score([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
+        if path not in scores:
+            session = OnnxRuntimeSession(path, spec, threads=None)
+            step = spec.max_batch or len(validation.inputs)
+            chunks = [session.run([validation.inputs[i:i + step]]) for i in range(0, len(validation.inputs), step)]
+            scores[path] = validation.score([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
+        return scores[path]
 
-    layers = quantized_nodes(build([]))
-    result = revert_by_sensitivity(layers, build, score, score(prepared), validation)
+    fp32 = score(prepared)
+    started, seconds = time.monotonic(), {}
+    ranking: list[dict[str, Any]] = []
+    if not validation.holds(fp32, score(build([]))):
+        seconds["first_variant"] = time.monotonic() - started  # the calibration, a quantization, an evaluation
+        ranking = rank_nodes(prepared, build([]), validation.inputs[:RANKING_SAMPLES], scratch, deadline)
+        seconds["ranking"] = time.monotonic() - started - seconds["first_variant"]
+    result = keep_in_float([entry["node"] for entry in ranking], build, score, fp32, validation, deadline)
+    seconds["total"] = time.monotonic() - started
     shutil.copyfile(result.candidate, out)
-    return {"fp32_layers": [*config.keep_float, *result.excluded], "sensitivity_ranking": result.ranking,
-            "search": result.steps, "reached": result.reached}
+    return {"fp32_layers": [*config.keep_float, *result.excluded], "sensitivity_ranking": ranking,
+            "ranked_by": f"quantization noise each node adds (noise-to-signal ratio against FP32 on "
+                         f"{min(RANKING_SAMPLES, validation.samples)} validation samples)",
+            "search": result.steps, "evaluations": result.evaluations, "reached": result.reached, "seconds": seconds}
+
+
+def rank_nodes(fp32: Path, int8: Path, inputs: np.ndarray, scratch: Path,
+               deadline: Deadline = NO_DEADLINE) -> list[dict[str, Any]]:
+    """The quantized nodes of ``int8``, most sensitive first, by the quantization noise each adds.
+
+    One pass: both models run on ``inputs`` with every activation made a graph output (ONNX
+    Runtime's ``qdq_loss_debug``). A node's added noise is its output's noise-to-signal ratio
+    against FP32 less the worst of its inputs': what keeping that one node in float removes
+    (its weights' and its inputs' rounding), where its output's own ratio would mostly repeat
+    the noise of everything upstream. Ties keep graph order.
+    """
+    nodes = _node_tensors(int8)
+    pairs = {pair for inputs_, outputs in nodes.values() for pair in (*inputs_, *outputs)}
+    ratio = _noise_to_signal(fp32, int8, pairs, inputs, scratch, deadline)
+    added = {node: max(0.0, max((ratio[p] for p in outputs), default=0.0) - max((ratio[p] for p in ins), default=0.0))
+             for node, (ins, outputs) in nodes.items()}
+    ranked = sorted(nodes, key=lambda node: -added[node])  # stable: ties keep graph order
+    return [{"node": node, "added_noise": added[node]} for node in ranked]
+
+
+def _noise_to_signal(fp32: Path, int8: Path, pairs: set[tuple[str, str]], inputs: np.ndarray, scratch: Path,
+                     deadline: Deadline) -> dict[tuple[str, str], float]:
+    """||INT8 - FP32||² / ||FP32||² of each (INT8-model tensor, FP32-model tensor) pair over ``inputs``,
+    summed chunk by chunk (every activation of both models is held for one chunk only)."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        modify_model_output_intermediate_tensors,
+    )
+
+    watched = {model: scratch / f"{model.stem}-activations.onnx" for model in (fp32, int8)}
+    for model, augmented in watched.items():
+        modify_model_output_intermediate_tensors(str(model), str(augmented))
+    signal, noise = dict.fromkeys(pairs, 0.0), dict.fromkeys(pairs, 0.0)
+    name = _input_name(fp32)
+    for start in range(0, len(inputs), RANKING_CHUNK):
+        deadline.check("accuracy-aware INT8 ranking nodes, samples", start, len(inputs))
+        chunk = [{name: sample[None]} for sample in inputs[start:start + RANKING_CHUNK]]
+        reference = collect_activations(str(watched[fp32]), iter(chunk))
+        quantized = collect_activations(str(watched[int8]), iter(chunk))
+        for pair in pairs:
+            quantized_name, float_name = pair
+            for x, y in zip(reference.get(float_name, ()), quantized.get(quantized_name, ())):
+                signal[pair] += float(np.sum(np.square(x, dtype=np.float64)))
+                noise[pair] += float(np.sum(np.square(x - y, dtype=np.float64)))
+    return {pair: noise[pair] / signal[pair] if signal[pair] > 0 else 0.0 for pair in pairs}
+
+
+def _node_tensors(path: Path) -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """For each quantized node: its (INT8-model tensor, FP32-model tensor) input and output pairs.
+
+    An input read through DequantizeLinear ← QuantizeLinear ← T is T in the FP32 model; a
+    dequantized weight (an initializer) is no activation and is left out; an output keeps its name.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = {i.name for i in graph.initializer}
+    by_name = {node.name: node for node in graph.node}
+    tensors = {}
+    for node_name in quantized_nodes(path):
+        node = by_name[node_name]
+        inputs = []
+        for tensor in node.input:
+            source = producer.get(tensor)
+            if source is not None and source.op_type == "DequantizeLinear":
+                quantizer = producer.get(source.input[0])
+                if quantizer is not None and quantizer.op_type == "QuantizeLinear":
+                    inputs.append((tensor, quantizer.input[0]))
+            elif tensor and tensor not in constants:
+                inputs.append((tensor, tensor))
+        tensors[node_name] = (inputs, [(out, out) for out in node.output if out])
+    return tensors
 
 
 def quantized_nodes(path: Path) -> list[str]:
@@ -98,8 +205,9 @@ def quantized_nodes(path: Path) -> list[str]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
-    return [node.name for node in graph.node
-            if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized & set(node.input)]
+    # a node without a name cannot be named in nodes_to_exclude, so it cannot be kept in float
+    return [node.name for node in graph.node if node.name
+            and node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized & set(node.input)]
 
 
 def _input_name(path: Path) -> str:
@@ -200,10 +308,11 @@ class OnnxRuntimeBackend(Backend):
                  f"{len(calibration)} calibration samples"]
         if config.mode == "aware":
             kept = details["fp32_layers"]
-            notes.append(f"accuracy-aware (layers ranked by sensitivity on {validation.samples} validation samples, "
-                         f"max drop {validation.max_drop:g} points of {validation.metric}): "
+            notes.append(f"accuracy-aware (nodes ranked by the quantization noise each adds, how many stay FP32 "
+                         f"found by bisection in {details['evaluations']} evaluations on {validation.samples} "
+                         f"validation samples, max drop {validation.max_drop:g} points of {validation.metric}): "
                          + (f"{len(kept)} layer(s) kept in FP32, most sensitive first: {', '.join(kept)}" if kept
-                            else "no layer needed FP32"))
+                            else "no layer kept in FP32"))
         elif [k for k in config.keep_float if k not in head]:
             notes.append(f"kept in FP32 as asked: {', '.join(k for k in config.keep_float if k not in head)}")
         if head:

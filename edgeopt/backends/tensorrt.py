@@ -3,6 +3,10 @@
 Needs the ``tensorrt`` package and an NVIDIA GPU; elsewhere it reports why it is
 unavailable instead of failing. Device buffers are torch CUDA tensors, so loading
 imports torch. An engine is specific to the GPU and TensorRT version that built it.
+
+An engine can carry plugin libraries that TensorRT loads with it, and NVIDIA treats engine files as
+trusted input: so, like TorchScript, an engine loads only with ``--trust-model`` or when this
+process built it (``edgeopt.trust``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.artifact import sha256_of
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
 from edgeopt.errors import BackendError
 from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.trust import made_program, require_programs
 
 ENGINE = "model.engine"
 MAX_BATCH = 32
@@ -102,10 +108,13 @@ class TensorRtBackend(Backend):
         if engine is None:
             raise BackendError("TensorRT failed to build an engine (see its log above)")
         (folder / ENGINE).write_bytes(bytes(engine))
+        made_program(sha256_of(folder / ENGINE))  # ours: this run loads it unasked
         onnx_path.unlink()
         return CompileResult(entry=ENGINE, notes=[f"TensorRT {trt.__version__} {precision} engine, batch 1..{most[0]}"])
 
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        require_programs(f"{artifact.path} is a TensorRT engine (it may carry plugin libraries)",
+                         sha256_of(artifact.entry))
         return TensorRtSession(artifact.entry, artifact.input_spec, threads)
 
 

@@ -3,6 +3,10 @@
 Options: ``mobile`` (run ``optimize_for_mobile``; needs a PyTorch build with XNNPACK,
 which the x86 CUDA wheels lack) and ``lite`` (save for the lite interpreter, as
 PyTorch Mobile loads it).
+
+A TorchScript artifact is a program: loading one runs code from its archive. So ``load`` takes
+one only when the user passed ``--trust-model``, or when this process compiled it itself
+(``edgeopt.trust.made_program``) — never because it sits in a folder, a bundle or a repository.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.artifact import sha256_of
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.errors import BackendUnavailable
 from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.trust import made_program, require_programs
 
 DEPRECATION_NOTE = (
     "TorchScript is deprecated upstream (PyTorch 2.14 warns on trace/freeze/save); "
@@ -78,9 +84,11 @@ class TorchScriptBackend(Backend):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 torch.jit.save(frozen, str(folder / entry))
+        made_program(sha256_of(folder / entry))  # ours: bench and the search load it in this run unasked
         return CompileResult(entry=entry, notes=notes, details={"lite": bool(options.get("lite"))})
 
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        require_programs(f"{artifact.path} is a TorchScript artifact", sha256_of(artifact.entry))
         import torch
 
         if threads:

@@ -25,6 +25,7 @@ def agent_command(
     max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest artifact bundle accepted."),
     memory_cap_mb: Optional[float] = typer.Option(None, "--memory-cap-mb", help="Stop and refuse a model whose process grows past this resident memory."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds one measurement may take before it is stopped."),
+    body_timeout: float = typer.Option(300.0, "--body-timeout", help="Seconds an upload may take to arrive; a slower one is answered 408 and the agent is free again."),
 ) -> None:
     """Measure artifacts that a host uploads (ONNX Runtime, OpenVINO, ExecuTorch; never pickles or TorchScript)."""
     from edgeopt.agent import AgentSettings, serve_agent
@@ -36,7 +37,7 @@ def agent_command(
                           "(e.g. export EDGEOPT_AGENT_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe())'))")
     settings = AgentSettings(token=token, store=store.expanduser(), name=name, kind=kind,
                              max_upload_bytes=int(max_upload_mb * (1 << 20)), memory_cap_mb=memory_cap_mb,
-                             timeout_s=timeout)
+                             timeout_s=timeout, body_timeout_s=body_timeout)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     typer.echo(f"edgeopt agent: http://{host}:{port}/v1 (docs at /docs)", err=True)
     serve_agent(settings, host, port)

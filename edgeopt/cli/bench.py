@@ -18,7 +18,6 @@ from edgeopt.cli.common import (
     ThreadsOption,
     TrustModelOption,
     parse_int_list,
-    trusted_source,
 )
 from edgeopt.report.console import make_console
 
@@ -67,8 +66,7 @@ def bench_command(
         timing=timing,
     )
     with console.status("starting…") as status:
-        source = trusted_source(model, trust_model, input, arch)
-        report = bench(source, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
+        report = bench(model, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
                        input=input, arch=arch, progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:

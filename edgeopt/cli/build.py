@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from edgeopt.cli.app import app
+from edgeopt.cli.common import ArchOption, PluginOption, TrustModelOption
 from edgeopt.report.console import make_console
 
 
@@ -18,8 +19,14 @@ def build_command(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where intermediate models and training checkpoints go (default: OUT.build); rerun to resume."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     threads: Optional[int] = typer.Option(None, "--threads"),
+    arch: Optional[str] = ArchOption,
+    plugin: List[str] = PluginOption,
+    trust_model: bool = TrustModelOption,
 ) -> None:
-    """Apply the recipe's passes (seeded, so the same weights on the same machine) and export the artifact."""
+    """Apply the recipe's passes (seeded, so the same weights on the same machine) and export the artifact.
+
+    A recipe is a file: the import paths it names (a model factory, a plugin pass's module, a student) load
+    only when known (torchvision, timm, edgeopt's own, installed plugins) or named here (--arch, --plugin)."""
     from edgeopt.api import build
     from edgeopt.pipeline.recipe import Recipe
 

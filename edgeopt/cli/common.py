@@ -8,12 +8,36 @@ from typing import Any
 
 import typer
 
+from edgeopt import trust
 from edgeopt.errors import ConfigError
 
 InputOption = typer.Option(None, "--input", help="Input shape, batch first, e.g. 1x3x224x224 (inferred if omitted).")
-ArchOption = typer.Option(None, "--arch", help="Architecture for a weights-only checkpoint, e.g. torchvision:resnet18.")
+
+
+def _vouch_for_arch(value: str | None) -> str | None:
+    """What the user names on the command line is trusted: the architecture may be imported wherever a
+    file names it in this run (a checkpoint's or an artifact's own record of it)."""
+    if value:
+        trust.grant(value)
+    return value
+
+
+def _vouch_for_files(value: bool) -> bool:
+    if value:
+        trust.trust_programs()
+    return value
+
+
+def _vouch_for_plugins(values: list[str] | None) -> list[str] | None:
+    for module in values or []:
+        trust.import_object(module, origin=None, flag="--plugin", group=trust.PASSES_GROUP)  # registers its passes
+    return values
+
+
+ArchOption = typer.Option(None, "--arch", callback=_vouch_for_arch, help="The architecture: for a weights-only checkpoint (e.g. torchvision:resnet18, mypkg.nets:build), and the one import path a file may name in this run (edgeopt imports no code a file names unless you name it here).")
 ThreadsOption = typer.Option(None, "--threads", help="Intra-op threads for every backend (default: all usable CPUs).")
-TrustModelOption = typer.Option(False, "--trust-model", help="Let a TorchScript or .pt2 archive load: those are programs that run code when loaded; only for files you made or trust.")
+TrustModelOption = typer.Option(False, "--trust-model", callback=_vouch_for_files, help="Trust the model files like code: TorchScript and .pt2 programs load (they run code when loaded), and import paths they name resolve; only for files you made or trust.")
+PluginOption = typer.Option([], "--plugin", callback=_vouch_for_plugins, help="A module defining passes a recipe uses (imported, so its passes register; repeatable). A recipe's own record of it is not enough: edgeopt imports no module a file names.")
 AgentOption = typer.Option(None, "--agent", help="URL of an `edgeopt agent` on the device (http://HOST:8470): measure there, not here.")
 AgentTokenOption = typer.Option(None, "--agent-token", envvar="EDGEOPT_AGENT_TOKEN", show_envvar=True, help="The agent's token (better: set EDGEOPT_AGENT_TOKEN, which stays out of the process list).")
 CalibrateOption = typer.Option(None, "--calibrate", help="Calibration data for INT8: digits, a .npz file or an ImageFolder tree.")
@@ -59,12 +83,3 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     tmp.replace(path)
-
-
-def trusted_source(model: str, trust_model: bool, input: str | None, arch: str | None):
-    """``model`` as given, or — with --trust-model — already loaded with that permission (the API takes either)."""
-    if not trust_model:
-        return model
-    from edgeopt.models import load_model
-
-    return load_model(model, input=input, arch=arch, trust_model=True)

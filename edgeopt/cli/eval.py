@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, write_summary
+from edgeopt.cli.common import ArchOption, TrustModelOption, write_summary
 from edgeopt.report.console import make_console
 
 
@@ -20,6 +20,7 @@ def eval_command(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Load ImageFolder images at this size."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
 ) -> None:
     """The task's metrics (top-1 and top-5, or mAP@0.5 and mAP@0.5:0.95), per class, and fidelity of MODEL on DATA's test split."""
     from rich.table import Table

@@ -17,7 +17,6 @@ from edgeopt.cli.common import (
     PresetOption,
     ThreadsOption,
     TrustModelOption,
-    trusted_source,
 )
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console, print_notes
@@ -68,8 +67,7 @@ def export_command(
     elif max_accuracy_drop is not None:
         raise ConfigError("--max-accuracy-drop applies to --precision int8")
     with console.status(f"exporting {model} to {backend} {precision}…"):
-        source = trusted_source(model, trust_model, input, arch)
-        artifact = export(source, backend, out, precision, calibrate=calibrate, quantization=quantization,
+        artifact = export(model, backend, out, precision, calibrate=calibrate, quantization=quantization,
                           options=_parse_options(option), input=input, arch=arch, threads=threads, force=force,
                           outputs=outputs, labels=labels.split(",") if labels else None)
     parity = artifact.parity

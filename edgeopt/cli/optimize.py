@@ -40,7 +40,7 @@ def optimize_command(
     max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
     metric: Optional[str] = typer.Option(None, "--metric", help="The metric the drop goal and the Pareto front use (default: the task's main one, e.g. top1; or top5)."),
     priority: str = typer.Option("latency", "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
-    budget: str = typer.Option("30m", "--budget", help="Search time, e.g. 90s, 30m, 2h (carried across --resume)."),
+    budget: str = typer.Option("30m", "--budget", help="Wall-clock search time, e.g. 90s, 30m, 2h: a long step inside a candidate stops at it (the candidate is journaled as stopped); carried across --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search in --out; finished candidates are not run again."),
     force: bool = typer.Option(False, "--force", help="Delete a previous search in --out and start over."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends to try (default: every one that runs here and on the device)."),

@@ -10,15 +10,17 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ThreadsOption
+from edgeopt.cli.common import ArchOption, ThreadsOption, TrustModelOption
 
 
 @app.command("predict")
 def predict_command(
     artifact: Path = typer.Argument(..., help="An artifact folder (from export, quantize, build or optimize)."),
-    images: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
+    images: List[Path] = typer.Argument(..., help="Image files: JPEG, PNG, BMP or WebP (no other format is decoded)."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: report boxes at least this confident."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Detectors: write each image with its boxes drawn into this folder."),
+    arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Predict IMAGES with ARTIFACT: boxes, scores and labels (detectors) or the top 5 (classifiers) as JSON lines.

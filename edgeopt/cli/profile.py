@@ -57,15 +57,16 @@ def profile_command(
     from edgeopt.backends import get_backend
 
     console = make_console()
-    out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     if (Path(model) / MANIFEST).is_file():
         artifact = Artifact.open(model)
+        out.mkdir(parents=True, exist_ok=True)  # once the model is known good: a refusal leaves no folder
     else:
         from edgeopt.measure.profile import count_flops_and_params, torch_profile
         from edgeopt.models import load_model
 
         loaded = load_model(model, input=input, arch=arch, trust_model=trust_model)
+        out.mkdir(parents=True, exist_ok=True)
         artifact = None
         if loaded.kind == "torch":
             summary["flops"] = count_flops_and_params(loaded)

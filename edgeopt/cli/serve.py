@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ThreadsOption
+from edgeopt.cli.common import ArchOption, ThreadsOption, TrustModelOption
 
 
 @app.command("serve")
@@ -23,12 +23,15 @@ def serve_command(
     max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", help="Longest a request waits for others to share its batch."),
     max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting per model; more are answered 503 with Retry-After."),
     request_timeout: float = typer.Option(10.0, "--request-timeout", help="Seconds before a waiting request is answered 504."),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", help="Seconds a request's body may take to arrive; a slower one is answered 408 and its connection closed."),
     max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Largest request body."),
     max_pixels: int = typer.Option(16_000_000, "--max-pixels", help="Largest decoded image for /predict."),
     token_env: Optional[str] = typer.Option(None, "--token-env", help="Require 'Authorization: Bearer <token>', the token read from this environment variable."),
     poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="How often the model repository is looked at."),
     drain_seconds: float = typer.Option(10.0, "--drain-seconds", help="On SIGTERM, how long in-flight requests get to finish."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: boxes at least this confident in /predict."),
+    arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Serve ARTIFACTS (ONNX Runtime, OpenVINO, ...) with dynamic batching, metrics and hot model swaps."""
@@ -45,7 +48,8 @@ def serve_command(
         if not token:
             raise ConfigError(f"--token-env {token_env}: that environment variable is empty or unset")
     settings = ServeSettings(max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
-                             request_timeout_s=request_timeout, max_body_bytes=int(max_body_mb * (1 << 20)),
+                             request_timeout_s=request_timeout, body_timeout_s=body_timeout,
+                             max_body_bytes=int(max_body_mb * (1 << 20)),
                              max_pixels=max_pixels, token=token, poll_seconds=poll_seconds, drain_seconds=drain_seconds)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     typer.echo(f"edgeopt serve: http://{host}:{port}/v2 (docs at /docs, metrics at /metrics)", err=True)

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ThreadsOption
+from edgeopt.cli.common import ArchOption, ThreadsOption, TrustModelOption
 
 
 @app.command("stream")
@@ -31,6 +31,8 @@ def stream_command(
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Detectors: write the frames with boxes drawn to this video (.mp4)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the stream's figures to Prometheus on 127.0.0.1:PORT/metrics."),
     reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: reopen attempts (with backoff) before giving up."),
+    arch: Optional[str] = ArchOption,
+    trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Run ARTIFACT over SOURCE: files frame by frame; live sources newest-frame-first, skipped frames counted."""

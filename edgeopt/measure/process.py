@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import trust
 from edgeopt.errors import BackendError, ConfigError
 from edgeopt.measure import environment
 from edgeopt.measure.latency import TimingConfig
@@ -74,7 +75,8 @@ def time_artifact(artifact: str | os.PathLike, config: MeasureConfig, inputs: np
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     job = {"artifact": str(artifact), "threads": config.thread_count, "batches": list(config.batches),
-           "timing": dataclasses.asdict(config.timing), "sustained_s": config.sustained_s}
+           "timing": dataclasses.asdict(config.timing), "sustained_s": config.sustained_s,
+           "trust": trust.snapshot()}  # what the user vouched for here holds in the child, nothing more
     with tempfile.TemporaryDirectory(prefix="edgeopt-inputs-") as scratch:
         if inputs is not None:
             job["inputs"] = str(Path(scratch) / "inputs.npy")

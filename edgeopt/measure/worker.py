@@ -43,6 +43,9 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     from edgeopt.backends import get_backend
     from edgeopt.measure.latency import TimingConfig, summarize, time_calls
 
+    from edgeopt import trust
+
+    trust.restore(job.get("trust", {}))
     timing = TimingConfig(**job["timing"])
     artifact = Artifact.open(job["artifact"])
     rss_before_load = peak_rss_mb()

@@ -3,7 +3,8 @@
 A pass defined elsewhere joins with ``register_pass`` (from the module that defines it,
 so importing that module registers it), or through the ``edgeopt.passes`` entry-point
 group of an installed package. A recipe step of a pass from outside edgeopt records that
-module, so ``edgeopt build`` finds it in a fresh process.
+module; a recipe is a file, so ``edgeopt build`` imports that module only when it is an
+installed entry point or the user names it (``--plugin MODULE``): ``edgeopt.trust``.
 
 Example:
     >>> sorted(p.name for p in all_passes())[:3]
@@ -12,13 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
 from importlib.metadata import entry_points
 
 from edgeopt.errors import ConfigError
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext
 from edgeopt.registry import add, discover
+from edgeopt.trust import PASSES_GROUP, import_object
 
 __all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "all_passes", "get_pass", "register_pass"]
 HELPERS = ("base", "train", "kd")  # modules of this package that are not passes
@@ -43,12 +44,13 @@ def all_passes() -> list[Pass]:
     return list(_registry().values())
 
 
-def get_pass(name: str, module: str | None = None) -> Pass:
-    """The pass called ``name``; ``module`` (a plugin's module) is imported first if it is not known yet."""
+def get_pass(name: str, module: str | None = None, origin: str | None = None) -> Pass:
+    """The pass called ``name``; ``module`` (a plugin's module) is imported first if it is not known yet —
+    when ``origin`` (the file that named it) is given, only if ``edgeopt.trust`` allows it."""
     registry = _registry()
     if name not in registry and module:
         try:
-            importlib.import_module(module)
+            import_object(module, origin, flag="--plugin", group=PASSES_GROUP)
         except ImportError as exc:
             raise ConfigError(f"cannot import {module!r}, which should define the pass {name!r} ({exc})") from None
     if name not in registry:

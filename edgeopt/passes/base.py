@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ def _frozen(value: Any) -> Any:
 class PassContext:
     """What a pass may use besides the model: the teacher (the model the recipe starts from,
     never modified), the data and its task, the seed, where its training checkpoint goes,
-    and how training shows progress."""
+    how training shows progress, the deadline long work stops at (a search's budget), and the
+    file the recipe was read from (``origin``: the names in it resolve through ``edgeopt.trust``)."""
 
     teacher: "LoadedModel"
     splits: "DatasetSplits"
@@ -147,6 +149,8 @@ class PassContext:
     resume: bool = True
     show_progress: bool = True
     on_epoch: Callable[[dict[str, float]], None] | None = None
+    deadline: Deadline = NO_DEADLINE
+    origin: str | None = None  # the file the recipe came from: a model source a step loads is data then
 
     def calibration(self, model: "LoadedModel", samples: int) -> "np.ndarray":
         """``samples`` stratified training images, preprocessed for ``model``."""
@@ -174,6 +178,11 @@ class Pass(ABC):
     @abstractmethod
     def label(self, config: PassConfig) -> str:
         """A short name for tables, e.g. 'prune 0.5 (15 ep)'."""
+
+    def model_sources(self, config: PassConfig) -> tuple[str, ...]:
+        """The model sources the step loads besides its input (a distillation's student): a recipe read
+        from a file has them checked (``edgeopt.trust``) before anything runs."""
+        return ()
 
     def untrained(self, config: PassConfig) -> PassConfig | None:
         """The config that gives the same architecture without training, for latency probes;

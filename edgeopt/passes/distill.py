@@ -71,12 +71,15 @@ class DistillPass(Pass):
         from edgeopt.models import CHECKPOINT_SUFFIXES, arch_for_dataset, load_model
 
         if config.student.lower().endswith(CHECKPOINT_SUFFIXES):
-            return load_model(config.student)
+            return load_model(config.student, origin=context.origin)
         size = model.input_spec.shape[-1] if model.head is not None else None  # a detector is built for its size
         arch = arch_for_dataset(config.student, len(context.splits.classes), context.splits.train.channels, size=size)
-        student = load_model(arch, input=model.input_spec)
+        student = load_model(arch, input=model.input_spec, origin=context.origin)
         student.task, student.labels = model.task, model.labels
         return student
+
+    def model_sources(self, config: DistillConfig) -> tuple[str, ...]:
+        return (config.student,) if config.student else ()
 
     def label(self, config: DistillConfig) -> str:
         student = (config.student or "same arch").split(":")[-1].split("?")[0].split("/")[-1]

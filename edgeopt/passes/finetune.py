@@ -3,7 +3,8 @@
 ``fine_tune`` trains a module in place on the context's training split (a stratified
 part held out to pick the best epoch), with the task's loss or, when the settings say
 ``distill``, knowledge distillation from the context's teacher; it checkpoints every
-epoch and resumes from the context's checkpoint path. Pruning, distillation, QAT,
+epoch, resumes from the context's checkpoint path, and stops at the context's deadline
+(a search's budget) between batches. Pruning, distillation, QAT,
 ``edgeopt train`` and ``edgeopt optimize`` all train through it.
 
 Example:
@@ -52,7 +53,7 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
     return fit(module, train, val, spec, settings.train_config(context.seed), loss, Validator(task, val, spec),
                checkpoint=checkpoint, resume=context.resume, on_epoch=context.on_epoch,
-               show_progress=context.show_progress, task=task)
+               show_progress=context.show_progress, task=task, deadline=context.deadline)
 
 
 @dataclass(frozen=True)

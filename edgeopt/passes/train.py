@@ -9,7 +9,9 @@ validation score come from the caller (see ``passes.finetune``), so the loop ass
 Determinism is by construction, not by saving RNG state: epoch ``e`` shuffles and
 augments with a generator seeded from ``(seed, e)``. A run killed mid-epoch and resumed
 from the last epoch checkpoint replays that epoch exactly and ends at the same weights
-as a run that was never interrupted.
+as a run that was never interrupted. That is also how a ``deadline`` stops training: it is
+checked before every batch, and ``BudgetExhausted`` leaves the last epoch's checkpoint
+as the point a resumed run continues from.
 
 Example:
     >>> result = fit(module, train, val, spec, TrainConfig(epochs=5), loss, validate)  # doctest: +SKIP
@@ -32,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from edgeopt.data import ImageDataset
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 from edgeopt.measure.inference import predict
 from edgeopt.models import torch_runner
@@ -124,11 +127,13 @@ def fit(
     on_epoch: EpochHook | None = None,
     show_progress: bool = True,
     task: Task | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> TrainResult:
     """Train ``module`` in place; it ends holding the weights of the best validation epoch.
 
     ``task`` (default: classification) turns ``train`` into batches of inputs and targets and
-    augments them (boxes move with the pixels).
+    augments them (boxes move with the pixels). ``deadline`` is checked before every batch
+    (``BudgetExhausted``; the checkpoint keeps the last finished epoch).
     """
     batches = (task or get_task("classification")).training_data(train, spec)
     steps_per_epoch = _batches_per_epoch(len(train), config.batch_size)
@@ -144,9 +149,17 @@ def fit(
     with Progress(*columns, disable=not show_progress, transient=True) as progress:
         bar = progress.add_task("training", total=config.epochs * steps_per_epoch,
                                  completed=state["epoch"] * steps_per_epoch)
+        total = config.epochs * steps_per_epoch
         for epoch in range(state["epoch"], config.epochs):
-            train_loss = _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn,
-                                      lambda: progress.advance(bar))
+            done = epoch * steps_per_epoch
+
+            def after_batch(step: int, done: int = done) -> None:
+                progress.advance(bar)
+                # between batches: a stop here loses part of an epoch, which a resume replays exactly
+                deadline.check("training batches", done + step, total)
+
+            deadline.check("training batches", done, total)
+            train_loss = _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, after_batch)
             val_score = validate(module)
             record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "val": val_score,
                       "lr": optimizer.param_groups[0]["lr"]}
@@ -179,7 +192,7 @@ def _batches_per_epoch(count: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, advance) -> float:
+def _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, after_batch) -> float:
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and other in-model randomness
     order = torch.randperm(len(batches), generator=generator)
@@ -198,7 +211,7 @@ def _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, 
             scheduler.step()
         total += loss.item() * len(index)
         seen += len(index)
-        advance()
+        after_batch(step + 1)
     return total / max(seen, 1)
 
 

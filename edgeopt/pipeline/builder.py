@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 from edgeopt.passes import PassContext
 from edgeopt.pipeline.recipe import Recipe
@@ -54,7 +55,7 @@ class BuildContext:
         from edgeopt.models import load_model
         from edgeopt.tasks import task_of
 
-        baseline = load_model(recipe.model, arch=recipe.arch)
+        baseline = load_model(recipe.model, arch=recipe.arch, origin=recipe.origin)
         if baseline.module is None:
             raise ConfigError("building a recipe needs a PyTorch model (a checkpoint, torchvision: or package.module:factory "
                               "source); an ONNX file can only be exported and benchmarked")
@@ -71,16 +72,20 @@ class BuildContext:
         count = len(recipe.steps) if steps is None else steps
         return self.workdir / "models" / f"{recipe.prefix_hash(count)}.safetensors"
 
-    def pass_context(self, recipe: Recipe, steps: int) -> PassContext:
+    def pass_context(self, recipe: Recipe, steps: int, deadline: Deadline = NO_DEADLINE) -> PassContext:
         """The context of step ``steps`` (1-based): the baseline as teacher, a checkpoint beside its cache."""
         checkpoint = self.model_path(recipe, steps).with_suffix(".train.pt")
         return PassContext(teacher=self.baseline, splits=self.splits, task=self.task, seed=recipe.seed,
                            checkpoint=checkpoint, resume=self.resume, show_progress=self.show_progress,
-                           on_epoch=self.on_epoch)
+                           on_epoch=self.on_epoch, deadline=deadline, origin=recipe.origin)
 
 
-def build_model(recipe: Recipe, context: BuildContext) -> "LoadedModel":
-    """The PyTorch model after ``recipe``'s steps (cached per step prefix)."""
+def build_model(recipe: Recipe, context: BuildContext, deadline: Deadline = NO_DEADLINE) -> "LoadedModel":
+    """The PyTorch model after ``recipe``'s steps (cached per step prefix).
+
+    ``deadline`` goes to every step (a fine-tune stops at it, its last epoch checkpointed); a step
+    it stops leaves no cached model, so the next build continues that step from its checkpoint.
+    """
     import torch
 
     from edgeopt.models import load_model, save_checkpoint
@@ -93,7 +98,8 @@ def build_model(recipe: Recipe, context: BuildContext) -> "LoadedModel":
             model = load_model(str(cached))
             continue
         torch.manual_seed(recipe.seed)  # a student's initial weights, dropout: the same on every rebuild
-        model = technique.apply(model, step.config, context.pass_context(recipe, index + 1))
+        deadline.check(f"step {index + 1} of {len(recipe.steps)}: {step.label}")
+        model = technique.apply(model, step.config, context.pass_context(recipe, index + 1, deadline))
         if not technique.quantizes:  # a QAT model is NNCF-wrapped: it is exported, not cached
             cached.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model, cached)
@@ -101,26 +107,26 @@ def build_model(recipe: Recipe, context: BuildContext) -> "LoadedModel":
 
 
 def build(recipe: Recipe, context: BuildContext, out: Path, overwrite: bool = False,
-          verify: bool = True) -> tuple["LoadedModel", "Artifact"]:
+          verify: bool = True, deadline: Deadline = NO_DEADLINE) -> tuple["LoadedModel", "Artifact"]:
     """Build the model and export it to ``out`` (verified by ``export``; the recipe goes in its manifest).
 
-    ``verify=False``: a latency probe of untrained weights (see ``export``).
+    ``verify=False``: a latency probe of untrained weights (see ``export``). ``deadline``: the
+    training steps, the export and accuracy-aware INT8 stop at it (``BudgetExhausted``).
     """
     from edgeopt.compile import export
-
-    model = build_model(recipe, context)
-    spec = recipe.export
     from edgeopt.tasks import task_of
 
-    calibration, validation = quantization_data(context.splits, task_of(model), model, spec.quantization)
+    model = build_model(recipe, context, deadline)
+    spec = recipe.export
+    calibration, validation = quantization_data(context.splits, task_of(model), model, spec.quantization, deadline)
     artifact = export(model, spec.backend, out, spec.precision, threads=context.threads, options=dict(spec.options),
                       overwrite=overwrite, quantization=spec.quantization, calibration=calibration,
-                      validation=validation, recipe=recipe.to_dict(), verify=verify)
+                      validation=validation, recipe=recipe.to_dict(), verify=verify, deadline=deadline)
     return model, artifact
 
 
-def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel",
-                      config: QuantizationConfig | None) -> tuple["np.ndarray | None", Validation | None]:
+def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel", config: QuantizationConfig | None,
+                      deadline: Deadline = NO_DEADLINE) -> tuple["np.ndarray | None", Validation | None]:
     """(calibration inputs, Validation or None) for ``model`` from the training split of ``splits``.
 
     In mode "aware", a stratified 20% of the training split is held out as labelled
@@ -142,14 +148,17 @@ def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel
         return value if metric.higher_is_better else -value
 
     validation = Validation(to_input(held_out.images, spec), score, config.max_drop, metric.name,
-                            metric.points_per_unit)
+                            metric.points_per_unit, deadline)
     return to_input(rest.calibration(config.calibration_samples).images, spec), validation
 
 
-def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 2) -> float:
+def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 2,
+                      deadline: Deadline = NO_DEADLINE) -> float:
     """Training time of one epoch of ``recipe``'s last training step, timed on a few batches.
 
-    Used to skip a candidate whose fine-tuning cannot finish inside a search's budget.
+    Used to skip a candidate whose fine-tuning cannot finish inside a search's budget. Itself
+    seconds of work on a detector (its model is built, pruned say, then stepped), so it stops at
+    ``deadline`` like the training it estimates.
     """
     import torch
 
@@ -159,6 +168,7 @@ def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 
     if not training:
         return 0.0
     settings = training[-1].config.fine_tune
+    deadline.check("estimating the fine-tuning time")
     untrained = build_model(recipe.untrained(), context)
     module, spec = copy.deepcopy(untrained.module).train(), untrained.input_spec
     batch = settings.batch_size
@@ -170,7 +180,8 @@ def seconds_per_epoch(recipe: Recipe, context: BuildContext, probe_steps: int = 
                if settings.distill else context.task.training_loss())
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
     timings = []
-    for _ in range(probe_steps + 1):  # the first step warms up allocators and is not counted
+    for step in range(probe_steps + 1):  # the first step warms up allocators and is not counted
+        deadline.check("estimating the fine-tuning time, batches", step, probe_steps + 1)
         started = time.perf_counter()
         loss = loss_fn(module, inputs, labels)
         optimizer.zero_grad()

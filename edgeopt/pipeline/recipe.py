@@ -29,6 +29,7 @@ from typing import Any
 import tomllib
 
 from edgeopt.errors import ConfigError
+from edgeopt.models import check_source
 from edgeopt.passes import Pass, PassConfig, get_pass
 from edgeopt.quantization import QuantizationConfig
 
@@ -69,10 +70,16 @@ class Step:
         return {"kind": self.kind, **({"module": self.module} if self.module else {}), **self.config.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Step":
+    def from_dict(cls, data: dict[str, Any], origin: str = "a recipe") -> "Step":
+        """A step read from ``origin`` (a file): its plugin module and model sources are data, checked by
+        ``edgeopt.trust`` before anything is imported."""
         settings = dict(data)
         kind, module = settings.pop("kind"), settings.pop("module", None)
-        return cls.of(kind, module, **settings)
+        technique = get_pass(kind, module, origin)
+        step = cls(kind, technique.config(**settings), module or _plugin_module(technique))
+        for source in technique.model_sources(step.config):
+            check_source(source, origin)
+        return step
 
 
 def _plugin_module(technique: Pass) -> str | None:
@@ -126,6 +133,9 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     seed: int = 0
     arch: str | None = None
+    # Where the recipe was read from (None: built by the caller). Not part of the recipe: it decides only
+    # whether the names in it are data (``edgeopt.trust``) when the builder and its passes load them.
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -171,13 +181,20 @@ class Recipe:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+    def from_dict(cls, data: dict[str, Any], origin: str = "a recipe") -> "Recipe":
+        """A recipe read from ``origin``: the names in it (model, arch, plugin modules, students) are data —
+        an import path among them must be known or granted (``edgeopt.trust``), checked here, before any
+        training starts."""
         if data.get("format", 1) != FORMAT:
             raise ConfigError(f"this recipe has layout {data.get('format', 1)}; this edgeopt reads layout {FORMAT}: "
                               "write it again with `edgeopt optimize` or by hand (see any recipe.toml it writes)")
         try:
-            return cls(model=data["model"], data=data["data"], steps=tuple(Step.from_dict(s) for s in data.get("steps", [])),
-                       export=ExportConfig.from_dict(data["export"]), seed=int(data.get("seed", 0)), arch=data.get("arch"))
+            for source in (data["model"], data.get("arch")):
+                check_source(source, origin)
+            return cls(model=data["model"], data=data["data"],
+                       steps=tuple(Step.from_dict(s, origin) for s in data.get("steps", [])),
+                       export=ExportConfig.from_dict(data["export"]), seed=int(data.get("seed", 0)), arch=data.get("arch"),
+                       origin=origin)
         except ConfigError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -194,7 +211,7 @@ class Recipe:
     def read(cls, path: str | Path) -> "Recipe":
         path = Path(path)
         try:
-            return cls.from_dict(tomllib.loads(path.read_text()))
+            return cls.from_dict(tomllib.loads(path.read_text()), origin=str(path))
         except FileNotFoundError:
             raise ConfigError(f"recipe {path} does not exist") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -26,7 +26,24 @@ class CandidateStarted:
 
 
 @dataclass(frozen=True)
+class CandidateProgress:
+    """How far the candidate being built is: its current ``step`` (training, calibration, accuracy-aware
+    INT8 evaluations...), ``done`` of ``total`` where the step counts (None where it does not), and the
+    search's clock. Sent at every point where the work could stop for the budget: often, so a listener
+    that prints lines should thin them out."""
+
+    label: str
+    step: str
+    done: int | None
+    total: int | None
+    used_s: float
+    budget_s: float
+
+
+@dataclass(frozen=True)
 class CandidateFinished:
+    """Measured (status ok), refused (failed), or stopped by the budget (stopped)."""
+
     candidate: Candidate
 
 
@@ -77,5 +94,5 @@ class BestChanged:
     candidate: Candidate
 
 
-Event = (StageStarted | CandidateStarted | CandidateFinished | FromJournal | Skipped | NotTried | TrainingPlanned
-         | TrainingEpoch | BestChanged)
+Event = (StageStarted | CandidateStarted | CandidateProgress | CandidateFinished | FromJournal | Skipped | NotTried
+         | TrainingPlanned | TrainingEpoch | BestChanged)

@@ -20,6 +20,8 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: dict[str, Record] = {}
+        self._worked_s = 0.0  # every line's time, those a later line replaced (a stopped candidate, rebuilt) too
+        self._clock_s = 0.0  # the search's clock at the latest stamped line: set-up and gaps included
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:
@@ -27,7 +29,7 @@ class Journal:
                     record = RECORDS[data["kind"]].from_dict(data)
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # the line a kill cut short
-                self.records[record.key] = record
+                self._count(record)
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -41,12 +43,18 @@ class Journal:
             handle.write(json.dumps(record.to_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        self.records[record.key] = record
+        self._count(record)
         return record
 
+    def _count(self, record: Record) -> None:
+        self.records[record.key] = record
+        self._worked_s += record.elapsed_s
+        self._clock_s = max(self._clock_s, getattr(record, "finished_at_s", None) or 0.0)
+
     def elapsed_s(self) -> float:
-        """Search time already spent on the journal's records (budget carried across resumes)."""
-        return sum(r.elapsed_s for r in self.records.values())
+        """Search time already spent (the budget carried across resumes): the search's clock when the last
+        record was written, or for records without it, the sum of their times (replaced attempts included)."""
+        return max(self._clock_s, self._worked_s)
 
     def candidates(self) -> list[Candidate]:
         return [r for r in self.records.values() if isinstance(r, Candidate)]

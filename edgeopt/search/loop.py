@@ -7,7 +7,15 @@ time is never spent on a model that cannot meet the latency or size goal, cannot
 the best found so far (latency and memory priorities), or cannot finish inside the budget.
 
 Every compiled candidate is scored on the test split and judged by the goals; the
-parity check at export only refuses compiles that are broken. The objective is latency
+parity check at export only refuses compiles that are broken. Accuracy-aware INT8 is not
+built where plain INT8 of the same model on the same runtime already meets the goals.
+
+The budget is wall-clock and holds inside candidates: one ``Deadline`` goes down into every
+build, and the long steps (fine-tuning batches, calibration, accuracy-aware INT8) stop at it.
+A candidate stopped so is journaled as ``stopped``, the best so far stays as it was, and
+``resume`` with budget left builds it again (a fine-tune from its last epoch). Every check
+of the deadline is also a progress report (``events.CandidateProgress``), so the caller's
+clock moves while a candidate works. The objective is latency
 measured on the device by its agent (``agent``), or here with the device's thread count,
 or, for a device that is neither, the corrected roofline estimate with its interval
 (labelled so) — never MACs. A candidate the agent could not measure (it stopped
@@ -33,16 +41,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeopt.agent.client import AgentTarget
+from edgeopt.deadline import BudgetExhausted, Deadline
 from edgeopt.errors import ConfigError
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
-from edgeopt.quantization import QuantizationConfig
 from edgeopt.search import events, pareto
 from edgeopt.search.goals import Goals
 from edgeopt.search.journal import Journal
 from edgeopt.search.meter import Meter
+from edgeopt.search.outcome import SearchOutcome
 from edgeopt.search.record import Candidate, ModelScore, Probe
-from edgeopt.search.space import SearchSpace, export_candidates, fine_tune_candidates, stage2_exports
+from edgeopt.search.space import (
+    SearchSpace,
+    aware_not_needed,
+    export_candidates,
+    fine_tune_candidates,
+    stage2_exports,
+)
 
 LATENCY_MARGIN = 1.10  # an untrained probe may time a little faster than the final (partly FP32) model
 SEARCH_TIMING = TimingConfig(min_seconds=1.0)  # per candidate: a second of runs gives stable p50s
@@ -75,50 +90,6 @@ class SearchConfig:
                 **({"measured_by": "agent"} if self.agent else {})}
 
 
-@dataclass
-class SearchOutcome:
-    """Everything the report shows: records, baseline, choice, front, context."""
-
-    config: SearchConfig
-    baseline: dict[str, Any]
-    records: list[Candidate]
-    chosen: Candidate | None
-    front: list[Candidate]
-    closest: list[Candidate]
-    device: dict[str, Any]
-    environment: dict[str, Any]
-    elapsed_s: float
-    not_tried: list[dict[str, Any]]
-    winner_details: dict[str, Any] = field(default_factory=dict)
-
-    SCHEMA = 2
-
-    @property
-    def estimated(self) -> bool:
-        return self.config.device != "host" and self.config.agent is None
-
-    @property
-    def measured_on(self) -> str | None:
-        """The device whose agent timed the candidates, or None (timed here, or estimated)."""
-        return self.device.get("measured_on")
-
-    def eager_baseline(self) -> Candidate | None:
-        """The baseline's eager FP32 candidate, when it was measured (the speed-up reference)."""
-        return next((r for r in self.records if r.ok and r.backend == "eager" and r.precision == "fp32"
-                     and not r.steps), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.SCHEMA, "model": self.config.model, "data": self.config.data,
-            "goals": self.config.goals.to_dict(), "device": self.device, "estimated": self.estimated,
-            "budget_s": self.config.budget_s, "elapsed_s": self.elapsed_s, "baseline": self.baseline,
-            "chosen": self.chosen.to_dict() if self.chosen else None,
-            "pareto_front": [r.key for r in self.front], "closest": [r.key for r in self.closest],
-            "candidates": [r.to_dict() for r in self.records], "not_tried": self.not_tried,
-            "winner": self.winner_details, "space": self.config.space.to_dict(), "environment": self.environment,
-        }
-
-
 Listener = Callable[[events.Event], None]
 
 
@@ -126,6 +97,7 @@ class Search:
     """Runs one ``SearchConfig``; ``on_event`` receives progress as typed events."""
 
     def __init__(self, config: SearchConfig, on_event: Listener | None = None) -> None:
+        self.started = time.monotonic()  # the budget's clock: from the call, set-up included
         from edgeopt.devices import get_device, host_profile
         from edgeopt.measure import environment
 
@@ -141,8 +113,8 @@ class Search:
             self.device = get_device(config.device)
         self.host = host_profile()
         self.threads = self.device.threads_here(environment.cpu_count())
-        self.started = time.monotonic()
         self.not_tried: list[dict[str, Any]] = []
+        self.epoch_s: dict[str, float] = {}  # fine-tuning seconds per epoch, by the model the steps make
         self.best_key: str | None = None
         self.training_label = ""
 
@@ -178,7 +150,14 @@ class Search:
         return Journal(self.out / "journal.jsonl")
 
     def _remaining_s(self) -> float:
-        return self.config.budget_s - self.used_before - (time.monotonic() - self.started)
+        return self.deadline.remaining()
+
+    def _used_s(self) -> float:
+        return self.config.budget_s - self._remaining_s()
+
+    def _progress(self, step: str, done: int | None, total: int | None) -> None:
+        self.emit(events.CandidateProgress(self.training_label, step, done, total, self._used_s(),
+                                           self.config.budget_s))
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> "SearchOutcome":
@@ -193,6 +172,8 @@ class Search:
         self.journal = self._open()
         _quiet_libraries()
         self.used_before = self.journal.elapsed_s()
+        # wall-clock from the start of this run (loading the data counts), less what earlier runs spent
+        self.deadline = Deadline(self.started + self.config.budget_s - self.used_before, self._progress)
         from edgeopt.agent.identity import label
         from edgeopt.devices.calibration import MeasurementStore
 
@@ -244,7 +225,7 @@ class Search:
     def _consider(self, recipe: Recipe, stage: int) -> None:
         key = recipe.hash
         known = self.journal.get(key)
-        if known is not None and known.status != "unmeasured":
+        if known is not None and known.status not in Candidate.RETRIED:
             self.emit(events.FromJournal(known))
             self._update_best()
             return
@@ -252,23 +233,75 @@ class Search:
         if remaining <= 0:
             self._not_tried(recipe.label, "the budget was spent", key)
             return
+        reason = aware_not_needed(recipe, self.journal.get, self.config.goals.priority)
+        if reason:
+            self._skip(recipe, stage, reason)
+            return
+        short = self._too_little_left(recipe, remaining)
+        if short:
+            self._not_tried(recipe.label, short, key)
+            return
+        self.training_label = recipe.label
         if stage == 2 and not self._worth_training(recipe, remaining):
             return
-        self.emit(events.CandidateStarted(recipe.label, self.config.budget_s - remaining, self.config.budget_s))
-        self.training_label = recipe.label
-        record = self.meter.candidate(recipe, stage)
+        self.emit(events.CandidateStarted(recipe.label, self._used_s(), self.config.budget_s))
+        record = self.meter.candidate(recipe, stage, self.deadline)
+        record.finished_at_s = self._used_s()
         self.journal.add(record)
         self.emit(events.CandidateFinished(record))
         self._update_best()
 
+    def _too_little_left(self, recipe: Recipe, remaining: float) -> str | None:
+        """Why ``recipe`` cannot finish in the ``remaining`` seconds, or None. Started anyway, it would be stopped
+        at the deadline with its work lost, after running past it by as much as its runtime's export takes
+        (that part cannot stop). Its least cost: what the quickest finished candidate of the same runtime took
+        (an INT8 export costs an FP32 one and more; a fine-tune only adds), else the quickest of any runtime."""
+        done = [r for r in self.journal.candidates() if r.ok and r.elapsed_s > 0]
+        same = [r for r in done if r.backend == recipe.export.backend]
+        quickest = min(same or done, key=lambda r: r.elapsed_s, default=None)
+        if quickest is None or quickest.elapsed_s <= remaining:
+            return None
+        return (f"it needs at least {quickest.elapsed_s:.0f} s (as {quickest.label} took), {max(remaining, 0):.0f} s "
+                "of the budget were left")
+
+    def _skip(self, recipe: Recipe, stage: int, reason: str, predicted_ms: float | None = None) -> None:
+        self.journal.add(Candidate(recipe.hash, recipe.label, stage, "skipped", recipe.to_dict(), reason=reason,
+                                   predicted_ms=predicted_ms, finished_at_s=self._used_s()))
+        self.emit(events.Skipped(recipe.label, reason))
+
     def _worth_training(self, recipe: Recipe, remaining: float) -> bool:
-        """Probe the untrained architecture; journal a skip (or note a budget miss) when it is not worth it.
+        """Check its fine-tuning fits the budget, then probe the untrained architecture; journal a skip (or
+        note a budget miss) when it is not worth it. The training estimate (a few timed batches) comes
+        first: it is cheaper than a probe (an export and a timing run), and decides more often late in a search.
 
         A probe that fails (its untrained INT8 export refused, say) predicts nothing and skips nothing:
         fine-tuning, or QAT, may be exactly what the model needs.
         """
+        from edgeopt.pipeline.builder import seconds_per_epoch
+
+        already_built = self.context.model_path(recipe).is_file()  # PTQ and accuracy-aware share one model
+        epochs = 0 if already_built else sum(step.epochs for step in recipe.steps)
+        training_s = 0.0
+        if epochs:
+            model = recipe.prefix_hash(len(recipe.steps))  # PTQ and accuracy-aware share one estimate too
+            try:
+                if model not in self.epoch_s:
+                    self.epoch_s[model] = seconds_per_epoch(recipe, self.context, deadline=self.deadline)
+            except BudgetExhausted:
+                self._not_tried(recipe.label, "the budget was spent (while estimating its fine-tuning time)",
+                                recipe.hash)
+                return False
+            training_s = self.epoch_s[model] * epochs
+            remaining = self._remaining_s()
+        if training_s > remaining:
+            self._not_tried(recipe.label, f"fine-tuning needs about {training_s / 60:.1f} min, {remaining / 60:.1f} min "
+                                          "of budget left", recipe.hash)
+            return False
         goals = self.config.goals
         probe = self._probe(recipe)
+        if probe.status == "stopped":
+            self._not_tried(recipe.label, "the budget was spent (while probing its architecture)", recipe.hash)
+            return False
         measured = probe.measurement if probe.status == "ok" else None
         reason = None
         if measured and goals.max_latency_ms and measured.latency_ms > goals.max_latency_ms * LATENCY_MARGIN:
@@ -278,18 +311,7 @@ class Search:
         else:
             reason = self._cannot_win(recipe, measured) or self._fine_tuned_too_inaccurate(recipe)
         if reason:
-            self.journal.add(Candidate(recipe.hash, recipe.label, 2, "skipped", recipe.to_dict(), reason=reason,
-                                       predicted_ms=measured.latency_ms if measured else None))
-            self.emit(events.Skipped(recipe.label, reason))
-            return False
-        from edgeopt.pipeline.builder import seconds_per_epoch
-
-        already_built = self.context.model_path(recipe).is_file()  # PTQ and accuracy-aware share one model
-        epochs = 0 if already_built else sum(step.epochs for step in recipe.steps)
-        training_s = seconds_per_epoch(recipe, self.context) * epochs if epochs else 0.0
-        if training_s > remaining:
-            self._not_tried(recipe.label, f"fine-tuning needs about {training_s / 60:.1f} min, {remaining / 60:.1f} min "
-                                          "of budget left", recipe.hash)
+            self._skip(recipe, 2, reason, measured.latency_ms if measured else None)
             return False
         self.emit(events.TrainingPlanned(recipe.label, measured.latency_ms if measured else None,
                                          not (self.device.is_host or self.agent), training_s,
@@ -321,23 +343,14 @@ class Search:
         if isinstance(measured, Candidate) and measured.ok:
             return Probe(key, "ok", measured.measurement)
         full_width = self.journal.get(dataclasses.replace(untrained, steps=()).hash)
-        probe = self.meter.probe(recipe, full_width if isinstance(full_width, Candidate) else None)
-        return probe if probe.status == "unmeasured" else self.journal.add(probe)
+        probe = self.meter.probe(recipe, full_width if isinstance(full_width, Candidate) else None, self.deadline)
+        return probe if probe.status in ("unmeasured", "stopped") else self.journal.add(probe)
 
     def _cannot_win(self, recipe: Recipe, measured) -> str | None:
         best = self.journal.get(self.best_key)
-        if best is None:
+        if best is None or measured is None:
             return None
         priority = self.config.goals.priority
-        quantization = recipe.export.quantization
-        if quantization is not None and quantization.mode == "aware":
-            plain = dataclasses.replace(recipe, export=dataclasses.replace(
-                recipe.export, quantization=QuantizationConfig(calibration_samples=quantization.calibration_samples)))
-            plain_record = self.journal.get(plain.hash)
-            if priority != "accuracy" and isinstance(plain_record, Candidate) and plain_record.meets_goals:
-                return "plain PTQ of the same model already meets the goals; accuracy-aware PTQ can only keep more FP32"
-        if measured is None:
-            return None
         if priority == "latency" and measured.latency_ms >= best.latency_ms:
             return f"predicted {self._ms(measured.latency_ms)} cannot beat the best so far ({self._ms(best.latency_ms)})"
         if (priority == "memory" and measured.size_mb >= best.measurement.size_mb

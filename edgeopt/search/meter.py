@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.client import AgentClient, AgentUnavailable
+from edgeopt.deadline import NO_DEADLINE, BudgetExhausted, Deadline
 from edgeopt.devices.calibration import MeasurementStore, Observation
 from edgeopt.errors import EdgeoptError, ParityError
 from edgeopt.measure.fidelity import finite_or_none, sqnr_db
@@ -92,7 +93,7 @@ class Meter:
         return ModelScore(key, metrics, self.metric.drop_points(self.baseline_value, metrics[self.metric.name]),
                           time.monotonic() - started)
 
-    def probe(self, recipe: Recipe, reference: Candidate | None) -> Probe:
+    def probe(self, recipe: Recipe, reference: Candidate | None, deadline: Deadline = NO_DEADLINE) -> Probe:
         """Latency, size and memory of ``recipe``'s architecture, untrained.
 
         ``reference``: the same export's full-width record, for a MAC-scaled prediction
@@ -105,11 +106,15 @@ class Meter:
         try:
             with native_output_to(folder / "build.log"):
                 # untrained weights compute nothing meaningful: only the latency counts here
-                _, artifact = build(untrained, self.context, folder / "artifact", overwrite=True, verify=False)
+                _, artifact = build(untrained, self.context, folder / "artifact", overwrite=True, verify=False,
+                                    deadline=deadline)
+                deadline.check("timing the untrained probe")
                 measured = self._timing(artifact, self._cost(untrained), sustained=False)
             probe = Probe(key, "ok", measured)
         except AgentUnavailable as exc:  # not journaled: --resume probes it on the device
             probe = Probe(key, "unmeasured", reason=str(exc))
+        except BudgetExhausted as exc:  # not journaled either: a resume with budget left probes it
+            probe = Probe(key, "stopped", reason=str(exc))
         except EdgeoptError as exc:
             probe = self._predicted_from_macs(untrained, key, str(exc), reference)
         probe.elapsed_s = time.monotonic() - started
@@ -189,8 +194,11 @@ class Meter:
                                    artifact=artifact.manifest["files"][artifact.manifest["entry"]]["sha256"]))
         return measured
 
-    def candidate(self, recipe: Recipe, stage: int) -> Candidate:
-        """Build, verify, score on the test split, time, and judge ``recipe`` against the goals."""
+    def candidate(self, recipe: Recipe, stage: int, deadline: Deadline = NO_DEADLINE) -> Candidate:
+        """Build, verify, score on the test split, time, and judge ``recipe`` against the goals.
+
+        At ``deadline`` the work stops at its next clean point and the record says ``stopped``.
+        """
         from edgeopt.backends import open_session
         from edgeopt.measure.inference import predict
 
@@ -202,11 +210,17 @@ class Meter:
         test = self.context.splits.test
         try:
             with native_output_to(folder / "build.log"):
-                _, artifact = build(recipe, self.context, folder / "artifact", overwrite=True)
+                _, artifact = build(recipe, self.context, folder / "artifact", overwrite=True, deadline=deadline)
+                deadline.check("scoring on the test split")
                 session = open_session(artifact.path, threads=self.threads)
                 outputs = predict(session.run, test, artifact.input_spec)
                 del session
+                deadline.check("timing")
                 measured = self._timing(artifact, self._cost(recipe))
+        except BudgetExhausted as exc:  # not a failure: --resume with budget left builds it again
+            record.status, record.reason = "stopped", f"{exc}; `--resume` with more budget continues it"
+            record.elapsed_s = time.monotonic() - started
+            return record
         except AgentUnavailable as exc:  # never silently estimated: --resume measures it on the device
             record.status, record.reason = "unmeasured", f"{exc}; `--resume` measures it"
             record.artifact = str((folder / "artifact").relative_to(self.out))

@@ -26,7 +26,11 @@ def _from_dict(cls, data: dict[str, Any], **converted: Any):
 @dataclass
 class Candidate:
     """One recipe of the search. ``status``: ok (measured and judged), failed (with the
-    reason: the build or the parity check refused it), or skipped (not worth building)."""
+    reason: the build or the parity check refused it), skipped (not worth building),
+    unmeasured (the device's agent did not answer) or stopped (the budget ran out while it
+    was being built; not a failure: ``--resume`` with budget left builds it again, a
+    fine-tune continuing from its last epoch). ``finished_at_s``: the search time used
+    (the budget's clock, across resumes) when it was journaled."""
 
     key: str
     label: str
@@ -45,7 +49,10 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     predicted_ms: float | None = None
     elapsed_s: float = 0.0
+    finished_at_s: float | None = None
     kind: ClassVar[str] = "candidate"
+
+    RETRIED: ClassVar[tuple[str, ...]] = ("unmeasured", "stopped")  # built again on --resume
 
     @property
     def ok(self) -> bool:

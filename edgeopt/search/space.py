@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
@@ -73,6 +73,33 @@ def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max
     return recipes
 
 
+def plain_ptq(recipe: Recipe) -> Recipe | None:
+    """The plain-PTQ sibling of an accuracy-aware INT8 ``recipe`` (same model, runtime and calibration);
+    None for any other recipe."""
+    quantization = recipe.export.quantization
+    if quantization is None or quantization.mode != "aware":
+        return None
+    plain = dataclasses.replace(quantization, mode="static", max_drop=None)
+    return dataclasses.replace(recipe, export=dataclasses.replace(recipe.export, quantization=plain))
+
+
+def aware_not_needed(recipe: Recipe, lookup: Callable[[str], Any], priority: str) -> str | None:
+    """Why accuracy-aware INT8 ``recipe`` cannot help, or None (both stages ask, before building it).
+
+    Accuracy-aware PTQ only keeps more layers in FP32 than plain PTQ: slower, and no more accurate
+    than the goal needs. So where plain PTQ of the same model on the same runtime (``lookup``: its
+    journaled record by recipe hash) already meets the goals, it is skipped — unless accuracy is the
+    priority, where keeping more FP32 may win.
+    """
+    plain = plain_ptq(recipe)
+    if plain is None or priority == "accuracy":
+        return None
+    record = lookup(plain.hash)
+    if isinstance(record, Candidate) and record.meets_goals:
+        return "plain PTQ of the same model already meets the goals; accuracy-aware PTQ can only keep more FP32"
+    return None
+
+
 def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str) -> list[ExportConfig]:
     """How to export fine-tuned models: the fastest INT8 backend's PTQ, then its accuracy-aware PTQ
     (for when plain PTQ of a fine-tuned model loses too much); for accuracy first, also the
@@ -87,6 +114,9 @@ def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str)
         backend = int8[0][2].export.backend
         exports += [r.export for _, _, r in sorted(int8, key=lambda item: item[2].export.quantization.mode != "static")
                     if r.export.backend == backend]
+        # accuracy-aware INT8 skipped for the baseline (its plain INT8 sufficed) may be what a fine-tuned model needs
+        exports += [recipe.export for recipe, record in stage1 if record is not None and record.status == "skipped"
+                    and recipe.export.backend == backend and plain_ptq(recipe) is not None]
     fp32 = sorted(item for item in usable if item[2].export.precision == "fp32")
     if fp32 and (not exports or priority == "accuracy"):
         exports.append(fp32[0][2].export)

@@ -11,7 +11,13 @@ Endpoints (``/docs`` shows them):
 - ``GET /metrics`` — Prometheus.
 
 Every refusal is one JSON ``{"error": "..."}`` sentence: 400 bad input, 401 token, 404 no such
-model, 413 body too large, 503 queue full (with Retry-After), 504 timed out.
+model, 408 body not received within ``--body-timeout`` (the connection is closed), 413 body too large
+(bytes, or JSON values past what the model takes in one request), 503 queue full (with Retry-After),
+504 timed out.
+
+A request holds a place in its model's queue (``--max-queue``) only once its body has arrived: a client
+that sends a body slowly delays itself, never the model, and the deadline closes it. Bodies still
+arriving may hold ``READING_BODIES`` full-size bodies' bytes together; one more byte is a 503.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -29,7 +36,7 @@ from fastapi.responses import JSONResponse, Response
 
 from edgeopt.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.serve.batching import Batcher, BatchStats, Overloaded, RequestTimeout
-from edgeopt.serve.metrics import ServerMetrics
+from edgeopt.serve.metrics import UNKNOWN_MODEL, ServerMetrics
 from edgeopt.serve.protocol import HEADER_LENGTH, encode_response, parse_request
 from edgeopt.serve.repository import ModelRepository, ServedModel
 from edgeopt.service import STATUS as SHARED_STATUS
@@ -38,6 +45,8 @@ from edgeopt.service import answer_errors, bearer_check, read_capped_body, statu
 log = logging.getLogger("edgeopt.serve")
 SERVER_NAME = "edgeopt"
 INLINE_BYTES = 4 << 20  # binary bodies up to this are parsed on the event loop (a copy, no decoding)
+READING_BODIES = 8  # bodies still arriving hold at most this many times --max-body-mb together
+JSON_SLACK = 1024  # values of an infer request's own envelope (names, shape, outputs, parameters)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class ServeSettings:
     max_queue_delay_ms: float = 2.0
     max_queue: int = 64  # requests per model; one more is answered 503
     request_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0  # a body not all received this long after reading began is answered 408
     max_body_bytes: int = 32 << 20
     max_pixels: int = 16_000_000  # decoded pixels of an uploaded image
     token: str | None = None
@@ -55,8 +65,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 1:
             raise ConfigError("--max-batch and --max-queue must be at least 1")
-        if self.max_queue_delay_ms < 0 or self.request_timeout_s <= 0:
-            raise ConfigError("--max-queue-delay-ms must be >= 0 and --request-timeout > 0")
+        if self.max_queue_delay_ms < 0 or self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ConfigError("--max-queue-delay-ms must be >= 0, and --request-timeout and --body-timeout > 0")
 
 
 class NotFound(EdgeoptError):
@@ -74,7 +84,8 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.batchers: dict[str, Batcher] = {}
-        self.admitted: dict[str, int] = {}  # requests per model between arrival and answer
+        self.admitted: dict[str, int] = {}  # requests per model between their body's arrival and their answer
+        self.reading = 0  # bytes held by bodies still arriving, all models together
         self.ready = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -135,6 +146,8 @@ class Server:
 
     @contextlib.asynccontextmanager
     async def observed(self, name: str, endpoint: str) -> AsyncIterator[None]:
+        """Count and time the request. A name that is not served is counted under one label,
+        ``UNKNOWN_MODEL``: names from URLs would otherwise grow /metrics (and memory) without end."""
         started, status = time.perf_counter(), 200
         try:
             yield
@@ -145,18 +158,53 @@ class Server:
             status = status_of(exc, STATUS)
             raise
         finally:
-            self.metrics.requests.labels(name, endpoint, str(status)).inc()
-            self.metrics.latency.labels(name, endpoint).observe(time.perf_counter() - started)
+            label = name if name in self.repository.models else UNKNOWN_MODEL
+            self.metrics.requests.labels(label, endpoint, str(status)).inc()
+            self.metrics.latency.labels(label, endpoint).observe(time.perf_counter() - started)
             if name in self.admitted:
                 self.metrics.queue_depth.labels(name).set(self.admitted[name])
 
-    @contextlib.contextmanager
-    def admission(self, name: str):
-        """Admit a request for ``name`` or refuse it at once: the bound covers reading, decoding and queueing,
-        so an overload costs a 503, not a pile of half-parsed bodies."""
+    def _check_room(self, name: str) -> None:
         if self.admitted.get(name, 0) >= self.settings.max_queue:
             raise Overloaded(f"model {name!r} has {self.settings.max_queue} requests in hand (--max-queue); "
                              "retry shortly")
+
+    async def read_body(self, request: Request, name: str) -> bytes:
+        """The body of a request for ``name``, read while holding no place in its queue.
+
+        Refused at once (503) when the model's queue is already full, so an overload costs no reading;
+        cut off at ``--max-body-mb`` (413) and ``--body-timeout`` (408); and refused (503) when bodies still
+        arriving would together hold more than ``READING_BODIES`` full-size bodies. A trickling body holds
+        only the bytes it has sent, so slow senders cannot use up that budget either."""
+        self._check_room(name)
+        limit, held = READING_BODIES * self.settings.max_body_bytes, 0
+
+        def hold(size: int) -> None:
+            nonlocal held
+            if self.reading + size > limit:
+                raise Overloaded(f"the server is receiving {self.reading / 2**20:.1f} MB of request bodies at once "
+                                 f"({READING_BODIES} x --max-body-mb at most); retry shortly")
+            self.reading += size
+            held += size
+
+        try:
+            return await read_capped_body(request, self.settings.max_body_bytes, "the body", "--max-body-mb",
+                                          self.settings.body_timeout_s, hold)
+        finally:
+            self.reading -= held
+
+    def max_json_values(self, model: ServedModel) -> int:
+        """The most values a JSON infer request for ``model`` may hold: its input at the batch the server runs
+        it at, twice over (nested data opens up to one list per value), plus the envelope's own. A body past
+        that is refused before it is parsed: Python's objects for a JSON list cost 10-40x its text."""
+        samples = max(self.batchers[model.name].max_batch, model.fixed_batch or 1)
+        return 2 * samples * math.prod(model.spec.sample_shape) + JSON_SLACK
+
+    @contextlib.contextmanager
+    def admission(self, name: str):
+        """Admit a request for ``name`` (its body read) or refuse it at once: the bound covers decoding,
+        queueing and running, so an overload costs a 503, not a pile of parsed bodies."""
+        self._check_room(name)
         self.admitted[name] = self.admitted.get(name, 0) + 1
         try:
             yield
@@ -259,12 +307,14 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         async with server.observed(name, "infer"):
             model = server.model(name, version)
+            body = await server.read_body(request, name)
             with server.admission(name):
-                body = await read_capped_body(request, settings.max_body_bytes, "the body", "--max-body-mb")
-                binary = request.headers.get(HEADER_LENGTH)
+                binary, limit = request.headers.get(HEADER_LENGTH), server.max_json_values(model)
                 # binary tensors parse in microseconds: inline; JSON number lists are slow: off the event loop
-                parsed, rows = _parse_infer(model, body, binary) if binary is not None and len(body) < INLINE_BYTES \
-                    else await asyncio.to_thread(_parse_infer, model, body, binary)
+                if binary is not None and len(body) < INLINE_BYTES:
+                    parsed, rows = _parse_infer(model, body, binary, limit)
+                else:
+                    parsed, rows = await asyncio.to_thread(_parse_infer, model, body, binary, limit)
                 outputs = await server.infer_rows(model, rows)
                 if parsed.binary_by_default or parsed.binary_outputs:
                     content, header = _encode_infer(model, parsed, outputs)
@@ -281,8 +331,8 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
 
         async with server.observed(name, "predict"):
             model = server.model(name, version)
+            body = await server.read_body(request, name)
             with server.admission(name):
-                body = await read_capped_body(request, settings.max_body_bytes, "the body", "--max-body-mb")
                 if not body:
                     raise InputError("the body is empty; send the image's bytes (Content-Type: image/jpeg or image/png)")
 
@@ -306,8 +356,8 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
     return router
 
 
-def _parse_infer(model: ServedModel, body: bytes, header_length: str | None):
-    parsed = parse_request(body, header_length)
+def _parse_infer(model: ServedModel, body: bytes, header_length: str | None, max_values: int):
+    parsed = parse_request(body, header_length, max_values)
     if len(parsed.inputs) != 1:
         raise InputError(f"model {model.name!r} takes 1 input ({model.spec.name!r}), the request sent "
                          f"{len(parsed.inputs)}")

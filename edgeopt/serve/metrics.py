@@ -3,6 +3,9 @@
 Requests by model and status, latency and queue-time histograms, queue depth, batch sizes,
 model load time and version, refused versions, and the process's memory and CPU
 (prometheus-client's ProcessCollector: ``process_resident_memory_bytes``).
+
+Only served models get a ``model`` label of their own; a request naming any other model is counted
+under ``UNKNOWN_MODEL``, whose series exist from the start, so no URL can add a series.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, Counte
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+UNKNOWN_MODEL = "(unknown)"  # not a valid model name, so it can never be a served model's label
+OBSERVED_ENDPOINTS = ("infer", "predict")
 
 
 class ServerMetrics:
@@ -35,6 +40,9 @@ class ServerMetrics:
         self.version = Gauge("edgeopt_model_version", "The version being served.", ["model"], registry=self.registry)
         self.refused = Counter("edgeopt_model_versions_refused", "New versions refused (corrupt, tampered, failing).",
                                ["model"], registry=self.registry)
+        for endpoint in OBSERVED_ENDPOINTS:  # an unknown name is answered 404 at once: its series
+            self.requests.labels(UNKNOWN_MODEL, endpoint, "404")
+            self.latency.labels(UNKNOWN_MODEL, endpoint)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,9 @@ input's byte count in its ``parameters.binary_data_size`` (what Triton's and KSe
 clients send). Responses mirror it: an output asked for with ``binary_data`` (or all of
 them with ``binary_data_output``) comes back as bytes after the JSON.
 
-Every malformed request is one InputError naming the field at fault.
+Every malformed request is one InputError naming the field at fault. A JSON body is measured before it
+is parsed (``json_extent``): nesting past ``MAX_JSON_DEPTH`` is refused, and so is one holding more values
+than the caller allows, because Python's objects for a JSON number list cost ten to forty times its text.
 
 Example:
     >>> body = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.service import TooLarge
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {
@@ -36,6 +39,10 @@ DATATYPES = {
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }
 MAX_ELEMENTS = 1 << 28  # a declared shape past this is refused before anything is allocated
+# A request is an object, a list of inputs, each an object whose data nests as deep as its tensor's rank:
+# 32 leaves room for any tensor while Python's parser recursion (1,000) is never reached.
+MAX_JSON_DEPTH = 32
+SCAN_CHUNK = 1 << 20  # json_extent works through a body this many bytes at a time: a few MB of scratch at most
 
 
 def datatype_of(dtype: np.dtype | str) -> str:
@@ -58,14 +65,25 @@ class InferRequest:
     binary_by_default: bool = False
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """``body`` (JSON, or JSON + binary tensors when ``header_length`` is given) as an InferRequest."""
+def parse_request(body: bytes, header_length: str | None, max_values: int | None = None) -> InferRequest:
+    """``body`` (JSON, or JSON + binary tensors when ``header_length`` is given) as an InferRequest.
+
+    ``max_values``: the most JSON values (numbers, strings, lists, ...) the request may hold; more is
+    refused with ``TooLarge`` before any of them is built."""
     json_part, binary = _split(body, header_length)
+    depth, values = json_extent(json_part)
+    if depth > MAX_JSON_DEPTH:
+        raise InputError(f"the request's JSON nests {depth} levels deep, past the {MAX_JSON_DEPTH} this server "
+                         "reads; send each tensor's data as a flat list (row-major), or nested as its shape")
+    if max_values is not None and values > max_values:
+        raise TooLarge(f"the request's JSON holds about {values:,} values, more than this model takes in one "
+                       f"request ({max_values:,}); send fewer samples per request, or large batches with the binary "
+                       "tensor extension")
     try:
-        request = json.loads(json_part)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"the request body is not valid JSON ({exc}); send an Open Inference Protocol v2 "
-                         "infer request") from None
+        request = json.loads(json_part.decode("utf-8"))  # UTF-8 only: what json_extent measured is what is parsed
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"the request body is not valid JSON ({str(exc)[:200]}); send an Open Inference Protocol "
+                         "v2 infer request") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InputError('the request needs "inputs": a non-empty list of tensors')
     inputs, offset = {}, 0
@@ -102,6 +120,36 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: l
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
+
+
+def json_extent(text: bytes) -> tuple[int, int]:
+    """How deep ``text``'s JSON nests and about how many values it holds, measured without parsing it.
+
+    Values are counted as commas plus containers opened, outside strings: every list item or object member
+    but a container's first follows a comma, so a parser builds at most about twice this many objects (an
+    object's keys included). Numpy goes over the bytes ``SCAN_CHUNK`` at a time (32 MB in well under a
+    second, a few MB of scratch). Escaped characters are dropped first, so a ``\\"`` inside a string never
+    reads as its end; in UTF-8 no byte of a multi-byte character is a quote, bracket or comma.
+
+    >>> json_extent(b'{"a": [[1, 2], [3, 4]], "b": "[[[,"}')
+    (3, 8)
+    """
+    if b"\\" in text:
+        text = text.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes pair up left to right, as JSON reads them
+    data = np.frombuffer(text, np.uint8)
+    depth = deepest = values = 0
+    in_string = False
+    for start in range(0, len(data), SCAN_CHUNK):
+        chunk = data[start:start + SCAN_CHUNK]
+        inside = (np.cumsum(chunk == ord('"'), dtype=np.int32) & 1).astype(bool) ^ in_string
+        outside = ~inside
+        opens = outside & ((chunk == ord("[")) | (chunk == ord("{")))
+        closes = outside & ((chunk == ord("]")) | (chunk == ord("}")))
+        levels = depth + np.cumsum(opens.astype(np.int8) - closes.astype(np.int8), dtype=np.int32)
+        deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        values += int(np.count_nonzero(opens)) + int(np.count_nonzero(outside & (chunk == ord(","))))
+        in_string = bool(inside[-1])
+    return deepest, values
 
 
 def _json_asked(request: InferRequest) -> set[str]:

@@ -3,12 +3,14 @@ refused file reach its store or anything outside it."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +23,7 @@ from edgeopt.bundle import pack
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig
 from tests.helpers import AGENT_TOKEN, CreatesAFile, running_agent, tar_of
+from tests.serve.hostile import reply_of, rss_peak, send_head
 
 QUICK = MeasureConfig(batches=(1, 4), timing=TimingConfig(warmup=2, min_iters=20, min_seconds=0.2))
 AUTH = {"Authorization": f"Bearer {AGENT_TOKEN}"}
@@ -74,6 +77,12 @@ def test_refused_uploads_never_reach_the_store_or_run(agent, artifact_cache, tmp
     payload = pickle.dumps(CreatesAFile(sentinel), protocol=4)
     tampered = bytearray(model)
     tampered[len(tampered) // 2] ^= 0xFF
+    no_bytes = json.loads(manifest_for(ort, {"model.onnx": model}))
+    del no_bytes["files"]["model.onnx"]["bytes"]
+    probe = io.BytesIO()  # a .npy header declaring 53 PiB of FP32, then one sample's bytes
+    np.lib.format.write_array_header_1_0(probe, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (4_850_000_000_000, 3, 32, 32)})
+    huge_probe = probe.getvalue() + bytes(3 * 32 * 32 * 4)
     cases = {
         "a pickle": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": payload}), "model.onnx": payload}),
                      400, "pickle"),
@@ -90,6 +99,14 @@ def test_refused_uploads_never_reach_the_store_or_run(agent, artifact_cache, tmp
                              links={"model.onnx": "/etc/passwd"}), 400, "link"),
         "an oversized body": (b"\0" * (3 << 20), 413, "over the 2.0 MB limit (--max-upload-mb)"),
         "not a tar": (b"hello, agent", 400, "not an uncompressed tar"),
+        "a truncated bundle": (pack(ort)[: len(model) // 2], 400, "truncated"),
+        "a manifest nested 5,000 deep": (tar_of({"manifest.json": b"[" * 5000 + b"]" * 5000, "model.onnx": model}),
+                                         400, "nests deeper"),
+        "a file record without bytes": (tar_of({"manifest.json": json.dumps(no_bytes).encode(), "model.onnx": model}),
+                                        400, '"bytes"'),
+        "a probe header claiming 53 PiB": (tar_of({"manifest.json": manifest_for(ort, {"model.onnx": model}),
+                                                   "model.onnx": model, "probe.npy": huge_probe}),
+                                           400, "header declares"),
     }
     refused_before = httpx.get(f"{agent.url}/v1/health").json()["refused"]
     for what, (body, status, phrase) in cases.items():
@@ -101,6 +118,26 @@ def test_refused_uploads_never_reach_the_store_or_run(agent, artifact_cache, tmp
     assert not (agent.store.parent / "escaped.onnx").exists() and not (tmp_path / "absolute.onnx").exists()
     health = httpx.get(f"{agent.url}/v1/health").json()
     assert health["refused"] == refused_before + len(cases)
+
+
+def test_a_busy_agent_and_a_missing_token_answer_before_reading_an_upload(tmp_path, artifact_cache):
+    hundred_mb = str(100 << 20)
+    with running_agent(tmp_path / "store") as device:  # the default --max-upload-mb 256 takes 100 MB
+        untokened = send_head(device.url, "/v1/measure", {"Content-Length": hundred_mb, "Connection": "close"})
+        assert reply_of(untokened, 5) == (401, True)  # on the headers alone: not one byte of the body was sent
+        first = concurrent.futures.ThreadPoolExecutor(1).submit(
+            httpx.post, f"{device.url}/v1/measure?min_seconds=8", content=pack(artifact_cache("onnxruntime").path),
+            headers=AUTH, timeout=120)
+        deadline = time.time() + 30
+        while not httpx.get(f"{device.url}/v1/health").json()["busy"] and time.time() < deadline:
+            time.sleep(0.05)
+        busy = send_head(device.url, "/v1/measure", {**AUTH, "Content-Length": hundred_mb, "Connection": "close"})
+        assert reply_of(busy, 5) == (503, True)
+        with rss_peak(device.proc.pid) as rss:  # and sent whole, the 100 MB are thrown away as they arrive
+            answer = httpx.post(f"{device.url}/v1/measure", content=bytes(100 << 20), headers=AUTH, timeout=60)
+        assert answer.status_code == 503 and answer.headers["retry-after"] and "measuring another" in answer.text
+        assert rss["peak"] - rss["before"] < 30, rss
+        assert first.result().status_code == 200, first.result().text
 
 
 def test_bad_measure_parameters_get_one_clear_400(agent, artifact_cache):

@@ -55,8 +55,9 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     from PIL import Image
 
     from edgeopt.boxes import DetectionHead, box_iou, postprocess_torch
+    from edgeopt.images import decode_image
     from edgeopt.models import load_model
-    from edgeopt.predict import fit_image, read_image
+    from edgeopt.predict import fit_image
 
     checkpoint, data = trained_detector
     images = sorted((data / "images").glob("*.png"))[:12]
@@ -72,7 +73,7 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     head = DetectionHead.from_dict(model.head).with_thresholds(score=0.3)
     matched = total = 0
     for path, record in zip(paths, result["records"]):
-        fitted = fit_image(read_image(path, 1), model.input_spec)
+        fitted = fit_image(decode_image(path, 1), model.input_spec)
         reference = postprocess_torch(model.reference()(fitted.input), head)[0]
         boxes = fitted.to_image(reference.boxes)
         assert (record["width"], record["height"]) == fitted.size

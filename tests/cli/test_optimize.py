@@ -185,7 +185,9 @@ def test_remote_device_latencies_are_estimates_with_intervals_from_the_measureme
     assert "ESTIMATE" in html and "estimated for Raspberry Pi 4" in text and "corrected by 3 measurements" in text
     cells = html.split('id="candidates"')[1].split("</table>")[0]
     latencies = [row.split("<td>")[4].split("</td>")[0] for row in cells.split("<tr>")[2:]]
-    assert latencies and all(" est. [" in cell and cell.endswith("n=3]") for cell in latencies)
+    # a row without latency is a candidate not measured (accuracy-aware INT8, when plain INT8 met the goals)
+    assert latencies.count("") == len([c for c in results["candidates"] if c["status"] != "ok"])
+    assert all(" est. [" in cell and cell.endswith("n=3]") for cell in latencies if cell)
 
 
 @pytest.mark.skipif(get_backend("executorch").unavailable_reason() is not None, reason="executorch is not installed")

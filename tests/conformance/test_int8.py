@@ -85,11 +85,19 @@ def test_max_drop_is_refused_where_not_supported(backend, trained_digits, tmp_pa
     assert not (tmp_path / backend).exists()
 
 
-def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(trained_digits, tmp_path):
+def test_unreachable_drop_bisects_over_ranked_nodes_calibrates_once_and_keeps_the_best(trained_digits, tmp_path,
+                                                                                         monkeypatch):
+    import importlib
+
+    from edgeopt.backends._sensitivity import max_evaluations
     from edgeopt.backends.onnxruntime import BACKEND as ORT
 
     if ORT.unavailable_reason():
         pytest.skip(f"onnxruntime: {ORT.unavailable_reason()}")
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+    calibrations = []
+    create = ort_quantize.create_calibrator
+    monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: calibrations.append(1) or create(*a, **k))
     model, splits, _, _ = trained_digits
     # -50: INT8 would have to beat FP32 by 50 points, which no candidate can.
     config, calibration, validation = aware(model, splits, max_drop=-50.0)
@@ -98,13 +106,12 @@ def test_unreachable_drop_reverts_layers_by_sensitivity_and_keeps_the_best(train
     details, control = artifact.manifest["compile"], artifact.manifest["accuracy_control"]
     assert control["reached"] is False and details["reached"] is False
     assert any("cannot reach the max drop of -50 points of top1" in note for note in artifact.manifest["notes"])
-    gains = [entry["score_gain"] for entry in details["sensitivity_ranking"]]
-    assert gains == sorted(gains, reverse=True)
-    order = [entry["layer"] for entry in details["sensitivity_ranking"]]
+    noise = [entry["added_noise"] for entry in details["sensitivity_ranking"]]
+    assert noise == sorted(noise, reverse=True) and noise[0] > 0  # ranked once, by the noise each node adds
     steps = details["search"]
-    assert len(steps) == 1 + len(order)  # every layer was reverted, one at a time, in ranking order
-    for k, step in enumerate(steps):
-        assert step["excluded"] == order[:k]
+    assert steps[0]["kept_in_float"] == 0 and steps[-1]["kept_in_float"] == len(noise)  # all INT8, ..., all float
+    assert details["evaluations"] == len(steps) <= max_evaluations(len(noise))  # a bisection, not a walk
+    assert len(calibrations) == 1  # every variant reused the one calibration's ranges
     best = max(step["score"] for step in steps)
     assert control["value"] == pytest.approx(best)  # the saved artifact is the best candidate found
     assert open_session(artifact.path).run([calibration[:2]])[0].shape == (2, 10)

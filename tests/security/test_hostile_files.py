@@ -23,6 +23,7 @@ from edgeopt.bundle import pack, unpack
 from edgeopt.errors import ArtifactError, InputError, ModelSourceError
 from edgeopt.formats import sniff
 from edgeopt.models import load_model
+from edgeopt.onnx_external import references
 from tests.helpers import CreatesAFile, assert_one_line_error, edgeopt, tar_of
 
 
@@ -37,8 +38,10 @@ def snapshot(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def hostile_onnx(folder: Path, location: str) -> Path:
-    """A valid ONNX graph whose weight claims to live in external data at ``location``."""
+def hostile_onnx(folder: Path, location: str, where: str = "graph", name: str = "model.onnx") -> Path:
+    """A valid ONNX graph whose weight claims to live in external data at ``location``: an initializer of the
+    graph, or (``where="subgraph"``) of an If node's branch; ``name`` other than .onnx gets the model's fields
+    in another order (ir_version last), so its first byte is not the one ONNX files usually start with."""
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
@@ -47,11 +50,22 @@ def hostile_onnx(folder: Path, location: str) -> Path:
     for key, value in (("location", location), ("offset", "0"), ("length", "64")):
         entry = weight.external_data.add()
         entry.key, entry.value = key, value
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
-    path = folder / "model.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y"))
+    if where == "graph":
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight])
+    else:
+        branch = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "b", [], [y], [weight])
+        flag = numpy_helper.from_array(np.array(True), "flag")
+        graph = helper.make_graph([helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=branch)],
+                                  "g", [x], [y], [flag])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / name
+    if name.endswith(".onnx"):
+        path.write_bytes(model.SerializeToString())
+    else:  # protobuf merges concatenated messages: the same model, ir_version (field 1) written last
+        version = model.ir_version
+        model.ClearField("ir_version")
+        path.write_bytes(model.SerializeToString() + b"\x08" + bytes([version]))
     return path
 
 
@@ -118,7 +132,7 @@ def _big_file(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("escape", ["parent", "absolute", "symlink", "hardlink"])
-def test_onnx_external_data_must_stay_beside_the_model(tmp_path, escape):
+def test_onnx_external_data_must_stay_beside_the_model(tmp_path, escape, artifact_cache):
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.full(16, 7, np.float32).tobytes())
     folder = tmp_path / "model"
@@ -128,12 +142,50 @@ def test_onnx_external_data_must_stay_beside_the_model(tmp_path, escape):
         (folder / "link.bin").symlink_to(secret)
     if escape == "hardlink":
         os.link(secret, folder / "hard.bin")
+    reason = {"parent": "outside the model's folder", "absolute": "an absolute path", "symlink": "a symbolic link",
+              "hardlink": "a hard link"}[escape]
     path = hostile_onnx(folder, location)
     with pytest.raises(ModelSourceError) as refused:
         load_model(str(path), input="1x4")
-    reason = {"parent": "outside the model's folder", "absolute": "an absolute path", "symlink": "a symbolic link",
-              "hardlink": "a hard link"}[escape]
     assert str(path) in str(refused.value) and reason in str(refused.value)
+    # As an artifact's entry, its sha256 honestly listed — in the graph, in a subgraph, with its fields reordered
+    # under another name — edgeopt refuses it on opening (wherever an artifact loads: predict, serve, the agent's
+    # worker), not leaving it to the runtime (which lets a hard link through)
+    for where, name in (("graph", "model.onnx"), ("subgraph", "model.onnx"), ("graph", "model.bin")):
+        for old in folder.glob("model.*"):
+            old.unlink()
+        entry = hostile_onnx(folder, location, where, name)
+        manifest = json.loads((artifact_cache("onnxruntime").path / "manifest.json").read_text())
+        manifest["entry"], manifest["files"] = name, {name: {"sha256": hashlib.sha256(entry.read_bytes()).hexdigest(),
+                                                             "bytes": entry.stat().st_size}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError) as refused:
+            Artifact.open(folder)
+        assert str(folder) in str(refused.value) and reason in str(refused.value), (where, name)
+        assert references(entry.read_bytes()) == onnx_references(entry)  # the light reader sees what onnx sees
+
+
+def onnx_references(path: Path) -> list[tuple[str, str]]:
+    """What the onnx package itself finds: every external tensor of every graph, subgraph and function."""
+    import onnx
+
+    from edgeopt.onnx_external import all_tensors
+
+    return [(t.name, next(e.value for e in t.external_data if e.key == "location"))
+            for t in all_tensors(onnx.load(str(path), load_external_data=False)) if t.data_location == 1]
+
+
+def test_the_light_onnx_reader_finds_what_the_onnx_package_finds_in_a_real_export(tmp_path, artifact_cache):
+    import onnx
+
+    model = onnx.load(str(artifact_cache("onnxruntime").entry))
+    onnx.save(model, str(tmp_path / "split.onnx"), save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    found = references((tmp_path / "split.onnx").read_bytes())
+    assert len(found) == len(model.graph.initializer) > 10 and {loc for _, loc in found} == {"weights.bin"}
+    assert found == onnx_references(tmp_path / "split.onnx")
+    assert load_model(str(tmp_path / "split.onnx")).input_spec.shape == (1, 3, 32, 32)  # a plain file beside it
+    assert references(artifact_cache("onnxruntime").entry.read_bytes()) == []
 
 
 def test_altered_artifacts_and_manifests_naming_files_outside_are_refused(tmp_path, artifact_cache):
@@ -200,7 +252,7 @@ def _zip() -> bytes:
 
 def test_hostile_inputs_get_one_clear_input_error(artifact_cache):
     from edgeopt.backends import open_session
-    from edgeopt.predict import decode_image
+    from edgeopt.images import decode_image
 
     session = open_session(artifact_cache("onnxruntime").path)
     good = session.input_spec.example(batch=2)
@@ -216,7 +268,7 @@ def test_hostile_inputs_get_one_clear_input_error(artifact_cache):
     data = bytearray(bomb.getvalue())
     data[16:24] = struct.pack(">II", 100_000, 100_000)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # a valid IHDR chunk: only the size lies
-    for image, phrase in ((b"", "empty"), (bytes(data), "pixels"), (os.urandom(512), "not an image")):
+    for image, phrase in ((b"", "empty"), (bytes(data), "pixels"), (os.urandom(512), "not a JPEG, PNG, BMP or WebP")):
         with pytest.raises(InputError, match=phrase):
             decode_image(image, channels=3, what="upload", max_pixels=16_000_000)
 
@@ -252,3 +304,76 @@ def test_the_command_line_refuses_a_program_unless_told_to_trust_it(tmp_path):
                         "--out", str(tmp_path / "quantized"))
     assert_one_line_error(quantized, "TorchScript archive", ".safetensors and pass --arch")
     assert not (tmp_path / "quantized").exists()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_only_the_documented_image_formats_are_decoded_wherever_images_enter(tmp_path, served):
+    """EPS would run Ghostscript; TIFF and GIF are decoders edgeopt does not document: none is tried, whatever
+    the file is called, in decode_image, an ImageFolder dataset, `edgeopt predict` and the server's /predict."""
+    import httpx
+    from PIL import Image
+
+    from edgeopt.data import load_dataset
+    from edgeopt.errors import ConfigError
+    from edgeopt.images import decode_image
+    from tests.helpers import RunningServer
+
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    encoded = {}
+    for kind in ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=kind)
+        encoded[kind] = buffer.getvalue()
+    for kind in ("JPEG", "PNG", "BMP", "WEBP"):
+        assert decode_image(encoded[kind], channels=3).shape == (16, 16, 3)
+    hostile = {"EPS": EPS, "TIFF": encoded["TIFF"], "GIF": encoded["GIF"]}
+    for kind, data in hostile.items():
+        with pytest.raises(InputError, match="not a JPEG, PNG, BMP or WebP image"):
+            decode_image(data, channels=3, what=kind)
+    tree = tmp_path / "parts" / "scratch"  # an ImageFolder whose one image is an EPS named like a PNG
+    tree.mkdir(parents=True)
+    (tree / "a.png").write_bytes(EPS)
+    with pytest.raises(ConfigError, match=f"{tree / 'a.png'} is not a JPEG, PNG, BMP or WebP image"):
+        load_dataset(str(tmp_path / "parts"), image_size=16)
+    (tmp_path / "eps.png").write_bytes(EPS)
+    predicted = edgeopt("predict", str(served["tiny"]), str(tmp_path / "eps.png"))
+    assert predicted.returncode == 1 and "not a JPEG, PNG, BMP or WebP image" in json.loads(predicted.stdout)["error"]
+    with RunningServer(f"tiny={served['tiny']}") as running:
+        for kind, data in hostile.items():
+            answer = httpx.post(f"{running.url}/v2/models/tiny/predict", content=data,
+                                headers={"content-type": "image/png"})
+            assert answer.status_code == 400 and "not a JPEG, PNG, BMP or WebP" in answer.json()["error"], kind
+        assert httpx.post(f"{running.url}/v2/models/tiny/predict", content=encoded["PNG"]).status_code == 200
+
+
+def test_downloaded_weights_load_as_weights_only_and_a_dataset_names_no_file_outside_itself(tmp_path, monkeypatch,
+                                                                                            sentinel):
+    """torch.hub reads its cache with weights_only=False: a pickle planted there must not run when a user asks
+    for pretrained weights. A COCO file_name may not leave the dataset, nor an image be a device."""
+    import torchvision
+
+    from edgeopt.detection_data import load_detection
+    from edgeopt.errors import ConfigError
+    from edgeopt.images import decode_image
+
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(pickle.dumps(CreatesAFile(sentinel)))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ModelSourceError, match="could not build torchvision:mobilenet_v3_small"):
+        load_model("torchvision:mobilenet_v3_small?weights=DEFAULT")
+    assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") is None  # the switch is off again outside the build
+    coco = tmp_path / "coco"
+    (coco / "images").mkdir(parents=True)
+    (tmp_path / "outside.png").write_bytes(b"")
+    for name in ("../../outside.png", "/etc/hostname"):
+        (coco / "instances_train.json").write_text(json.dumps({
+            "images": [{"id": 1, "file_name": name, "width": 8, "height": 8}], "annotations": [],
+            "categories": [{"id": 1, "name": "thing"}]}))
+        with pytest.raises(ConfigError, match="not a relative path inside"):
+            load_detection(str(coco / "instances_train.json"), size=8)
+    with pytest.raises(InputError, match="not a regular file"):
+        decode_image("/dev/zero", channels=3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from edgeopt.backends import open_session
 from tests.helpers import RunningServer
+from tests.serve.hostile import reply_of, rss_peak, send_head
 
 pytest.importorskip("fastapi", reason="the serving extra (fastapi, uvicorn) is not installed")
 
@@ -93,6 +95,10 @@ BAD_REQUESTS = [
                                              "parameters": {"binary_data_size": 12288}}]}).encode() + b"\0" * 100,
      {"inference-header-content-length": "0"}, 400, "Inference-Header-Content-Length"),
     ("too large", b"x" * (2 << 20), {}, 413, "limit"),
+    ("nested 3,000 deep", b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": '
+     + b"[" * 3000 + b"0" + b"]" * 3000 + b"}]}", {}, 400, "levels deep"),
+    ("more values than 8 samples", json.dumps({"inputs": [{"name": "input", "shape": [9, 3, 32, 32], "datatype": "FP32",
+                                                           "data": [[0]] * 9 * 3072}]}).encode(), {}, 413, "binary"),
 ]
 
 
@@ -112,7 +118,7 @@ def test_nan_input_wrong_model_and_bad_images_are_refused_and_the_server_lives_o
     assert httpx.get(f"{server.url}/v2/models/nope").status_code == 404
     assert "no model named 'nope'" in httpx.post(f"{server.url}/v2/models/nope/infer", content=b"{}").json()["error"]
     assert httpx.get(f"{server.url}/v2/models/tiny/versions/7").status_code == 404
-    for image, phrase in [(b"GIF89a not really", "not an image"), (b"", "empty"),
+    for image, phrase in [(b"GIF89a not really", "JPEG"), (b"", "empty"),
                           (_png(np.zeros((1200, 1000, 3), np.uint8)), "pixel limit"),
                           (_png(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))[:2000], "damaged")]:
         response = httpx.post(f"{server.url}/v2/models/det/predict", content=image)
@@ -122,6 +128,50 @@ def test_nan_input_wrong_model_and_bad_images_are_refused_and_the_server_lives_o
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'edgeopt_requests_total{endpoint="infer",model="tiny",status="400"}' in metrics
     assert "process_resident_memory_bytes" in metrics and "edgeopt_model_load_seconds" in metrics
+
+
+def test_unknown_model_names_add_no_metric_series(server):
+    def scrape() -> tuple[str, set[str], float]:
+        text = httpx.get(f"{server.url}/metrics").text
+        series = {line.rpartition(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+        unknown = re.search(r'edgeopt_requests_total\{endpoint="infer",model="\(unknown\)",status="404"\} (\S+)', text)
+        return text, series, float(unknown.group(1))
+
+    before, series_before, count_before = scrape()
+    for i in range(200):
+        answer = httpx.post(f"{server.url}/v2/models/nobody-{i}/{'infer' if i % 2 else 'predict'}", content=b"{}")
+        assert answer.status_code == 404
+    after, series_after, count_after = scrape()
+    assert series_after == series_before and count_after == count_before + 100
+    assert abs(len(after) - len(before)) < 300, (len(before), len(after))  # only the counts' digits change
+
+
+def test_slow_bodies_hold_no_place_in_the_queue_and_the_deadline_closes_them(served):
+    # --max-queue 64 slow senders: before, they held every place and a normal request got 503 while they stayed
+    with RunningServer(f"tiny={served['tiny']}", "--max-queue", "64", "--body-timeout", "2") as running:
+        opened = time.perf_counter()
+        slow = [send_head(running.url, "/v2/models/tiny/infer", {"Content-Length": "100000"}, b'{"inputs": [')
+                for _ in range(64)]
+        time.sleep(0.3)  # every one of them is being read
+        started = time.perf_counter()
+        answer = httpx.post(f"{running.url}/v2/models/tiny/infer", content=_infer_body(), timeout=5)
+        assert answer.status_code == 200 and time.perf_counter() - started < 1.0
+        replies = [reply_of(sock, opened + 2 + 2 - time.perf_counter()) for sock in slow]
+        assert replies == [(408, True)] * 64 and time.perf_counter() - opened < 2 + 2, replies
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert 'edgeopt_requests_total{endpoint="infer",model="tiny",status="408"} 64.0' in metrics
+
+
+def test_a_32_mb_body_of_nested_json_lists_is_refused_before_it_costs_memory(served):
+    rows = (32 << 20) // 4 - 64  # "[0]," per row: the body stays under the default --max-body-mb 32
+    body = (b'{"inputs": [{"name": "input", "shape": [%d, 1], "datatype": "FP32", "data": [' % rows
+            + b"[0]," * (rows - 1) + b"[0]]}]}")
+    with RunningServer(f"tiny={served['tiny']}") as running:
+        with rss_peak(running.proc.pid) as rss:
+            answer = httpx.post(f"{running.url}/v2/models/tiny/infer", content=body, timeout=60)
+        assert answer.status_code == 413 and "values" in answer.json()["error"], answer.text
+        assert rss["peak"] - rss["before"] <= 200, rss  # it was 1.1 GB when the lists were built
+        assert httpx.post(f"{running.url}/v2/models/tiny/infer", content=_infer_body()).status_code == 200
 
 
 async def _burst(url: str, body: bytes, count: int, headers: dict | None = None) -> list[int]:
@@ -140,18 +190,23 @@ def _infer_body(batch: int = 1) -> bytes:
 def test_overload_answers_503_with_retry_after_never_500(served):
     # a queue of 2 and no batching: a burst of 64 must overflow it; every answer is 200 or 503
     with RunningServer(str(served["det"]), "--max-queue", "2", "--max-batch", "1") as running:
-        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", _detector_body(), 64))
+        body, headers = _detector_body()
+        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", body, 64, headers))
         assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) >= 2, statuses
-        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=_detector_body())
+        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=body, headers=headers)
         assert refused.status_code == 200  # the burst is over: served again
         metrics = httpx.get(f"{running.url}/metrics").text
         assert f'edgeopt_requests_total{{endpoint="infer",model="det",status="503"}} {statuses.count(503)}.0' in metrics
 
 
-def _detector_body(batch: int = 1) -> bytes:
+def _detector_body(batch: int = 1) -> tuple[bytes, dict[str, str]]:
+    """A batch for "det" with the binary tensor extension (a JSON body holds at most --max-batch samples)."""
+    from edgeopt.serve.protocol import HEADER_LENGTH
+
     data = np.random.default_rng(0).standard_normal((batch, 3, 64, 64)).astype(np.float32)
-    return json.dumps({"inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
-                                   "data": data.ravel().tolist()}]}).encode()
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": data.nbytes}}]}).encode()
+    return header + data.tobytes(), {HEADER_LENGTH: str(len(header))}
 
 
 def test_a_token_is_required_when_set_and_health_stays_open(served):
@@ -180,6 +235,8 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_request_and_a_tampered
                             versions.add(response.json()["model_version"])
                 done = asyncio.Event()
                 users = [asyncio.create_task(user()) for _ in range(8)]
+                while not statuses:  # under a busy CPU the first answers take a while: swap only once served
+                    await asyncio.sleep(0.01)
                 await asyncio.to_thread(swap)
                 await asyncio.sleep(0.5)
                 done.set()
@@ -256,12 +313,12 @@ def test_bundle_versions_in_a_repository_swap_in_leave_one_unpacked_copy_and_a_t
 
 def test_sigterm_lets_in_flight_requests_finish(served):
     running = RunningServer(str(served["det"]), "--max-batch", "1")
-    body = _detector_body(48)
+    body, headers = _detector_body(48)
 
     async def burst_then_term() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as client:
-            requests = [asyncio.create_task(client.post(f"{running.url}/v2/models/det/infer", content=body))
-                        for _ in range(24)]
+            requests = [asyncio.create_task(client.post(f"{running.url}/v2/models/det/infer", content=body,
+                                                        headers=headers)) for _ in range(24)]
             await asyncio.sleep(0.3)  # all connected and queued: 24 x 48 samples take seconds to run
             running.proc.terminate()
             return [r.status_code for r in await asyncio.gather(*requests, return_exceptions=True)
@@ -306,9 +363,10 @@ def test_an_openvino_artifact_is_served_like_an_onnx_runtime_one(artifact_cache)
 
 def test_a_request_waiting_past_its_timeout_is_answered_504(served):
     with RunningServer(str(served["det"]), "--max-batch", "1", "--request-timeout", "0.002") as running:
-        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", _detector_body(16), 24))
+        body, headers = _detector_body(16)
+        statuses = asyncio.run(_burst(f"{running.url}/v2/models/det/infer", body, 24, headers))
         assert set(statuses) <= {200, 504} and 504 in statuses, statuses
-        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=_detector_body(16))
+        refused = httpx.post(f"{running.url}/v2/models/det/infer", content=body, headers=headers)
         assert refused.status_code in (200, 504) and ("error" not in refused.json() or "within" in refused.json()["error"])
 
 

@@ -63,7 +63,7 @@ def test_npz_and_image_folder(tmp_path):
     tree = load_dataset(str(tmp_path / "tree"), image_size=16)
     assert tree.train.images.shape == (6, 16, 16, 3) and tree.classes == ("cat", "dog")
     (tmp_path / "tree" / "train" / "cat" / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(ConfigError, match="cannot read image"):
+    with pytest.raises(ConfigError, match="bad.jpg is not a JPEG, PNG, BMP or WebP image"):
         load_dataset(str(tmp_path / "tree"), image_size=16)
     with pytest.raises(ConfigError, match="not found"):
         load_dataset("nowhere")

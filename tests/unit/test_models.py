@@ -114,3 +114,38 @@ def test_onnx_source_and_truncated_onnx(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelSourceError, match="not a valid ONNX model"):
         load_model(str(tmp_path / "bad.onnx"))
+
+
+def test_timm_source_builds_with_its_own_preprocessing_and_records_its_arch(tmp_path):
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'edgeopt[timm]')")
+    model = load_model("timm:resnet18?num_classes=3&in_channels=1")
+    assert model.input_spec.shape == (1, 1, 224, 224) and model.input_spec.preprocess.channels == "GRAY"
+    assert model.arch == "timm:resnet18?num_classes=3&in_channels=1"
+    assert model.reference()(model.input_spec.example(batch=2))[0].shape == (2, 3)
+    saved = save_checkpoint(model, tmp_path / "timm.safetensors")
+    again = load_model(str(saved))  # a timm name in a file is known: it resolves
+    np.testing.assert_array_equal(again.reference()(model.input_spec.example())[0],
+                                  model.reference()(model.input_spec.example())[0])
+    with pytest.raises(ModelSourceError, match="timm has no model 'resnet19'; did you mean"):
+        load_model("timm:resnet19")
+
+
+def test_a_file_cannot_make_timm_or_torchvision_fetch_or_read_anything(tmp_path):
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'edgeopt[timm]')")
+    from safetensors.numpy import save_file
+
+    for arch, phrase in (("timm:resnet18?checkpoint_path=/tmp/x.pth", "checkpoint_path="),
+                         ("timm:resnet18?pretrained=true", "download weights"),
+                         ("torchvision:resnet18?weights=DEFAULT", "download weights")):
+        path = tmp_path / "m.safetensors"
+        save_file({"w": np.zeros(1, np.float32)}, str(path), metadata={"edgeopt.arch": arch})
+        with pytest.raises(ModelSourceError, match=phrase) as refused:
+            load_model(str(path))
+        assert str(path) in str(refused.value)
+    with pytest.raises(ModelSourceError, match="checkpoint_path="):  # it would unpickle: not even from the user
+        load_model("timm:resnet18?checkpoint_path=/tmp/x.pth")
+
+
+def test_an_architecture_argument_its_factory_cannot_take_is_one_error():
+    with pytest.raises(ModelSourceError, match=r"edgeopt.zoo:mlp\(hidden=10000000000\) failed: .*check the "):
+        load_model("edgeopt.zoo:mlp?hidden=10000000000")  # 20 TB of weights: the allocator refuses at once

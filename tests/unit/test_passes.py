@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,8 +59,12 @@ def test_a_recipe_with_an_outside_pass_rebuilds_in_a_fresh_process(saved, tmp_pa
     import tests.plugins.scale_logits  # noqa: F401
 
     recipe = Recipe(str(saved), "digits", steps=(Step.of("scale_logits", factor=0.5),), export=ExportConfig("eager"))
-    proc = edgeopt("build", str(recipe.write(tmp_path / "recipe.toml")), "--out", str(tmp_path / "built"),
-                   cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    written, root = str(recipe.write(tmp_path / "recipe.toml")), str(Path(__file__).resolve().parents[2])
+    # The recipe names the plugin's module, but a recipe is a file: the user names the module to import
+    refused = edgeopt("build", written, "--out", str(tmp_path / "refused"), cwd=root)
+    assert refused.returncode == 1 and "--plugin tests.plugins.scale_logits" in refused.stderr, refused.stderr
+    assert not (tmp_path / "refused").exists()
+    proc = edgeopt("build", written, "--out", str(tmp_path / "built"), "--plugin", "tests.plugins.scale_logits", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert "scale logits ×0.5 → eager fp32" in proc.stdout
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -183,6 +184,10 @@ def test_stage_two_exports_the_fastest_int8_runtime_that_fits_the_memory_goal():
     assert stage2_exports(stage1, "accuracy")[-1] == ExportConfig("onnxruntime")
     fits = [(recipe, rec(recipe.hash, record.latency_ms, 0.9)) for recipe, record in stage1]  # no memory goal
     assert stage2_exports(fits, "latency")[0].backend == "executorch"
+    # openvino's accuracy-aware INT8 skipped for the baseline (plain INT8 met the goals): a pruned model may need it
+    stage1[2] = (stage1[2][0], rec(stage1[2][0].hash, 0, 0, status="skipped"))
+    assert [(e.backend, e.quantization.mode) for e in stage2_exports(stage1, "latency")] == [
+        ("openvino", "static"), ("openvino", "aware")]
 
 
 def test_extra_steps_join_stage_two():
@@ -199,3 +204,36 @@ def test_choice_is_a_function_of_the_records_not_their_order():
     for ordering in (records, records[::-1], records[1:] + records[:1]):
         assert choose(ordering, "latency", TOP1).key == "b"  # equal latency: the more accurate
         assert [r.key for r in pareto_front(ordering, TOP1)] == ["b", "c"]
+
+
+def test_accuracy_aware_int8_is_skipped_in_either_stage_where_plain_int8_already_meets_the_goals():
+    from edgeopt.search.space import aware_not_needed, plain_ptq
+
+    base = Recipe("m", "d", steps=(Step.of("prune", ratio=0.5, fine_tune={"epochs": 1}),))
+    for recipe in (Recipe("m", "d"), base):  # stage 1 (the baseline) and stage 2 (a fine-tuned model)
+        aware = dataclasses.replace(recipe, export=ExportConfig("openvino", "int8", QuantizationConfig(
+            mode="aware", max_drop=1.0, calibration_samples=100, preset="mixed")))
+        plain = plain_ptq(aware)
+        assert plain.export.quantization == QuantizationConfig(calibration_samples=100, preset="mixed")
+        assert plain.steps == recipe.steps and plain_ptq(plain) is None
+        meets, misses = rec(plain.hash, 1.0, 0.9), rec(plain.hash, 1.0, 0.8, violations=["drop"])
+        assert "already meets the goals" in aware_not_needed(aware, {plain.hash: meets}.get, "latency")
+        assert aware_not_needed(aware, {plain.hash: misses}.get, "latency") is None
+        assert aware_not_needed(aware, {}.get, "memory") is None  # plain INT8 not measured (yet)
+        assert aware_not_needed(aware, {plain.hash: meets}.get, "accuracy") is None  # more FP32 may win there
+        assert aware_not_needed(plain, {plain.hash: meets}.get, "latency") is None
+
+
+def test_the_budget_carried_across_resumes_is_the_search_clock_at_the_last_record(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.add(Probe("probe:a", "ok", measured(), elapsed_s=2.0))
+    first = rec("a", 1.0, 0.9)
+    first.elapsed_s, first.status, first.finished_at_s = 30.0, "stopped", 50.0  # set-up and the probe before it
+    journal.add(first)
+    assert Journal(tmp_path / "journal.jsonl").elapsed_s() == 50.0
+    again = rec("a", 1.0, 0.9)
+    again.elapsed_s, again.finished_at_s = 40.0, 100.0  # built again on resume: the stopped attempt still counts
+    journal.add(again)
+    reopened = Journal(tmp_path / "journal.jsonl")
+    assert reopened.elapsed_s() == 100.0 and reopened.get("a").status == "ok"
+    assert "stopped" in Candidate.RETRIED and "unmeasured" in Candidate.RETRIED
