@@ -90,9 +90,9 @@ def export(
     ``recipe``: the recipe that made ``model``, recorded in the manifest as its provenance.
     ``verify=False`` records the parity check without enforcing it: only for a latency probe of
     untrained weights, whose outputs mean nothing; the manifest says so.
-    ``deadline``: checked before the compile, the verification and the accuracy check (a runtime's
-    own compile runs through; accuracy-aware INT8 checks ``validation.deadline`` inside it), raising
-    ``BudgetExhausted`` with nothing left on disk.
+    ``deadline``: checked before the compile, the verification and the accuracy check, and by the
+    runtime's compile at every calibration sample and accuracy-aware evaluation (a single export or
+    lowering call runs through), raising ``BudgetExhausted`` with nothing left on disk.
     """
     runtime = get_backend(backend)
     reason = unsupported_reason(runtime, model, precision)
@@ -164,7 +164,7 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         deadline.check(f"compiling for {backend}")
         result = _guarded(f"{backend} could not compile the model", runtime.compile, model, precision, writer.dir,
-                          options, quantization, calibration, validation)
+                          options, quantization, calibration, validation, deadline)
         manifest = {
             "backend": backend,
             "precision": precision,

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 
 # static: post-training (PTQ) · aware: PTQ that keeps layers in float until the drop holds ·
@@ -99,8 +98,6 @@ class Validation:
     ``score`` turns the model's outputs on ``inputs`` into the task's main metric, higher
     is better (a task whose metric falls as it improves negates it); ``max_drop`` is in
     points, ``points_per_unit`` of the score (100 for a fraction shown in percent).
-    ``deadline``: accuracy-aware quantization is the long, iterative part of an export, so
-    it checks this between its evaluations (a search's budget; none elsewhere).
     """
 
     inputs: np.ndarray
@@ -108,7 +105,6 @@ class Validation:
     max_drop: float
     metric: str = "top1"
     points_per_unit: float = 100.0
-    deadline: Deadline = NO_DEADLINE
 
     @property
     def samples(self) -> int:

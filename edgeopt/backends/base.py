@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.quantization import QuantizationConfig, Validation
 from edgeopt.spec import InputSpec
 
@@ -86,12 +87,15 @@ class Backend(ABC):
     @abstractmethod
     def compile(self, model: "LoadedModel", precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         """Write the model's files into ``folder`` (a staging folder) for ``precision``.
 
         For INT8, ``quantization`` says how (its mode is one of ``int8_modes``);
         ``calibration`` is a float batch of real, preprocessed inputs (N, ...), and
         ``validation`` (mode "aware") the held-out inputs scored by the task's main metric.
+        ``deadline`` (a search's budget): the long loops — calibration samples, accuracy-aware
+        evaluations — check it and stop with ``BudgetExhausted``; a runtime's single calls
+        (an export, a lowering) run through.
         """
 
     @abstractmethod

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 from edgeopt.quantization import QuantizationConfig, Validation
 
@@ -38,7 +39,7 @@ class EagerBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         from edgeopt.models import save_checkpoint
 
         if model.arch is None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.quantization import QuantizationConfig, Validation
 
 MODEL = "model.pte"
@@ -22,7 +23,8 @@ MODEL = "model.pte"
 MAX_BATCH = 15
 
 
-def quantize_pt2e_xnnpack(exported, calibration: np.ndarray, keep_float: tuple[str, ...] = ()):
+def quantize_pt2e_xnnpack(exported, calibration: np.ndarray, keep_float: tuple[str, ...] = (),
+                          deadline: Deadline = NO_DEADLINE):
     """PT2E post-training INT8 for XNNPACK: prepare, calibrate on real samples, convert.
 
     ``keep_float`` names PyTorch modules (e.g. ``layer4.1.conv2``) the quantizer leaves in float.
@@ -39,7 +41,8 @@ def quantize_pt2e_xnnpack(exported, calibration: np.ndarray, keep_float: tuple[s
         quantizer.set_module_name(name, None)
     prepared = prepare_pt2e(exported.module(), quantizer)
     with torch.no_grad():
-        for sample in calibration:
+        for index, sample in enumerate(calibration):
+            deadline.check("calibration samples", index, len(calibration))
             prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
     return convert_pt2e(prepared)
 
@@ -75,7 +78,7 @@ class ExecuTorchBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -87,7 +90,7 @@ class ExecuTorchBackend(Backend):
         notes = []
         if precision == "int8":
             keep_float = (quantization or QuantizationConfig()).keep_float
-            quantized = quantize_pt2e_xnnpack(exported, calibration, keep_float)
+            quantized = quantize_pt2e_xnnpack(exported, calibration, keep_float, deadline)
             exported = torch.export.export(quantized, (example,), dynamic_shapes=dynamic)
             notes.append(f"PT2E INT8 with the XNNPACK quantizer (symmetric, per-channel) on "
                          f"{len(calibration)} calibration samples"

@@ -42,7 +42,8 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, con
 
     ``ranges``: ONNX Runtime's calibration cache. The first call calibrates and writes it; later
     calls with the same file reuse the ranges (they cover every tensor, whatever is excluded), so
-    variants of one model cost a quantization each, not a calibration each.
+    variants of one model cost a quantization each, not a calibration each. ONNX Runtime releases
+    from before the cache (its ``calibration_cache_path``, 2026) calibrate every variant again.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -73,18 +74,24 @@ def quantize_static_int8(prepared: Path, out: Path, calibration: np.ndarray, con
                           "percentile": CalibrationMethod.Percentile}[config.calibration_method],
         # Without VNNI, u8 x s8 products can saturate in 16-bit accumulators; 7-bit weights avoid it.
         reduce_range=config.reduce_range,
-        calibration_cache_path=ranges,
+        **({"calibration_cache_path": ranges} if ranges is not None and _caches_calibration(quantize_static) else {}),
     )
 
 
+def _caches_calibration(quantize_static) -> bool:
+    import inspect
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def accuracy_aware_int8(prepared: Path, scratch: Path, out: Path, spec, calibration: np.ndarray,
-                        validation: Validation, config: QuantizationConfig) -> dict[str, Any]:
+                        validation: Validation, config: QuantizationConfig,
+                        deadline: Deadline = NO_DEADLINE) -> dict[str, Any]:
     """Quantize; if the drop misses, rank the quantized nodes in one pass and bisect over how many stay FP32.
 
     Calibration runs once (ONNX Runtime's cache); each variant is one quantization and one
     evaluation on the validation inputs, and there are at most ``2 + log2(nodes)`` of them.
     """
-    deadline = validation.deadline
     ranges = scratch / "ranges.json"
     built: dict[tuple[str, ...], Path] = {}
     scores: dict[Path, float] = {}
@@ -126,18 +133,24 @@ def rank_nodes(fp32: Path, int8: Path, inputs: np.ndarray, scratch: Path,
     """The quantized nodes of ``int8``, most sensitive first, by the quantization noise each adds.
 
     One pass: both models run on ``inputs`` with every activation made a graph output (ONNX
-    Runtime's ``qdq_loss_debug``). A node's added noise is its output's noise-to-signal ratio
-    against FP32 less the worst of its inputs': what keeping that one node in float removes
-    (its weights' and its inputs' rounding), where its output's own ratio would mostly repeat
-    the noise of everything upstream. Ties keep graph order.
+    Runtime's ``qdq_loss_debug``), FP32 and INT8 tensors paired by node (``_node_tensors``). A
+    node's added noise is its output's noise-to-signal ratio against FP32 less the worst of its
+    inputs': what keeping that one node in float removes (its weights' and its inputs'
+    rounding), where its output's own ratio would mostly repeat the noise of everything
+    upstream. Many nodes add none that way (a pooling or a wide layer averages noise out), so
+    ties go to the node that amplifies its inputs' noise most (output ratio over input ratio),
+    then to graph order.
     """
-    nodes = _node_tensors(int8)
+    nodes = _node_tensors(int8, fp32)
     pairs = {pair for inputs_, outputs in nodes.values() for pair in (*inputs_, *outputs)}
     ratio = _noise_to_signal(fp32, int8, pairs, inputs, scratch, deadline)
-    added = {node: max(0.0, max((ratio[p] for p in outputs), default=0.0) - max((ratio[p] for p in ins), default=0.0))
-             for node, (ins, outputs) in nodes.items()}
-    ranked = sorted(nodes, key=lambda node: -added[node])  # stable: ties keep graph order
-    return [{"node": node, "added_noise": added[node]} for node in ranked]
+    entries = []
+    for node, (ins, outputs) in nodes.items():
+        out_ratio = max((ratio[p] for p in outputs), default=0.0)
+        in_ratio = max((ratio[p] for p in ins), default=0.0)
+        entries.append({"node": node, "added_noise": max(0.0, out_ratio - in_ratio),
+                        "noise_gain": out_ratio / max(in_ratio, 1e-12)})
+    return sorted(entries, key=lambda e: (-e["added_noise"], -e["noise_gain"]))  # stable: ties keep graph order
 
 
 def _noise_to_signal(fp32: Path, int8: Path, pairs: set[tuple[str, str]], inputs: np.ndarray, scratch: Path,
@@ -167,31 +180,31 @@ def _noise_to_signal(fp32: Path, int8: Path, pairs: set[tuple[str, str]], inputs
     return {pair: noise[pair] / signal[pair] if signal[pair] > 0 else 0.0 for pair in pairs}
 
 
-def _node_tensors(path: Path) -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+def _node_tensors(int8: Path, fp32: Path) -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
     """For each quantized node: its (INT8-model tensor, FP32-model tensor) input and output pairs.
 
-    An input read through DequantizeLinear ← QuantizeLinear ← T is T in the FP32 model; a
-    dequantized weight (an initializer) is no activation and is left out; an output keeps its name.
+    Paired by node name and position, never by tensor name: the quantizer renames tensors (a
+    ReLU or Clip it folds into the node before it hands that node's pre-activation output the
+    ReLU's name; a graph output becomes ``<name>_QuantizeLinear_Input``), and keeps node names.
+    Inputs that are weights in the FP32 model (initializers, constants) are no activations and
+    are left out. A node the FP32 model does not have keeps no pairs (it ranks last).
     """
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-    constants = {i.name for i in graph.initializer}
-    by_name = {node.name: node for node in graph.node}
+    quantized = onnx.load(str(int8), load_external_data=False).graph
+    reference = onnx.load(str(fp32), load_external_data=False).graph
+    weights = ({i.name for i in reference.initializer}
+               | {out for node in reference.node if node.op_type == "Constant" for out in node.output})
+    in_int8 = {node.name: node for node in quantized.node}
+    in_fp32 = {node.name: node for node in reference.node if node.name}
     tensors = {}
-    for node_name in quantized_nodes(path):
-        node = by_name[node_name]
-        inputs = []
-        for tensor in node.input:
-            source = producer.get(tensor)
-            if source is not None and source.op_type == "DequantizeLinear":
-                quantizer = producer.get(source.input[0])
-                if quantizer is not None and quantizer.op_type == "QuantizeLinear":
-                    inputs.append((tensor, quantizer.input[0]))
-            elif tensor and tensor not in constants:
-                inputs.append((tensor, tensor))
-        tensors[node_name] = (inputs, [(out, out) for out in node.output if out])
+    for name in quantized_nodes(int8):
+        node, twin = in_int8[name], in_fp32.get(name)
+        if twin is None or twin.op_type != node.op_type:
+            tensors[name] = ([], [])
+            continue
+        inputs = [(a, b) for a, b in zip(node.input, twin.input) if a and b and b not in weights]
+        tensors[name] = (inputs, [(a, b) for a, b in zip(node.output, twin.output) if a and b])
     return tensors
 
 
@@ -279,7 +292,7 @@ class OnnxRuntimeBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         if precision == "int8-dynamic":
             return dynamic_int8(model, folder / MODEL)
         if precision != "int8":
@@ -300,9 +313,9 @@ class OnnxRuntimeBackend(Backend):
             config = dataclasses.replace(config, keep_float=(*config.keep_float, *head))
             if config.mode == "aware":
                 details = accuracy_aware_int8(prepared, Path(scratch), folder / MODEL, model.input_spec,
-                                              calibration, validation, config)
+                                              calibration, validation, config, deadline)
             else:
-                quantize_static_int8(prepared, folder / MODEL, calibration, config)
+                quantize_static_int8(prepared, folder / MODEL, calibration, config, deadline=deadline)
                 details = {"fp32_layers": list(config.keep_float)}
         notes = [f"ONNX Runtime static INT8 (QDQ, per-channel weights, {config.calibration_method}) on "
                  f"{len(calibration)} calibration samples"]

@@ -33,8 +33,10 @@ ACCURACY_CONTROL = "accuracy-aware INT8 (NNCF accuracy control)"
 
 
 def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
-                  validation: Validation | None = None, head: list[str] = ()) -> tuple[Any, list[str]]:
-    """NNCF post-training INT8 (accuracy-aware in mode "aware", with ``validation``).
+                  validation: Validation | None = None, head: list[str] = (),
+                  deadline: Deadline = NO_DEADLINE) -> tuple[Any, list[str]]:
+    """NNCF post-training INT8 (accuracy-aware in mode "aware", with ``validation``); every input
+    NNCF infers checks ``deadline``.
 
     Layers the CPU plugin cannot run in INT8 are kept in FP32. The known case is a
     convolution with a single input channel (a grayscale stem), refused at compile time
@@ -48,7 +50,6 @@ def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
     import nncf
     import openvino as ov
 
-    deadline = validation.deadline if validation is not None else NO_DEADLINE
     dataset = nncf.Dataset([sample[None] for sample in calibration], _checking(deadline, "calibration"))
 
     def quantize(ignored: list[str]):
@@ -68,7 +69,7 @@ def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
         return nncf.quantize_with_accuracy_control(
             ov_model.clone(), dataset,
             nncf.Dataset(list(validation.inputs[:, None]), _checking(deadline, ACCURACY_CONTROL)),
-            validation_fn=_scorer(validation), max_drop=validation.max_drop / validation.points_per_unit,
+            validation_fn=_scorer(validation, deadline), max_drop=validation.max_drop / validation.points_per_unit,
             drop_type=nncf.DropType.ABSOLUTE, **common)
 
     quantized = quantize([])
@@ -95,11 +96,11 @@ def _checking(deadline: Deadline, step: str):
     return transform
 
 
-def _scorer(validation: Validation):
+def _scorer(validation: Validation, deadline: Deadline):
     """NNCF's validation_fn: the task's main metric of a compiled model on the validation inputs."""
 
     def score(compiled_model, items) -> float:
-        validation.deadline.check(ACCURACY_CONTROL)
+        deadline.check(ACCURACY_CONTROL)
         per_item = [compiled_model(x) for x in items]
         outputs = [np.concatenate([np.asarray(result[out]) for result in per_item]) for out in compiled_model.outputs]
         return float(validation.score(outputs))
@@ -160,7 +161,7 @@ class OpenVinoBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         import openvino as ov
 
         spec = model.input_spec
@@ -183,7 +184,7 @@ class OpenVinoBackend(Backend):
             details["fp32_layers"] = fp32_layers(ov_model)
         elif precision == "int8":
             head = float_modules(model, config) if model.kind == "torch" else []
-            ov_model, unsupported = quantize_int8(ov_model, calibration, config, validation, head)
+            ov_model, unsupported = quantize_int8(ov_model, calibration, config, validation, head, deadline)
             notes = [f"NNCF INT8 post-training quantization ({config.preset} preset) on {len(calibration)} "
                      "calibration samples"]
             if head:

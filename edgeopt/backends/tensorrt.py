@@ -20,6 +20,7 @@ import numpy as np
 from edgeopt.artifact import sha256_of
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import BackendError
 from edgeopt.quantization import QuantizationConfig, Validation
 from edgeopt.trust import made_program, require_programs
@@ -82,7 +83,7 @@ class TensorRtBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         import tensorrt as trt
 
         onnx_path = folder / "model.onnx"

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeopt.artifact import sha256_of
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import BackendUnavailable
 from edgeopt.quantization import QuantizationConfig, Validation
 from edgeopt.trust import made_program, require_programs
@@ -56,7 +57,7 @@ class TorchScriptBackend(Backend):
 
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
-                validation: Validation | None = None) -> CompileResult:
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         import torch
 
         example = torch.from_numpy(model.input_spec.example(batch=2))

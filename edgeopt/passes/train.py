@@ -155,8 +155,10 @@ def fit(
 
             def after_batch(step: int, done: int = done) -> None:
                 progress.advance(bar)
-                # between batches: a stop here loses part of an epoch, which a resume replays exactly
-                deadline.check("training batches", done + step, total)
+                # between batches: a stop here loses part of an epoch, which a resume replays exactly;
+                # after an epoch's last batch the epoch is finished, validated and saved first
+                if step < steps_per_epoch:
+                    deadline.check("training batches", done + step, total)
 
             deadline.check("training batches", done, total)
             train_loss = _train_epoch(module, batches, config, epoch, optimizer, scheduler, loss_fn, after_batch)
@@ -240,6 +242,16 @@ def _fingerprint(config: TrainConfig, train: ImageDataset, val: ImageDataset, sp
         digest.update(np.ascontiguousarray(array).tobytes()[: 1 << 20])
         digest.update(str(array.shape).encode())
     return digest.hexdigest()
+
+
+def epochs_done(checkpoint: Path) -> int:
+    """How many epochs ``checkpoint`` holds: what a resume skips (0 without one, or when it cannot be read)."""
+    if not checkpoint.is_file():
+        return 0
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # truncated or foreign: the resume will say so, and start over
+        return 0
 
 
 def _save(path: Path, fingerprint: str, module, optimizer, scheduler, state: dict[str, Any]) -> None:

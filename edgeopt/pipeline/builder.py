@@ -72,9 +72,26 @@ class BuildContext:
         count = len(recipe.steps) if steps is None else steps
         return self.workdir / "models" / f"{recipe.prefix_hash(count)}.safetensors"
 
+    def checkpoint_path(self, recipe: Recipe, steps: int) -> Path:
+        """Where step ``steps`` (1-based) of ``recipe`` checkpoints its training: beside its cached model."""
+        return self.model_path(recipe, steps).with_suffix(".train.pt")
+
+    def epochs_left(self, recipe: Recipe) -> int:
+        """Training epochs ``recipe``'s model still needs: none after a cached step, less the epochs a
+        step's checkpoint holds when resuming."""
+        from edgeopt.passes.train import epochs_done
+
+        left = 0
+        for steps in range(len(recipe.steps), 0, -1):
+            if self.model_path(recipe, steps).is_file():
+                break
+            done = epochs_done(self.checkpoint_path(recipe, steps)) if self.resume else 0
+            left += max(0, recipe.steps[steps - 1].epochs - done)
+        return left
+
     def pass_context(self, recipe: Recipe, steps: int, deadline: Deadline = NO_DEADLINE) -> PassContext:
         """The context of step ``steps`` (1-based): the baseline as teacher, a checkpoint beside its cache."""
-        checkpoint = self.model_path(recipe, steps).with_suffix(".train.pt")
+        checkpoint = self.checkpoint_path(recipe, steps)
         return PassContext(teacher=self.baseline, splits=self.splits, task=self.task, seed=recipe.seed,
                            checkpoint=checkpoint, resume=self.resume, show_progress=self.show_progress,
                            on_epoch=self.on_epoch, deadline=deadline, origin=recipe.origin)
@@ -118,15 +135,15 @@ def build(recipe: Recipe, context: BuildContext, out: Path, overwrite: bool = Fa
 
     model = build_model(recipe, context, deadline)
     spec = recipe.export
-    calibration, validation = quantization_data(context.splits, task_of(model), model, spec.quantization, deadline)
+    calibration, validation = quantization_data(context.splits, task_of(model), model, spec.quantization)
     artifact = export(model, spec.backend, out, spec.precision, threads=context.threads, options=dict(spec.options),
                       overwrite=overwrite, quantization=spec.quantization, calibration=calibration,
                       validation=validation, recipe=recipe.to_dict(), verify=verify, deadline=deadline)
     return model, artifact
 
 
-def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel", config: QuantizationConfig | None,
-                      deadline: Deadline = NO_DEADLINE) -> tuple["np.ndarray | None", Validation | None]:
+def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel", config: QuantizationConfig | None
+                      ) -> tuple["np.ndarray | None", Validation | None]:
     """(calibration inputs, Validation or None) for ``model`` from the training split of ``splits``.
 
     In mode "aware", a stratified 20% of the training split is held out as labelled
@@ -148,7 +165,7 @@ def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel
         return value if metric.higher_is_better else -value
 
     validation = Validation(to_input(held_out.images, spec), score, config.max_drop, metric.name,
-                            metric.points_per_unit, deadline)
+                            metric.points_per_unit)
     return to_input(rest.calibration(config.calibration_samples).images, spec), validation
 
 

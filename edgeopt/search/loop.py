@@ -245,11 +245,14 @@ class Search:
         if stage == 2 and not self._worth_training(recipe, remaining):
             return
         self.emit(events.CandidateStarted(recipe.label, self._used_s(), self.config.budget_s))
-        record = self.meter.candidate(recipe, stage, self.deadline)
-        record.finished_at_s = self._used_s()
-        self.journal.add(record)
+        record = self._journal(self.meter.candidate(recipe, stage, self.deadline))
         self.emit(events.CandidateFinished(record))
         self._update_best()
+
+    def _journal(self, record):
+        """Journal ``record`` stamped with the search's clock: a resume carries the budget on from there."""
+        record.finished_at_s = self._used_s()
+        return self.journal.add(record)
 
     def _too_little_left(self, recipe: Recipe, remaining: float) -> str | None:
         """Why ``recipe`` cannot finish in the ``remaining`` seconds, or None. Started anyway, it would be stopped
@@ -265,8 +268,8 @@ class Search:
                 "of the budget were left")
 
     def _skip(self, recipe: Recipe, stage: int, reason: str, predicted_ms: float | None = None) -> None:
-        self.journal.add(Candidate(recipe.hash, recipe.label, stage, "skipped", recipe.to_dict(), reason=reason,
-                                   predicted_ms=predicted_ms, finished_at_s=self._used_s()))
+        self._journal(Candidate(recipe.hash, recipe.label, stage, "skipped", recipe.to_dict(), reason=reason,
+                                predicted_ms=predicted_ms))
         self.emit(events.Skipped(recipe.label, reason))
 
     def _worth_training(self, recipe: Recipe, remaining: float) -> bool:
@@ -279,8 +282,7 @@ class Search:
         """
         from edgeopt.pipeline.builder import seconds_per_epoch
 
-        already_built = self.context.model_path(recipe).is_file()  # PTQ and accuracy-aware share one model
-        epochs = 0 if already_built else sum(step.epochs for step in recipe.steps)
+        epochs = self.context.epochs_left(recipe)  # PTQ and accuracy-aware share one model; a resume continues
         training_s = 0.0
         if epochs:
             model = recipe.prefix_hash(len(recipe.steps))  # PTQ and accuracy-aware share one estimate too
@@ -326,7 +328,7 @@ class Search:
         if max_drop is None or not recipe.steps or not trained.is_file() or recipe.steps[-1].technique.quantizes:
             return None
         key = f"fp32:{trained.stem}"
-        score = self.journal.get(key) or self.journal.add(self.meter.model_score(trained, key))
+        score = self.journal.get(key) or self._journal(self.meter.model_score(trained, key))
         if isinstance(score, ModelScore) and score.drop_points > max_drop:
             return (f"the fine-tuned model already loses {score.drop_points:.2f} points of {self.meter.metric.title} "
                     f"in FP32 (the goal allows {max_drop:g})")
@@ -344,7 +346,7 @@ class Search:
             return Probe(key, "ok", measured.measurement)
         full_width = self.journal.get(dataclasses.replace(untrained, steps=()).hash)
         probe = self.meter.probe(recipe, full_width if isinstance(full_width, Candidate) else None, self.deadline)
-        return probe if probe.status in ("unmeasured", "stopped") else self.journal.add(probe)
+        return probe if probe.status in ("unmeasured", "stopped") else self._journal(probe)
 
     def _cannot_win(self, recipe: Recipe, measured) -> str | None:
         best = self.journal.get(self.best_key)

@@ -116,6 +116,7 @@ class Probe:
     reason: str | None = None
     predicted_from: str | None = None
     elapsed_s: float = 0.0
+    finished_at_s: float | None = None  # the search's clock when journaled, as a Candidate's
     kind: ClassVar[str] = "probe"
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +136,7 @@ class ModelScore:
     metrics: dict[str, float]
     drop_points: float
     elapsed_s: float = 0.0
+    finished_at_s: float | None = None  # the search's clock when journaled, as a Candidate's
     kind: ClassVar[str] = "fp32"
 
     def to_dict(self) -> dict[str, Any]:

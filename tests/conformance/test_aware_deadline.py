@@ -39,7 +39,7 @@ def test_accuracy_aware_int8_stops_at_the_deadline_with_nothing_written(backend,
     deadline = PassesDuringAccuracyAware()
     # -50: no variant can hold it, so the whole method would run
     config = QuantizationConfig(mode="aware", max_drop=-50.0, calibration_samples=100)
-    calibration, validation = quantization_data(splits, get_task("classification"), model, config, deadline)
+    calibration, validation = quantization_data(splits, get_task("classification"), model, config)
     with pytest.raises(BudgetExhausted, match="ran out during accuracy-aware INT8"):
         export(model, backend, tmp_path / "aware", precision="int8", quantization=config, calibration=calibration,
                validation=validation, deadline=deadline)

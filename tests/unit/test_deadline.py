@@ -66,7 +66,14 @@ def test_training_stops_at_the_deadline_with_its_last_epoch_checkpointed_and_res
     _fit(reference, digits)
 
     checkpoint = tmp_path / "run.pt"
-    deadline = StopAfter(11 + 4)  # 10 batches an epoch, a check before each and after every batch: passes in epoch 2
+    # 10 batches an epoch, a check before each epoch and between its batches (none after its last: the
+    # finished epoch is validated and saved first): the 11th check is at the start of epoch 2
+    late = StopAfter(10)  # passes as epoch 1's last batch runs: the epoch is kept all the same
+    with pytest.raises(BudgetExhausted, match="training batches"):
+        _fit(tiny_cnn(num_classes=10, in_channels=1, seed=1), digits, checkpoint=checkpoint, deadline=late)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1 and late.seen[-1] == ("training batches", 10, 30)
+    checkpoint.unlink()
+    deadline = StopAfter(10 + 4)  # passes in epoch 2, after its 4th batch
     with pytest.raises(BudgetExhausted, match="training batches"):
         _fit(tiny_cnn(num_classes=10, in_channels=1, seed=1), digits, checkpoint=checkpoint, deadline=deadline)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
@@ -76,6 +83,31 @@ def test_training_stops_at_the_deadline_with_its_last_epoch_checkpointed_and_res
     assert _fit(resumed, digits, checkpoint=checkpoint, resume=True).epochs_run == 3
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_a_resumed_search_plans_only_the_epochs_a_stopped_fine_tune_has_left(digits, tmp_path):
+    """--resume with a few minutes more must not refuse a 15-epoch fine-tune stopped at epoch 12 as 15 epochs."""
+    from edgeopt.pipeline.builder import BuildContext
+    from edgeopt.pipeline.recipe import Recipe, Step
+
+    recipe = Recipe("m", "digits", steps=(Step.of("prune", ratio=0.5, fine_tune={"epochs": 3}),
+                                          Step.of("distill", student="edgeopt.zoo:tiny_cnn", fine_tune={"epochs": 4})))
+    context = BuildContext(baseline=None, splits=None, task=TASK, workdir=tmp_path)
+    assert context.epochs_left(recipe) == 3 + 4
+    with pytest.raises(BudgetExhausted):  # the second step's training, stopped in its second epoch
+        _fit(tiny_cnn(num_classes=10, in_channels=1, seed=1), digits, checkpoint=context.checkpoint_path(recipe, 2),
+             deadline=StopAfter(10 + 4))
+    assert context.epochs_left(recipe) == 3 + 4 - 1
+    context.model_path(recipe, 1).parent.mkdir(parents=True, exist_ok=True)
+    context.model_path(recipe, 1).touch()  # the first step's model is cached
+    assert context.epochs_left(recipe) == 4 - 1
+    context.model_path(recipe, 2).touch()
+    assert context.epochs_left(recipe) == 0
+    assert BuildContext(None, None, TASK, tmp_path, resume=False).epochs_left(recipe) == 0
+    context.model_path(recipe, 2).unlink()
+    assert BuildContext(None, None, TASK, tmp_path, resume=False).epochs_left(recipe) == 4  # starts over
+    context.checkpoint_path(recipe, 2).write_bytes(b"not a checkpoint")
+    assert context.epochs_left(recipe) == 4
 
 
 # -- accuracy-aware INT8: a bisection over how many ranked layers stay in float ----------
