@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,14 +259,20 @@ class Search:
         """Why ``recipe`` cannot finish in the ``remaining`` seconds, or None. Started anyway, it would be stopped
         at the deadline with its work lost, after running past it by as much as its runtime's export takes
         (that part cannot stop). Its least cost: what the quickest finished candidate of the same runtime took
-        (an INT8 export costs an FP32 one and more; a fine-tune only adds), else the quickest of any runtime."""
+        (an INT8 export costs an FP32 one and more; a fine-tune only adds); for a runtime not tried yet, what
+        a typical candidate took (the median), since one runtime's export can take several times another's."""
         done = [r for r in self.journal.candidates() if r.ok and r.elapsed_s > 0]
         same = [r for r in done if r.backend == recipe.export.backend]
-        quickest = min(same or done, key=lambda r: r.elapsed_s, default=None)
-        if quickest is None or quickest.elapsed_s <= remaining:
+        if same:
+            reference = min(same, key=lambda r: r.elapsed_s)
+            need, said = reference.elapsed_s, f"as {reference.label} took"
+        elif done:
+            need, said = statistics.median(r.elapsed_s for r in done), "the median candidate's time so far"
+        else:
             return None
-        return (f"it needs at least {quickest.elapsed_s:.0f} s (as {quickest.label} took), {max(remaining, 0):.0f} s "
-                "of the budget were left")
+        if need <= remaining:
+            return None
+        return f"it needs at least {need:.0f} s ({said}), {max(remaining, 0):.0f} s of the budget were left"
 
     def _skip(self, recipe: Recipe, stage: int, reason: str, predicted_ms: float | None = None) -> None:
         self._journal(Candidate(recipe.hash, recipe.label, stage, "skipped", recipe.to_dict(), reason=reason,
