@@ -16,7 +16,8 @@ Part "aware": ONNX Runtime accuracy-aware INT8 of that detector (max drop 1.5 po
 mAP@0.5 on the held-out 20% of the training split), timed as the builder runs it inside a
 search candidate (data already loaded); scored on the test split against eager FP32, with
 plain INT8 beside it. Part "search": exactly what the issue ran, as a subprocess timed by the
-wall clock (part "tight": the same with ``--budget 4m``, which ends while a candidate is under way):
+wall clock (part "tight": the same with ``--budget 4m``, which ends in stage 1, where a runtime's
+export cannot stop midway, so the search must not start what it cannot finish):
 
     edgeopt optimize MODEL --data ../shared/datasets/highway --max-accuracy-drop 1.5 --budget 12m --out OUT --force
 
@@ -47,7 +48,7 @@ MAX_DROP = 1.5
 # step of accuracy-aware INT8 runs: the ranking and the whole bisection, its worst case
 WORST_DROP = -2.0
 BUDGET = "12m"
-TIGHT = "4m"  # ends inside stage 1, where a candidate is under way: the deadline has to hold inside it
+TIGHT = "4m"  # ends inside stage 1: a candidate must not be started past what the budget holds
 
 
 def machine_load() -> dict:
@@ -201,7 +202,7 @@ def markdown(figures: dict) -> str:
     if "search" in figures:
         lines += search_text(figures["search"], "`optimize --budget 12m` on the highway detector", True)
     if "tight" in figures:
-        lines += search_text(figures["tight"], "The same with `--budget 4m`: the deadline falls inside a candidate")
+        lines += search_text(figures["tight"], "The same with `--budget 4m`: nothing is started that cannot finish")
     env = figures.get("search", {}).get("environment")
     where = f" on {env['cpu']} ({env['usable_cpus']} CPUs)" if env else ""
     lines += [f"Measured {figures['date']}{where}, 2 threads. Command: `python benchmarks/search_budget.py`; figures "

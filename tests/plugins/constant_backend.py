@@ -18,7 +18,8 @@ class ConstantBackend(OnnxRuntimeBackend):
     name = "constant-broken"
     order = 90
 
-    def compile(self, model, precision, folder: Path, options, quantization=None, calibration=None, validation=None):
+    def compile(self, model, precision, folder: Path, options, quantization=None, calibration=None, validation=None,
+                deadline=None):
         import onnx
         from onnx import TensorProto, helper
 

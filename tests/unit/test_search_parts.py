@@ -237,3 +237,15 @@ def test_the_budget_carried_across_resumes_is_the_search_clock_at_the_last_recor
     reopened = Journal(tmp_path / "journal.jsonl")
     assert reopened.elapsed_s() == 100.0 and reopened.get("a").status == "ok"
     assert "stopped" in Candidate.RETRIED and "unmeasured" in Candidate.RETRIED
+
+
+def test_a_latency_probe_calibrates_its_int8_on_a_few_samples_only():
+    from edgeopt.search.meter import PROBE_CALIBRATION, _lightly_calibrated
+
+    recipe = Recipe("m", "d", export=ExportConfig("executorch", "int8", QuantizationConfig(calibration_samples=300)))
+    light = _lightly_calibrated(recipe)
+    assert light.export.quantization.calibration_samples == PROBE_CALIBRATION < 300
+    assert dataclasses.replace(light.export.quantization, calibration_samples=300) == recipe.export.quantization
+    assert light.steps == recipe.steps and light.export.backend == "executorch"  # the same graph, so the same latency
+    fp32 = Recipe("m", "d", export=ExportConfig("onnxruntime"))
+    assert _lightly_calibrated(fp32) is fp32
