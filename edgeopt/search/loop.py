@@ -172,9 +172,8 @@ class Search:
         self.context.task.metric(goals.metric)
         self.journal = self._open()
         _quiet_libraries()
-        self.used_before = self.journal.elapsed_s()
         # wall-clock from the start of this run (loading the data counts), less what earlier runs spent
-        self.deadline = Deadline(self.started + self.config.budget_s - self.used_before, self._progress)
+        self.deadline = Deadline(self.started + self.config.budget_s - self.journal.elapsed_s(), self._progress)
         from edgeopt.agent.identity import label
         from edgeopt.devices.calibration import MeasurementStore
 
@@ -401,7 +400,7 @@ class Search:
             device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb,
                                             "measured_on": self.meter.agent_label, "agent": self.agent_identity,
                                             "host_threads": self.meter.host_threads},
-            environment=environment.collect(), elapsed_s=self.used_before + time.monotonic() - self.started,
+            environment=environment.collect(), elapsed_s=self._used_s(),
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
         )
 
