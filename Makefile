@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 FULL := $(VENV)/.installed        # every CPU backend and the test tools
 DEMO := $(VENV)/.demo-installed   # what the demo needs: torch, ONNX Runtime, OpenVINO, plots
 OUT := out
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile  # most tests wait on a child process: one worker per core
 PIP := $(BIN)/python -m pip install -q --no-compile  # no .pyc pass over torch's 20k files: a faster first install
 
 .PHONY: install demo test test-fast lint bench clean
@@ -27,10 +28,10 @@ demo: $(DEMO)
 	$(BIN)/edgeopt demo --out $(OUT)/demo
 
 test: $(FULL)  ## the whole suite: unit, doctests, backend conformance, CLI end to end, real data when present
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 test-fast: $(FULL)  ## unit, doctests, conformance on tiny models and CLI smoke tests: a few minutes
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow"
 
 lint: $(FULL)  ## the layer contracts of pyproject.toml
 	$(BIN)/lint-imports

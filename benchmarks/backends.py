@@ -1,6 +1,6 @@
 """Every backend side by side on four torchvision classifiers (224x224, batch 1).
 
-Reproduces the backend table in benchmarks/RESULTS.md and the README:
+Reproduces the backend table in benchmarks/RESULTS.md and docs/concepts.md:
 
     .venv/bin/python benchmarks/backends.py            # or: make bench
 

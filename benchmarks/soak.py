@@ -16,7 +16,7 @@ valid requests per minute (drift: last minute over the first), the server's RSS 
 warm-up minute and at the end (growth), swaps published and refused, and the stream's frames.
 
     python benchmarks/soak.py                 # 10 minutes -> RESULTS.md, results/soak.json, results/soak.png
-    python benchmarks/soak.py --minutes 1 --no-write      # what the test suite runs
+    python benchmarks/soak.py --minutes 0.5 --no-write    # what the test suite runs
 """
 
 from __future__ import annotations

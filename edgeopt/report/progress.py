@@ -41,6 +41,12 @@ def line(event: events.Event) -> tuple[str, str] | None:
                      else f"no latency prediction (its untrained probe failed: {event.probe_failure})")
         work = f"fine-tuning about {event.training_s / 60:.1f} min" if event.training_s else "its fine-tuned model is already built"
         return "dim", f"{event.label}: {predicted}; {work}"
+    if isinstance(event, events.RunoffStarted):
+        return "dim", (f"timing {len(event.labels)} near-equal candidates side by side, {event.rounds} more processes "
+                       f"each: {', '.join(event.labels)}")
+    if isinstance(event, events.RunoffFinished):
+        return "", "re-timed (median of the timings): " + ", ".join(
+            f"{label} {before:.2f} → {after:.2f} ms" for label, before, after in event.results)
     if isinstance(event, events.BestChanged):
         c = event.candidate
         return "bold green", f"best so far: {c.label} · {latency_text(c)} ms · {metric_text(c)}"

@@ -90,9 +90,25 @@ class TrainingEpoch:
 
 
 @dataclass(frozen=True)
+class RunoffStarted:
+    """The candidates too close to the fastest for one timing each to rank, about to be timed ``rounds``
+    more times side by side."""
+
+    labels: tuple[str, ...]
+    rounds: int
+
+
+@dataclass(frozen=True)
+class RunoffFinished:
+    """Each re-timed candidate's (label, latency before, latency now: the median of its timings)."""
+
+    results: tuple[tuple[str, float, float], ...]
+
+
+@dataclass(frozen=True)
 class BestChanged:
     candidate: Candidate
 
 
 Event = (StageStarted | CandidateStarted | CandidateProgress | CandidateFinished | FromJournal | Skipped | NotTried
-         | TrainingPlanned | TrainingEpoch | BestChanged)
+         | TrainingPlanned | TrainingEpoch | RunoffStarted | RunoffFinished | BestChanged)

@@ -47,6 +47,9 @@ class Journal:
         return record
 
     def _count(self, record: Record) -> None:
+        previous = self.records.get(record.key)
+        if getattr(previous, "status", None) == "ok":
+            self._worked_s -= previous.elapsed_s  # a re-timed record's time includes its first measurement's
         self.records[record.key] = record
         self._worked_s += record.elapsed_s
         self._clock_s = max(self._clock_s, getattr(record, "finished_at_s", None) or 0.0)

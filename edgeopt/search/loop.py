@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from edgeopt.agent.client import AgentTarget
 from edgeopt.deadline import BudgetExhausted, Deadline
-from edgeopt.errors import ConfigError
+from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search import events, pareto
@@ -57,11 +57,13 @@ from edgeopt.search.space import (
     aware_not_needed,
     export_candidates,
     fine_tune_candidates,
+    runtime_candidates,
     stage2_exports,
 )
 
 LATENCY_MARGIN = 1.10  # an untrained probe may time a little faster than the final (partly FP32) model
 SEARCH_TIMING = TimingConfig(min_seconds=1.0)  # per candidate: a second of runs gives stable p50s
+RUNOFF_ROUNDS = 3  # more timings of each near-equal candidate before one is chosen over the others
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ class Search:
         self.emit(events.StageStarted(1, len(stage1), goals.priority))
         for recipe in stage1:
             self._consider(recipe, stage=1)
-        exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority)
+        self._runoff([record for _, record in runtime_candidates([(r, self.journal.get(r.hash)) for r in stage1])])
+        exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority, self.meter.metric)
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
         spec = self.context.baseline.input_spec
         input_size = spec.shape[-1] if len(spec.shape) == 4 else None
@@ -195,6 +198,7 @@ class Search:
         self.emit(events.StageStarted(2, len(stage2), goals.priority))
         for recipe in stage2:
             self._consider(recipe, stage=2)
+        self._runoff([r for r in self.journal.candidates() if r.meets_goals])
         return self._outcome()
 
     def _epoch(self, record: dict[str, float]) -> None:
@@ -247,6 +251,31 @@ class Search:
         self.emit(events.CandidateStarted(recipe.label, self._used_s(), self.config.budget_s))
         record = self._journal(self.meter.candidate(recipe, stage, self.deadline))
         self.emit(events.CandidateFinished(record))
+        self._update_best()
+
+    def _runoff(self, pool: list[Candidate]) -> None:
+        """Time again, side by side, the candidates of ``pool`` (those the next decision ranks: the runtimes
+        for stage 2, then the winners) too close to the fastest for one timing each to rank
+        (``pareto.runoff_contenders``): on a busy machine one process's p50 of a sub-millisecond model
+        can be off by half, and the decision would follow the noise. Each gets ``RUNOFF_ROUNDS`` more timings, in turn, and its latency becomes their median;
+        journaled, so a resumed search keeps them. Only where latency is measured here: an estimate
+        for another device, or the agent's timing, is not re-timed. Out of budget, it is left out."""
+        if not self.device.is_host or self.agent is not None:
+            return
+        contenders = pareto.runoff_contenders(pool, self.meter.metric)
+        if len(contenders) < 2 or all(len(c.measurement.p50_runs) > RUNOFF_ROUNDS for c in contenders):
+            return
+        self.training_label = "side by side"
+        self.emit(events.RunoffStarted(tuple(c.label for c in contenders), RUNOFF_ROUNDS))
+        started = time.monotonic()
+        try:
+            p50s = self.meter.runoff(contenders, RUNOFF_ROUNDS, self.deadline)
+        except (BudgetExhausted, EdgeoptError) as exc:
+            self._not_tried("timing side by side", str(exc))
+            return
+        share = (time.monotonic() - started) / len(contenders)
+        retimed = [self._journal(self.meter.retimed(c, p50s[c.key], share)) for c in contenders]
+        self.emit(events.RunoffFinished(tuple((c.label, c.latency_ms, r.latency_ms) for c, r in zip(contenders, retimed))))
         self._update_best()
 
     def _journal(self, record):

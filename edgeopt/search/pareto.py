@@ -15,6 +15,12 @@ Example:
     ['b', 'a']
     >>> choose(records, "latency", top1).key
     'b'
+
+Latencies within ``LATENCY_TIE`` of the fastest count as equal (this machine cannot tell them
+apart run to run), and the better quality, then the smaller artifact, wins among them:
+
+    >>> [r.key for r in by_latency([cand("x", 1.00, 0.97), cand("y", 1.03, 0.99), cand("z", 1.2, 1.0)], top1)]
+    ['y', 'x', 'z']
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from __future__ import annotations
 from edgeopt.measure.record import Measurement  # noqa: F401  (the doctest's records)
 from edgeopt.search.record import Candidate
 from edgeopt.tasks import Metric
+
+LATENCY_TIE = 0.05  # relative: two p50s this close are equal within the run-to-run noise of timing
+RUNOFF_WITHIN = 1.5  # candidates this close to the fastest are re-timed side by side before one is chosen
+RUNOFF_MAX = 4
 
 
 def measured(records: list[Candidate]) -> list[Candidate]:
@@ -45,18 +55,40 @@ def _dominates(a: Candidate, b: Candidate, metric: Metric) -> bool:
     return a.latency_ms <= b.latency_ms and qa >= qb and (a.latency_ms < b.latency_ms or qa > qb)
 
 
-def _priority_key(priority: str, metric: Metric):
-    if priority == "accuracy":
-        return lambda r: (-quality(r, metric), r.latency_ms, r.key)
-    if priority == "memory":
-        return lambda r: (r.measurement.peak_rss_mb, r.measurement.size_mb, r.latency_ms, r.key)
-    return lambda r: (r.latency_ms, -quality(r, metric), r.key)
+def by_latency(records: list[Candidate], metric: Metric) -> list[Candidate]:
+    """Fastest first, where latencies within ``LATENCY_TIE`` of the fastest tie and are ordered by
+    quality (better first), then size (smaller first)."""
+    if not records:
+        return []
+    fastest = min(r.latency_ms for r in records)
+
+    def key(r: Candidate):
+        tied = r.latency_ms <= fastest * (1 + LATENCY_TIE)
+        return (not tied, 0.0 if tied else r.latency_ms, -quality(r, metric), r.measurement.size_mb, r.latency_ms, r.key)
+
+    return sorted(records, key=key)
+
+
+def runoff_contenders(records: list[Candidate], metric: Metric) -> list[Candidate]:
+    """Of ``records`` (those a decision ranks by latency), the ones close enough to the fastest
+    (``RUNOFF_WITHIN``) that one timing each cannot rank them: the fastest ``RUNOFF_MAX``."""
+    ranked = by_latency([r for r in records if r.ok], metric)
+    if not ranked:
+        return []
+    fastest = min(r.latency_ms for r in ranked)
+    return [r for r in ranked if r.latency_ms <= fastest * RUNOFF_WITHIN][:RUNOFF_MAX]
 
 
 def choose(records: list[Candidate], priority: str, metric: Metric) -> Candidate | None:
     """The best candidate meeting every goal, by the priority; None when none does."""
     passing = [r for r in records if r.meets_goals]
-    return min(passing, key=_priority_key(priority, metric)) if passing else None
+    if not passing:
+        return None
+    if priority == "accuracy":
+        return min(passing, key=lambda r: (-quality(r, metric), r.latency_ms, r.key))
+    if priority == "memory":
+        return min(passing, key=lambda r: (r.measurement.peak_rss_mb, r.measurement.size_mb, r.latency_ms, r.key))
+    return by_latency(passing, metric)[0]
 
 
 def closest(records: list[Candidate], count: int = 3) -> list[Candidate]:

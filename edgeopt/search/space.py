@@ -22,7 +22,9 @@ from typing import Any, Callable
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
 from edgeopt.quantization import QuantizationConfig
+from edgeopt.search import pareto
 from edgeopt.search.record import Candidate
+from edgeopt.tasks import Metric
 
 RUNTIME_GOALS = ("max_memory_mb", "memory_cap")  # bounds a smaller model does not fix: the runtime's own footprint
 
@@ -100,26 +102,34 @@ def aware_not_needed(recipe: Recipe, lookup: Callable[[str], Any], priority: str
     return None
 
 
-def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str) -> list[ExportConfig]:
+def runtime_candidates(stage1: list[tuple[Recipe, Candidate | None]]) -> list[tuple[Recipe, Candidate]]:
+    """The stage-1 candidates that rank the runtimes for stage 2: measured, and not over a memory
+    bound (pruning shrinks the model, not the runtime's footprint). One that loses too much
+    accuracy still counts: its runtime's accuracy-aware INT8 may hold a fine-tuned model."""
+    return [(recipe, record) for recipe, record in stage1
+            if record is not None and record.ok and not any(v.goal in RUNTIME_GOALS for v in record.violations)]
+
+
+def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str, metric: Metric) -> list[ExportConfig]:
     """How to export fine-tuned models: the fastest INT8 backend's PTQ, then its accuracy-aware PTQ
     (for when plain PTQ of a fine-tuned model loses too much); for accuracy first, also the
-    fastest FP32 backend. A runtime whose stage-1 candidates broke a memory bound is passed
-    over: pruning shrinks the model, not the runtime's footprint (torch, for ExecuTorch's Python
-    runtime)."""
-    usable = [(record.latency_ms, recipe.hash, recipe) for recipe, record in stage1
-              if record is not None and record.ok and not any(v.goal in RUNTIME_GOALS for v in record.violations)]
+    fastest FP32 backend. Fastest as ``pareto.by_latency`` ranks: runtimes within timing noise
+    of each other go by quality, then size. A runtime whose stage-1 candidates broke a memory
+    bound is passed over (``runtime_candidates``; torch, for ExecuTorch's Python runtime)."""
+    usable = {record.key: recipe for recipe, record in runtime_candidates(stage1)}
+    records = [record for _, record in runtime_candidates(stage1)]
     exports: list[ExportConfig] = []
-    int8 = sorted(item for item in usable if item[2].export.precision == "int8")
+    int8 = pareto.by_latency([r for r in records if usable[r.key].export.precision == "int8"], metric)
     if int8:
-        backend = int8[0][2].export.backend
-        exports += [r.export for _, _, r in sorted(int8, key=lambda item: item[2].export.quantization.mode != "static")
-                    if r.export.backend == backend]
+        backend = usable[int8[0].key].export.backend
+        ours = [usable[r.key] for r in int8 if usable[r.key].export.backend == backend]
+        exports += [r.export for r in sorted(ours, key=lambda r: r.export.quantization.mode != "static")]
         # accuracy-aware INT8 skipped for the baseline (its plain INT8 sufficed) may be what a fine-tuned model needs
         exports += [recipe.export for recipe, record in stage1 if record is not None and record.status == "skipped"
                     and recipe.export.backend == backend and plain_ptq(recipe) is not None]
-    fp32 = sorted(item for item in usable if item[2].export.precision == "fp32")
+    fp32 = pareto.by_latency([r for r in records if usable[r.key].export.precision == "fp32"], metric)
     if fp32 and (not exports or priority == "accuracy"):
-        exports.append(fp32[0][2].export)
+        exports.append(usable[fp32[0].key].export)
     return exports
 
 

@@ -59,6 +59,20 @@ def test_search_chooses_an_artifact_that_meets_its_goals(search):
     assert "chosen:" in text and "report:" in text and "priority accuracy; at most 1 point of top-1 lost" in text
 
 
+def test_near_equal_candidates_are_timed_side_by_side_before_one_is_chosen(search):
+    from statistics import median
+
+    from edgeopt.search.loop import RUNOFF_ROUNDS
+
+    out, proc, results = search
+    retimed = [r for r in results["candidates"] if r["status"] == "ok" and r["measurement"]["p50_runs"]]
+    assert len(retimed) >= 2 and "re-timed (median of the timings)" in " ".join(proc.stdout.split())
+    for record in retimed:  # after stage 1 and again at the end: each timing in turn, the median kept
+        runs = record["measurement"]["p50_runs"]
+        assert len(runs) in (1 + RUNOFF_ROUNDS, 1 + 2 * RUNOFF_ROUNDS)
+        assert record["measurement"]["latency_ms"] == pytest.approx(median(runs))
+
+
 def test_stage_two_probes_the_architecture_before_it_trains(search):
     out, proc, results = search
     records = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
@@ -145,8 +159,11 @@ def test_killed_search_resumes_without_rerunning_finished_candidates(trained, tm
     assert resumed.returncode == 0, resumed.stderr
     after = journal.read_text().splitlines()
     assert after[:len(before)] == before  # finished candidates were not run again
-    keys = [json.loads(line)["key"] for line in after]
-    assert len(keys) == len(set(keys)) == 3
+    records = [json.loads(line) for line in after]
+    assert len({r["key"] for r in records}) == 3
+    for index, record in enumerate(records):  # a key's second line only re-times it (side by side)
+        if any(earlier["key"] == record["key"] for earlier in records[:index]):
+            assert len(record["measurement"]["p50_runs"]) > 1
     assert "from the journal" in resumed.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["chosen"]["key"] == choose(Journal(journal).candidates(), "latency", get_task("classification").main).key

@@ -179,15 +179,61 @@ def test_stage_two_exports_the_fastest_int8_runtime_that_fits_the_memory_goal():
     stage1 = [done("executorch", "int8", "static", 0.26, 750.0), done("openvino", "int8", "static", 0.29, 126.0),
               done("openvino", "int8", "aware", 0.30, 126.0), done("onnxruntime", "int8", "static", 0.38, 96.0),
               done("onnxruntime", "fp32", None, 1.2, 190.0)]
-    exports = stage2_exports(stage1, "latency")  # ExecuTorch is fastest, but its runtime needs 750 MB
+    exports = stage2_exports(stage1, "latency", TOP1)  # ExecuTorch is fastest, but its runtime needs 750 MB
     assert [(e.backend, e.quantization.mode) for e in exports] == [("openvino", "static"), ("openvino", "aware")]
-    assert stage2_exports(stage1, "accuracy")[-1] == ExportConfig("onnxruntime")
+    assert stage2_exports(stage1, "accuracy", TOP1)[-1] == ExportConfig("onnxruntime")
     fits = [(recipe, rec(recipe.hash, record.latency_ms, 0.9)) for recipe, record in stage1]  # no memory goal
-    assert stage2_exports(fits, "latency")[0].backend == "executorch"
+    assert stage2_exports(fits, "latency", TOP1)[0].backend == "executorch"
     # openvino's accuracy-aware INT8 skipped for the baseline (plain INT8 met the goals): a pruned model may need it
     stage1[2] = (stage1[2][0], rec(stage1[2][0].hash, 0, 0, status="skipped"))
-    assert [(e.backend, e.quantization.mode) for e in stage2_exports(stage1, "latency")] == [
+    assert [(e.backend, e.quantization.mode) for e in stage2_exports(stage1, "latency", TOP1)] == [
         ("openvino", "static"), ("openvino", "aware")]
+
+
+def test_runtimes_within_timing_noise_go_by_quality_then_size_both_for_stage_two_and_the_choice():
+    from edgeopt.search.space import stage2_exports
+
+    def done(backend, ms, top1, size):
+        recipe = Recipe("m", "d", export=ExportConfig(backend, "int8", QuantizationConfig()))
+        return recipe, rec(recipe.hash, ms, top1, size=size)
+
+    # 0.30 / 0.31 / 0.315 ms cannot be told apart run to run: the equally accurate, smallest one is taken
+    stage1 = [done("onnxruntime", 0.30, 0.99, 10.81), done("executorch", 0.31, 0.99, 10.73),
+              done("openvino", 0.315, 0.99, 10.84), done("tflite", 0.40, 1.0, 1.0)]
+    for ordering in (stage1, stage1[::-1]):
+        assert stage2_exports(ordering, "latency", TOP1)[0].backend == "executorch"
+        chosen = choose([r for _, r in ordering], "latency", TOP1)
+        assert chosen.key == next(recipe.hash for recipe, _ in ordering if recipe.export.backend == "executorch")
+    stage1[1] = done("executorch", 0.31, 0.985, 10.73)  # a little less accurate: the next smallest
+    assert stage2_exports(stage1, "latency", TOP1)[0].backend == "onnxruntime"
+    stage1[1] = done("executorch", 0.33, 0.99, 10.73)  # 10% slower is slower
+    assert stage2_exports(stage1, "latency", TOP1)[0].backend == "onnxruntime"
+
+
+def test_the_runoff_takes_the_near_fastest_of_what_the_decision_ranks():
+    from edgeopt.search.pareto import RUNOFF_MAX, runoff_contenders
+
+    records = [rec("a", 0.30, 0.99), rec("b", 0.44, 0.99), rec("c", 0.46, 0.99), rec("x", 0.1, 0, status="failed")]
+    assert [r.key for r in runoff_contenders(records, TOP1)] == ["a", "b"]  # within 1.5x of the fastest measured
+    # stage 2's runtime: a runtime whose plain INT8 loses too much still ranks (its aware INT8 may hold)
+    lossy = rec("d", 0.25, 0.5, violations=["drop"])
+    assert [r.key for r in runoff_contenders([*records, lossy], TOP1)] == ["d", "a"]
+    many = [rec(str(i), 1.0 + i / 100, 0.9) for i in range(10)]
+    assert len(runoff_contenders(many, TOP1)) == RUNOFF_MAX
+
+
+def test_a_re_timed_record_replaces_its_first_line_without_counting_its_time_twice(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    first = dataclasses.replace(rec("a", 1.0, 0.9), elapsed_s=10.0)
+    journal.add(first)
+    retimed = dataclasses.replace(first, elapsed_s=12.0,
+                                  measurement=dataclasses.replace(first.measurement, latency_ms=0.8, p50_runs=[1.0, 0.8, 0.7]))
+    journal.add(retimed)
+    reopened = Journal(tmp_path / "journal.jsonl")
+    assert reopened.elapsed_s() == 12.0 and reopened.get("a").measurement.p50_runs == [1.0, 0.8, 0.7]
+    journal.add(dataclasses.replace(rec("b", 0, 0, status="stopped"), elapsed_s=5.0))
+    journal.add(dataclasses.replace(rec("b", 1.0, 0.9), elapsed_s=7.0))  # a stopped attempt's time was spent too
+    assert Journal(tmp_path / "journal.jsonl").elapsed_s() == 24.0
 
 
 def test_extra_steps_join_stage_two():
