@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
 import pytest
 
 from edgeopt.compile import export
 from edgeopt.models import LoadedModel, load_model
 from tests.helpers import TINY_INPUT, TINY_SOURCE, TRAIN, edgeopt
+
+
+def built_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder ``make`` fills, built once per run: under pytest-xdist the first worker to ask builds it
+    (under a lock) and the others reuse it, so a two-minute training is not repeated per worker."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above every worker's own
+    folder = shared / name
+    with FileLock(str(shared / f"{name}.lock")):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".built").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +90,16 @@ def trained_detector(tmp_path_factory):
     frames (64 px): (checkpoint, dataset folder). About two minutes."""
     from tests.helpers import write_shapes_coco
 
-    root = tmp_path_factory.mktemp("detector")
-    data = write_shapes_coco(root / "shapes", count=400)
-    out = root / "shapes.safetensors"
-    proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.detectors:ssdlite", "--out", str(out),
-                   "--epochs", "15", "--batch-size", "16", "--lr", "0.004", "--threads", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert "mAP@0.5" in proc.stdout
-    return out, data
+    def make(root: Path) -> None:
+        data = write_shapes_coco(root / "shapes", count=400)
+        proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.detectors:ssdlite", "--out",
+                       str(root / "shapes.safetensors"), "--epochs", "15", "--batch-size", "16", "--lr", "0.004",
+                       "--threads", "2")
+        assert proc.returncode == 0, proc.stderr
+        assert "mAP@0.5" in proc.stdout
+
+    root = built_once(tmp_path_factory, "detector", make)
+    return root / "shapes.safetensors", root / "shapes"
 
 
 @pytest.fixture(scope="session")

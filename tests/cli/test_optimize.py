@@ -62,15 +62,23 @@ def test_search_chooses_an_artifact_that_meets_its_goals(search):
 def test_near_equal_candidates_are_timed_side_by_side_before_one_is_chosen(search):
     from statistics import median
 
-    from edgeopt.search.loop import RUNOFF_ROUNDS
+    from edgeopt.search.pareto import runoff_contenders
+    from edgeopt.search.record import Candidate
 
     out, proc, results = search
-    retimed = [r for r in results["candidates"] if r["status"] == "ok" and r["measurement"]["p50_runs"]]
-    assert len(retimed) >= 2 and "re-timed (median of the timings)" in " ".join(proc.stdout.split())
-    for record in retimed:  # after stage 1 and again at the end: each timing in turn, the median kept
+    lines = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    first: dict[str, Candidate] = {}
+    for line in lines:
+        if line["kind"] == "candidate":
+            first.setdefault(line["key"], Candidate.from_dict(line))
+    # which stage-1 exports were close enough to need it follows from their first timings (machine noise decides)
+    close = {r.key for r in runoff_contenders([r for r in first.values() if r.stage == 1], get_task("classification").main)}
+    retimed = {r["key"]: r for r in results["candidates"] if r["status"] == "ok" and r["measurement"]["p50_runs"]}
+    if len(close) >= 2:
+        assert close <= set(retimed) and "re-timed (median of the timings)" in " ".join(proc.stdout.split())
+    for record in retimed.values():  # each timing in turn, the median kept
         runs = record["measurement"]["p50_runs"]
-        assert len(runs) in (1 + RUNOFF_ROUNDS, 1 + 2 * RUNOFF_ROUNDS)
-        assert record["measurement"]["latency_ms"] == pytest.approx(median(runs))
+        assert len(runs) >= 4 and record["measurement"]["latency_ms"] == pytest.approx(median(runs))
 
 
 def test_stage_two_probes_the_architecture_before_it_trains(search):
