@@ -257,9 +257,10 @@ class Search:
         """Time again, side by side, the candidates of ``pool`` (those the next decision ranks: the runtimes
         for stage 2, then the winners) too close to the fastest for one timing each to rank
         (``pareto.runoff_contenders``): on a busy machine one process's p50 of a sub-millisecond model
-        can be off by half, and the decision would follow the noise. Each gets ``RUNOFF_ROUNDS`` more timings, in turn, and its latency becomes their median;
-        journaled, so a resumed search keeps them. Only where latency is measured here: an estimate
-        for another device, or the agent's timing, is not re-timed. Out of budget, it is left out."""
+        can be off by half, and the decision would follow the noise. Each gets ``RUNOFF_ROUNDS`` more
+        timings, in turn, and its latency becomes their median; journaled, so a resumed search keeps them.
+        Only where latency is measured here: an estimate for another device, or the agent's timing, is not
+        re-timed. Out of budget, it is left out."""
         if not self.device.is_host or self.agent is not None:
             return
         contenders = pareto.runoff_contenders(pool, self.meter.metric)

@@ -116,8 +116,9 @@ def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str,
     fastest FP32 backend. Fastest as ``pareto.by_latency`` ranks: runtimes within timing noise
     of each other go by quality, then size. A runtime whose stage-1 candidates broke a memory
     bound is passed over (``runtime_candidates``; torch, for ExecuTorch's Python runtime)."""
-    usable = {record.key: recipe for recipe, record in runtime_candidates(stage1)}
-    records = [record for _, record in runtime_candidates(stage1)]
+    ranked = runtime_candidates(stage1)
+    usable = {record.key: recipe for recipe, record in ranked}
+    records = [record for _, record in ranked]
     exports: list[ExportConfig] = []
     int8 = pareto.by_latency([r for r in records if usable[r.key].export.precision == "int8"], metric)
     if int8:
