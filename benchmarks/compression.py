@@ -35,6 +35,8 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.measure.environment import collect as collect_environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, time_artifact
+from edgeopt.passes.distill import DistillConfig
+from edgeopt.passes.prune import PruneConfig
 from edgeopt.report.console import environment_line
 
 HERE = Path(__file__).resolve().parent
@@ -48,15 +50,18 @@ DATASETS = {
     "cifar10": {"file": "cifar10.npz", "extra": ["cifar10_train_extra.npz"], "epochs": 15, "full": False},
 }
 # trained students on NEU: (name, how to make it from the baseline's path and the data)
+# (resume=True: an interrupted run continues from its last epoch checkpoint)
 STUDENTS = {
-    "prune50-kd": lambda base, data, out: edgeopt.prune(base, data, out, ratio=0.5, fine_tune=FINE_TUNE),
-    "prune75-kd": lambda base, data, out: edgeopt.prune(base, data, out, ratio=0.75, fine_tune=FINE_TUNE),
-    "mobilenet_v2-kd": lambda base, data, out: edgeopt.distill("torchvision:mobilenet_v2", base, data, out,
-                                                               fine_tune=FineTune(epochs=12, lr=0.002)),
-    "shufflenet_v2-kd": lambda base, data, out: edgeopt.distill("torchvision:shufflenet_v2_x1_0", base, data, out,
-                                                                fine_tune=FineTune(epochs=12, lr=0.002)),
-    "resnet18@48-kd": lambda base, data, out: edgeopt.distill(None, base, data, out, input_size=48,
-                                                              fine_tune=FineTune(epochs=10, lr=0.001)),
+    "prune50-kd": lambda base, data, out: edgeopt.prune(base, data, out, PruneConfig(ratio=0.5, fine_tune=FINE_TUNE),
+                                                        resume=True),
+    "prune75-kd": lambda base, data, out: edgeopt.prune(base, data, out, PruneConfig(ratio=0.75, fine_tune=FINE_TUNE),
+                                                        resume=True),
+    "mobilenet_v2-kd": lambda base, data, out: edgeopt.distill(base, data, out, DistillConfig(
+        student="torchvision:mobilenet_v2", fine_tune=FineTune(epochs=12, lr=0.002)), resume=True),
+    "shufflenet_v2-kd": lambda base, data, out: edgeopt.distill(base, data, out, DistillConfig(
+        student="torchvision:shufflenet_v2_x1_0", fine_tune=FineTune(epochs=12, lr=0.002)), resume=True),
+    "resnet18@48-kd": lambda base, data, out: edgeopt.distill(base, data, out, DistillConfig(
+        input_size=48, fine_tune=FineTune(epochs=10, lr=0.001)), resume=True),
 }
 STATIC, AWARE = QuantizationConfig(), QuantizationConfig(mode="aware", max_drop=1.0)
 

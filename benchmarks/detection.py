@@ -36,6 +36,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.measure.environment import collect as collect_environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, time_artifact
+from edgeopt.passes.prune import PruneConfig
 from edgeopt.report.console import environment_line
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +95,7 @@ def build_rows(name: str, checkpoint: Path, data: str, artifacts: Path, which: l
 
 def time_all(rows: list[Row], data: str) -> None:
     """p50/p99 at batch 1 on the first 16 real test images (decoding and NMS included)."""
-    from edgeopt.data import to_input
+    from edgeopt.images import to_input
     from edgeopt.detection_data import load_detection
 
     test = load_detection(data, None).test
@@ -152,7 +153,8 @@ def main() -> int:
         pruned = args.runs / "prune50-kd.safetensors"
         if not pruned.is_file():
             print("== prune 50% + KD", flush=True)
-            edgeopt.prune(str(base), data, pruned, ratio=0.5, fine_tune=PRUNE_TUNE, threads=THREADS)
+            edgeopt.prune(str(base), data, pruned, PruneConfig(ratio=0.5, fine_tune=PRUNE_TUNE), threads=THREADS,
+                          resume=True)
         rows += build_rows("ssdlite prune50+KD", pruned, data, args.runs / "artifacts",
                            [("FP32", ExportConfig("onnxruntime")),
                             ("INT8, head float", ExportConfig("onnxruntime", "int8", FLOAT_HEAD)),

@@ -15,17 +15,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run_server(artifacts: dict[str, str], port: int, threads: int | None, settings) -> None:
+def _run_server(artifacts: dict[str, str], port: int, threads: int | None, settings, score_threshold: float) -> None:
     from edgeopt.serve import serve
 
-    serve({name: Path(folder) for name, folder in artifacts.items()}, port=port, threads=threads, settings=settings)
+    serve({name: Path(folder) for name, folder in artifacts.items()}, port=port, threads=threads, settings=settings,
+          score_threshold=score_threshold)
 
 
 class Server:
     """``edgeopt.serve.serve`` of ``artifacts`` (name -> folder) under ``settings`` (a ServeSettings) in its own
     process (spawned: a fresh interpreter, as `edgeopt serve` is), on a free loopback port, ready when built."""
 
-    def __init__(self, artifacts: dict[str, Path], settings, threads: int | None = None) -> None:
+    def __init__(self, artifacts: dict[str, Path], settings, threads: int | None = None, score_threshold: float = 0.3,
+                 ready_within: float = 60) -> None:
         import multiprocessing
 
         import httpx
@@ -34,14 +36,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         started = time.perf_counter()
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=_run_server, args=({n: str(f) for n, f in artifacts.items()}, self.port, threads, settings))
+            target=_run_server, args=({n: str(f) for n, f in artifacts.items()}, self.port, threads, settings, score_threshold))
         self.proc.start()
         while True:
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                if not self.proc.is_alive() or time.perf_counter() - started > 60:
+                if not self.proc.is_alive() or time.perf_counter() - started > ready_within:
                     raise RuntimeError(f"the server did not start (exit code {self.proc.exitcode})") from None
             time.sleep(0.01)
         self.ready_seconds = time.perf_counter() - started

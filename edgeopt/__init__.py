@@ -29,13 +29,17 @@ _HOMES = {
     "edgeopt.measure.latency": ("TimingConfig",),
     "edgeopt.measure.record": ("Measurement",),
     "edgeopt.models": ("LoadedModel", "load_model", "save_checkpoint"),
-    "edgeopt.passes": ("FineTune", "Pass", "PassConfig", "PassContext", "register_pass"),
+    "edgeopt.passes": ("FineTune", "Pass", "PassConfig", "PassContext", "TrainConfig", "register_pass"),
+    "edgeopt.passes.distill": ("DistillConfig",),
+    "edgeopt.passes.prune": ("PruneConfig",),
+    "edgeopt.passes.qat": ("QatConfig",),
+    "edgeopt.passes.sparsify": ("SparsifyConfig",),
     "edgeopt.pipeline.bench": ("BenchConfig", "BenchReport"),
     "edgeopt.pipeline.recipe": ("ExportConfig", "Recipe", "Step"),
     "edgeopt.quantization": ("QuantizationConfig",),
     "edgeopt.search": ("AgentTarget", "Goals", "SearchOutcome", "SearchSpace"),
     "edgeopt.spec": ("InputSpec", "OutputSpec", "Preprocess"),
-    "edgeopt.tasks": ("Task", "get_task"),
+    "edgeopt.tasks": ("Metric", "Task", "get_task", "register_task", "task_of"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -63,21 +67,18 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgeopt.measure.latency import TimingConfig  # noqa: F401
     from edgeopt.measure.record import Measurement  # noqa: F401
     from edgeopt.models import LoadedModel, load_model, save_checkpoint  # noqa: F401
-    from edgeopt.passes import FineTune, Pass, PassConfig, PassContext, register_pass  # noqa: F401
+    from edgeopt.passes import FineTune, Pass, PassConfig, PassContext, TrainConfig, register_pass  # noqa: F401
+    from edgeopt.passes.distill import DistillConfig  # noqa: F401
+    from edgeopt.passes.prune import PruneConfig  # noqa: F401
+    from edgeopt.passes.qat import QatConfig  # noqa: F401
+    from edgeopt.passes.sparsify import SparsifyConfig  # noqa: F401
     from edgeopt.pipeline.bench import BenchConfig, BenchReport  # noqa: F401
     from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step  # noqa: F401
     from edgeopt.quantization import QuantizationConfig  # noqa: F401
     from edgeopt.search import AgentTarget, Goals, SearchOutcome, SearchSpace  # noqa: F401
     from edgeopt.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
-    from edgeopt.tasks import Task, get_task  # noqa: F401
+    from edgeopt.tasks import Metric, Task, get_task, register_task, task_of  # noqa: F401
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "AgentTarget", "Artifact", "ArtifactError", "BackendError", "BackendUnavailable", "BenchConfig", "BenchReport", "Compressed",
-    "ConfigError", "EdgeoptError", "ExportConfig", "FineTune", "Goals", "InputError", "InputSpec", "LoadedModel",
-    "Measurement", "ModelSourceError", "OutputSpec", "ParityError", "Pass", "PassConfig", "PassContext", "Preprocess",
-    "QuantizationConfig", "Recipe", "SearchOutcome", "SearchSpace", "Session", "Step", "Task", "TimingConfig",
-    "Trained", "all_backends", "bench", "build", "distill", "evaluate", "export", "get_backend", "get_task", "load_model",
-    "open_session", "optimize", "prune", "quantize", "register_backend", "register_pass", "save_checkpoint", "train",
-]
+__all__ = sorted(_HOME_OF)  # the public names are the ones with a home above

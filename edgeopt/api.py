@@ -2,8 +2,11 @@
 
 ``train`` · ``prune`` · ``distill`` · ``quantize`` · ``optimize`` · ``build`` · ``bench`` ·
 ``export``. Each technique runs through the same recipe builder as ``edgeopt build`` and
-``edgeopt optimize``; the CLI only parses options and prints what these return. Every
-example below runs in the test suite (in a fresh folder, on scikit-learn's digits).
+``edgeopt optimize``; the CLI only parses options and prints what these return. A technique
+takes its pass's own config (``PruneConfig``, ``DistillConfig``, ``QuantizationConfig`` …: the one
+place its defaults live, which the CLI's options read too); run-level options (seed, threads,
+progress, resume, force, arch) are keywords. Every example below runs in the test suite (in a
+fresh folder, on scikit-learn's digits).
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, Sear
 if TYPE_CHECKING:
     from edgeopt.artifact import Artifact
     from edgeopt.models import LoadedModel
+    from edgeopt.passes import PassConfig
+    from edgeopt.passes.distill import DistillConfig
+    from edgeopt.passes.prune import PruneConfig
+    from edgeopt.passes.sparsify import SparsifyConfig
     from edgeopt.pipeline.bench import BenchConfig, BenchReport
     from edgeopt.search.events import Event
     from edgeopt.tasks import Task
 
 PathLike = str | os.PathLike
+# Continue an interrupted run only when asked: every command's --resume, and every function here.
+RESUME = False
 
 
 @dataclass
@@ -59,7 +68,7 @@ class Compressed:
 
 def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 0.002, optimizer: str = "adamw",
           schedule: str = "onecycle", weight_decay: float = 0.05, batch_size: int = 64, augment: bool = True,
-          patience: int | None = None, val_fraction: float = 0.1, seed: int = 0, resume: bool = False,
+          patience: int | None = None, val_fraction: float = 0.1, seed: int = 0, resume: bool = RESUME,
           extra_train: Sequence[str] = (), image_size: int | None = None, input_size: int | None = None,
           threads: int | None = None, progress: bool = True, task: str = "classification") -> Trained:
     """Train ``arch`` on ``data`` from scratch; keep the best validation epoch; save a checkpoint.
@@ -79,7 +88,6 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     """
     import torch
 
-    from edgeopt.data import input_spec_for, load_dataset
     from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
     from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.pipeline.evaluate import measure_model
@@ -89,24 +97,15 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
                          weight_decay=weight_decay, augment=augment, patience=patience, seed=seed)
     _threads(threads)
-    if task == "detection":
-        from edgeopt.detection_data import load_detection
-
-        splits = load_detection(data, size=input_size or image_size, seed=seed)
-        size = splits.train.images.shape[1]
-        arch = arch_for_dataset(arch, len(splits.classes), splits.train.channels,
-                                size=size if arch.startswith("edgeopt.detectors:") else None)
-    else:
-        splits = load_dataset(data, extra_train=extra_train, image_size=image_size, seed=seed)
-        size = input_size
-        arch = arch_for_dataset(arch, len(splits.classes), splits.train.channels)
+    kind = get_task(task)  # the task loads the data and shapes the new model's input and outputs
+    splits = kind.training_splits(data, image_size=image_size, input_size=input_size, seed=seed,
+                                  extra_train=tuple(extra_train))
+    spec = kind.new_input(splits, input_size)
+    arch = arch_for_dataset(arch, **kind.arch_settings(arch, splits, spec))
     train_split, val = splits.train.split(val_fraction, seed)
-    spec = input_spec_for(splits.train, size=size)
-    if task == "detection":  # the loader letterboxed every image: so must serving
-        spec = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, fit="letterbox"))
     torch.manual_seed(seed)
     model = load_model(arch, input=spec)
-    model.task, model.labels = get_task(task).name, list(splits.classes)
+    model.task, model.labels = kind.name, list(splits.classes)
     bound = task_of(model)
     result = fit(model.module, train_split, val, spec, config, bound.training_loss(), Validator(bound, val, spec),
                  checkpoint=out.with_name(out.name + ".train.pt"), resume=resume, show_progress=progress, task=bound)
@@ -115,34 +114,32 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     return Trained(out, model, measure_model(model, splits.test, bound, threads), result.best_epoch, result.history)
 
 
-def prune(model: str, data: str, out: PathLike, ratio: float = 0.5, *, target_macs: int | None = None,
-          importance: str = "l2", global_pruning: bool = False, round_to: int = 8, steps: int = 1,
-          ignore: Sequence[str] = (), sparsity: float | None = None, fine_tune: FineTune = FineTune(),
-          seed: int = 0, arch: str | None = None, threads: int | None = None, resume: bool = True,
+def prune(model: str, data: str, out: PathLike, config: "PruneConfig | SparsifyConfig | None" = None, *,
+          seed: int = 0, arch: str | None = None, threads: int | None = None, resume: bool = RESUME,
           progress: bool = True) -> Compressed:
-    """Remove channels (Torch-Pruning) from a trained model, fine-tune it, save it, and compare.
+    """Remove channels (Torch-Pruning) from a trained model as ``config`` says, fine-tune it, save it, and compare.
 
-    ``sparsity`` instead zeroes that share of the weights (unstructured: a smaller compressed
-    file, no faster). The recipe is written beside ``out`` (``.recipe.toml``), so
-    ``edgeopt build`` rebuilds the same weights.
+    ``config``: a ``PruneConfig`` (None: its defaults, half the channels and 15 epochs of
+    distillation), or a ``SparsifyConfig`` to zero a share of the weights instead (unstructured:
+    a smaller compressed file, no faster). The recipe is written beside ``out``
+    (``.recipe.toml``), so ``edgeopt build`` rebuilds the same weights.
 
     >>> import edgeopt
+    >>> from edgeopt.passes.prune import PruneConfig
     >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn?width=32", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
-    >>> pruned = edgeopt.prune("runs/digits.safetensors", "digits", "runs/digits-p50.safetensors", ratio=0.5,
-    ...                        fine_tune=edgeopt.FineTune(epochs=1), progress=False)
+    >>> pruned = edgeopt.prune("runs/digits.safetensors", "digits", "runs/digits-p50.safetensors",
+    ...                        PruneConfig(ratio=0.5, fine_tune=edgeopt.FineTune(epochs=1)), progress=False)
     >>> pruned.after.macs < pruned.before.macs / 2, pruned.recipe.label
     (True, 'prune 0.5 (1 ep) → eager fp32')
     """
-    if sparsity is not None:
-        step = Step.of("sparsify", amount=sparsity, fine_tune=dataclasses.asdict(fine_tune))
-    else:
-        step = Step.of("prune", ratio=ratio, target_macs=target_macs, importance=importance,
-                       global_pruning=global_pruning, round_to=round_to, steps=steps, ignore=tuple(ignore),
-                       fine_tune=dataclasses.asdict(fine_tune))
+    from edgeopt.passes.prune import PruneConfig
+    from edgeopt.passes.sparsify import SparsifyConfig
+
+    step = _step(PruneConfig() if config is None else config, "prune", "sparsify")
     recipe = Recipe(model=model, data=data, steps=(step,), seed=seed, arch=arch)
     result = _build_checkpoint(recipe, Path(out), threads, resume, progress)
-    if sparsity is not None:
+    if isinstance(step.config, SparsifyConfig):
         from edgeopt.passes.sparsify import sparsity_of
 
         report = sparsity_of(result.model.module)
@@ -152,67 +149,76 @@ def prune(model: str, data: str, out: PathLike, ratio: float = 0.5, *, target_ma
     return result
 
 
-def distill(student: str | None, teacher: str, data: str, out: PathLike, *, input_size: int | None = None,
-            hints: Sequence[tuple[str, str]] = (), hint_weight: float = 0.0,
-            fine_tune: FineTune = FineTune(lr=0.002), seed: int = 0, threads: int | None = None,
-            resume: bool = True, progress: bool = True) -> Compressed:
-    """Train ``student`` from ``teacher`` (α·CE + (1−α)·T²·KL, T=3, α=0.7), optionally at a lower resolution.
+def distill(teacher: str, data: str, out: PathLike, config: "DistillConfig | None" = None, *, seed: int = 0,
+            arch: str | None = None, threads: int | None = None, resume: bool = RESUME,
+            progress: bool = True) -> Compressed:
+    """Train ``config.student`` from ``teacher`` (α·CE + (1−α)·T²·KL, T=3, α=0.7), maybe at a lower resolution.
 
-    ``student``: an architecture source (classes and channels set from the data), a
-    checkpoint, or None for the teacher's own architecture (with ``input_size``).
+    ``config``: a ``DistillConfig`` — its ``student`` an architecture source (classes and
+    channels set from the data), a checkpoint, or None for the teacher's own architecture (with
+    ``input_size``); None: its defaults.
 
     >>> import edgeopt
+    >>> from edgeopt.passes.distill import DistillConfig
     >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
-    >>> small = edgeopt.distill("edgeopt.zoo:tiny_cnn?width=8", "runs/digits.safetensors", "digits",
-    ...                         "runs/student.safetensors", fine_tune=edgeopt.FineTune(epochs=1), progress=False)
+    >>> student = DistillConfig(student="edgeopt.zoo:tiny_cnn?width=8", fine_tune=edgeopt.FineTune(epochs=1))
+    >>> small = edgeopt.distill("runs/digits.safetensors", "digits", "runs/student.safetensors", student,
+    ...                         progress=False)
     >>> small.after.params < small.before.params
     True
     """
-    step = Step.of("distill", student=student, input_size=input_size, hints=tuple(tuple(h) for h in hints),
-                   hint_weight=hint_weight, fine_tune=dataclasses.asdict(fine_tune))
-    return _build_checkpoint(Recipe(model=teacher, data=data, steps=(step,), seed=seed), Path(out), threads,
-                             resume, progress)
+    from edgeopt.passes.distill import DistillConfig
+
+    step = _step(DistillConfig() if config is None else config, "distill")
+    return _build_checkpoint(Recipe(model=teacher, data=data, steps=(step,), seed=seed, arch=arch), Path(out),
+                             threads, resume, progress)
 
 
-def quantize(model: str, data: str, backend: str, out: PathLike, *, mode: str = "static",
-             max_drop: float | None = None, calibration_samples: int = 300, preset: str = "performance",
-             calibration_method: str = "minmax", keep_float: Sequence[str] = (), dynamic: bool = False,
-             qat: FineTune | None = None, seed: int = 0, arch: str | None = None, threads: int | None = None,
-             force: bool = False, resume: bool = True, progress: bool = True) -> Compressed:
-    """INT8 for one backend, compared with eager FP32 on the test split.
+def quantize(model: str, data: str, backend: str, out: PathLike, config: QuantizationConfig | None = None, *,
+             qat: FineTune | None = None, dynamic: bool = False, seed: int = 0, arch: str | None = None,
+             threads: int | None = None, force: bool = False, resume: bool = RESUME,
+             progress: bool = True) -> Compressed:
+    """INT8 for one backend as ``config`` says, compared with eager FP32 on the test split.
 
-    ``mode``: "static" (post-training), "aware" (keeps layers in float until at most
-    ``max_drop`` points of the main metric are lost on held-out training images) or "qat"
-    (quantization-aware training, ``qat`` says how: 3 epochs of SGD by default).
-    ``dynamic``: INT8 weights with activations quantized at run time (ONNX Runtime; no calibration).
+    ``config``: a ``QuantizationConfig`` (None: its defaults, static post-training INT8) — its
+    ``mode`` "static", "aware" (keeps layers in float until at most ``max_drop`` points of the
+    main metric are lost on held-out training images) or "qat" (quantization-aware training
+    first, with the config's preset and calibration size; ``qat`` says how it trains, None:
+    ``QatConfig``'s 3 epochs of SGD). ``dynamic``: INT8 weights with activations quantized at
+    run time (ONNX Runtime; no calibration, so no ``config``).
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> q = edgeopt.quantize("runs/digits.safetensors", "digits", "onnxruntime", "out/digits-int8",
-    ...                      calibration_samples=100, progress=False)
+    ...                      edgeopt.QuantizationConfig(calibration_samples=100), progress=False)
     >>> q.artifact.precision, q.before.metrics["top1"] - q.after.metrics["top1"] < 0.05
     ('int8', True)
     """
+    from edgeopt.passes.qat import QatConfig
+
+    if dynamic and config is not None:
+        raise ConfigError("dynamic INT8 calibrates nothing: give it no QuantizationConfig")
+    if not dynamic and config is None:
+        config = QuantizationConfig()
+    if qat is not None and (config is None or config.mode != "qat"):
+        raise ConfigError("QAT fine-tuning settings apply to a QuantizationConfig in mode qat")
     steps: tuple[Step, ...] = ()
-    if dynamic:
-        export = ExportConfig(backend, "int8-dynamic")
-    else:
-        if mode == "qat":
-            settings = dataclasses.asdict(qat) if qat else {}
-            steps = (Step.of("qat", preset=preset, calibration_samples=calibration_samples, fine_tune=settings),)
-        export = ExportConfig(backend, "int8", QuantizationConfig(
-            mode=mode, max_drop=max_drop, calibration_samples=calibration_samples, preset=preset,
-            calibration_method=calibration_method, keep_float=tuple(keep_float)))
+    if config is not None and config.mode == "qat":
+        settings = {"fine_tune": qat} if qat is not None else {}
+        steps = (_step(QatConfig(preset=config.preset, calibration_samples=config.calibration_samples, **settings),
+                       "qat"),)
+    export = ExportConfig(backend, "int8", config) if config is not None else ExportConfig(backend, "int8-dynamic")
     recipe = Recipe(model=model, data=data, steps=steps, export=export, seed=seed, arch=arch)
     return _build_artifact(recipe, Path(out), threads, force, resume, progress)
 
 
 def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Goals = Goals(),
-             device: str = "host", budget: str | float = "30m", space: SearchSpace = SearchSpace(),
-             resume: bool = False, force: bool = False, arch: str | None = None, seed: int = 0,
-             agent: "AgentTarget | None" = None, sustained_s: float = 60.0, measurements: PathLike | None = None,
+             device: str = SearchConfig.device, budget: str | float = SearchConfig.budget_s,
+             space: SearchSpace = SearchSpace(), resume: bool = RESUME, force: bool = False, arch: str | None = None,
+             seed: int = 0, agent: "AgentTarget | None" = None, sustained_s: float = SearchConfig.sustained_s,
+             measurements: PathLike | None = None,
              on_event: "Callable[[Event], None] | None" = None) -> SearchOutcome:
     """Search for the fastest (or most accurate, or smallest) artifact of ``model`` that meets ``goals``.
 
@@ -266,9 +272,13 @@ def build(recipe: "Recipe | PathLike", out: PathLike, *, workdir: PathLike | Non
 
 
 def bench(model: "str | LoadedModel", config: "BenchConfig | None" = None, *, calibrate: str | None = None,
-          calibration_samples: int = 300, artifacts_dir: PathLike | None = None, input: str | None = None,
-          arch: str | None = None, progress: Callable[[str, str], None] | None = None) -> "BenchReport":
+          quantization: QuantizationConfig | None = None, artifacts_dir: PathLike | None = None,
+          input: str | None = None, arch: str | None = None,
+          progress: Callable[[str, str], None] | None = None) -> "BenchReport":
     """Compile ``model`` for every backend (or ``config.backends``), verify each, time each in its own process.
+
+    INT8 calibrates on ``calibrate`` (a dataset), as many images as ``quantization`` says (None:
+    ``QuantizationConfig``'s defaults).
 
     >>> import edgeopt
     >>> config = edgeopt.BenchConfig(backends=("eager", "onnxruntime"), timing=edgeopt.TimingConfig(min_seconds=0.2))
@@ -280,7 +290,7 @@ def bench(model: "str | LoadedModel", config: "BenchConfig | None" = None, *, ca
     from edgeopt.pipeline.bench import bench as run_bench
 
     loaded = _load(model, input, arch)
-    calibration = _calibration(loaded, calibrate, QuantizationConfig(calibration_samples=calibration_samples))[0]
+    calibration = _calibration(loaded, calibrate, quantization or QuantizationConfig())[0]
     return run_bench(loaded, config or BenchConfig(), artifacts_dir, progress, calibration)
 
 
@@ -316,9 +326,10 @@ def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: s
 
 
 def evaluate(model: str, data: str, *, reference: str | None = None, image_size: int | None = None,
-             arch: str | None = None) -> dict[str, Any]:
+             arch: str | None = None, predictions: bool = False, score_threshold: float = 0.3) -> dict[str, Any]:
     """The task's metrics and details of an artifact folder or a model source on ``data``'s test split;
-    with ``reference`` (a model source), fidelity to it too.
+    with ``reference`` (a model source), fidelity to it too; with ``predictions``, every test image's
+    result as ``predict`` writes it (boxes over ``score_threshold``, in the image's pixels), in order.
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
@@ -335,16 +346,30 @@ def evaluate(model: str, data: str, *, reference: str | None = None, image_size:
     if (Path(model) / MANIFEST).is_file():
         artifact = Artifact.open(model)
         run, spec, task = open_session(artifact.path).run, artifact.input_spec, _task_of(artifact)
+        labels = artifact.manifest.get("labels")
     else:
         loaded = load_model(model, arch=arch)
         run, spec, task = loaded.reference(), loaded.input_spec, _task_of(loaded)
+        labels = loaded.labels
     test = (task.load(data, spec) if image_size is None else _load_at(data, image_size)).test
     outputs = predict(run, test, spec)
     report: dict[str, Any] = {"metrics": task.score(outputs, test), **task.details(outputs, test)}
+    if predictions:
+        report["predictions"] = _predictions(task, outputs, test, spec, labels or list(test.classes), score_threshold)
     if reference is not None:
         other = load_model(reference)
         report["fidelity"] = task.fidelity(predict(other.reference(), test, other.input_spec), outputs)
     return report
+
+
+def _predictions(task: "Task", outputs: list, test: Any, spec: Any, labels: list[str],
+                 score_threshold: float) -> list[dict[str, Any]]:
+    """Each test image's result as ``predict`` writes it: the dataset's images met the model as one image would."""
+    from edgeopt.predict import describe
+
+    frames = task.dataset_frames(test, spec)
+    results = task.results(outputs, frames, score_threshold)
+    return [describe(task, result, frame.size, labels) for result, frame in zip(results, frames)]
 
 
 def _load_at(data: str, image_size: int):
@@ -381,10 +406,21 @@ def _calibration(model: "LoadedModel", data: str | None, config: QuantizationCon
 
 def _task_of(model: Any) -> "Task":
     """The task of a model or artifact; one edgeopt did not train is scored on labelled images: classification."""
-    from edgeopt.tasks import get_task, task_of
+    from edgeopt.tasks import task_of
 
-    known = model.manifest.get("task") if hasattr(model, "manifest") else model.task
-    return task_of(model) if known not in (None, "unknown") else get_task("classification")
+    return task_of(model, default="classification")
+
+
+def _step(config: "PassConfig", *kinds: str) -> Step:
+    """The step of the first of the passes ``kinds`` whose config ``config`` is."""
+    from edgeopt.passes import get_pass
+
+    techniques = [get_pass(kind) for kind in kinds]
+    for technique in techniques:
+        if isinstance(config, technique.config_type):
+            return Step.using(technique, config)
+    wanted = " or ".join(t.config_type.__name__ for t in techniques)
+    raise ConfigError(f"{kinds[0]} takes a {wanted} (from edgeopt.passes), not {type(config).__name__} {config!r}")
 
 
 def _context(recipe: Recipe, workdir: Path, threads: int | None, resume: bool, progress: bool):

@@ -110,9 +110,9 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
 
     def to_dict(self, classes: Sequence[str] | None = None) -> dict[str, Any]:
-        """JSON-ready: boxes rounded to 0.01 px, scores to 1e-6 (coarser rounding ties scores and moves mAP), labels named when ``classes`` are given."""
+        """JSON-ready: boxes rounded to 0.001 px, scores to 1e-6 (coarser rounding ties scores and moves mAP), labels named when ``classes`` are given."""
         labels = self.labels.tolist()
-        return {"boxes": np.round(self.boxes.astype(np.float64), 2).tolist(),
+        return {"boxes": np.round(self.boxes.astype(np.float64), 3).tolist(),
                 "scores": np.round(self.scores.astype(np.float64), 6).tolist(),  # 1e-6: ranking (mAP) survives JSON
                 "labels": [classes[i] if classes is not None and 0 <= i < len(classes) else i for i in labels]}
 

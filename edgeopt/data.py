@@ -10,7 +10,7 @@ Sources:
 - a folder — an ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) subfolders,
   or one tree split 80/20, every image resized to ``image_size``.
 
-Images stay uint8 NHWC until ``to_input`` turns a batch into the model's float NCHW
+Images stay uint8 NHWC until ``edgeopt.images.to_input`` turns a batch into the model's float NCHW
 input with the InputSpec's preprocessing, so training, evaluation and serving agree.
 
 Example:
@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from edgeopt.errors import ConfigError, InputError
+from edgeopt.images import SUFFIXES
 from edgeopt.spec import InputSpec, Preprocess
 
 
@@ -110,28 +111,6 @@ def input_spec_for(dataset: ImageDataset, preprocess: Preprocess | None = None, 
     return InputSpec((1, dataset.channels, height, width), preprocess=preprocess or default_preprocess(dataset))
 
 
-def to_input(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 NHWC images -> the model's float32 NCHW input (resize, scale, normalise)."""
-    if images.ndim != 4 or images.shape[-1] != spec.shape[1]:
-        raise ConfigError(f"images of shape {images.shape} do not fit input {spec.shape} (channels last expected)")
-    preprocess = spec.preprocess or Preprocess(mean=(0.0,) * spec.shape[1], std=(1.0,) * spec.shape[1])
-    batch = images.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(preprocess.scale)
-    target = tuple(spec.shape[2:])
-    if batch.shape[2:] != target:
-        batch = _resize(batch, target)
-    mean = np.asarray(preprocess.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(preprocess.std, np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((batch - mean) / std, dtype=np.float32)
-
-
-def _resize(batch: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    tensor = F.interpolate(torch.from_numpy(batch), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return tensor.numpy()
-
-
 # -- loading ---------------------------------------------------------------------------
 def load_dataset(source: str, extra_train: Sequence[str] = (), image_size: int | None = None,
                  seed: int = 0) -> DatasetSplits:
@@ -202,30 +181,24 @@ def _image_folder(root: Path, image_size: int | None, seed: int) -> DatasetSplit
 
 
 def _read_tree(root: Path, size: int, classes: tuple[str, ...] | None) -> ImageDataset:
-    from PIL import Image
-
-    from edgeopt.images import GRAY_MODES, SUFFIXES, open_image
+    from edgeopt.images import as_channels, decode_as_stored, image_files, resize
 
     classes = classes or tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
     if not classes:
         raise ConfigError(f"{root} has no class subfolders (expected {root}/<class>/<image>)")
     images, labels = [], []
     for label, name in enumerate(classes):
-        for file in sorted((root / name).rglob("*")):
-            if file.suffix.lower() not in SUFFIXES:
-                continue
+        for file in image_files(root / name):
             try:
-                with open_image(file) as image:
-                    mode = "L" if image.mode in GRAY_MODES else "RGB"
-                    images.append(image.convert(mode).resize((size, size), Image.BILINEAR))
+                pixels = decode_as_stored(file)
             except InputError as exc:
                 raise ConfigError(f"{exc}, or remove it from the dataset") from None
+            images.append(resize(pixels[..., None] if pixels.ndim == 2 else pixels, size, size))
             labels.append(label)
     if not images:
         raise ConfigError(f"{root} holds no images with suffixes {SUFFIXES}")
     # A tree of grayscale images (steel surfaces, X-rays) stays one channel; any colour image
     # makes the whole set RGB, so every sample has the same shape.
-    gray = all(image.mode == "L" for image in images)
-    arrays = [np.asarray(image if gray else image.convert("RGB"), dtype=np.uint8) for image in images]
-    stacked = np.stack(arrays)[..., None] if gray else np.stack(arrays)
-    return ImageDataset(stacked, np.asarray(labels, np.int64), classes)
+    channels = 1 if all(image.shape[-1] == 1 for image in images) else 3
+    return ImageDataset(np.stack([as_channels(image, channels) for image in images]), np.asarray(labels, np.int64),
+                        classes)

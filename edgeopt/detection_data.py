@@ -31,9 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeopt.errors import ConfigError, EdgeoptError, InputError
-from edgeopt.images import SUFFIXES, decode_as_stored
+from edgeopt.images import SUFFIXES, as_channels, decode_as_stored, image_files, letterbox
 
-PAD_VALUE = 114  # the letterbox border (YOLO's grey)
 EDGE_TOLERANCE = 1.0  # px a box may stick out of its image (annotation tools round outwards)
 
 
@@ -46,6 +45,7 @@ class DetectionDataset:
     box_labels: tuple[np.ndarray, ...]
     classes: tuple[str, ...]
     names: tuple[str, ...] = ()
+    sizes: tuple[tuple[int, int], ...] = ()  # each image's own (width, height) before it was letterboxed
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
@@ -54,6 +54,8 @@ class DetectionDataset:
             raise ConfigError(f"{len(self.images)} images but {len(self.boxes)} box lists")
         if not self.names:
             object.__setattr__(self, "names", tuple(f"image {i}" for i in range(len(self.images))))
+        if not self.sizes:
+            object.__setattr__(self, "sizes", ((self.images.shape[2], self.images.shape[1]),) * len(self.images))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -71,7 +73,7 @@ class DetectionDataset:
         indices = [int(i) for i in np.asarray(indices, dtype=np.int64)]
         return DetectionDataset(self.images[indices], tuple(self.boxes[i] for i in indices),
                                 tuple(self.box_labels[i] for i in indices), self.classes,
-                                tuple(self.names[i] for i in indices))
+                                tuple(self.names[i] for i in indices), tuple(self.sizes[i] for i in indices))
 
     def stratified_indices(self, count: int, seed: int) -> np.ndarray:
         """``count`` images in a seeded random order (boxes of many classes share an image: no strata)."""
@@ -258,7 +260,7 @@ def _yolo(root: Path, size: int | None, channels: int | None) -> DetectionDatase
     classes = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
     image_dir = root / "images" if (root / "images").is_dir() else root
     records = []
-    for file in sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in SUFFIXES):
+    for file in image_files(image_dir):
         pixels = _read_image(file)
         height, width = pixels.shape[:2]
         label_file = root / "labels" / file.relative_to(image_dir).with_suffix(".txt")
@@ -317,28 +319,9 @@ def check_boxes(boxes: np.ndarray, labels: np.ndarray, classes: int, height: int
             raise ConfigError(f"{where}: {name} {problem}; fix or remove that annotation")
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """``image`` (H, W, C) scaled to fit ``size`` x ``size`` and padded: (image, scale, (pad x, pad y))."""
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
-        return image, 1.0, (0.0, 0.0)
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    mode = "L" if image.shape[-1] == 1 else "RGB"
-    resized = np.asarray(Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).resize(
-        (new_w, new_h), Image.BILINEAR))
-    resized = resized[..., None] if resized.ndim == 2 else resized
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    canvas = np.full((size, size, image.shape[-1]), PAD_VALUE, np.uint8)
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
-    return canvas, scale, (float(pad_x), float(pad_y))
-
-
 def _assemble(records: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, list[str]]], classes: tuple[str, ...],
               size: int | None, channels: int | None, where: str) -> DetectionDataset:
-    images, boxes, labels, names = [], [], [], []
+    images, boxes, labels, names, sizes = [], [], [], [], []
     if size is None:
         shapes = {r[0].shape[:2] for r in records}
         if len(shapes) != 1 or len({*next(iter(shapes))}) != 1:
@@ -350,11 +333,12 @@ def _assemble(records: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, list[
         pixels = pixels[..., None] if pixels.ndim == 2 else pixels
         check_boxes(image_boxes, image_labels, len(classes), pixels.shape[0], pixels.shape[1], f"{where}, {name}", box_names)
         if pixels.shape[-1] != want:
-            pixels = np.repeat(pixels, 3, axis=-1) if want == 3 else pixels.mean(axis=-1, keepdims=True).astype(np.uint8)
+            pixels = as_channels(pixels, want)
         fitted, scale, (pad_x, pad_y) = letterbox(pixels, size)
         clipped = np.clip(image_boxes, 0, [pixels.shape[1], pixels.shape[0]] * 2)
         images.append(fitted)
         boxes.append((clipped * scale + [pad_x, pad_y, pad_x, pad_y]).astype(np.float32))
         labels.append(image_labels.astype(np.int64))
         names.append(name)
-    return DetectionDataset(np.stack(images), tuple(boxes), tuple(labels), classes, tuple(names))
+        sizes.append((pixels.shape[1], pixels.shape[0]))
+    return DetectionDataset(np.stack(images), tuple(boxes), tuple(labels), classes, tuple(names), tuple(sizes))

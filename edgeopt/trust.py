@@ -57,6 +57,7 @@ class Grants:
     programs: bool = False
     names: frozenset[str] = field(default_factory=frozenset)
     made: frozenset[str] = field(default_factory=frozenset)  # sha256 of programs this process compiled
+    plugins: tuple[str, ...] = ()  # modules the user loaded (--plugin): a measuring child loads them too
 
     def allows(self, name: str, group: str) -> bool:
         return self.programs or name in self.names or name in BUILT_IN or name in _installed(group)
@@ -107,15 +108,29 @@ def trusting(programs: bool = False, names: tuple[str, ...] = ()) -> Iterator[No
         _grants = before
 
 
+def load_plugin(module: str) -> Any:
+    """``--plugin MODULE``: import a module the user names, so the passes, tasks and backends it defines
+    register; recorded, so a measuring child process loads it too."""
+    global _grants
+    loaded = import_object(module, origin=None, flag="--plugin")
+    if module not in _grants.plugins:
+        _grants = replace(_grants, plugins=(*_grants.plugins, module))
+    return loaded
+
+
 def snapshot() -> dict[str, Any]:
     """The grants as JSON, for a child process that measures what this one built."""
-    return {"programs": _grants.programs, "names": sorted(_grants.names), "made": sorted(_grants.made)}
+    return {"programs": _grants.programs, "names": sorted(_grants.names), "made": sorted(_grants.made),
+            "plugins": list(_grants.plugins)}
 
 
 def restore(data: dict[str, Any]) -> None:
+    """The grants of ``snapshot`` in this (child) process, and the plugins the parent loaded, loaded here."""
     global _grants
     _grants = Grants(bool(data.get("programs")), frozenset(str(n) for n in data.get("names", ())),
                      frozenset(str(n) for n in data.get("made", ())))
+    for module in data.get("plugins", ()):
+        load_plugin(str(module))
 
 
 def import_path(source: str) -> str:

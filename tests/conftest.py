@@ -65,7 +65,8 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_digits():
     """A digits classifier trained in this process: (model, splits, 200 calibration inputs, its test top-1)."""
-    from edgeopt.data import input_spec_for, load_dataset, to_input
+    from edgeopt.data import input_spec_for, load_dataset
+    from edgeopt.images import to_input
     from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.tasks import get_task
     from tests.helpers import evaluate

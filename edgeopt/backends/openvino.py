@@ -140,12 +140,25 @@ class OpenVinoSession(Session):
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self.outputs = len(model.outputs)
+        self.batched = core.compile_model(model, "CPU", config).create_infer_request()
+        self.single = self.batched
+        shape = model.inputs[0].get_partial_shape()
+        if shape[0].is_dynamic and shape.rank.is_static and all(d.is_static for d in list(shape)[1:]):
+            # OpenVINO's CPU plugin (2026.4) runs a dynamic-batch model on a batch of ONE with other kernels than
+            # on any larger batch or a static shape: an INT8 SSDlite's logits moved by up to 2.7 on NEU-DET, and
+            # its boxes by pixels (benchmarks/same_answers.py). A static batch-1 copy gives an image alone the
+            # answer it gets in a batch, so predict, the stream, the server and eval agree.
+            model.reshape({0: [1, *(d.get_length() for d in list(shape)[1:])]})
+            self.single = core.compile_model(model, "CPU", config).create_infer_request()
+        self.request = self.single  # the last one used: what a profile reads
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.request = self.single if len(batch) == 1 else self.batched
         self.request.infer({0: batch})
-        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+        return [self.request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
 
 
 class OpenVinoBackend(Backend):

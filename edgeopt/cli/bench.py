@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -13,48 +13,53 @@ from edgeopt.cli.common import (
     AgentTokenOption,
     ArchOption,
     CalibrateOption,
-    CalibrationSamplesOption,
     InputOption,
+    PluginOption,
     ThreadsOption,
     TrustModelOption,
+    calibration_samples_option,
     parse_int_list,
 )
+from edgeopt.measure.latency import TimingConfig
+from edgeopt.pipeline.bench import BenchConfig
 from edgeopt.report.console import make_console
+
+BENCH = BenchConfig()  # every default below is this config's (its timing, TIMING, included)
+TIMING = BENCH.timing
 
 
 @app.command("bench")
 def bench_command(
     model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends (default: all)."),
-    batch: str = typer.Option("1", "--batch", help="Batch sizes, e.g. 1,8: latency at the first, throughput at each."),
-    precision: str = typer.Option("fp32", "--precision", help="Precisions, e.g. fp32,int8 (INT8 needs --calibrate)."),
-    iters: int = typer.Option(50, "--iters", help="Timed iterations, at least."),
-    seconds: float = typer.Option(2.0, "--seconds", help="Timed seconds per batch size, at least."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up iterations."),
+    batch: str = typer.Option(",".join(map(str, BENCH.batches)), "--batch", help="Batch sizes, e.g. 1,8: latency at the first, throughput at each."),
+    precision: str = typer.Option(",".join(BENCH.precisions), "--precision", help="Precisions, e.g. fp32,int8 (INT8 needs --calibrate)."),
+    iters: int = typer.Option(TIMING.min_iters, "--iters", help="Timed iterations, at least."),
+    seconds: float = typer.Option(TIMING.min_seconds, "--seconds", help="Timed seconds per batch size, at least."),
+    warmup: int = typer.Option(TIMING.warmup, "--warmup", help="Untimed warm-up iterations."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write environment and results as JSON."),
     keep: Optional[Path] = typer.Option(None, "--keep-artifacts", help="Keep each backend's artifact under this folder."),
     sustained: Optional[float] = typer.Option(None, "--sustained", help="MODEL is an artifact folder: run it back to back for this many seconds (e.g. 600) and report p99 drift (last minute vs first), CPU temperature and throttling, or 'not available'."),
     agent: Optional[str] = AgentOption,
     agent_token: Optional[str] = AgentTokenOption,
     calibrate: Optional[str] = CalibrateOption,
-    calibration_samples: int = CalibrationSamplesOption,
+    calibration_samples: int = calibration_samples_option(),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Compile MODEL for each backend, verify each against the FP32 reference, and time each in its own process.
 
     With --agent, MODEL is an artifact folder, measured on the device the agent runs on."""
-    from edgeopt.measure.latency import TimingConfig
-
     timing = TimingConfig(warmup=warmup, min_iters=iters, min_seconds=seconds)
     if agent is not None:
         return _on_agent(model, agent, agent_token, parse_int_list(batch, "--batch"), timing, sustained, threads, json_out)
     if sustained is not None:
         return _sustained(model, sustained, threads, json_out)
     from edgeopt.api import bench
-    from edgeopt.pipeline.bench import BenchConfig
+    from edgeopt.quantization import QuantizationConfig
     from edgeopt.report.console import print_bench
 
     console = make_console()
@@ -66,7 +71,8 @@ def bench_command(
         timing=timing,
     )
     with console.status("starting…") as status:
-        report = bench(model, config, calibrate=calibrate, calibration_samples=calibration_samples, artifacts_dir=keep,
+        report = bench(model, config, calibrate=calibrate,
+                       quantization=QuantizationConfig(calibration_samples=calibration_samples), artifacts_dir=keep,
                        input=input, arch=arch, progress=lambda backend, stage: status.update(f"{backend}: {stage}…"))
     print_bench(report, console)
     if json_out:

@@ -11,15 +11,21 @@ from edgeopt.cli.app import app
 from edgeopt.cli.common import (
     ArchOption,
     CalibrateOption,
-    CalibrationSamplesOption,
+    CalibrationMethodOption,
     InputOption,
+    KeepFloatOption,
     MaxDropOption,
+    PluginOption,
     PresetOption,
     ThreadsOption,
     TrustModelOption,
+    calibration_samples_option,
 )
 from edgeopt.errors import ConfigError
+from edgeopt.pipeline.recipe import ExportConfig
 from edgeopt.report.console import make_console, print_notes
+
+EXPORT = ExportConfig()  # --precision's default
 
 
 def _parse_options(items: list[str]) -> dict[str, object]:
@@ -37,21 +43,22 @@ def export_command(
     model: str = typer.Argument(..., help="Model source: torchvision:NAME, pkg.module:factory, ckpt.safetensors, model.onnx."),
     backend: str = typer.Option(..., "--backend", "-b", help="Runtime: see `edgeopt backends`."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to create."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 | int8-dynamic, as the backend supports."),
+    precision: str = typer.Option(EXPORT.precision, "--precision", help="fp32 | fp16 | int8 | int8-dynamic, as the backend supports."),
     option: List[str] = typer.Option([], "--option", help="Backend option key[=value], e.g. mobile (torchscript)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     calibrate: Optional[str] = CalibrateOption,
-    calibration_samples: int = CalibrationSamplesOption,
+    calibration_samples: int = calibration_samples_option(),
     max_accuracy_drop: Optional[float] = MaxDropOption,
     preset: str = PresetOption,
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help="ONNX Runtime calibrator: minmax | entropy | percentile."),
-    keep_float: List[str] = typer.Option([], "--keep-float", help="A layer to keep in float, by the backend's name for it (repeatable)."),
+    calibration_method: str = CalibrationMethodOption,
+    keep_float: List[str] = KeepFloatOption,
     outputs: Optional[str] = typer.Option(None, "--outputs", help="A detector edgeopt did not build: its output layout, yolov8 (N, 4+classes, anchors) or yolov5 (N, anchors, 5+classes)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="With --outputs: the class names, comma-separated."),
     input: Optional[str] = InputOption,
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Compile MODEL for one backend, load it back, check it against the FP32 reference, and write the artifact."""
     from edgeopt.api import export

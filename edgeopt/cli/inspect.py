@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from typing import List
+
 import typer
 
 from edgeopt.cli.app import app
+from edgeopt.cli.common import PluginOption
 from edgeopt.report.console import make_console
 
 
@@ -14,6 +17,7 @@ from edgeopt.report.console import make_console
 def inspect_command(
     artifact: str = typer.Argument(..., help="An artifact folder written by `edgeopt export`."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Check every file of ARTIFACT against its sha256 and summarize what it is."""
     from edgeopt.artifact import Artifact

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, CalibrationSamplesOption, SeedOption
+from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, PluginOption, SeedOption, calibration_samples_option
 from edgeopt.errors import ConfigError
 from edgeopt.report.console import make_console
+from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchSpace
 
 GOAL_NOT_MET_EXIT = 3  # distinct from 1 (a usage or input error): the search ran, no candidate met the goals
+GOALS, SPACE = Goals(), SearchSpace()  # with SearchConfig's and AgentTarget's, every default below
 
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip() and part.strip() != "none")
+
+
+def _listed(values: tuple | None, none: str = "none") -> str:
+    """A default as the option spells it: 0.5,0.75 (``none`` for nothing)."""
+    return none if values is None else ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) or "none"
 
 
 def _fractions(text: str, what: str) -> tuple[float, ...]:
@@ -31,33 +38,34 @@ def optimize_command(
     model: str = typer.Argument(..., help="The trained baseline: a .safetensors from `edgeopt train`, or any PyTorch model source."),
     data: str = typer.Option(..., "--data", help="digits, a .npz file or an ImageFolder tree: calibrate and fine-tune on its train split, score on its test split."),
     out: Path = typer.Option(Path("out/optimize"), "--out", "-o", help="The search folder: journal, candidates, best/, report.html."),
-    device: str = typer.Option("host", "--device", help="Target device profile (see `edgeopt devices`); not this machine: latencies are estimates."),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Goal: p50 latency at batch 1."),
-    max_sustained_p99_ms: Optional[float] = typer.Option(None, "--max-sustained-p99-ms", help="Goal: p99 of the last minute of --sustained-seconds back to back (throttling shows here)."),
-    sustained_seconds: float = typer.Option(60.0, "--sustained-seconds", help="How long each candidate runs back to back when --max-sustained-p99-ms is set."),
-    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="Goal: artifact size."),
-    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Goal: peak memory of the process running it."),
-    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="The metric the drop goal and the Pareto front use (default: the task's main one, e.g. top1; or top5)."),
-    priority: str = typer.Option("latency", "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
-    budget: str = typer.Option("30m", "--budget", help="Wall-clock search time, e.g. 90s, 30m, 2h: a long step inside a candidate stops at it (the candidate is journaled as stopped); carried across --resume."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the search in --out; finished candidates are not run again."),
-    force: bool = typer.Option(False, "--force", help="Delete a previous search in --out and start over."),
-    backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends to try (default: every one that runs here and on the device)."),
-    int8: bool = typer.Option(True, "--int8/--no-int8", help="Try INT8 (PTQ, accuracy-aware, QAT)."),
-    prune_ratios: str = typer.Option("0.5,0.75", "--prune-ratios", help="Channel-pruning ratios to try (or none)."),
-    resolutions: str = typer.Option("0.75", "--resolutions", help="Lower input sizes to distil to, as fractions (or none)."),
-    students: str = typer.Option("auto", "--students", help="Lighter architectures to distil into (or none); auto: the task's (MobileNetV2 for a classifier, a half-width SSDlite for a detector)."),
-    qat: bool = typer.Option(True, "--qat/--no-qat", help="Try quantization-aware training."),
-    epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
-    qat_epochs: int = typer.Option(3, "--qat-epochs"),
-    calibration_samples: int = CalibrationSamplesOption,
+    device: str = typer.Option(SearchConfig.device, "--device", help="Target device profile (see `edgeopt devices`); not this machine: latencies are estimates."),
+    max_latency_ms: Optional[float] = typer.Option(GOALS.max_latency_ms, "--max-latency-ms", help="Goal: p50 latency at batch 1."),
+    max_sustained_p99_ms: Optional[float] = typer.Option(GOALS.max_sustained_p99_ms, "--max-sustained-p99-ms", help="Goal: p99 of the last minute of --sustained-seconds back to back (throttling shows here)."),
+    sustained_seconds: float = typer.Option(SearchConfig.sustained_s, "--sustained-seconds", help="How long each candidate runs back to back when --max-sustained-p99-ms is set."),
+    max_size_mb: Optional[float] = typer.Option(GOALS.max_size_mb, "--max-size-mb", help="Goal: artifact size."),
+    max_memory_mb: Optional[float] = typer.Option(GOALS.max_memory_mb, "--max-memory-mb", help="Goal: peak memory of the process running it."),
+    max_accuracy_drop: float = typer.Option(GOALS.max_drop, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
+    metric: Optional[str] = typer.Option(GOALS.metric, "--metric", help="The metric the drop goal and the Pareto front use (default: the task's main one, e.g. top1; or top5)."),
+    priority: str = typer.Option(GOALS.priority, "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
+    budget: str = typer.Option(f"{SearchConfig.budget_s / 60:g}m", "--budget", help="Wall-clock search time, e.g. 90s, 30m, 2h: a long step inside a candidate stops at it (the candidate is journaled as stopped); carried across --resume."),
+    resume: bool = typer.Option(SearchConfig.resume, "--resume", help="Continue the search in --out; finished candidates are not run again."),
+    force: bool = typer.Option(SearchConfig.force, "--force", help="Delete a previous search in --out and start over."),
+    backends: Optional[str] = typer.Option(None if SPACE.backends is None else _listed(SPACE.backends), "--backends", help="Comma-separated backends to try (default: every one that runs here and on the device)."),
+    int8: bool = typer.Option(SPACE.int8, "--int8/--no-int8", help="Try INT8 (PTQ, accuracy-aware, QAT)."),
+    prune_ratios: str = typer.Option(_listed(SPACE.prune_ratios), "--prune-ratios", help="Channel-pruning ratios to try (or none)."),
+    resolutions: str = typer.Option(_listed(SPACE.resolutions), "--resolutions", help="Lower input sizes to distil to, as fractions (or none)."),
+    students: str = typer.Option(_listed(SPACE.students, none="auto"), "--students", help="Lighter architectures to distil into (or none); auto: the task's (MobileNetV2 for a classifier, a half-width SSDlite for a detector)."),
+    qat: bool = typer.Option(SPACE.qat, "--qat/--no-qat", help="Try quantization-aware training."),
+    epochs: int = typer.Option(SPACE.epochs, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
+    qat_epochs: int = typer.Option(SPACE.qat_epochs, "--qat-epochs"),
+    calibration_samples: int = calibration_samples_option(SPACE.calibration_samples),
     agent: Optional[str] = AgentOption,
     agent_token: Optional[str] = AgentTokenOption,
-    agent_retries: int = typer.Option(4, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
+    agent_retries: int = typer.Option(AgentTarget.retries, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
     measurements: Optional[Path] = typer.Option(None, "--measurements", help="The store of device measurements that corrects estimates (default ~/.cache/edgeopt/measurements, or EDGEOPT_MEASUREMENTS)."),
     arch: Optional[str] = ArchOption,
     seed: int = SeedOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Find the fastest (or most accurate, or smallest) artifact of MODEL that meets the goals.
 
@@ -66,7 +74,7 @@ def optimize_command(
     corrected by earlier device measurements, with its interval), keeps the best so far in OUT/best, and writes
     OUT/report.html, report.md and results.json. Exits 3 when no candidate meets the goals.
     """
-    from edgeopt.search import AgentTarget, Goals, SearchSpace, parse_duration
+    from edgeopt.search import parse_duration
 
     goals = Goals(max_latency_ms=max_latency_ms, max_sustained_p99_ms=max_sustained_p99_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
                   max_drop=max_accuracy_drop, metric=metric, priority=priority)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import List, Optional, TYPE_CHECKING
 
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, InputOption, ThreadsOption, TrustModelOption
+from edgeopt.cli.common import ArchOption, InputOption, PluginOption, ThreadsOption, TrustModelOption
 from edgeopt.report.console import make_console
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def profile_command(
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Operator table, FLOPs and parameters, and a trace for TensorBoard / chrome://tracing."""
     from edgeopt.artifact import MANIFEST, Artifact

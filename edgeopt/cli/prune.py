@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,21 +10,28 @@ import typer
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (
-    AlphaOption,
     ArchOption,
-    BatchSizeOption,
-    OptimizerOption,
+    PluginOption,
     ResumeOption,
-    ScheduleOption,
     SeedOption,
-    TemperatureOption,
     ThreadsOption,
-    WeightDecayOption,
+    alpha_option,
+    batch_size_option,
+    epochs_option,
+    lr_option,
+    optimizer_option,
     parse_count,
+    schedule_option,
+    temperature_option,
+    weight_decay_option,
     write_summary,
 )
+from edgeopt.passes.prune import PruneConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console
+
+PRUNE = PruneConfig()  # every default below is this config's
+TUNE = PRUNE.fine_tune
 
 
 @app.command("prune")
@@ -31,27 +39,28 @@ def prune_command(
     model: str = typer.Argument(..., help="A trained PyTorch model, e.g. the .safetensors from `edgeopt train`."),
     data: str = typer.Option(..., "--data", help="digits, a .npz file or an ImageFolder tree: fine-tune on its train split, report on its test split."),
     out: Path = typer.Option(..., "--out", "-o", help="The pruned checkpoint (.safetensors); its .recipe.toml and a .json summary go beside it."),
-    ratio: float = typer.Option(0.5, "--ratio", help="Share of each layer's channels to remove."),
-    target_macs: Optional[str] = typer.Option(None, "--target-macs", help="Instead of --ratio: prune until MACs are at most this (e.g. 40M)."),
-    importance: str = typer.Option("l2", "--importance", help="l1 | l2 | bn | taylor"),
-    global_pruning: bool = typer.Option(False, "--global/--uniform", help="Rank channels across layers instead of the same ratio per layer."),
-    round_to: int = typer.Option(8, "--round-to", help="Keep channel counts a multiple of this (SIMD-friendly; 1: no rounding)."),
-    steps: int = typer.Option(1, "--steps", help="Iterative pruning: prune a share, fine-tune, repeat."),
-    ignore: List[str] = typer.Option([], "--ignore", help="Layer names to keep whole (output layers always are)."),
+    ratio: float = typer.Option(PRUNE.ratio, "--ratio", help="Share of each layer's channels to remove."),
+    target_macs: Optional[str] = typer.Option(PRUNE.target_macs, "--target-macs", help="Instead of --ratio: prune until MACs are at most this (e.g. 40M)."),
+    importance: str = typer.Option(PRUNE.importance, "--importance", help="l1 | l2 | bn | taylor"),
+    global_pruning: bool = typer.Option(PRUNE.global_pruning, "--global/--uniform", help="Rank channels across layers instead of the same ratio per layer."),
+    round_to: int = typer.Option(PRUNE.round_to, "--round-to", help="Keep channel counts a multiple of this (SIMD-friendly; 1: no rounding)."),
+    steps: int = typer.Option(PRUNE.steps, "--steps", help="Iterative pruning: prune a share, fine-tune, repeat."),
+    ignore: List[str] = typer.Option(list(PRUNE.ignore), "--ignore", help="Layer names to keep whole (output layers always are)."),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Unstructured instead: zero this share of weights (smaller compressed file, not faster)."),
-    epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs after each pruning step (0: none)."),
-    distill: bool = typer.Option(True, "--distill/--no-distill", help="Fine-tune by distillation from the unpruned model."),
-    temperature: float = TemperatureOption,
-    alpha: float = AlphaOption,
-    lr: float = typer.Option(1e-3, "--lr"),
-    optimizer: str = OptimizerOption,
-    schedule: str = ScheduleOption,
-    weight_decay: float = WeightDecayOption,
-    batch_size: int = BatchSizeOption,
+    epochs: int = epochs_option(TUNE.epochs, "Fine-tuning epochs after each pruning step (0: none)."),
+    distill: bool = typer.Option(TUNE.distill, "--distill/--no-distill", help="Fine-tune by distillation from the unpruned model."),
+    temperature: float = temperature_option(TUNE.temperature),
+    alpha: float = alpha_option(TUNE.alpha),
+    lr: float = lr_option(TUNE.lr),
+    optimizer: str = optimizer_option(TUNE.optimizer),
+    schedule: str = schedule_option(TUNE.schedule),
+    weight_decay: float = weight_decay_option(TUNE.weight_decay),
+    batch_size: int = batch_size_option(TUNE.batch_size),
     resume: bool = ResumeOption,
     seed: int = SeedOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Prune MODEL (Torch-Pruning, channels physically removed), fine-tune, and compare before/after.
 
@@ -60,15 +69,20 @@ def prune_command(
     6 epochs of SGD at 0.01 left it 3.3 points short. `edgeopt build OUT.recipe.toml` rebuilds it.
     """
     from edgeopt.api import prune
-    from edgeopt.passes import FineTune
+    from edgeopt.passes.sparsify import SparsifyConfig
     from edgeopt.tasks import get_task
 
     console = make_console()
-    fine_tune = FineTune(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay,
-                         batch_size=batch_size, distill=distill, temperature=temperature, alpha=alpha)
-    result = prune(model, data, out, ratio, target_macs=parse_count(target_macs, "--target-macs") if target_macs else None,
-                   importance=importance, global_pruning=global_pruning, round_to=round_to, steps=steps, ignore=ignore,
-                   sparsity=sparsity, fine_tune=fine_tune, seed=seed, arch=arch, threads=threads, resume=resume)
+    fine_tune = dataclasses.replace(TUNE, epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule,
+                                    weight_decay=weight_decay, batch_size=batch_size, distill=distill,
+                                    temperature=temperature, alpha=alpha)
+    if sparsity is not None:
+        config = SparsifyConfig(amount=sparsity, fine_tune=fine_tune)
+    else:
+        config = PruneConfig(ratio=ratio, target_macs=parse_count(target_macs, "--target-macs") if target_macs else None,
+                             importance=importance, global_pruning=global_pruning, round_to=round_to, steps=steps,
+                             ignore=tuple(ignore), fine_tune=fine_tune)
+    result = prune(model, data, out, config, seed=seed, arch=arch, threads=threads, resume=resume)
     write_summary(out.with_suffix(".json"), {"source": model, "recipe": result.recipe.to_dict(), **result.details,
                                              "macs_before": result.before.macs, "macs_after": result.after.macs,
                                              "before": result.before.to_dict(), "after": result.after.to_dict()})

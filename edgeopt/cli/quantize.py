@@ -8,11 +8,28 @@ from typing import List, Optional
 
 import typer
 
+from edgeopt.api import RESUME
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, CalibrationSamplesOption, MaxDropOption, PresetOption, ThreadsOption
+from edgeopt.cli.common import (
+    ArchOption,
+    CalibrationMethodOption,
+    KeepFloatOption,
+    MaxDropOption,
+    PluginOption,
+    PresetOption,
+    QUANTIZATION,
+    SeedOption,
+    ThreadsOption,
+    calibration_samples_option,
+    epochs_option,
+    lr_option,
+)
 from edgeopt.errors import ConfigError
+from edgeopt.passes.qat import QatConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console, print_notes
+
+QAT = QatConfig()  # --qat's defaults; the rest are QuantizationConfig's (QUANTIZATION)
 
 
 @app.command("quantize")
@@ -22,34 +39,37 @@ def quantize_command(
     backend: str = typer.Option("openvino", "--backend", "-b", help="A backend with INT8 (see `edgeopt backends`)."),
     out: Path = typer.Option(..., "--out", "-o", help="The INT8 artifact folder to create."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
-    calibration_samples: int = CalibrationSamplesOption,
+    calibration_samples: int = calibration_samples_option(QUANTIZATION.calibration_samples),
     max_accuracy_drop: Optional[float] = MaxDropOption,
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (NNCF) before converting to INT8 (openvino, onnxruntime)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic INT8 (ONNX Runtime): INT8 weights, activations quantized at run time; for Linear-heavy models."),
-    epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
-    lr: float = typer.Option(1e-3, "--lr", help="QAT learning rate (SGD, cosine)."),
+    epochs: int = epochs_option(QAT.fine_tune.epochs, "QAT fine-tuning epochs."),
+    lr: float = lr_option(QAT.fine_tune.lr, f"QAT learning rate ({QAT.fine_tune.optimizer.upper()}, {QAT.fine_tune.schedule})."),
     preset: str = PresetOption,
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help="ONNX Runtime calibrator: minmax | entropy | percentile."),
-    keep_float: List[str] = typer.Option([], "--keep-float", help="A layer to keep in float, by the backend's name for it (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep an artifact it already finished, or continue QAT from its last epoch checkpoint."),
-    seed: int = typer.Option(0, "--seed"),
+    calibration_method: str = CalibrationMethodOption,
+    keep_float: List[str] = KeepFloatOption,
+    resume: bool = typer.Option(RESUME, "--resume", help="Continue an interrupted run: keep an artifact it already finished, or continue QAT from its last epoch checkpoint."),
+    seed: int = SeedOption,
     arch: Optional[str] = ArchOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Export MODEL to INT8 on BACKEND and compare it with eager FP32: quality, size, p50 latency."""
     from edgeopt.api import quantize
-    from edgeopt.passes.qat import QAT_FINE_TUNE
+    from edgeopt.quantization import QuantizationConfig
     from edgeopt.tasks import get_task
 
     if sum((qat, dynamic, max_accuracy_drop is not None)) > 1:
         raise ConfigError("--qat, --dynamic and --max-accuracy-drop are alternatives: choose one")
     mode = "qat" if qat else "aware" if max_accuracy_drop is not None else "static"
+    config = None if dynamic else QuantizationConfig(
+        mode=mode, max_drop=max_accuracy_drop, calibration_samples=calibration_samples, preset=preset,
+        calibration_method=calibration_method, keep_float=tuple(keep_float))
     console = make_console()
     with console.status(f"quantizing for {backend} and measuring…"):
-        result = quantize(model, data, backend, out, mode=mode, max_drop=max_accuracy_drop,
-                          calibration_samples=calibration_samples, preset=preset, calibration_method=calibration_method,
-                          keep_float=keep_float, dynamic=dynamic, seed=seed, arch=arch, threads=threads, force=force,
-                          resume=resume, qat=dataclasses.replace(QAT_FINE_TUNE, epochs=epochs, lr=lr))
+        result = quantize(model, data, backend, out, config, dynamic=dynamic, seed=seed, arch=arch, threads=threads,
+                          force=force, resume=resume,
+                          qat=dataclasses.replace(QAT.fine_tune, epochs=epochs, lr=lr) if qat else None)
     artifact = result.artifact
     task = get_task(artifact.manifest["task"])
     name = f"{backend} {artifact.precision}{' (QAT)' if qat else ' (aware)' if mode == 'aware' else ''}"

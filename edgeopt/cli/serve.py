@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, ThreadsOption, TrustModelOption
+from edgeopt.cli.common import ArchOption, PluginOption, ThreadsOption, TrustModelOption
 
 
 @app.command("serve")
@@ -33,6 +33,7 @@ def serve_command(
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Serve ARTIFACTS (ONNX Runtime, OpenVINO, ...) with dynamic batching, metrics and hot model swaps."""
     from edgeopt.errors import ConfigError

@@ -7,17 +7,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import ArchOption, ThreadsOption, TrustModelOption
+from edgeopt.cli.common import ArchOption, PluginOption, ThreadsOption, TrustModelOption
 
 
 @app.command("stream")
 def stream_command(
-    source: str = typer.Argument(..., help="A video file, a camera index (0), or an rtsp:// or http:// URL."),
+    source: str = typer.Argument(..., help="A video file, a folder of images, a camera index (0), or an rtsp:// or http:// URL."),
     artifact: Path = typer.Argument(..., help="An artifact folder (classifier or detector)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON lines here instead of stdout."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the run's figures (received/processed/skipped FPS, latency) as JSON."),
@@ -28,12 +28,13 @@ def stream_command(
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: report boxes at least this confident."),
     line: Optional[str] = typer.Option(None, "--line", help="Detectors: count tracked boxes crossing the line x1,y1,x2,y2 (frame pixels)."),
     no_track: bool = typer.Option(False, "--no-track", help="Detectors: no tracking (no ids, no counts)."),
-    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Detectors: write the frames with boxes drawn to this video (.mp4)."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the frames with their results drawn (boxes, or a classifier's label) to this video (.mp4)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the stream's figures to Prometheus on 127.0.0.1:PORT/metrics."),
     reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: reopen attempts (with backoff) before giving up."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Run ARTIFACT over SOURCE: files frame by frame; live sources newest-frame-first, skipped frames counted."""
     from edgeopt.errors import ConfigError

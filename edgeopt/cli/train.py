@@ -9,15 +9,21 @@ import typer
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import (
-    BatchSizeOption,
-    OptimizerOption,
+    PluginOption,
     ResumeOption,
-    ScheduleOption,
     SeedOption,
-    WeightDecayOption,
+    batch_size_option,
+    epochs_option,
+    lr_option,
+    optimizer_option,
+    schedule_option,
+    weight_decay_option,
     write_summary,
 )
+from edgeopt.passes.base import TrainConfig
 from edgeopt.report.console import make_console
+
+TRAIN = TrainConfig()  # the training defaults below are this config's
 
 
 @app.command("train")
@@ -25,14 +31,14 @@ def train_command(
     data: str = typer.Argument(..., help="digits, a .npz file (x_train/y_train/x_test/y_test), or an ImageFolder tree."),
     arch: str = typer.Option(..., "--arch", help="Architecture, e.g. torchvision:resnet18 (classes and channels are set from the data)."),
     out: Path = typer.Option(..., "--out", "-o", help="The trained model: a .safetensors checkpoint (a .json summary goes beside it)."),
-    epochs: int = typer.Option(10, "--epochs"),
-    batch_size: int = BatchSizeOption,
-    lr: float = typer.Option(0.002, "--lr"),
-    optimizer: str = OptimizerOption,
-    schedule: str = ScheduleOption,
-    weight_decay: float = WeightDecayOption,
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and padded crops."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better validation score."),
+    epochs: int = epochs_option(TRAIN.epochs),
+    batch_size: int = batch_size_option(TRAIN.batch_size),
+    lr: float = lr_option(TRAIN.lr),
+    optimizer: str = optimizer_option(TRAIN.optimizer),
+    schedule: str = schedule_option(TRAIN.schedule),
+    weight_decay: float = weight_decay_option(TRAIN.weight_decay),
+    augment: bool = typer.Option(TRAIN.augment, "--augment/--no-augment", help="Random flips and padded crops."),
+    patience: Optional[int] = typer.Option(TRAIN.patience, "--patience", help="Stop after this many epochs without a better validation score."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the training set held out for validation."),
     seed: int = SeedOption,
     resume: bool = ResumeOption,
@@ -40,8 +46,10 @@ def train_command(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Load ImageFolder images at this size."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Show the images to the model at this square size (e.g. 8x8 digits at 48)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
-    task: str = typer.Option("classification", "--task", help="classification, or detection (boxes: a COCO json, "
-                             "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.detectors:ssdlite)."),
+    task: str = typer.Option("classification", "--task", help="classification, detection (boxes: a COCO json, "
+                             "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.detectors:ssdlite), or a task a "
+                             "--plugin module registers."),
+    plugin: List[str] = PluginOption,
 ) -> None:
     """Train ARCH on DATA; keep the best validation epoch; report test accuracy (or mAP), size and MACs.
 

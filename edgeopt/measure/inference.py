@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeopt.data import to_input
+from edgeopt.images import to_input
 from edgeopt.spec import InputSpec
 
 # A batch in, output arrays out.

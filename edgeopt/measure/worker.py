@@ -42,6 +42,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     from edgeopt.artifact import Artifact
     from edgeopt.backends import get_backend
     from edgeopt.measure.latency import TimingConfig, summarize, time_calls
+    from edgeopt.tasks import task_of
 
     from edgeopt import trust
 
@@ -53,12 +54,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     session = get_backend(artifact.backend).load(artifact, threads=job["threads"])
     load_ms = (time.perf_counter() - t0) * 1e3
     spec = artifact.input_spec
-    run = session.run
-    if artifact.manifest.get("head"):  # a detector's latency includes decoding and NMS
-        from edgeopt.boxes import DetectionHead, postprocess
-
-        head = DetectionHead.from_dict(artifact.manifest["head"])
-        run = lambda data: postprocess(session.run(data), head)  # noqa: E731
+    task = task_of(artifact)  # latency includes what every call pays after the model: a detector's decoding and NMS
+    run = lambda data: task.postprocess(session.run(data))  # noqa: E731
     real = np.load(job["inputs"], allow_pickle=False) if job.get("inputs") else None
     first = [spec.example(batch=1) if real is None else real[:1]]
     t0 = time.perf_counter()

@@ -17,11 +17,12 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from edgeopt.errors import ConfigError
-from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext
+from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, SearchRequest, SearchStep, TrainConfig
 from edgeopt.registry import add, discover
 from edgeopt.trust import PASSES_GROUP, import_object
 
-__all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "all_passes", "get_pass", "register_pass"]
+__all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "SearchRequest", "SearchStep", "TrainConfig", "all_passes",
+           "get_pass", "register_pass"]
 HELPERS = ("base", "train", "kd")  # modules of this package that are not passes
 
 

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgeopt.errors import ConfigError
-from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
+from edgeopt.passes.base import (
+    FineTune,
+    Pass,
+    PassConfig,
+    PassContext,
+    SearchRequest,
+    SearchStep,
+    epochs_label,
+)
 from edgeopt.passes.finetune import fine_tune
 
 if TYPE_CHECKING:
@@ -77,6 +85,19 @@ class DistillPass(Pass):
         student = load_model(arch, input=model.input_spec, origin=context.origin)
         student.task, student.labels = model.task, model.labels
         return student
+
+    def search_steps(self, request: SearchRequest) -> list[SearchStep]:
+        """The model itself at each of the space's ``resolutions`` (fractions of its input side), and
+        each student (too small an input for a student's downsampling: none), fine-tuned for the
+        space's ``epochs``. Lower resolutions come right after pruning when latency is the priority;
+        otherwise the students come first."""
+        space, size = request.space, request.input_size
+        tune = {"epochs": space.epochs}
+        resolution, students = (2.0, 3.0) if request.priority == "latency" else (3.0, 2.0)
+        lower = [SearchStep(self.config(input_size=max(1, round(size * f)), fine_tune=tune), resolution)
+                 for f in space.resolutions if size]
+        usable = request.students if size and size >= space.min_student_input else ()
+        return lower + [SearchStep(self.config(student=s, fine_tune=tune), students) for s in usable]
 
     def model_sources(self, config: DistillConfig) -> tuple[str, ...]:
         return (config.student,) if config.student else ()

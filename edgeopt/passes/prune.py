@@ -23,22 +23,29 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
-
 from edgeopt.errors import ConfigError
 from edgeopt.measure.profile import count_macs
 from edgeopt.models import flatten_outputs
-from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
+from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, SearchRequest, SearchStep, epochs_label
 from edgeopt.passes.finetune import fine_tune
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a model is pruned: the CLI reads PruneConfig's defaults without it
+    import torch
+    from torch import nn
+
     from edgeopt.models import LoadedModel
 
+    LossOnBatch = Callable[[nn.Module], torch.Tensor]
+    StepHook = Callable[[int, nn.Module], None]
+
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
-PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-LossOnBatch = Callable[[nn.Module], torch.Tensor]
-StepHook = Callable[[int, nn.Module], None]
+
+
+def prunable(layer: "nn.Module") -> bool:
+    """Whether ``layer`` has output channels to remove (or weights to zero): a convolution or a linear layer."""
+    from torch import nn
+
+    return isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,11 @@ def output_layers(module: nn.Module, example: torch.Tensor) -> list[str]:
     """Names of the conv/linear layers whose result is a model output (else the last one run)."""
     produced: dict[int, str] = {}
     order: list[str] = []
+    import torch
+
     hooks = []
     for name, layer in module.named_modules():
-        if isinstance(layer, PRUNABLE):
+        if prunable(layer):
             def record(_layer, _inputs, output, name=name):
                 produced[id(output)] = name
                 order.append(name)
@@ -247,6 +256,8 @@ class PrunePass(Pass):
     config_type = PruneConfig
 
     def apply(self, model: "LoadedModel", config: PruneConfig, context: PassContext) -> "LoadedModel":
+        import torch
+
         pruned = dataclasses.replace(model, module=copy.deepcopy(model.module))
         example = torch.from_numpy(model.input_spec.example())
 
@@ -264,9 +275,21 @@ class PrunePass(Pass):
         amount = f"to {config.target_macs / 1e6:g}M MACs" if config.target_macs else f"{config.ratio:g}"
         return f"prune {amount}{epochs_label(config)}"
 
+    def search_steps(self, request: SearchRequest) -> list[SearchStep]:
+        """Each of the space's ``prune_ratios``, fine-tuned for its ``epochs``: gentlest first, but
+        strongest first when memory is the priority; with accuracy first, only the gentlest comes
+        early (after QAT), the stronger ones after the students and lower resolutions."""
+        space = request.space
+        ratios = sorted(space.prune_ratios, reverse=request.priority == "memory")
+        later = 4.0 if request.priority == "accuracy" else 1.0
+        return [SearchStep(self.config(ratio=ratio, fine_tune={"epochs": space.epochs}), 1.0 if i == 0 else later)
+                for i, ratio in enumerate(ratios)]
 
-def _taylor_loss(model: "LoadedModel", context: PassContext) -> LossOnBatch:
+
+def _taylor_loss(model: "LoadedModel", context: PassContext) -> "LossOnBatch":
     """The task's loss on 64 stratified training images, for Taylor importance's gradients."""
+    import torch
+
     sample = context.splits.train.calibration(64, seed=1)
     inputs, targets = context.task.training_data(sample, model.input_spec).batch(torch.arange(len(sample)), None, False)
     loss = context.task.training_loss()

@@ -24,7 +24,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgeopt.errors import ConfigError
-from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
+from edgeopt.passes.base import (
+    FIRST,
+    LAST,
+    FineTune,
+    Pass,
+    PassConfig,
+    PassContext,
+    SearchRequest,
+    SearchStep,
+    epochs_label,
+)
 from edgeopt.passes.finetune import fine_tune
 from edgeopt.quantization import PRESETS, nncf_preset
 
@@ -60,6 +70,15 @@ class QatPass(Pass):
 
     def label(self, config: QatConfig) -> str:
         return f"QAT{epochs_label(config)}"
+
+    def search_steps(self, request: SearchRequest) -> list[SearchStep]:
+        """QAT for the space's ``qat_epochs`` when the space allows it (``qat``): first when accuracy
+        is the priority, last when latency is; not when memory is (INT8 PTQ already shrinks the model)."""
+        space = request.space
+        if not space.qat or request.priority == "memory":
+            return []
+        config = self.config(calibration_samples=space.calibration_samples, fine_tune={"epochs": space.qat_epochs})
+        return [SearchStep(config, FIRST if request.priority == "accuracy" else LAST)]
 
     def untrained(self, config: QatConfig) -> None:
         return None  # fake-quantizers do not change the architecture a latency probe times

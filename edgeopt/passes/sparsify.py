@@ -15,14 +15,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from edgeopt.errors import ConfigError
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
 from edgeopt.passes.finetune import fine_tune
-from edgeopt.passes.prune import PRUNABLE
+from edgeopt.passes.prune import prunable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where weights are zeroed: the CLI reads SparsifyConfig's defaults without it
+    from torch import nn
+
     from edgeopt.models import LoadedModel
 
 SCOPES = ("global", "layer")
@@ -48,7 +48,7 @@ def sparsify(module: nn.Module, amount: float, scope: str = "global", permanent:
         raise ConfigError(f"sparsity must be between 0 and 1 (exclusive), not {amount}")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    targets = [(layer, "weight") for layer in module.modules() if isinstance(layer, PRUNABLE)]
+    targets = [(layer, "weight") for layer in module.modules() if prunable(layer)]
     if scope == "global":
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
     else:
@@ -62,7 +62,7 @@ def make_permanent(module: nn.Module) -> SparsityReport:
     from torch.nn.utils import prune
 
     for layer in module.modules():
-        if isinstance(layer, PRUNABLE) and prune.is_pruned(layer):
+        if prunable(layer) and prune.is_pruned(layer):
             prune.remove(layer, "weight")
     return sparsity_of(module)
 
@@ -70,7 +70,7 @@ def make_permanent(module: nn.Module) -> SparsityReport:
 def sparsity_of(module: nn.Module) -> SparsityReport:
     per_layer, zeros, total = {}, 0, 0
     for name, layer in module.named_modules():
-        if isinstance(layer, PRUNABLE):
+        if prunable(layer):
             weight = layer.weight.detach()
             per_layer[name] = float((weight == 0).float().mean())
             zeros += int((weight == 0).sum())

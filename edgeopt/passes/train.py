@@ -38,6 +38,7 @@ from edgeopt.deadline import NO_DEADLINE, Deadline
 from edgeopt.errors import ConfigError
 from edgeopt.measure.inference import predict
 from edgeopt.models import torch_runner
+from edgeopt.passes.base import TrainConfig  # defined beside FineTune, so the CLI reads its defaults without torch
 from edgeopt.spec import InputSpec
 from edgeopt.tasks import Task, get_task
 from edgeopt.tasks.base import LossFn
@@ -45,35 +46,6 @@ from edgeopt.tasks.base import LossFn
 EpochHook = Callable[[dict[str, float]], None]
 CHECKPOINT_FORMAT = 2  # part of the resume fingerprint: checkpoints of another layout are refused, not misread
 Validate = Callable[[nn.Module], float]  # the validation score of a module, higher is better
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (validated on construction)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    augment: bool = True
-    patience: int | None = None
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError("training needs epochs >= 1 and batch_size >= 2")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer must be sgd or adamw, not {self.optimizer!r}")
-        if self.schedule not in ("cosine", "onecycle", "constant"):
-            raise ConfigError(f"schedule must be cosine, onecycle or constant, not {self.schedule!r}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError("lr must be positive and weight_decay non-negative")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError("patience must be at least 1 epoch")
 
 
 @dataclass
@@ -238,7 +210,7 @@ def _fingerprint(config: TrainConfig, train: ImageDataset, val: ImageDataset, sp
     """What must match for a checkpoint to be resumed: config, data and input."""
     digest = hashlib.sha256(json.dumps({"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
                                         "input": spec.to_dict()}, sort_keys=True).encode())
-    for array in (train.images, train.labels, val.labels):
+    for array in (train.images, val.images):  # the images (every task has them) and, by their shapes, the split
         digest.update(np.ascontiguousarray(array).tobytes()[: 1 << 20])
         digest.update(str(array.shape).encode())
     return digest.hexdigest()

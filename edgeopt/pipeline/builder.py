@@ -150,7 +150,7 @@ def quantization_data(splits: "DatasetSplits", task: "Task", model: "LoadedModel
     validation data, scored by the task's main metric, and calibration samples are drawn
     from the rest; the test split is never seen.
     """
-    from edgeopt.data import to_input
+    from edgeopt.images import to_input
 
     if config is None:
         return None, None

@@ -56,7 +56,7 @@ def measure_artifact(artifact: "Artifact", dataset, task: "Task", threads: int |
 
 def _timed(artifact: "Artifact", threads: int | None, timing: TimingConfig, dataset) -> Measurement:
     """Latency on real samples of ``dataset`` (a detector's NMS works as hard as on real images)."""
-    from edgeopt.data import to_input
+    from edgeopt.images import to_input
 
     config = MeasureConfig(threads=threads, timing=timing)
     inputs = to_input(dataset.images[:16], artifact.input_spec)

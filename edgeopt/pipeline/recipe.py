@@ -49,6 +49,14 @@ class Step:
         technique = get_pass(kind, module)
         return cls(kind, technique.config(**settings), module or _plugin_module(technique))
 
+    @classmethod
+    def using(cls, technique: Pass, config: PassConfig) -> "Step":
+        """The step that runs ``technique`` (a registered pass) with ``config``, one of its own configs."""
+        if not isinstance(config, technique.config_type):
+            raise ConfigError(f"the {technique.name} pass takes a {technique.config_type.__name__}, "
+                              f"not a {type(config).__name__}")
+        return cls(technique.name, config, _plugin_module(technique))
+
     @property
     def technique(self) -> Pass:
         return get_pass(self.kind, self.module)

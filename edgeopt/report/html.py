@@ -123,19 +123,16 @@ def _winner_sections(outcome) -> str:
         return ""
     task = details.get("task", {})
     parts = []
-    if "per_class_map" in task:  # a detector: AP per class, and test images with true and predicted boxes
-        per_class = [[name, _percent(ap50), _percent(task["per_class_map"].get(name))]
-                     for name, ap50 in task["per_class"].items()]
-        parts += ["<h2>Chosen artifact: average precision per class</h2>",
-                  _table(["class", "AP@0.5", "AP@0.5:0.95"], per_class, "per-class")]
-        if task.get("samples_drawn"):
-            images = "".join(f'<img src="{_esc(path)}" alt="{_esc(path)}" width="256">' for path in task["samples_drawn"])
-            parts.append('<h2>Test images: true boxes (green) and the chosen artifact\'s boxes (red, with scores)</h2>'
-                         f'<figure id="samples">{images}</figure>')
-    elif "per_class" in task:
-        per_class = [[name, _percent(acc)] for name, acc in task["per_class"].items()]
-        parts += ["<h2>Chosen artifact: accuracy per class</h2>", _table(["class", "top-1"], per_class, "per-class"),
-                  f"<figure id=\"confusion\">{confusion_svg(task['confusion'], list(task['per_class']))}</figure>"]
+    table = task.get("table")
+    if table and table.get("rows"):  # the task's per-class figures, as it titled them
+        rows = [[name, *(_percent(v) for v in values)] for name, values in table["rows"].items()]
+        parts += ["<h2>Chosen artifact: per class</h2>", _table(["class", *table["columns"]], rows, "per-class")]
+    if task.get("confusion") and task.get("per_class"):
+        parts.append(f"<figure id=\"confusion\">{confusion_svg(task['confusion'], list(task['per_class']))}</figure>")
+    if task.get("samples_drawn"):
+        images = "".join(f'<img src="{_esc(path)}" alt="{_esc(path)}" width="256">' for path in task["samples_drawn"])
+        parts.append('<h2>Test images: the truth (green) and the chosen artifact\'s results (red, with scores)</h2>'
+                     f'<figure id="samples">{images}</figure>')
     profile = details.get("profile", {})
     parts.append(f"<h2>Operator profile ({_esc(profile.get('backend', ''))}, measured here, per run)</h2>")
     if profile.get("layers"):

@@ -141,7 +141,7 @@ class Meter:
     def _timing(self, artifact, cost: dict[str, int], sustained: bool = True) -> Measurement:
         """Latency (on the device's agent, here, or estimated for the device), size and peak memory;
         ``sustained``: also the sustained run a goal asks for (a probe predicts p50 only)."""
-        from edgeopt.data import to_input
+        from edgeopt.images import to_input
 
         inputs = to_input(self.context.splits.test.images[:16], artifact.input_spec)  # a detector's NMS needs real images
         sustained_s = self.sustained_s if sustained else 0.0
@@ -255,7 +255,7 @@ class Meter:
         """The p50 of each of ``records``, timed ``rounds`` more times here, a fresh process each time and in
         turn, round after round, so a slow spell of the machine falls on all of them alike (by key)."""
         from edgeopt.artifact import Artifact
-        from edgeopt.data import to_input
+        from edgeopt.images import to_input
 
         artifacts = {r.key: Artifact.open(self.out / r.artifact) for r in records}
         inputs_of = {key: to_input(self.context.splits.test.images[:16], artifact.input_spec)  # as ``_timing`` times
@@ -282,21 +282,9 @@ class Meter:
         return dataclasses.replace(record, measurement=measured, violations=violations,
                                    shortfall=self.goals.shortfall(violations), elapsed_s=record.elapsed_s + seconds)
 
-    def _draw_samples(self, task, outputs: list, test, count: int = 6) -> list[str]:
-        """A few test images with true and predicted boxes, as PNGs beside the report (paths relative to it)."""
-        from edgeopt.predict import draw_comparison
-
-        found = task.decode(outputs, test)
-        picked = [i for i in range(len(test)) if len(test.boxes[i])][:: max(1, len(test) // count)][:count]
-        paths = []
-        for index in picked:
-            name = f"samples/{index:04d}.png"
-            draw_comparison(test.images[index], test.boxes[index], found[index], list(test.classes), self.out / name)
-            paths.append(name)
-        return paths
 
     def winner_details(self, chosen: Candidate) -> dict[str, Any]:
-        """What the task reports beyond its metrics (per-class figures) and the runtime's operator profile."""
+        """What the task reports beyond its metrics (per-class figures, drawn samples) and the runtime's operator profile."""
         from edgeopt.artifact import Artifact
         from edgeopt.backends import get_backend, open_session
         from edgeopt.measure.inference import predict
@@ -307,8 +295,9 @@ class Meter:
             outputs = predict(open_session(artifact.path, threads=self.threads).run, test, artifact.input_spec)
             task = task_of(artifact)
             details: dict[str, Any] = {"task": task.details(outputs, test)}
-            if artifact.manifest.get("head"):
-                details["task"]["samples_drawn"] = self._draw_samples(task, outputs, test)
+            drawn = task.draw_samples(outputs, test, self.out)
+            if drawn:
+                details["task"]["samples_drawn"] = drawn
             try:
                 layers = get_backend(artifact.backend).profile(artifact, self.out / "profile", threads=self.threads)
                 details["profile"] = {"backend": artifact.backend, "layers": layers[:25],

@@ -2,15 +2,21 @@
 
 Stage 1 (no training): every backend that runs here and on the device, at FP32, INT8 PTQ
 and — where the backend has it — accuracy-aware INT8.
-Stage 2 (fine-tuning): pruned models, lower resolutions, lighter students, any extra
-steps (passes of your own included) and QAT, each exported the way stage 1 found
-fastest. Their order is the guide's strategy for the priority: latency first tries
-pruning then lower resolution; accuracy first tries QAT and gentle pruning first;
-memory-limited tries the strongest pruning first.
+Stage 2 (fine-tuning): what every registered pass offers (``Pass.search_steps``: pruned
+models, lower resolutions, lighter students, QAT, and a plugin pass's own), then any extra
+``steps``, each exported the way stage 1 found fastest. The passes place their offers by
+the guide's strategy for the priority: latency first tries pruning then lower resolution;
+accuracy first tries QAT and gentle pruning first; memory-limited tries the strongest
+pruning first.
 
 Example:
-    >>> space = SearchSpace(prune_ratios=(0.5,), students=(), resolutions=(), qat=False)
-    >>> [r.label for r in export_candidates(space, base, backends, 1.0)]     # doctest: +SKIP
+    >>> space = SearchSpace(prune_ratios=(0.5, 0.75), resolutions=(0.75,), students=(), epochs=2)
+    >>> base, export = Recipe("m.safetensors", "d"), ExportConfig("onnxruntime", "int8")
+    >>> for recipe in fine_tune_candidates(space, base, "memory", [export], 64, ["openvino"]):
+    ...     print(recipe.label)
+    prune 0.75 (2 ep) → onnxruntime int8
+    prune 0.5 (2 ep) → onnxruntime int8
+    distil→same arch @48px (2 ep) → onnxruntime int8
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edgeopt.errors import ConfigError
+from edgeopt.passes import SearchRequest, all_passes
+from edgeopt.passes.base import LATER
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
 from edgeopt.quantization import QuantizationConfig
 from edgeopt.search import pareto
@@ -32,7 +40,9 @@ RUNTIME_GOALS = ("max_memory_mb", "memory_cap")  # bounds a smaller model does n
 @dataclass(frozen=True)
 class SearchSpace:
     """What may be tried. ``backends=None``: every backend that runs here and on the device.
-    ``steps``: extra model steps to try in stage 2, each on its own (a plugin pass, say)."""
+    ``prune_ratios``, ``resolutions``, ``students``, ``qat`` (and ``qat_epochs``) are read by the
+    passes they belong to (``Pass.search_steps``); ``epochs`` is every pass's fine-tuning.
+    ``steps``: extra model steps to try in stage 2, each on its own (a plugin pass's settings, say)."""
 
     backends: tuple[str, ...] | None = None
     int8: bool = True
@@ -136,31 +146,22 @@ def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str,
 
 def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[ExportConfig],
                          input_size: int | None, qat_backends: list[str], students: tuple[str, ...] = ()) -> list[Recipe]:
-    """Stage 2, in the priority's order; ``exports`` are the stage-1 export settings to reuse
-    (fastest INT8 first, then fastest FP32); ``students``: the task's, unless the space names some."""
-    steps = _model_steps(space, priority, input_size, students if space.students is None else space.students)
-    recipes = [dataclasses.replace(base, steps=(step,), export=export) for step in steps for export in exports]
-    if space.qat and qat_backends and priority != "memory":
-        qat = dataclasses.replace(
-            base, steps=(Step.of("qat", calibration_samples=space.calibration_samples,
-                                 fine_tune={"epochs": space.qat_epochs}),),
-            export=ExportConfig(qat_backends[0], "int8", QuantizationConfig(mode="qat",
-                                                                            calibration_samples=space.calibration_samples)))
-        recipes = [qat, *recipes] if priority == "accuracy" else [*recipes, qat]
-    return recipes
+    """Stage 2, in the priority's order: what every registered pass offers (``Pass.search_steps``,
+    plugin passes included), then the space's extra ``steps``. Each is exported the ways in
+    ``exports`` (the stage-1 settings to reuse: fastest INT8 first, then fastest FP32); a step of a
+    pass that ``quantizes`` as INT8 in mode qat by the first of ``qat_backends`` (none: not tried).
+    ``students``: the task's, unless the space names some."""
+    qat = [ExportConfig(qat_backends[0], "int8", QuantizationConfig(
+        mode="qat", calibration_samples=space.calibration_samples))] if qat_backends else []
+    offers = sorted(model_steps(space, priority, input_size, students), key=lambda offer: offer[1])
+    return [dataclasses.replace(base, steps=(step,), export=export)
+            for step, _ in offers for export in (qat if step.technique.quantizes else exports)]
 
 
-def _model_steps(space: SearchSpace, priority: str, input_size: int | None, students: tuple[str, ...]) -> list[Step]:
-    tune = {"epochs": space.epochs}
-    ratios = sorted(space.prune_ratios, reverse=priority == "memory")
-    prune = [Step.of("prune", ratio=r, fine_tune=tune) for r in ratios]
-    resolution = [Step.of("distill", input_size=max(1, round(input_size * f)), fine_tune=tune)
-                  for f in space.resolutions if input_size]
-    usable = students if input_size and input_size >= space.min_student_input else ()
-    students = [Step.of("distill", student=s, fine_tune=tune) for s in usable]
-    extra = list(space.steps)
-    if priority == "accuracy":
-        return [*prune[:1], *students, *resolution, *prune[1:], *extra]
-    if priority == "memory":
-        return [*prune, *students, *resolution, *extra]
-    return [*prune, *resolution, *students, *extra]
+def model_steps(space: SearchSpace, priority: str, input_size: int | None,
+                students: tuple[str, ...] = ()) -> list[tuple[Step, float]]:
+    """Every registered pass's stage-2 offers and the space's extra steps, each with its order (unsorted)."""
+    request = SearchRequest(space, priority, input_size, students if space.students is None else space.students)
+    offers = [(Step.using(technique, offer.config), offer.order)
+              for technique in all_passes() for offer in technique.search_steps(request)]
+    return offers + [(step, LATER) for step in space.steps]

@@ -68,7 +68,7 @@ def _run(repository: ModelRepository, host: str, port: int, settings: ServeSetti
     repository.load_initial()
     for model in repository.models.values():
         log.info("model %s version %s (%s %s, %s): loaded, verified and warmed in %.3f s", model.name, model.version,
-                 model.artifact.backend, model.artifact.precision, model.task, model.load_seconds)
+                 model.artifact.backend, model.artifact.precision, model.task.name, model.load_seconds)
     log.info("all models ready %.3f s after the server began loading", time.perf_counter() - started)
     config = uvicorn.Config(create_app(repository, settings), host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=settings.drain_seconds,

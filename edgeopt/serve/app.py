@@ -327,7 +327,8 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
     @router.post("/v2/models/{name}/predict", tags=["inference"], openapi_extra=IMAGE_BODY)
     @router.post("/v2/models/{name}/versions/{version}/predict", tags=["inference"], openapi_extra=IMAGE_BODY)
     async def predict(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-        from edgeopt.predict import decode_image, fit_image, interpret
+        from edgeopt.images import decode_image, fit_image
+        from edgeopt.predict import describe
 
         async with server.observed(name, "predict"):
             model = server.model(name, version)
@@ -342,7 +343,8 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
 
                 fitted = await asyncio.to_thread(prepare)
                 outputs = await server.infer_rows(model, fitted.input)
-                record, _ = await asyncio.to_thread(interpret, outputs, fitted, model.head, model.labels)
+                result = await asyncio.to_thread(model.task.results, outputs, [fitted], model.score_threshold)
+                record = describe(model.task, result[0], fitted.size, model.labels)
         return {"model_name": model.name, "model_version": model.version, **record}
 
     @router.get("/metrics", tags=["metrics"])

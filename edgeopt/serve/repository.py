@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from edgeopt.artifact import MANIFEST, Artifact
-from edgeopt.boxes import DetectionHead
 from edgeopt.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.serve.protocol import datatype_of
+from edgeopt.tasks import Task, task_of
 
 log = logging.getLogger("edgeopt.serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -47,7 +47,7 @@ class ServedModel:
     session: Any = field(repr=False)
     load_seconds: float = 0.0
     output_types: list[str] = field(default_factory=list)
-    head: DetectionHead | None = None
+    task: Task | None = field(default=None, repr=False)  # what the outputs mean: /predict asks it
     score_threshold: float = 0.3
 
     @classmethod
@@ -58,11 +58,9 @@ class ServedModel:
 
         started = time.perf_counter()
         artifact = Artifact.open(path)
+        task = task_of(artifact)  # an unknown task is refused before the model loads
         session = get_backend(artifact.backend).load(artifact, threads=threads, shared_cpu=True)  # beside the event loop
-        head = artifact.manifest.get("head")
-        model = cls(name, version, artifact, session,
-                    head=DetectionHead.from_dict(head).with_thresholds(score=score_threshold) if head else None,
-                    score_threshold=score_threshold)
+        model = cls(name, version, artifact, session, task=task, score_threshold=score_threshold)
         outputs = model.infer(artifact.input_spec.example(batch=1))  # warm, and prove it runs
         if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
             raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
@@ -77,10 +75,6 @@ class ServedModel:
     @property
     def labels(self) -> list[str] | None:
         return self.artifact.manifest.get("labels") or None
-
-    @property
-    def task(self) -> str:
-        return self.artifact.manifest.get("task") or ("detection" if self.head else "classification")
 
     @property
     def fixed_batch(self) -> int | None:
@@ -122,7 +116,7 @@ class ServedModel:
                 "platform": PLATFORMS.get(self.artifact.backend, self.artifact.backend),
                 "inputs": [{"name": self.spec.name, "datatype": datatype_of(self.spec.dtype), "shape": [-1, *sample]}],
                 "outputs": outputs,
-                "parameters": {"task": self.task, "precision": self.artifact.precision,
+                "parameters": {"task": self.task.name, "precision": self.artifact.precision,
                                "labels": self.labels, "max_batch": self.spec.max_batch}}
 
 

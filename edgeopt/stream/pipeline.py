@@ -1,8 +1,10 @@
 """A video source through an artifact: frames → preprocess → infer → decode → track → count → records.
 
 Each processed frame becomes one JSON-ready record (frame index, capture-to-result latency,
-labels/scores or boxes in the frame's pixels, and for a tracked detector the track ids and
-line counts). ``StreamStats`` keeps what users of Frigate, DeepStream and Roboflow Inference
+the task's result as ``predict`` writes it — labels and scores, or boxes in the frame's
+pixels — and for a tracked detector the track ids and line counts). Frames meet the model
+as ``predict``'s images do (``edgeopt.images``), so a folder of images streamed gives
+``predict``'s answers. ``StreamStats`` keeps what users of Frigate, DeepStream and Roboflow Inference
 ask for: received, processed and skipped frames and their rates, unreadable frames,
 reconnects, and latency p50/p95 — exposed on ``/metrics`` when a port is given.
 """
@@ -18,10 +20,11 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeopt.artifact import Artifact
-from edgeopt.boxes import DetectionHead
 from edgeopt.errors import ConfigError
-from edgeopt.predict import fit_image, interpret
-from edgeopt.stream.sources import FileSource, LiveSource, SourceCounts, is_live
+from edgeopt.images import as_channels, fit_image
+from edgeopt.predict import describe
+from edgeopt.stream.sources import SourceCounts, is_live, open_source
+from edgeopt.tasks import task_of
 
 
 @dataclass(frozen=True)
@@ -112,18 +115,16 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     from edgeopt.backends import get_backend
 
     loaded = Artifact.open(artifact)
+    task = task_of(loaded)
     session = get_backend(loaded.backend).load(loaded, threads=config.threads, shared_cpu=True)  # beside the decoder
     spec = loaded.input_spec
-    head_record = loaded.manifest.get("head")
-    head = DetectionHead.from_dict(head_record).with_thresholds(score=config.score_threshold) if head_record else None
     labels = loaded.manifest.get("labels") or None
-    if config.line is not None and head is None:
-        raise ConfigError("--line counts tracked boxes: it needs a detector artifact")
+    if config.line is not None and not task.boxes_tracked:
+        raise ConfigError(f"--line counts tracked boxes: it needs a detector artifact (this one's task is {task.name})")
     live = config.realtime or is_live(source)
-    counter = Counter(config.line, config.score_threshold) if head is not None and config.track else None
+    counter = Counter(config.line, config.score_threshold) if task.boxes_tracked and config.track else None
     # the source opens last: a live one starts delivering at once, and nothing may be skipped while we load
-    feed = LiveSource(source, realtime_file=config.realtime, reconnect_attempts=config.reconnect_attempts) if live \
-        else FileSource(source)
+    feed = open_source(source, realtime=config.realtime, reconnect_attempts=config.reconnect_attempts)
     if counter is not None:
         counter.start(feed.fps)
     writer = None
@@ -136,7 +137,10 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                     feed.counts.skipped += 1
                     continue
             last = time.perf_counter()
-            record, found = _infer(session, spec, head, labels, frame.image)
+            record, result = _infer(session, spec, task, labels, frame.image, config.score_threshold)
+            if frame.file is not None:
+                record = {"image": frame.file, **record}
+            found = task.boxes(result)
             if counter is not None and found is not None:
                 record["track_ids"], counts = counter.update(found.boxes, found.scores, found.labels)
                 if counts:
@@ -146,8 +150,8 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
             stats.latencies_ms.append(latency)
             on_record({"frame": frame.index, "time": round(frame.captured - started, 4),
                        "latency_ms": round(latency, 3), **record})
-            if config.annotate is not None and found is not None:
-                writer = _annotated(writer, config.annotate, frame.image, found, labels, feed.fps)
+            if config.annotate is not None:
+                writer = _annotated(writer, config.annotate, task.draw(frame.image, result, labels), feed.fps)
             stats.seconds = time.perf_counter() - started
             if on_progress is not None:
                 on_progress(stats)
@@ -164,28 +168,19 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     return stats
 
 
-def _infer(session, spec, head, labels, bgr: np.ndarray):
-    import cv2
-
-    if spec.shape[1] == 1:
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None]
-    else:
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    fitted = fit_image(image, spec)
-    return interpret(session.run([fitted.input]), fitted, head, labels)
+def _infer(session, spec, task, labels, image: np.ndarray, score_threshold: float) -> tuple[dict[str, Any], Any]:
+    """One RGB frame through the model, fitted and decoded as ``predict`` does: its record and the task's result."""
+    fitted = fit_image(as_channels(image, spec.shape[1]), spec)
+    result = task.results(session.run([fitted.input]), [fitted], score_threshold)[0]
+    return describe(task, result, fitted.size, labels), result
 
 
-def _annotated(writer, out: Path, image: np.ndarray, found, labels, fps: float):
+def _annotated(writer, out: Path, drawn: np.ndarray, fps: float):
+    """``drawn`` (an RGB frame with the task's result on it) appended to the video ``out``."""
     import cv2
 
     if writer is None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (image.shape[1], image.shape[0]))
-    canvas = image.copy()
-    for box, score, label in zip(found.boxes, found.scores, found.labels):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 0, 255), 2)
-        name = labels[int(label)] if labels and int(label) < len(labels) else str(int(label))
-        cv2.putText(canvas, f"{name} {score:.2f}", (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)
-    writer.write(canvas)
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (drawn.shape[1], drawn.shape[0]))
+    writer.write(np.ascontiguousarray(drawn[..., ::-1]))
     return writer

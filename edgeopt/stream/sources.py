@@ -1,5 +1,8 @@
-"""Where frames come from (OpenCV), and the drop policy that keeps a live source current.
+"""Where frames come from (OpenCV; a folder of images through ``edgeopt.images``), and the drop
+policy that keeps a live source current. Every frame is uint8 RGB, as a decoded photo is.
 
+- A **folder of images** is read in path order, each image decoded as ``predict`` decodes it;
+  one that cannot be decoded is counted unreadable and skipped.
 - A **file** is read frame by frame: nothing is dropped, the model sets the pace. A frame that
   cannot be decoded is counted (never replaced by an invented one); at the end, frames the
   container declares but that never decoded (a truncated file) are counted too.
@@ -29,8 +32,9 @@ READ_TIMEOUT_MS = 5000
 @dataclass
 class Frame:
     index: int  # position in the source (frames received so far, this one included, minus one)
-    image: np.ndarray  # (H, W, 3) uint8, BGR as OpenCV decodes
+    image: np.ndarray  # (H, W, 3) uint8 RGB
     captured: float  # time.perf_counter() when it was read
+    file: str | None = None  # the image file it was decoded from (a folder source)
 
 
 @dataclass
@@ -64,6 +68,53 @@ def is_live(source: str) -> bool:
     return source.isdigit() or "://" in source
 
 
+def rgb(bgr: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR, or gray) as uint8 RGB."""
+    return np.ascontiguousarray(np.repeat(bgr[..., None], 3, axis=-1) if bgr.ndim == 2 else bgr[..., ::-1])
+
+
+def open_source(source: str, realtime: bool = False, reconnect_attempts: int = 10):
+    """The frames of ``source``: a folder of images, a video file, a camera index or a stream URL."""
+    if Path(source).is_dir():
+        if realtime:
+            raise ConfigError(f"{source} is a folder of images: it has no frame rate to play it at (drop --realtime)")
+        return FolderSource(source)
+    if realtime or is_live(source):
+        return LiveSource(source, realtime_file=realtime, reconnect_attempts=reconnect_attempts)
+    return FileSource(source)
+
+
+class FolderSource:
+    """Every image of a folder (``edgeopt.images.image_files``: recursive, sorted), decoded as ``predict`` does."""
+
+    fps = 25.0  # a nominal rate, for tracking and an annotated video
+
+    def __init__(self, source: str) -> None:
+        from edgeopt.images import image_files
+
+        self.files = image_files(source)
+        if not self.files:
+            raise ConfigError(f"{source} holds no JPEG, PNG, BMP or WebP images")
+        self.counts = SourceCounts()
+
+    def frames(self, stop: threading.Event | None = None):
+        from edgeopt.images import decode_image
+
+        for index, file in enumerate(self.files):
+            if stop is not None and stop.is_set():
+                return
+            try:
+                image = decode_image(file, channels=3)
+            except InputError:
+                self.counts.unreadable += 1
+                continue
+            self.counts.received += 1
+            yield Frame(index, image, time.perf_counter(), str(file))
+
+    def close(self) -> None:
+        pass
+
+
 class FileSource:
     """Every frame of a video file, in order."""
 
@@ -84,7 +135,7 @@ class FileSource:
             if ok and image is not None and image.size:
                 bad_in_a_row = 0
                 self.counts.received += 1
-                yield Frame(index, image, time.perf_counter())
+                yield Frame(index, rgb(image), time.perf_counter())
                 index += 1
                 continue
             if self.declared and index < self.declared and bad_in_a_row < self.max_bad_in_a_row:
@@ -156,7 +207,7 @@ class LiveSource:
                     delay = started + index / self.fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                self._offer(Frame(index, image, time.perf_counter()))
+                self._offer(Frame(index, rgb(image), time.perf_counter()))
                 index += 1
         finally:
             self.capture.release()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeopt.data import to_input
+from edgeopt.images import to_input
 from edgeopt.spec import InputSpec
 
 

@@ -3,9 +3,12 @@
 A task supplies everything that depends on the kind of model: loading its data, its
 quality metrics with their direction (the first-listed main one is what goals and the
 Pareto choice use), scoring outputs on a dataset, output fidelity against a reference
-(and when outputs are broken for it), the per-class details a report shows, and the
-training loss. Everything downstream reads ``{metric: value}`` and asks the task, so
-nothing assumes a classifier. Tasks import no torch at module level: serving uses them.
+(and when outputs are broken for it), the per-class details a report shows, the
+training loss — and what one image's outputs mean: ``results`` decodes a batch of raw
+outputs into one typed result per image (in the image's own pixels), ``to_json`` is what
+``predict``, the server and the stream return for it, ``draw`` shows it on the image.
+Everything downstream reads ``{metric: value}`` and asks the task, so nothing assumes a
+classifier. Tasks import no torch at module level: serving uses them.
 
 Example:
     >>> from edgeopt.tasks import get_task
@@ -25,9 +28,12 @@ import numpy as np
 from edgeopt.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from edgeopt.data import DatasetSplits
+    from edgeopt.images import Fitted
     from edgeopt.spec import InputSpec
 
 LossFn = Callable[["torch.nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -94,6 +100,46 @@ class Task(ABC):
         tasks whose outputs need no description return themselves."""
         return self
 
+    # -- one image's outputs: predict, serve, stream -----------------------------------------
+    boxes_tracked: bool = False  # results have boxes a tracker follows (``boxes``): the stream's --line
+
+    def postprocess(self, outputs: list[np.ndarray]) -> Any:
+        """What runs after every inference before anything is shown (a detector's decoding and NMS):
+        timed with the model, since a deployment pays it on every call."""
+        return outputs
+
+    def results(self, outputs: list[np.ndarray], fitted: "list[Fitted]", score_threshold: float = 0.3) -> list[Any]:
+        """The raw outputs of a batch (row i from ``fitted[i]``) as one typed result per image, in
+        the image's own pixels; ``score_threshold``: the least confidence a shown result needs."""
+        return [RawOutputs([np.asarray(out[i]) for out in outputs]) for i in range(len(fitted))]
+
+    def dataset_frames(self, dataset: Any, spec: "InputSpec") -> "list[Fitted]":
+        """How each of ``dataset``'s images maps into ``spec``'s input and back to the image's own pixels, for
+        ``results`` of outputs on the dataset (``edgeopt eval --predictions``); stored images are their own."""
+        from edgeopt.images import Fitted
+
+        height, width = dataset.images.shape[1:3]
+        return [Fitted.stretched((width, height), spec)] * len(dataset)
+
+    def to_json(self, result: Any, labels: list[str] | None) -> dict[str, Any]:
+        """``result`` as the JSON that ``predict``, the server's ``/predict`` and the stream return."""
+        return {"outputs": [out.tolist() for out in result.outputs]}
+
+    def draw(self, image: np.ndarray, result: Any, labels: list[str] | None) -> np.ndarray:
+        """A copy of uint8 (H, W, C) ``image`` as RGB with ``result`` drawn on it."""
+        from edgeopt.tasks.drawing import as_rgb
+
+        return as_rgb(image)
+
+    def boxes(self, result: Any) -> Any:
+        """``result``'s boxes (``edgeopt.boxes.Detections``) for a tracker, or None."""
+        return None
+
+    def draw_samples(self, outputs: list[np.ndarray], dataset: Any, folder: "Path", count: int = 6) -> list[str]:
+        """A few of ``dataset``'s images with the truth and ``outputs`` drawn, as PNGs in ``folder``
+        (names relative to it); tasks with nothing to draw return none."""
+        return []
+
     # -- data and quality -------------------------------------------------------------
     @abstractmethod
     def load(self, source: str, input_spec: "InputSpec") -> "DatasetSplits":
@@ -104,7 +150,7 @@ class Task(ABC):
         """Every metric of ``outputs`` (the model's outputs on every item of ``dataset``)."""
 
     def details(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, Any]:
-        """What a report shows beyond the metrics (per-class figures, say)."""
+        """What a report shows beyond the metrics: per-class figures, say, as ``table`` (``per_class_table``)."""
         return {}
 
     # -- fidelity (edgeopt.measure.fidelity.Judge) --------------------------------------------
@@ -117,6 +163,23 @@ class Task(ABC):
         return None
 
     # -- training ------------------------------------------------------------------------
+    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+                        seed: int = 0, extra_train: tuple[str, ...] = ()) -> "DatasetSplits":
+        """Train/test splits of ``source`` to train a new model on (``edgeopt train``): no model, so no
+        InputSpec yet; ``image_size`` loads a folder's images at that size, ``input_size`` is the model's."""
+        raise ConfigError(f"edgeopt cannot train a model whose task is {self.name!r}")
+
+    def new_input(self, splits: "DatasetSplits", input_size: int | None) -> "InputSpec":
+        """The InputSpec of a new model trained on ``splits`` (normalised by its training images' statistics)."""
+        from edgeopt.data import input_spec_for
+
+        return input_spec_for(splits.train, size=input_size)
+
+    def arch_settings(self, arch: str, splits: "DatasetSplits", spec: "InputSpec") -> dict[str, int]:
+        """What a new ``arch`` is built with for ``splits`` (``models.arch_for_dataset``): its outputs
+        (one per class) and input channels."""
+        return {"classes": len(splits.classes), "channels": spec.shape[1]}
+
     def training_loss(self, label_smoothing: float = 0.0) -> LossFn:
         """``loss(module, inputs, targets)`` for training with ground truth."""
         return lambda module, inputs, targets: self.output_loss(module, module(inputs), targets)
@@ -132,6 +195,21 @@ class Task(ABC):
     def training_data(self, dataset: Any, spec: "InputSpec") -> Any:
         """The training loop's batches: ``len()`` samples, ``batch(index, generator, augment) -> (inputs, targets)``."""
         raise ConfigError(f"edgeopt cannot train a model whose task is {self.name!r}")
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """One image's outputs, uninterpreted (a task that does not say what they mean)."""
+
+    outputs: list[np.ndarray]
+
+
+def per_class_table(columns: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """``{column title: {class: value}}`` as the ``table`` a task's details carry, which ``edgeopt eval``
+    and the search report show as they are: ``{"columns": [...], "rows": {class: [value per column]}}``."""
+    titles = list(columns)
+    classes = list(next(iter(columns.values()), {}))
+    return {"columns": titles, "rows": {name: [columns[t].get(name) for t in titles] for name in classes}}
 
 
 class UnknownTask(Task):

@@ -1,4 +1,5 @@
-"""Classification: logits in, top-1 and top-5 on labelled images, top-1 agreement as fidelity.
+"""Classification: logits in, top-1 and top-5 on labelled images, top-1 agreement as fidelity;
+one image's result is its class probabilities, shown as its top 5.
 
 Example:
     >>> logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
@@ -8,14 +9,31 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeopt.data import DatasetSplits, load_dataset
 from edgeopt.errors import ConfigError
 from edgeopt.spec import InputSpec
-from edgeopt.tasks.base import LossFn, Metric, Task
+from edgeopt.tasks.base import LossFn, Metric, RawOutputs, Task, per_class_table
+
+if TYPE_CHECKING:
+    from edgeopt.images import Fitted
+
+TOP = 5  # classes a result lists
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """One image's class probabilities (softmax of its logits)."""
+
+    probabilities: np.ndarray
+
+    def top(self, count: int = TOP) -> list[tuple[int, float]]:
+        order = np.argsort(-self.probabilities, kind="stable")[:count]
+        return [(int(i), float(self.probabilities[i])) for i in order]
 
 
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -51,6 +69,10 @@ class Classification(Task):
         size = input_spec.shape[-1] if len(input_spec.shape) == 4 else None
         return load_dataset(source, image_size=size)
 
+    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+                        seed: int = 0, extra_train: tuple[str, ...] = ()) -> DatasetSplits:
+        return load_dataset(source, extra_train=extra_train, image_size=image_size, seed=seed)
+
     def score(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, float]:
         logits, labels = np.asarray(outputs[0]), np.asarray(dataset.labels)
         k = min(5, logits.shape[1])
@@ -65,7 +87,30 @@ class Classification(Task):
         np.add.at(confusion, (dataset.labels, predicted), 1)
         per_class = {name: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None
                      for i, name in enumerate(classes)}
-        return {"per_class": per_class, "confusion": confusion.tolist(), "samples": int(len(dataset.labels))}
+        return {"per_class": per_class, "confusion": confusion.tolist(), "samples": int(len(dataset.labels)),
+                "table": per_class_table({"top-1": per_class})}
+
+    # -- one image's outputs ---------------------------------------------------------------------
+    def results(self, outputs: list[np.ndarray], fitted: "list[Fitted]", score_threshold: float = 0.3) -> list[Any]:
+        logits = np.asarray(outputs[0], np.float64)
+        if logits.ndim != 2:  # not one row of logits per image: shown as they are
+            return super().results(outputs, fitted, score_threshold)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return [ClassScores(row / row.sum()) for row in shifted]
+
+    def to_json(self, result: Any, labels: list[str] | None) -> dict[str, Any]:
+        if isinstance(result, RawOutputs):
+            return super().to_json(result, labels)
+        top = [[labels[i] if labels and i < len(labels) else i, round(p, 4)] for i, p in result.top()]
+        return {"label": top[0][0], "score": top[0][1], "top": top}
+
+    def draw(self, image: np.ndarray, result: Any, labels: list[str] | None) -> np.ndarray:
+        from edgeopt.tasks.drawing import as_rgb, caption
+
+        if isinstance(result, RawOutputs):
+            return as_rgb(image)
+        shown = self.to_json(result, labels)
+        return caption(image, f"{shown['label']} {shown['score']:.2f}")
 
     def fidelity(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:
         return {"top1_agreement": top1_agreement(np.asarray(reference[0]), np.asarray(candidate[0]))}

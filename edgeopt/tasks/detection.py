@@ -7,7 +7,8 @@ the reference's confident boxes are matched to the candidate's (same class, gree
 and a compile that finds none of them is broken — the "mAP 0 after INT8" failure.
 
 A Detection task is bound to one model's head (``bind``): anchors, strides and thresholds
-differ per model, so the task that decodes a model's outputs is the one bound to it.
+differ per model, so the task that decodes a model's outputs is the one bound to it. One
+image's result is its ``Detections`` in the image's own pixels (letterbox undone).
 
 Example:
     >>> from edgeopt.boxes import DetectionHead
@@ -27,9 +28,12 @@ import numpy as np
 from edgeopt.boxes import DetectionHead, Detections, box_iou, postprocess
 from edgeopt.detection_data import DetectionDataset, DetectionSplits, load_detection
 from edgeopt.errors import ConfigError
-from edgeopt.tasks.base import Metric, Task
+from edgeopt.tasks.base import Metric, Task, per_class_table
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from edgeopt.images import Fitted
     from edgeopt.spec import InputSpec
 
 EVAL_SCORE_THRESHOLD = 0.01
@@ -63,6 +67,27 @@ class Detection(Task):
     def load(self, source: str, input_spec: "InputSpec") -> DetectionSplits:
         return load_detection(source, size=input_spec.shape[-1], channels=input_spec.shape[1])
 
+    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+                        seed: int = 0, extra_train: tuple[str, ...] = ()) -> DetectionSplits:
+        if extra_train:
+            raise ConfigError("extra training files are for classifiers (.npz of labelled images)")
+        return load_detection(source, size=input_size or image_size, seed=seed)
+
+    def new_input(self, splits: DetectionSplits, input_size: int | None) -> "InputSpec":
+        """The images' own (letterboxed) size; letterboxed when served too, as the loader did."""
+        import dataclasses
+
+        from edgeopt.data import input_spec_for
+
+        spec = input_spec_for(splits.train, size=splits.train.images.shape[1])
+        return dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, fit="letterbox"))
+
+    def arch_settings(self, arch: str, splits: DetectionSplits, spec: "InputSpec") -> dict[str, int]:
+        settings = super().arch_settings(arch, splits, spec)
+        if arch.startswith("edgeopt.detectors:"):  # edgeopt's own detectors place their anchors for the input size
+            settings["size"] = spec.shape[-1]
+        return settings
+
     def decode(self, outputs: list[np.ndarray], dataset: DetectionDataset | None = None,
                score_threshold: float | None = None) -> list[Detections]:
         """Detections per image, in the dataset's pixels (a model fed a resized image is scaled back)."""
@@ -88,7 +113,61 @@ class Detection(Task):
         evaluation = coco_evaluation(found, dataset)
         return {"per_class": evaluation["per_class_ap50"], "per_class_map": evaluation["per_class_ap"],
                 "samples": len(dataset), "true_boxes": int(sum(len(b) for b in dataset.boxes)),
-                "boxes_over_0.3": int(sum(len(d.above(CONFIDENT)) for d in found))}
+                "boxes_over_0.3": int(sum(len(d.above(CONFIDENT)) for d in found)),
+                "table": per_class_table({"AP@0.5": evaluation["per_class_ap50"],
+                                          "AP@0.5:0.95": evaluation["per_class_ap"]})}
+
+    # -- one image's outputs ---------------------------------------------------------------------
+    boxes_tracked = True
+
+    def postprocess(self, outputs: list[np.ndarray]) -> list[Detections]:
+        return postprocess(outputs, self._head())
+
+    def results(self, outputs: list[np.ndarray], fitted: "list[Fitted]", score_threshold: float = 0.3) -> list[Any]:
+        found = postprocess(outputs, self._head().with_thresholds(score=score_threshold))
+        return [Detections(f.to_image(d.boxes), d.scores, d.labels) for d, f in zip(found, fitted)]
+
+    def dataset_frames(self, dataset: DetectionDataset, spec: "InputSpec") -> "list[Fitted]":
+        """The loader letterboxed each image from its own size: boxes go back to that, as ``predict``'s do."""
+        from edgeopt.images import Fitted, letterbox_geometry
+
+        stored = dataset.images.shape[1]
+        to_input = Fitted.stretched((dataset.images.shape[2], stored), spec)
+        frames = []
+        for width, height in dataset.sizes:
+            scale, _, pad = letterbox_geometry(width, height, stored)
+            frames.append(Fitted(to_input.input, (scale, scale), (float(pad[0]), float(pad[1])), (width, height))
+                          .then(to_input))
+        return frames
+
+    def to_json(self, result: Detections, labels: list[str] | None) -> dict[str, Any]:
+        return result.to_dict(labels)
+
+    def draw(self, image: np.ndarray, result: Detections, labels: list[str] | None) -> np.ndarray:
+        from edgeopt.tasks.drawing import class_name, draw_boxes
+
+        texts = [f"{class_name(labels, label)} {score:.2f}" for score, label in zip(result.scores, result.labels)]
+        return draw_boxes(image, result.boxes, texts, [int(label) for label in result.labels])
+
+    def boxes(self, result: Detections) -> Detections:
+        return result
+
+    def draw_samples(self, outputs: list[np.ndarray], dataset: DetectionDataset, folder: "Path",
+                     count: int = 6) -> list[str]:
+        """Test images with boxes, their true boxes (green) and the boxes found over ``CONFIDENT`` (red)."""
+        from edgeopt.tasks.drawing import FOUND, TRUTH, class_name, draw_boxes, save_image
+
+        found = self.decode(outputs, dataset)
+        picked = [i for i in range(len(dataset)) if len(dataset.boxes[i])][:: max(1, len(dataset) // count)][:count]
+        names = []
+        for index in picked:
+            truth, shown = np.asarray(dataset.boxes[index]).reshape(-1, 4), found[index].above(CONFIDENT)
+            texts = [""] * len(truth) + [f"{class_name(dataset.classes, label)} {score:.2f}"
+                                         for score, label in zip(shown.scores, shown.labels)]
+            pixels = draw_boxes(dataset.images[index], np.concatenate([truth, shown.boxes]), texts,
+                                [TRUTH] * len(truth) + [FOUND] * len(shown), zoom=2)
+            names.append(save_image(pixels, folder / f"samples/{index:04d}.png").relative_to(folder).as_posix())
+        return names
 
     # -- fidelity -------------------------------------------------------------------------
     def fidelity(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:

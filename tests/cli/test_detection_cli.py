@@ -55,9 +55,8 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     from PIL import Image
 
     from edgeopt.boxes import DetectionHead, box_iou, postprocess_torch
-    from edgeopt.images import decode_image
+    from edgeopt.images import decode_image, fit_image
     from edgeopt.models import load_model
-    from edgeopt.predict import fit_image
 
     checkpoint, data = trained_detector
     images = sorted((data / "images").glob("*.png"))[:12]

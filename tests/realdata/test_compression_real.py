@@ -49,8 +49,8 @@ def test_accuracy_aware_int8_on_neu_holds_the_drop_on_unseen_test_images(neu, ba
     # Plain PTQ of this SiLU/Hardswish CNN agrees with FP32 on only ~78% of NEU images (ORT),
     # which is exactly the case accuracy control exists for.
     pytest.importorskip(backend)
-    result = edgeopt.quantize(str(neu), str(DATASETS / "neu_cls_64.npz"), backend, tmp_path / backend, mode="aware",
-                              max_drop=1.0, progress=False)
+    result = edgeopt.quantize(str(neu), str(DATASETS / "neu_cls_64.npz"), backend, tmp_path / backend,
+                              edgeopt.QuantizationConfig(mode="aware", max_drop=1.0), progress=False)
     fp32, int8 = result.before.metrics["top1"], result.after.metrics["top1"]
     assert fp32 > 0.75, "the small CNN should learn NEU defects"
     assert result.artifact.manifest["accuracy_control"]["reached"]
@@ -59,9 +59,11 @@ def test_accuracy_aware_int8_on_neu_holds_the_drop_on_unseen_test_images(neu, ba
 
 def test_prune_half_with_distillation_recovers_on_neu(neu, tmp_path):
     pytest.importorskip("torch_pruning")
-    tune = edgeopt.FineTune(epochs=4, lr=0.002)
-    result = edgeopt.prune(str(neu), str(DATASETS / "neu_cls_64.npz"), tmp_path / "p50.safetensors", ratio=0.5,
-                           fine_tune=tune, progress=False)
+    from edgeopt.passes.prune import PruneConfig
+
+    config = PruneConfig(ratio=0.5, fine_tune=edgeopt.FineTune(epochs=4, lr=0.002))
+    result = edgeopt.prune(str(neu), str(DATASETS / "neu_cls_64.npz"), tmp_path / "p50.safetensors", config,
+                           progress=False)
     assert result.before.macs / result.after.macs >= 2.0
     assert result.before.metrics["top1"] - result.after.metrics["top1"] <= 0.05
 

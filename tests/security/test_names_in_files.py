@@ -169,7 +169,7 @@ def test_a_torchscript_artifact_folder_needs_trust_model_wherever_it_comes_from(
     refused, trusted = run_all(("predict", str(scripted), str(image)),
                                ("predict", str(scripted), str(image), "--trust-model"))
     assert_one_line_error(refused, str(scripted), "TorchScript artifact", "--trust-model")
-    assert trusted.returncode == 0 and json.loads(trusted.stdout)["top"], trusted.stderr
+    assert trusted.returncode == 0 and json.loads(trusted.stdout)["outputs"], trusted.stderr  # no task: raw outputs
     assert_one_line_error(edgeopt("serve", f"m={scripted}", "--port", "9"), "TorchScript artifact", "--trust-model")
     with RunningServer(f"m={scripted}", "--trust-model") as running:
         assert httpx.get(f"{running.url}/v2/models/m").status_code == 200

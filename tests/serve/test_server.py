@@ -69,8 +69,8 @@ def test_predict_takes_an_image_and_answers_like_edgeopt_predict(server, served,
                             headers={"content-type": "image/png"}).json()
         local = Predictor(served[name]).predict(tmp_path / "x.png")
         assert answer["model_name"] == name and (answer["width"], answer["height"]) == (120, 90)
-        if name == "tiny":
-            assert answer["label"] == local["label"] and answer["score"] == pytest.approx(local["score"], abs=1e-3)
+        if name == "tiny":  # an untrained zoo model records no task: its outputs as they are
+            np.testing.assert_allclose(answer["outputs"], local["outputs"], atol=1e-4)
         else:
             assert answer["labels"] == local["labels"]
             np.testing.assert_allclose(answer["boxes"], local["boxes"], atol=0.05)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from edgeopt.data import ImageDataset, input_spec_for, load_dataset, to_input
+from edgeopt.data import ImageDataset, input_spec_for, load_dataset
+from edgeopt.images import to_input
 from edgeopt.errors import ConfigError
 from edgeopt.spec import InputSpec, Preprocess
 

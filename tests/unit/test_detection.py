@@ -176,7 +176,7 @@ def test_int8_keeps_the_detector_head_in_float_unless_asked(tmp_path, shapes):
     import onnx
 
     from edgeopt.compile import export
-    from edgeopt.data import to_input
+    from edgeopt.images import to_input
     from edgeopt.models import load_model
     from edgeopt.quantization import QuantizationConfig
 

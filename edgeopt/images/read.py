@@ -1,5 +1,5 @@
 """The one image reader: every image edgeopt decodes — a training set, calibration, ``predict``,
-the server's ``/predict`` — comes in through here, and only as JPEG, PNG, BMP or WebP.
+the server's ``/predict``, a folder streamed — comes in through here, and only as JPEG, PNG, BMP or WebP.
 
 Pillow can read some forty formats, and some of them are programs or lean on other programs
 (EPS runs Ghostscript, whose sandbox escapes would become ours; others are rarely exercised
@@ -91,6 +91,24 @@ def decode_image(source: bytes | str | os.PathLike, channels: int, what: str | N
     if pixels.size == 0:
         raise InputError(f"{what or 'the image'} has no pixels")
     return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def as_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 RGB (H, W, 3) or gray (H, W, 1) ``pixels`` with ``channels`` channels, converted as
+    ``decode_image`` converts a file (Pillow's ITU-R 601 luma): a video frame meets a model as a photo does."""
+    from PIL import Image as PILImage
+
+    if pixels.shape[-1] == channels:
+        return pixels
+    gray = pixels.shape[-1] == 1
+    converted = np.asarray(PILImage.fromarray(pixels[..., 0] if gray else pixels, "L" if gray else "RGB").convert(
+        "L" if channels == 1 else "RGB"))
+    return converted[..., None] if converted.ndim == 2 else converted
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Every image file under ``folder`` (by suffix, recursively), sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
 
 
 def decode_as_stored(source: str | os.PathLike, what: str | None = None) -> np.ndarray:
