@@ -4,14 +4,56 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+# Bytecode. Where PYTHONDONTWRITEBYTECODE is set (so no __pycache__ beside the sources), every process the
+# suite starts (xdist workers, `edgeopt` runs, servers, measurement workers) compiled torch's sources again:
+# 5-10 s of CPU each, most of the suite's time on a small machine. The compiled files go to one folder in the
+# temp dir instead (PYTHONPYCACHEPREFIX, inherited by every child), still none beside the sources.
+if sys.dont_write_bytecode:
+    PYCACHE = os.path.join(tempfile.gettempdir(), "edgeopt-tests-pycache")
+    sys.dont_write_bytecode, sys.pycache_prefix = False, PYCACHE
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = PYCACHE
+
 from edgeopt.compile import export
 from edgeopt.models import LoadedModel, load_model
 from tests.helpers import TINY_INPUT, TINY_SOURCE, TRAIN, edgeopt
+
+
+# What every xdist worker (and its CLI zygote) imports: compiled once, before they start, when the cache is new
+# (by two processes at once: torch's part, and the rest).
+WARM_UP = (("torch", "torchvision", "torch._dynamo", "torch.export", "torch.onnx._internal.exporter._compat"),
+           ("numpy", "onnxscript", "sklearn.datasets", "onnxruntime.quantization", "openvino", "fastapi", "uvicorn",
+            "hypothesis"))
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist the workers share the CPUs: torch in each runs on its share of them (one thread each
+    on a two-core machine), not on all of them, where its threads only wait on one another's cores. Before the
+    workers start, a bytecode cache still empty is filled by one process, not compiled again by each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    elif not os.environ.get("PYTEST_XDIST_WORKER") and config.getoption("numprocesses", None) and sys.pycache_prefix:
+        import importlib.util
+        import subprocess
+
+        torch_spec = importlib.util.find_spec("torch")
+        if torch_spec is not None and not os.path.exists(importlib.util.cache_from_source(torch_spec.origin)):
+            code = "import importlib, sys\nfor name in sys.argv[1:]:\n    try: importlib.import_module(name)\n" \
+                   "    except Exception: pass"
+            warming = [subprocess.Popen([sys.executable, "-c", code, *names], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL) for names in WARM_UP]
+            for process in warming:
+                process.wait()
 
 
 def built_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
@@ -41,13 +83,17 @@ def tiny_model() -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def artifact_cache(tmp_path_factory, tiny_model):
-    """Export the tiny model once per backend per test session (compiles cost seconds)."""
-    root = tmp_path_factory.mktemp("artifacts")
+    """Export the tiny model once per backend per run (compiles cost seconds; under pytest-xdist the first
+    worker to ask exports it, the others open that artifact)."""
+    from edgeopt.artifact import Artifact
+
     cache: dict[str, object] = {}
 
     def get(backend: str):
         if backend not in cache:
-            cache[backend] = export(tiny_model, backend, root / backend)
+            root = built_once(tmp_path_factory, f"artifact-{backend}",
+                              lambda folder: export(tiny_model, backend, folder / backend))
+            cache[backend] = Artifact.open(root / backend, verify=False)  # what export returns
         return cache[backend]
 
     return get
@@ -107,9 +153,11 @@ def trained_detector(tmp_path_factory):
 def served(tmp_path_factory, artifact_cache):
     """ONNX Runtime artifacts to serve: a classifier ("tiny", 3x32x32) and an untrained SSDlite detector
     ("det", 3 classes at 64 px) — serving checks plumbing, not accuracy."""
-    root = tmp_path_factory.mktemp("served")
-    detector = load_model("edgeopt.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
-    return {"tiny": artifact_cache("onnxruntime").path, "det": export(detector, "onnxruntime", root / "det").path}
+    def make(root: Path) -> None:  # once per run (the export takes seconds), shared by the xdist workers
+        detector = load_model("edgeopt.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
+        export(detector, "onnxruntime", root / "det")
+
+    return {"tiny": artifact_cache("onnxruntime").path, "det": built_once(tmp_path_factory, "served", make) / "det"}
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,116 @@ TRAIN = ["train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--epochs", "4", "
 DATASETS = Path(os.environ.get("EDGEOPT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
 
-def edgeopt(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m edgeopt ARGS`` in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "edgeopt", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+def edgeopt(*args: str, cwd=None, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m edgeopt ARGS`` in a process of its own, as a user would (``env``: variables to add).
+
+    The process is forked from a zygote that has torch and the other heavy third-party libraries imported
+    already (tests/cli_zygote.py: a run costs its work, not 4-13 s of imports); with
+    EDGEOPT_TESTS_FRESH_INTERPRETER=1 every run gets a new interpreter instead."""
+    full_env = {**os.environ, **(env or {})}
+    if os.environ.get("EDGEOPT_TESTS_FRESH_INTERPRETER") == "1":
+        return subprocess.run([sys.executable, "-m", "edgeopt", *args], capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout, env=full_env)
+    return _Zygote.for_env(full_env).run(list(args), str(cwd or os.getcwd()), full_env, timeout)
+
+
+# Read when an interpreter, torch, OpenMP or a BLAS starts: a zygote started with other values is replaced.
+_STARTUP_VARIABLES = ("PYTHON", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "TORCH", "LD_", "CUDA",
+                      "MALLOC_")
+
+
+# Set by importing scikit-learn, for Intel's OpenMP runtime (torch here uses GNU's): no reason for a new zygote.
+_SET_BY_IMPORTS = {"KMP_INIT_AT_FORK", "KMP_DUPLICATE_LIB_OK"}
+
+
+def _startup_of(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(_STARTUP_VARIABLES) and k not in _SET_BY_IMPORTS}
+
+
+class _Zygote:
+    """tests/cli_zygote.py, one per test process, started on the first CLI run (again if a variable read at
+    start-up has changed since) and stopped at exit."""
+
+    _lock = threading.Lock()
+    _current: "_Zygote | None" = None
+
+    @classmethod
+    def for_env(cls, env: dict) -> "_Zygote":
+        with cls._lock:
+            current = cls._current
+            if current is None or current.proc.poll() is not None or current.startup != _startup_of(env):
+                if current is not None:
+                    current.retire()
+                cls._current = current = cls(env)
+            return current
+
+    def __init__(self, env: dict) -> None:
+        import atexit
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="edgeopt-zygote-"))
+        self.socket = str(self.folder / "socket")
+        self.startup = _startup_of(env)
+        with open(self.folder / "zygote.err", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_zygote.py")), self.socket],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
+        if self.proc.stdout.readline().strip() != b"ready":
+            self.proc.kill()
+            raise RuntimeError(f"the CLI zygote did not start: {(self.folder / 'zygote.err').read_text()}")
+        self.runs = itertools.count()
+        atexit.register(self.close)
+
+    def run(self, args: list[str], cwd: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import signal
+        import socket
+        import time
+
+        number = next(self.runs)
+        out, err = self.folder / f"{number}.out", self.folder / f"{number}.err"
+        request = {"args": args, "cwd": cwd, "env": env, "stdout": str(out), "stderr": str(err)}
+        command = [sys.executable, "-m", "edgeopt", *args]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(self.socket)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            received = b""
+            deadline = time.monotonic() + timeout
+            pid = None
+            while received.count(b"\n") < 2:
+                conn.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    chunk = conn.recv(64)
+                except TimeoutError:
+                    if pid is None:
+                        raise
+                    os.kill(pid, signal.SIGKILL)
+                    output, errors = (p.read_text() if p.exists() else "" for p in (out, err))
+                    raise subprocess.TimeoutExpired(command, timeout, output=output, stderr=errors) from None
+                if not chunk:
+                    raise RuntimeError(f"the CLI zygote stopped answering: {(self.folder / 'zygote.err').read_text()}")
+                received += chunk
+                if pid is None and b"\n" in received:
+                    pid = int(received.split(b"\n")[0])
+        code = int(received.split(b"\n")[1])
+        proc = subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
+        out.unlink()
+        err.unlink()
+        return proc
+
+    def retire(self) -> None:
+        """No new runs; it exits once the runs under way are done (close() at exit collects it)."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+
+    def close(self) -> None:
+        import shutil
+
+        self.retire()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:

@@ -8,8 +8,6 @@ import hashlib
 import io
 import json
 import pickle
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from edgeopt.agent.remote import measure_on_device
 from edgeopt.bundle import pack
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig
-from tests.helpers import AGENT_TOKEN, CreatesAFile, running_agent, tar_of
+from tests.helpers import AGENT_TOKEN, CreatesAFile, edgeopt, running_agent, tar_of
 from tests.serve.hostile import reply_of, rss_peak, send_head
 
 QUICK = MeasureConfig(batches=(1, 4), timing=TimingConfig(warmup=2, min_iters=20, min_seconds=0.2))
@@ -162,9 +160,8 @@ def test_a_model_over_the_memory_cap_is_stopped_and_refused(tmp_path, artifact_c
 
 
 def test_bench_on_an_agent_names_the_device_and_checks_parity(agent, artifact_cache):
-    proc = subprocess.run([sys.executable, "-m", "edgeopt", "bench", str(artifact_cache("openvino").path),
-                           "--agent", agent.url, "--batch", "1,2", "--seconds", "0.2", "--sustained", "2"],
-                          capture_output=True, text=True, env={**__import__("os").environ, "EDGEOPT_AGENT_TOKEN": AGENT_TOKEN})
+    proc = edgeopt("bench", str(artifact_cache("openvino").path), "--agent", agent.url, "--batch", "1,2",
+                   "--seconds", "0.2", "--sustained", "2", env={"EDGEOPT_AGENT_TOKEN": AGENT_TOKEN})
     assert proc.returncode == 0, proc.stderr
     assert "measured on test-box" in proc.stdout and "matches this machine" in proc.stdout
     assert "batch 2: p50" in proc.stdout and "drift" in proc.stdout and "temperature:" in proc.stdout

@@ -138,9 +138,10 @@ def test_unknown_model_names_add_no_metric_series(server):
         return text, series, float(unknown.group(1))
 
     before, series_before, count_before = scrape()
-    for i in range(200):
-        answer = httpx.post(f"{server.url}/v2/models/nobody-{i}/{'infer' if i % 2 else 'predict'}", content=b"{}")
-        assert answer.status_code == 404
+    with httpx.Client() as client:  # one connection for the 200 requests: a new one each cost the test seconds
+        for i in range(200):
+            answer = client.post(f"{server.url}/v2/models/nobody-{i}/{'infer' if i % 2 else 'predict'}", content=b"{}")
+            assert answer.status_code == 404
     after, series_after, count_after = scrape()
     assert series_after == series_before and count_after == count_before + 100
     assert abs(len(after) - len(before)) < 300, (len(before), len(after))  # only the counts' digits change

@@ -5,6 +5,7 @@ and tracked boxes are counted crossing a line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from tests.helpers import edgeopt, free_port
 
 cv2 = pytest.importorskip("cv2", reason="the stream extra (opencv-python) is not installed")
+UNBUFFERED = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each record reaches the test as it is written
 
 
 def write_video(frames: list[np.ndarray], path, fps: float = 25) -> None:
@@ -146,15 +148,17 @@ def test_a_network_source_that_drops_mid_run_is_reconnected(served, tmp_path):
 
 
 def _assert_reconnects_after_a_drop(url: str, start_server, artifact, tmp_path, settle: float = 0.0) -> None:
-    """`edgeopt stream URL` for 8 s while the server started by ``start_server`` is killed 3 s in and started
-    again 1 s later: the stream reconnects, processes frames after the return, and its counts add up."""
+    """`edgeopt stream URL` for 8 s while the server started by ``start_server`` is killed about 3 s in (2 s after
+    the stream's first frame: the drop is mid-run however long the stream took to start) and started again 1 s
+    later: the stream reconnects, processes frames after the return, and its counts add up."""
     server = start_server()
     time.sleep(settle)
     stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", url, str(artifact), "--duration", "8",
                                "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, env=UNBUFFERED)
     try:
-        time.sleep(3)
+        first = stream.stdout.readline()  # the stream is connected and processing ("" if it exited)
+        time.sleep(2)
         server.kill()  # the source drops mid-run ...
         server.wait()
         time.sleep(1)
@@ -165,7 +169,7 @@ def _assert_reconnects_after_a_drop(url: str, start_server, artifact, tmp_path, 
         stream.kill()
     assert stream.returncode == 0, err
     summary = json.loads((tmp_path / "s.json").read_text())
-    records = _records(out)
+    records = _records(first + out)
     assert summary["reconnects"] >= 1, summary
     assert records and records[-1]["time"] > 4.5, "no frame was processed after the source came back"
     assert summary["received"] == summary["processed"] + summary["skipped"]
@@ -197,11 +201,12 @@ def test_sigterm_stops_a_live_stream_cleanly_with_its_figures(served, tmp_path):
     write_video([np.full((64, 64, 3), i % 255, np.uint8) for i in range(500)], tmp_path / "long.avi", fps=25)
     stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", str(tmp_path / "long.avi"), str(served["det"]),
                                "--realtime", "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+                              stderr=subprocess.PIPE, text=True, env=UNBUFFERED)
+    first = stream.stdout.readline()  # under way ("" if it exited): however long it took to start
+    time.sleep(2)
     stream.terminate()
     out, err = stream.communicate(timeout=30)
     assert stream.returncode == 0 and "Traceback" not in err, err
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert 0 < summary["processed"] < 500 and len(_records(out)) == summary["processed"]
+    assert 0 < summary["processed"] < 500 and len(_records(first + out)) == summary["processed"]
     assert summary["received"] == summary["processed"] + summary["skipped"]

@@ -44,6 +44,7 @@ def test_int8_that_flips_borderline_predictions_is_scored_and_judged_by_the_goal
     assert probe_parity["passed"] and probe_parity["top1_agreement"] < 0.9
 
 
+@pytest.mark.slow  # 14 s: the flipped-predictions test above keeps the goal's judging in the fast tier
 def test_the_goal_still_judges_an_int8_that_does_cost_accuracy(borderline_model, tmp_path):
     checkpoint, data = borderline_model
     goals = edgeopt.Goals(max_drop=-1.0)  # INT8 would have to gain a point: judged a miss, not failed
