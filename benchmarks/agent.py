@@ -47,7 +47,7 @@ from edgeopt import TimingConfig, load_model
 from edgeopt.agent.client import AgentClient
 from edgeopt.agent.identity import label, profile_of
 from edgeopt.agent.remote import measure_on_device
-from edgeopt.artifact import Artifact
+from edgeopt.core.artifact import Artifact
 from edgeopt.compile import export
 from edgeopt.devices import estimate_ms, host_profile
 from edgeopt.devices.calibration import MeasurementStore, Observation

@@ -31,7 +31,7 @@ from results_md import write_section  # benchmarks/results_md.py (the script's f
 
 import edgeopt
 from edgeopt import ExportConfig, FineTune, QuantizationConfig, Recipe, Step
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 from edgeopt.measure.environment import collect as collect_environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, time_artifact

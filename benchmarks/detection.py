@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/detection.py --skip-prune    # without the pruned student (15 min less)
 
 Reads ../shared/datasets/neu_det (or --datasets-dir); never copies it. The baseline is
-``edgeopt.detectors:ssdlite`` (MobileNetV3 SSDlite at 128 px, 1-channel stem) trained from
+``edgeopt.models.detectors:ssdlite`` (MobileNetV3 SSDlite at 128 px, 1-channel stem) trained from
 scratch by ``edgeopt.train(task="detection")`` — the same as
 
-    edgeopt train ../shared/datasets/neu_det --task detection --arch edgeopt.detectors:ssdlite \\
+    edgeopt train ../shared/datasets/neu_det --task detection --arch edgeopt.models.detectors:ssdlite \\
         --out runs/neu-det/ssdlite-128.safetensors --epochs 60 --batch-size 32 --lr 0.004 --threads 2
 
 Rows: eager FP32; ONNX Runtime and OpenVINO FP32; INT8 (static PTQ, 300 calibration images)
@@ -32,7 +32,7 @@ from results_md import write_section  # benchmarks/results_md.py (the script's f
 
 import edgeopt
 from edgeopt import ExportConfig, FineTune, QuantizationConfig, Recipe
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 from edgeopt.measure.environment import collect as collect_environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, time_artifact
@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- detection:start -->", "<!-- detection:end -->"
 THREADS = 2
-ARCH = "edgeopt.detectors:ssdlite"
+ARCH = "edgeopt.models.detectors:ssdlite"
 TRAIN = {"epochs": 60, "batch_size": 32, "lr": 0.004}
 PRUNE_TUNE = FineTune(epochs=15, lr=0.001)  # KD from the baseline (the pass default)
 FLOAT_HEAD, INT8_HEAD = QuantizationConfig(), QuantizationConfig(quantize_head=True)
@@ -96,7 +96,7 @@ def build_rows(name: str, checkpoint: Path, data: str, artifacts: Path, which: l
 def time_all(rows: list[Row], data: str) -> None:
     """p50/p99 at batch 1 on the first 16 real test images (decoding and NMS included)."""
     from edgeopt.images import to_input
-    from edgeopt.detection_data import load_detection
+    from edgeopt.tasks.detection.data import load_detection
 
     test = load_detection(data, None).test
     config = MeasureConfig(threads=THREADS, timing=TimingConfig(warmup=10, min_iters=200, min_seconds=3.0))

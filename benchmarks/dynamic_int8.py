@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/dynamic_int8.py
 
-Times FP32 against dynamic INT8 at batch 1 for a Linear-heavy model (edgeopt.zoo:mlp,
+Times FP32 against dynamic INT8 at batch 1 for a Linear-heavy model (edgeopt.models.zoo:mlp,
 512 -> 2048 -> 2048 -> 10) and a convolutional one (MobileNetV2 at 64x64), each in a fresh
 worker process, and prints the table (random weights: latency does not depend on them).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from edgeopt import export, load_model
 from edgeopt.measure.process import MeasureConfig, time_artifact
 
-MODELS = {"mlp (Linear-heavy)": ("edgeopt.zoo:mlp", "1x512"),
+MODELS = {"mlp (Linear-heavy)": ("edgeopt.models.zoo:mlp", "1x512"),
           "mobilenet_v2 64x64 (convolutions)": ("torchvision:mobilenet_v2?num_classes=10", "1x3x64x64")}
 
 

@@ -43,11 +43,11 @@ INFER = "/v2/models/tiny/infer"
 def build_artifact(work: Path) -> Path:
     """The tiny classifier (3x32x32, random init) for ONNX Runtime: the figures are about the server."""
     from edgeopt.compile import export
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     folder = work / "tiny-ort"
     if not (folder / "manifest.json").is_file():
-        export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x32x32"), "onnxruntime", folder, overwrite=True)
+        export(load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x32x32"), "onnxruntime", folder, overwrite=True)
     return folder
 
 

@@ -46,12 +46,12 @@ def models(datasets: Path, out: Path, quick: bool) -> dict[str, tuple[str, str]]
         cls = out / "neu-cls-tiny.safetensors"
         if not cls.is_file():
             print("training a small NEU-CLS classifier", file=sys.stderr)
-            edgeopt.train(cls_data, "edgeopt.zoo:tiny_cnn", cls, epochs=2, augment=False)
+            edgeopt.train(cls_data, "edgeopt.models.zoo:tiny_cnn", cls, epochs=2, augment=False)
     if quick or not det.is_file():
         det = out / "neu-det-small.safetensors"
         if not det.is_file():
             print("training a small NEU-DET detector", file=sys.stderr)
-            edgeopt.train(det_data, "edgeopt.detectors:ssdlite", det, DETECTOR_EPOCHS, batch_size=32, lr=0.004,
+            edgeopt.train(det_data, "edgeopt.models.detectors:ssdlite", det, DETECTOR_EPOCHS, batch_size=32, lr=0.004,
                           task="detection")
     return {"NEU-CLS": (str(cls), cls_data), "NEU-DET": (str(det), det_data)}
 
@@ -61,11 +61,11 @@ def write_test_images(kind: str, data: str, folder: Path) -> list[Path]:
     from PIL import Image
 
     if kind == "NEU-DET":
-        from edgeopt.detection_data import load_detection
+        from edgeopt.tasks.detection.data import load_detection
 
         images = load_detection(data, size=None).test.images
     else:
-        from edgeopt.data import load_dataset
+        from edgeopt.tasks.classification.data import load_dataset
 
         images = load_dataset(data).test.images
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def answers(artifact: Path, data: str, files: list[Path], url: str, name: str) -
     """{way: [record per image, in index order]}."""
     import httpx
 
-    from edgeopt.predict import Predictor
+    from edgeopt.runtime.predictor import Predictor
     from edgeopt.stream.pipeline import StreamConfig, run_stream
 
     by_eval = edgeopt.evaluate(str(artifact), data, predictions=True, score_threshold=SCORE_THRESHOLD)["predictions"]

@@ -9,7 +9,7 @@
 The model: the SSDlite the issue was filed with, trained by the command line as a user would
 (about 2.5 h on 2 shared cores; never copied into the repository):
 
-    edgeopt train ../shared/datasets/highway --task detection --arch edgeopt.detectors:ssdlite \\
+    edgeopt train ../shared/datasets/highway --task detection --arch edgeopt.models.detectors:ssdlite \\
         --image-size 256 --epochs 20 --out /work/runs/highway/ssdlite-256.safetensors
 
 Part "aware": ONNX Runtime accuracy-aware INT8 of that detector (max drop 1.5 points of
@@ -63,7 +63,7 @@ def machine_load() -> dict:
 def aware_part(model: Path, data: str, out: Path) -> dict:
     from edgeopt import ExportConfig, QuantizationConfig, Recipe
     from edgeopt.backends import open_session
-    from edgeopt.measure.inference import predict
+    from edgeopt.measure.inference import outputs_on
     from edgeopt.pipeline.builder import BuildContext, build
     from edgeopt.tasks import task_of
 
@@ -71,7 +71,7 @@ def aware_part(model: Path, data: str, out: Path) -> dict:
     base = Recipe(model=str(model), data=data)
     context = BuildContext.create(base, out / "work", threads=2, show_progress=False)
     test, task = context.splits.test, context.task
-    fp32 = task.score(predict(context.baseline.reference(), test, context.baseline.input_spec), test)
+    fp32 = task.score(outputs_on(context.baseline.reference(), test, context.baseline.input_spec), test)
     figures = {"model": str(model), "data": data, "max_drop": MAX_DROP, "test_images": len(test),
                "fp32": fp32, "load_before": load}
     for name, quantization in (("plain", QuantizationConfig()),
@@ -81,7 +81,7 @@ def aware_part(model: Path, data: str, out: Path) -> dict:
         started = time.monotonic()
         _, artifact = build(recipe, context, out / name, overwrite=True)
         seconds = time.monotonic() - started
-        metrics = task_of(artifact).score(predict(open_session(artifact.path, threads=2).run, test,
+        metrics = task_of(artifact).score(outputs_on(open_session(artifact.path, threads=2).run, test,
                                                   artifact.input_spec), test)
         main = task.main.name
         entry = {"build_s": seconds, "metrics": metrics,

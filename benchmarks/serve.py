@@ -50,7 +50,7 @@ def raw_throughput(artifact: Path, batch: int, seconds: float, threads: int) -> 
 
 
 def binary_request(artifact: Path, samples: int = 1) -> tuple[bytes, dict[str, str]]:
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
 
     spec = Artifact.open(artifact).input_spec
     sample = spec.example(batch=samples)

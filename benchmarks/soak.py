@@ -51,11 +51,11 @@ SIZE = 64
 def build_artifacts(work: Path) -> dict[str, Path]:
     """An ONNX Runtime classifier and SSDlite detector (random init: the soak is about the service)."""
     from edgeopt.compile import export
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     made = {}
-    for name, source, shape in (("cls", "edgeopt.zoo:tiny_cnn", f"1x3x{SIZE}x{SIZE}"),
-                                ("det", f"edgeopt.detectors:ssdlite?num_classes=3&size={SIZE}&in_channels=3",
+    for name, source, shape in (("cls", "edgeopt.models.zoo:tiny_cnn", f"1x3x{SIZE}x{SIZE}"),
+                                ("det", f"edgeopt.models.detectors:ssdlite?num_classes=3&size={SIZE}&in_channels=3",
                                  f"1x3x{SIZE}x{SIZE}")):
         folder = work / "artifacts" / name
         if not (folder / "manifest.json").is_file():

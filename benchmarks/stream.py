@@ -46,8 +46,8 @@ def stream(video: Path, artifact: Path, name: str, **options) -> tuple[dict, lis
 
 
 def streamed_map(records: list[dict], test) -> float:
-    from edgeopt.boxes import Detections
-    from edgeopt.tasks.detection import coco_evaluation
+    from edgeopt.tasks.detection.boxes import Detections
+    from edgeopt.tasks.detection.task import coco_evaluation
 
     found = [Detections(np.asarray(r["boxes"], np.float32).reshape(-1, 4), np.asarray(r["scores"], np.float32),
                         np.asarray([test.classes.index(n) for n in r["labels"]], np.int64)) for r in records]
@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import edgeopt
-    from edgeopt.detection_data import load_detection
+    from edgeopt.tasks.detection.data import load_detection
     from edgeopt.measure.environment import collect
     from edgeopt.report.console import environment_line
 

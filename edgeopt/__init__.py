@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 _HOMES = {
     "edgeopt.api": ("Compressed", "Trained", "bench", "build", "distill", "evaluate", "export", "optimize", "prune",
                     "quantize", "train"),
-    "edgeopt.artifact": ("Artifact",),
+    "edgeopt.core.artifact": ("Artifact",),
     "edgeopt.backends": ("Session", "all_backends", "get_backend", "open_session", "register_backend"),
-    "edgeopt.errors": ("ArtifactError", "BackendError", "BackendUnavailable", "ConfigError", "EdgeoptError",
+    "edgeopt.core.errors": ("ArtifactError", "BackendError", "BackendUnavailable", "ConfigError", "EdgeoptError",
                        "InputError", "ModelSourceError", "ParityError"),
     "edgeopt.measure.latency": ("TimingConfig",),
-    "edgeopt.measure.record": ("Measurement",),
-    "edgeopt.models": ("LoadedModel", "load_model", "save_checkpoint"),
+    "edgeopt.measure.measurement": ("Measurement",),
+    "edgeopt.models.sources": ("LoadedModel", "load_model", "save_checkpoint"),
     "edgeopt.passes": ("FineTune", "Pass", "PassConfig", "PassContext", "TrainConfig", "register_pass"),
     "edgeopt.passes.distill": ("DistillConfig",),
     "edgeopt.passes.prune": ("PruneConfig",),
@@ -36,9 +36,9 @@ _HOMES = {
     "edgeopt.passes.sparsify": ("SparsifyConfig",),
     "edgeopt.pipeline.bench": ("BenchConfig", "BenchReport"),
     "edgeopt.pipeline.recipe": ("ExportConfig", "Recipe", "Step"),
-    "edgeopt.quantization": ("QuantizationConfig",),
+    "edgeopt.core.quantization": ("QuantizationConfig",),
     "edgeopt.search": ("AgentTarget", "Goals", "SearchOutcome", "SearchSpace"),
-    "edgeopt.spec": ("InputSpec", "OutputSpec", "Preprocess"),
+    "edgeopt.core.spec": ("InputSpec", "OutputSpec", "Preprocess"),
     "edgeopt.tasks": ("Metric", "Task", "get_task", "register_task", "task_of"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -60,13 +60,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgeopt.api import (Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune,  # noqa: F401
                              quantize, train)
-    from edgeopt.artifact import Artifact  # noqa: F401
+    from edgeopt.core.artifact import Artifact  # noqa: F401
     from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend  # noqa: F401
-    from edgeopt.errors import (ArtifactError, BackendError, BackendUnavailable, ConfigError,  # noqa: F401
+    from edgeopt.core.errors import (ArtifactError, BackendError, BackendUnavailable, ConfigError,  # noqa: F401
                                 EdgeoptError, InputError, ModelSourceError, ParityError)
     from edgeopt.measure.latency import TimingConfig  # noqa: F401
-    from edgeopt.measure.record import Measurement  # noqa: F401
-    from edgeopt.models import LoadedModel, load_model, save_checkpoint  # noqa: F401
+    from edgeopt.measure.measurement import Measurement  # noqa: F401
+    from edgeopt.models.sources import LoadedModel, load_model, save_checkpoint  # noqa: F401
     from edgeopt.passes import FineTune, Pass, PassConfig, PassContext, TrainConfig, register_pass  # noqa: F401
     from edgeopt.passes.distill import DistillConfig  # noqa: F401
     from edgeopt.passes.prune import PruneConfig  # noqa: F401
@@ -74,9 +74,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgeopt.passes.sparsify import SparsifyConfig  # noqa: F401
     from edgeopt.pipeline.bench import BenchConfig, BenchReport  # noqa: F401
     from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step  # noqa: F401
-    from edgeopt.quantization import QuantizationConfig  # noqa: F401
+    from edgeopt.core.quantization import QuantizationConfig  # noqa: F401
     from edgeopt.search import AgentTarget, Goals, SearchOutcome, SearchSpace  # noqa: F401
-    from edgeopt.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
+    from edgeopt.core.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
     from edgeopt.tasks import Metric, Task, get_task, register_task, task_of  # noqa: F401
 
 __version__ = "0.2.0"

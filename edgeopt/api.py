@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from edgeopt.errors import ConfigError
-from edgeopt.measure.record import Measurement
+from edgeopt.core.errors import ConfigError
+from edgeopt.measure.measurement import Measurement
 from edgeopt.passes import FineTune
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, SearchSpace, parse_duration
 
 if TYPE_CHECKING:
-    from edgeopt.artifact import Artifact
-    from edgeopt.models import LoadedModel
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.models.sources import LoadedModel
     from edgeopt.passes import PassConfig
     from edgeopt.passes.distill import DistillConfig
     from edgeopt.passes.prune import PruneConfig
@@ -76,19 +76,19 @@ def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 
     Classes and input channels come from the data; ``input_size`` shows the images to the
     model at another square size (the digits' 8x8 scans at 48x48, say). ``task="detection"``
     trains a detector on boxes (a COCO json, a YOLO folder, or the NEU-DET .npz), letterboxed
-    to ``input_size`` (default: the images' own size), with ``edgeopt.detectors:ssdlite`` or
+    to ``input_size`` (default: the images' own size), with ``edgeopt.models.detectors:ssdlite`` or
     a torchvision SSD. The checkpoint
     carries the architecture, the InputSpec (preprocessing included), the labels and the task.
 
     >>> import edgeopt
-    >>> trained = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> trained = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                         augment=False, progress=False)
     >>> trained.measurement.metrics["top1"] > 0.85, trained.path.name
     (True, 'digits.safetensors')
     """
     import torch
 
-    from edgeopt.models import arch_for_dataset, load_model, save_checkpoint
+    from edgeopt.models.sources import arch_for_dataset, load_model, save_checkpoint
     from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.pipeline.evaluate import measure_model
     from edgeopt.tasks import get_task, task_of
@@ -126,7 +126,7 @@ def prune(model: str, data: str, out: PathLike, config: "PruneConfig | SparsifyC
 
     >>> import edgeopt
     >>> from edgeopt.passes.prune import PruneConfig
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn?width=32", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn?width=32", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> pruned = edgeopt.prune("runs/digits.safetensors", "digits", "runs/digits-p50.safetensors",
     ...                        PruneConfig(ratio=0.5, fine_tune=edgeopt.FineTune(epochs=1)), progress=False)
@@ -160,9 +160,9 @@ def distill(teacher: str, data: str, out: PathLike, config: "DistillConfig | Non
 
     >>> import edgeopt
     >>> from edgeopt.passes.distill import DistillConfig
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
-    >>> student = DistillConfig(student="edgeopt.zoo:tiny_cnn?width=8", fine_tune=edgeopt.FineTune(epochs=1))
+    >>> student = DistillConfig(student="edgeopt.models.zoo:tiny_cnn?width=8", fine_tune=edgeopt.FineTune(epochs=1))
     >>> small = edgeopt.distill("runs/digits.safetensors", "digits", "runs/student.safetensors", student,
     ...                         progress=False)
     >>> small.after.params < small.before.params
@@ -189,7 +189,7 @@ def quantize(model: str, data: str, backend: str, out: PathLike, config: Quantiz
     run time (ONNX Runtime; no calibration, so no ``config``).
 
     >>> import edgeopt
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> q = edgeopt.quantize("runs/digits.safetensors", "digits", "onnxruntime", "out/digits-int8",
     ...                      edgeopt.QuantizationConfig(calibration_samples=100), progress=False)
@@ -231,7 +231,7 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     budget builds it again, a fine-tune from its last epoch).
 
     >>> import edgeopt
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> space = edgeopt.SearchSpace(backends=("onnxruntime",), prune_ratios=(), resolutions=(), students=(), qat=False)
     >>> outcome = edgeopt.optimize("runs/digits.safetensors", "digits", "out/search", space=space, budget="5m")
@@ -255,7 +255,7 @@ def build(recipe: "Recipe | PathLike", out: PathLike, *, workdir: PathLike | Non
     """Rebuild a recipe (a ``Recipe`` or a recipe.toml from ``optimize``, ``prune``…): same seed, same weights.
 
     >>> import edgeopt
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> recipe = edgeopt.Recipe("runs/digits.safetensors", "digits", export=edgeopt.ExportConfig("openvino"))
     >>> edgeopt.build(recipe, "out/digits-ov", progress=False).backend
@@ -282,7 +282,7 @@ def bench(model: "str | LoadedModel", config: "BenchConfig | None" = None, *, ca
 
     >>> import edgeopt
     >>> config = edgeopt.BenchConfig(backends=("eager", "onnxruntime"), timing=edgeopt.TimingConfig(min_seconds=0.2))
-    >>> report = edgeopt.bench("edgeopt.zoo:tiny_cnn", config, input="1x3x32x32")
+    >>> report = edgeopt.bench("edgeopt.models.zoo:tiny_cnn", config, input="1x3x32x32")
     >>> [(r.backend, r.status) for r in report.results]
     [('eager', 'ok'), ('onnxruntime', 'ok')]
     """
@@ -307,7 +307,7 @@ def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: s
     ``yolov8`` or ``yolov5``, with its class ``labels``; the artifact then decodes its own boxes.
 
     >>> import edgeopt
-    >>> artifact = edgeopt.export("edgeopt.zoo:tiny_cnn", "onnxruntime", "out/tiny-ort", input="1x3x32x32")
+    >>> artifact = edgeopt.export("edgeopt.models.zoo:tiny_cnn", "onnxruntime", "out/tiny-ort", input="1x3x32x32")
     >>> artifact.parity["passed"], artifact.parity["max_abs_diff"] < 1e-3
     (True, True)
     """
@@ -315,7 +315,7 @@ def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: s
 
     loaded = _load(model, input, arch)
     if outputs is not None:
-        from edgeopt.models import declare_detector
+        from edgeopt.models.sources import declare_detector
 
         loaded = declare_detector(loaded, outputs, list(labels) if labels else None)
     if precision == "int8":
@@ -332,16 +332,16 @@ def evaluate(model: str, data: str, *, reference: str | None = None, image_size:
     result as ``predict`` writes it (boxes over ``score_threshold``, in the image's pixels), in order.
 
     >>> import edgeopt
-    >>> _ = edgeopt.train("digits", "edgeopt.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
     ...                   augment=False, progress=False)
     >>> report = edgeopt.evaluate("runs/digits.safetensors", "digits")
     >>> sorted(report["metrics"]), report["samples"]
     (['top1', 'top5'], 359)
     """
-    from edgeopt.artifact import MANIFEST, Artifact
+    from edgeopt.core.artifact import MANIFEST, Artifact
     from edgeopt.backends import open_session
-    from edgeopt.measure.inference import predict
-    from edgeopt.models import load_model
+    from edgeopt.measure.inference import outputs_on
+    from edgeopt.models.sources import load_model
 
     if (Path(model) / MANIFEST).is_file():
         artifact = Artifact.open(model)
@@ -352,20 +352,20 @@ def evaluate(model: str, data: str, *, reference: str | None = None, image_size:
         run, spec, task = loaded.reference(), loaded.input_spec, _task_of(loaded)
         labels = loaded.labels
     test = (task.load(data, spec) if image_size is None else _load_at(data, image_size)).test
-    outputs = predict(run, test, spec)
+    outputs = outputs_on(run, test, spec)
     report: dict[str, Any] = {"metrics": task.score(outputs, test), **task.details(outputs, test)}
     if predictions:
         report["predictions"] = _predictions(task, outputs, test, spec, labels or list(test.classes), score_threshold)
     if reference is not None:
         other = load_model(reference)
-        report["fidelity"] = task.fidelity(predict(other.reference(), test, other.input_spec), outputs)
+        report["fidelity"] = task.fidelity(outputs_on(other.reference(), test, other.input_spec), outputs)
     return report
 
 
 def _predictions(task: "Task", outputs: list, test: Any, spec: Any, labels: list[str],
                  score_threshold: float) -> list[dict[str, Any]]:
     """Each test image's result as ``predict`` writes it: the dataset's images met the model as one image would."""
-    from edgeopt.predict import describe
+    from edgeopt.runtime.predictor import describe
 
     frames = task.dataset_frames(test, spec)
     results = task.results(outputs, frames, score_threshold)
@@ -373,7 +373,7 @@ def _predictions(task: "Task", outputs: list, test: Any, spec: Any, labels: list
 
 
 def _load_at(data: str, image_size: int):
-    from edgeopt.data import load_dataset
+    from edgeopt.tasks.classification.data import load_dataset
 
     return load_dataset(data, image_size=image_size)
 
@@ -387,7 +387,7 @@ def _threads(threads: int | None) -> None:
 
 
 def _load(model: "str | LoadedModel", input: str | None, arch: str | None) -> "LoadedModel":
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     return load_model(model, input=input, arch=arch) if isinstance(model, str) else model
 
@@ -431,7 +431,7 @@ def _context(recipe: Recipe, workdir: Path, threads: int | None, resume: bool, p
 
 def _build_checkpoint(recipe: Recipe, out: Path, threads: int | None, resume: bool, progress: bool) -> Compressed:
     """Build ``recipe``'s PyTorch model, save it at ``out`` with its recipe beside it, measure before and after."""
-    from edgeopt.models import save_checkpoint
+    from edgeopt.models.sources import save_checkpoint
     from edgeopt.pipeline.builder import build_model
     from edgeopt.pipeline.evaluate import measure_model
 
@@ -463,8 +463,8 @@ def _build_artifact(recipe: Recipe, out: Path, threads: int | None, force: bool,
 
 def _finished(out: Path, recipe: Recipe) -> "Artifact | None":
     """The artifact already at ``out`` when it is whole and was built from ``recipe``; else None."""
-    from edgeopt.artifact import Artifact
-    from edgeopt.errors import ArtifactError
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.core.errors import ArtifactError
 
     if not out.is_dir():
         return None
@@ -479,7 +479,7 @@ def _protected(recipe: Recipe, step: Step) -> list[str]:
     """The layers the prune step kept whole (those producing the outputs, and any it was told to ignore)."""
     import torch
 
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
     from edgeopt.passes.prune import protected_layers
 
     baseline = load_model(recipe.model, arch=recipe.arch)

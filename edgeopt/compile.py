@@ -8,7 +8,7 @@ judged against a goal elsewhere. A failed check raises ParityError and leaves no
 disk. This is the only place that turns a model into files.
 
 Example:
-    >>> from edgeopt.models import load_model
+    >>> from edgeopt.models.sources import load_model
     >>> model = load_model("torchvision:mobilenet_v2")                  # doctest: +SKIP
     >>> art = export(model, "openvino", "out/mbv2_ov")                  # doctest: +SKIP
     >>> art.parity["max_abs_diff"] < 1e-3                               # doctest: +SKIP
@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.artifact import Artifact, ArtifactWriter
+from edgeopt.core.artifact import Artifact, ArtifactWriter
 from edgeopt.backends import Backend, all_backends, get_backend
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError, first_line
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendError, BackendUnavailable, ConfigError, EdgeoptError, ParityError, first_line
 from edgeopt.measure.fidelity import compare
 from edgeopt.measure.inference import run_batched
-from edgeopt.models import LoadedModel
-from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.models.sources import LoadedModel
+from edgeopt.core.quantization import QuantizationConfig, Validation
 from edgeopt.tasks import task_of
 
 PROBE_BATCH = 4

@@ -22,7 +22,7 @@ if sys.dont_write_bytecode:
     os.environ["PYTHONPYCACHEPREFIX"] = PYCACHE
 
 from edgeopt.compile import export
-from edgeopt.models import LoadedModel, load_model
+from edgeopt.models.sources import LoadedModel, load_model
 from tests.helpers import TINY_INPUT, TINY_SOURCE, TRAIN, edgeopt
 
 
@@ -85,7 +85,7 @@ def tiny_model() -> LoadedModel:
 def artifact_cache(tmp_path_factory, tiny_model):
     """Export the tiny model once per backend per run (compiles cost seconds; under pytest-xdist the first
     worker to ask exports it, the others open that artifact)."""
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
 
     cache: dict[str, object] = {}
 
@@ -111,7 +111,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_digits():
     """A digits classifier trained in this process: (model, splits, 200 calibration inputs, its test top-1)."""
-    from edgeopt.data import input_spec_for, load_dataset
+    from edgeopt.tasks.classification.data import input_spec_for, load_dataset
     from edgeopt.images import to_input
     from edgeopt.passes.train import TrainConfig, Validator, fit
     from edgeopt.tasks import get_task
@@ -120,7 +120,7 @@ def trained_digits():
     task = get_task("classification")
     splits = load_dataset("digits")
     spec = input_spec_for(splits.train)
-    model = load_model("edgeopt.zoo:tiny_cnn?in_channels=1&num_classes=10", input=spec)
+    model = load_model("edgeopt.models.zoo:tiny_cnn?in_channels=1&num_classes=10", input=spec)
     model.task = task.name
     train, val = splits.train.split(0.1, seed=0)
     fit(model.module, train, val, spec, TrainConfig(epochs=6, optimizer="adamw", lr=0.01, augment=False),
@@ -139,7 +139,7 @@ def trained_detector(tmp_path_factory):
 
     def make(root: Path) -> None:
         data = write_shapes_coco(root / "shapes", count=400)
-        proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.detectors:ssdlite", "--out",
+        proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.models.detectors:ssdlite", "--out",
                        str(root / "shapes.safetensors"), "--epochs", "15", "--batch-size", "16", "--lr", "0.004",
                        "--threads", "2")
         assert proc.returncode == 0, proc.stderr
@@ -154,7 +154,7 @@ def served(tmp_path_factory, artifact_cache):
     """ONNX Runtime artifacts to serve: a classifier ("tiny", 3x32x32) and an untrained SSDlite detector
     ("det", 3 classes at 64 px) — serving checks plumbing, not accuracy."""
     def make(root: Path) -> None:  # once per run (the export takes seconds), shared by the xdist workers
-        detector = load_model("edgeopt.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
+        detector = load_model("edgeopt.models.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
         export(detector, "onnxruntime", root / "det")
 
     return {"tiny": artifact_cache("onnxruntime").path, "det": built_once(tmp_path_factory, "served", make) / "det"}

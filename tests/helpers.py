@@ -13,14 +13,14 @@ import pytest
 
 from edgeopt.backends import all_backends
 from edgeopt.compile import unsupported_reason
-from edgeopt.measure.inference import predict
-from edgeopt.models import load_model
+from edgeopt.measure.inference import outputs_on
+from edgeopt.models.sources import load_model
 from edgeopt.tasks import get_task
 
-TINY_SOURCE = "edgeopt.zoo:tiny_cnn"
+TINY_SOURCE = "edgeopt.models.zoo:tiny_cnn"
 TINY_INPUT = "1x3x32x32"
 # `edgeopt train` on scikit-learn's digits: a real classifier in seconds.
-TRAIN = ["train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--epochs", "4", "--no-augment",
+TRAIN = ["train", "digits", "--arch", "edgeopt.models.zoo:tiny_cnn", "--epochs", "4", "--no-augment",
          "--optimizer", "adamw", "--lr", "0.01", "--threads", "1"]
 # The workplace's datasets beside the repository, or EDGEOPT_DATASETS.
 DATASETS = Path(os.environ.get("EDGEOPT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
@@ -150,10 +150,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> N
 def evaluate(run, dataset, spec, reference=None) -> dict:
     """Classification metrics of ``run`` on ``dataset``; with a reference model, its top-1 agreement too."""
     task = get_task("classification")
-    outputs = predict(run, dataset, spec)
+    outputs = outputs_on(run, dataset, spec)
     report = task.score(outputs, dataset)
     if reference is not None:
-        report.update(task.fidelity(predict(reference.reference(), dataset, reference.input_spec), outputs))
+        report.update(task.fidelity(outputs_on(reference.reference(), dataset, reference.input_spec), outputs))
     return report
 
 

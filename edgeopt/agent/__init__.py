@@ -1,7 +1,7 @@
 """``edgeopt agent``: measure artifacts on the device they will run on, for a host that asks.
 
 Runs from the lean edge install (no torch): FastAPI, uvicorn, numpy and one runtime. The
-host packs an artifact (``edgeopt.bundle``), sends it with its probe inputs, and gets back
+host packs an artifact (``edgeopt.core.bundle``), sends it with its probe inputs, and gets back
 cold load, first call, latency percentiles, throughput, peak RSS, sustained drift, the
 outputs for its parity check and the device's identity (``app``). ``client.AgentClient`` is
 the host's side; ``identity`` is how a device describes itself.

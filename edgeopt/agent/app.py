@@ -4,7 +4,7 @@ Endpoints (``/docs`` shows them):
 
 - ``GET /v1/health`` — no token: liveness, and how many artifacts were measured and refused;
 - ``GET /v1/device`` — who this device is (``identity.collect``);
-- ``POST /v1/measure`` — the body is an artifact bundle (``edgeopt.bundle``), optionally with the
+- ``POST /v1/measure`` — the body is an artifact bundle (``edgeopt.core.bundle``), optionally with the
   host's probe inputs as a ``probe.npy`` member; query parameters set threads, batch sizes, the
   timing protocol and sustained seconds. The answer: cold load, first call, p50/p90/p99 per batch,
   throughput, peak RSS, sustained drift and temperatures, the raw outputs on the probe inputs
@@ -39,9 +39,9 @@ from fastapi.responses import JSONResponse
 
 from edgeopt.agent.identity import AGENT_BACKENDS
 from edgeopt.agent.wire import encode_arrays
-from edgeopt.errors import ArtifactError, BackendError, ConfigError, EdgeoptError, InputError
-from edgeopt.service import STATUS as SHARED_STATUS
-from edgeopt.service import answer_errors, bearer_check, read_capped_body
+from edgeopt.core.errors import ArtifactError, BackendError, ConfigError, EdgeoptError, InputError
+from edgeopt.runtime.http import STATUS as SHARED_STATUS
+from edgeopt.runtime.http import answer_errors, bearer_check, read_capped_body
 
 log = logging.getLogger("edgeopt.agent")
 PROBE = "probe.npy"
@@ -103,7 +103,7 @@ class Agent:
 
     def measure(self, body: bytes, options: dict[str, Any]) -> dict[str, Any]:
         """Check the bundle ``body``, measure it in a child process and delete it (blocking: run it in a thread)."""
-        from edgeopt.bundle import BundleLimits, read_bundle
+        from edgeopt.core.bundle import BundleLimits, read_bundle
         from edgeopt.measure.latency import TimingConfig
         from edgeopt.measure.process import MeasureConfig, time_artifact
 
@@ -129,7 +129,7 @@ class Agent:
 
 
 def _input_spec(manifest: dict[str, Any]):
-    from edgeopt.spec import InputSpec
+    from edgeopt.core.spec import InputSpec
 
     try:
         return InputSpec.from_dict(manifest["input"])
@@ -251,5 +251,5 @@ async def _read_upload(request: Request, settings: AgentSettings) -> bytes:
     body = await read_capped_body(request, settings.max_upload_bytes, "the upload", "--max-upload-mb",
                                   settings.body_timeout_s)
     if not body:
-        raise ArtifactError("the upload is empty; send an artifact bundle (edgeopt.bundle.pack) as the body")
+        raise ArtifactError("the upload is empty; send an artifact bundle (edgeopt.core.bundle.pack) as the body")
     return body

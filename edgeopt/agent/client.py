@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import BackendError, ConfigError
+from edgeopt.core.errors import BackendError, ConfigError
 
 RETRIED = (502, 503, 504)
 
@@ -68,7 +68,7 @@ class AgentClient:
         """Measure ``artifact`` on the device under ``config`` (a MeasureConfig: threads None = the device's
         CPUs); ``inputs``: probe samples, whose raw outputs come back decoded in ``result["outputs"]``."""
         from edgeopt.agent.wire import decode_arrays, npy_bytes
-        from edgeopt.bundle import pack
+        from edgeopt.core.bundle import pack
 
         extras = {"probe.npy": npy_bytes(inputs[:64])} if inputs is not None else {}
         timing = config.timing

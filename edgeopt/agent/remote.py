@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.agent.client import AgentClient
-from edgeopt.errors import BackendError
+from edgeopt.core.errors import BackendError
 
 PROBE_SAMPLES = 8
 
@@ -26,7 +26,7 @@ def measure_on_device(client: AgentClient, path: Path, config, inputs: np.ndarra
                       threads_here: int | None = None) -> dict[str, Any]:
     """The agent's measurement of the artifact at ``path`` plus ``parity``: its outputs against this
     machine's on the same inputs (``passed`` None, with the reason, where the artifact cannot run here)."""
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
     from edgeopt.backends import open_session
     from edgeopt.measure.fidelity import compare
     from edgeopt.tasks import task_of

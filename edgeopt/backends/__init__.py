@@ -15,8 +15,8 @@ import os
 from functools import lru_cache
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
-from edgeopt.errors import ConfigError
-from edgeopt.registry import add, discover
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import add, discover
 
 __all__ = ["Backend", "Capabilities", "CompileResult", "Session", "all_backends", "get_backend", "open_session",
            "register_backend"]
@@ -51,7 +51,7 @@ def open_session(path: str | os.PathLike, threads: int | None = None) -> Session
     This is all an edge box needs: for ONNX Runtime and OpenVINO artifacts it imports
     neither torch nor any other backend's runtime.
     """
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
 
     artifact = Artifact.open(path)
     return get_backend(artifact.backend).load(artifact, threads=threads)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.errors import BackendError, first_line
+from edgeopt.core.errors import BackendError, first_line
 
 OPSET = 18
 # Protobuf cannot hold more than 2 GiB; larger models keep their weights beside the file.

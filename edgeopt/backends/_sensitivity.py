@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.quantization import Validation
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.quantization import Validation
 
 STEP = "accuracy-aware INT8 evaluations"
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.quantization import QuantizationConfig, Validation
-from edgeopt.spec import InputSpec
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.quantization import QuantizationConfig, Validation
+from edgeopt.core.spec import InputSpec
 
 if TYPE_CHECKING:
-    from edgeopt.artifact import Artifact
-    from edgeopt.models import LoadedModel
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.models.sources import LoadedModel
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")  # int8-dynamic: INT8 weights, activations at run time
 
@@ -108,7 +108,7 @@ class Backend(ABC):
 
     def profile(self, artifact: "Artifact", out_dir: Path, iters: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
         """The runtime's own per-layer profile: rows of name, op_type, ms per run (slowest first)."""
-        from edgeopt.errors import BackendError
+        from edgeopt.core.errors import BackendError
 
         raise BackendError(f"{self.name} has no native per-layer profiler; profile the PyTorch model instead")
 

@@ -3,7 +3,7 @@
 The artifact is an edgeopt checkpoint: weights in safetensors carrying the architecture
 source and its layer widths (so pruned models rebuild); loading rebuilds the
 architecture and loads the weights (no pickle involved). The architecture the manifest
-names is data: it resolves only through ``edgeopt.trust`` (known, or granted with ``--arch``).
+names is data: it resolves only through ``edgeopt.core.trust`` (known, or granted with ``--arch``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import ConfigError
-from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.quantization import QuantizationConfig, Validation
 
 WEIGHTS = "weights.safetensors"
 
@@ -24,7 +24,7 @@ WEIGHTS = "weights.safetensors"
 class EagerSession(Session):
     def __init__(self, module: Any, input_spec, threads: int | None) -> None:
         super().__init__(input_spec, threads)
-        from edgeopt.models import torch_runner
+        from edgeopt.models.sources import torch_runner
 
         self._runner = torch_runner(module)
 
@@ -40,7 +40,7 @@ class EagerBackend(Backend):
     def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
                 quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
                 validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
-        from edgeopt.models import save_checkpoint
+        from edgeopt.models.sources import save_checkpoint
 
         if model.arch is None:
             raise ConfigError("the eager backend needs a PyTorch model with a known architecture")
@@ -50,7 +50,7 @@ class EagerBackend(Backend):
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
         import torch
 
-        from edgeopt.models import load_model
+        from edgeopt.models.sources import load_model
 
         if threads:
             torch.set_num_threads(threads)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.quantization import QuantizationConfig, Validation
 
 MODEL = "model.pte"
 # ExecuTorch 1.5.1's runtime refused inputs above 15 samples whatever bound the batch Dim was

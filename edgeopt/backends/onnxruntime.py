@@ -27,8 +27,8 @@ from edgeopt.backends.base import (
     missing_module,
     onnx_nodes_of,
 )
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.quantization import QuantizationConfig, Validation
 
 MODEL = "model.onnx"
 RANKING_SAMPLES = 8  # validation inputs the one-pass ranking compares FP32 and INT8 activations on

@@ -23,9 +23,9 @@ from edgeopt.backends.base import (
     float_modules,
     missing_module,
 )
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import BackendError
-from edgeopt.quantization import QuantizationConfig, Validation, nncf_preset
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendError
+from edgeopt.core.quantization import QuantizationConfig, Validation, nncf_preset
 
 MODEL = "model.xml"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}

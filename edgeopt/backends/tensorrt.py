@@ -6,7 +6,7 @@ imports torch. An engine is specific to the GPU and TensorRT version that built 
 
 An engine can carry plugin libraries that TensorRT loads with it, and NVIDIA treats engine files as
 trusted input: so, like TorchScript, an engine loads only with ``--trust-model`` or when this
-process built it (``edgeopt.trust``).
+process built it (``edgeopt.core.trust``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.artifact import sha256_of
+from edgeopt.core.artifact import sha256_of
 from edgeopt.backends._onnx_export import write_onnx
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session, missing_module
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import BackendError
-from edgeopt.quantization import QuantizationConfig, Validation
-from edgeopt.trust import made_program, require_programs
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendError
+from edgeopt.core.quantization import QuantizationConfig, Validation
+from edgeopt.core.trust import made_program, require_programs
 
 ENGINE = "model.engine"
 MAX_BATCH = 32

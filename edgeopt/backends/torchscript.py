@@ -6,7 +6,7 @@ PyTorch Mobile loads it).
 
 A TorchScript artifact is a program: loading one runs code from its archive. So ``load`` takes
 one only when the user passed ``--trust-model``, or when this process compiled it itself
-(``edgeopt.trust.made_program``) — never because it sits in a folder, a bundle or a repository.
+(``edgeopt.core.trust.made_program``) — never because it sits in a folder, a bundle or a repository.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.artifact import sha256_of
+from edgeopt.core.artifact import sha256_of
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import BackendUnavailable
-from edgeopt.quantization import QuantizationConfig, Validation
-from edgeopt.trust import made_program, require_programs
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendUnavailable
+from edgeopt.core.quantization import QuantizationConfig, Validation
+from edgeopt.core.trust import made_program, require_programs
 
 DEPRECATION_NOTE = (
     "TorchScript is deprecated upstream (PyTorch 2.14 warns on trace/freeze/save); "
@@ -40,7 +40,7 @@ def xnnpack_in_torch() -> bool:
 class TorchScriptSession(Session):
     def __init__(self, module: Any, input_spec, threads: int | None) -> None:
         super().__init__(input_spec, threads)
-        from edgeopt.models import torch_runner
+        from edgeopt.models.sources import torch_runner
 
         self._runner = torch_runner(module)
 

@@ -26,7 +26,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     train,
 )
 from edgeopt.cli.app import app
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 
 __all__ = ["app", "main"]
 

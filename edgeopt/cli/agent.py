@@ -29,7 +29,7 @@ def agent_command(
 ) -> None:
     """Measure artifacts that a host uploads (ONNX Runtime, OpenVINO, ExecuTorch; never pickles or TorchScript)."""
     from edgeopt.agent import AgentSettings, serve_agent
-    from edgeopt.errors import ConfigError
+    from edgeopt.core.errors import ConfigError
 
     token = os.environ.get(token_env, "")
     if not token:

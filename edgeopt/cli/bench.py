@@ -59,7 +59,7 @@ def bench_command(
     if sustained is not None:
         return _sustained(model, sustained, threads, json_out)
     from edgeopt.api import bench
-    from edgeopt.quantization import QuantizationConfig
+    from edgeopt.core.quantization import QuantizationConfig
     from edgeopt.report.console import print_bench
 
     console = make_console()

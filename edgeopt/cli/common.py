@@ -13,10 +13,10 @@ from typing import Any
 
 import typer
 
-from edgeopt import trust
+from edgeopt.core import trust
 from edgeopt.api import RESUME
-from edgeopt.errors import ConfigError
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.quantization import QuantizationConfig
 
 QUANTIZATION = QuantizationConfig()  # the defaults of every INT8 option
 

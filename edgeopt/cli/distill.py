@@ -24,7 +24,7 @@ from edgeopt.cli.common import (
     weight_decay_option,
     write_summary,
 )
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.distill import DistillConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console

@@ -21,7 +21,7 @@ from edgeopt.cli.common import (
     TrustModelOption,
     calibration_samples_option,
 )
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.pipeline.recipe import ExportConfig
 from edgeopt.report.console import make_console, print_notes
 
@@ -62,7 +62,7 @@ def export_command(
 ) -> None:
     """Compile MODEL for one backend, load it back, check it against the FP32 reference, and write the artifact."""
     from edgeopt.api import export
-    from edgeopt.quantization import QuantizationConfig
+    from edgeopt.core.quantization import QuantizationConfig
 
     console = make_console()
     quantization = None

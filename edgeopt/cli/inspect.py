@@ -20,7 +20,7 @@ def inspect_command(
     plugin: List[str] = PluginOption,
 ) -> None:
     """Check every file of ARTIFACT against its sha256 and summarize what it is."""
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
 
     art = Artifact.open(artifact)
     if as_json:

@@ -9,7 +9,7 @@ import typer
 
 from edgeopt.cli.app import app
 from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, PluginOption, SeedOption, calibration_samples_option
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.report.console import make_console
 from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchSpace
 

@@ -18,8 +18,8 @@ def pack_command(
     """Pack ARTIFACT into one uncompressed tar (its manifest and the files it lists) for `unpack`, an agent or a copy."""
     import os
 
-    from edgeopt.bundle import pack
-    from edgeopt.errors import ConfigError
+    from edgeopt.core.bundle import pack
+    from edgeopt.core.errors import ConfigError
 
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; choose another --out or pass --force to replace it")
@@ -39,7 +39,7 @@ def unpack_command(
 ) -> None:
     """Check BUNDLE member by member (plain names, regular files, sizes, sha256 against its manifest; no pickles or
     TorchScript) and write it as the artifact folder OUT; a refused bundle writes nothing."""
-    from edgeopt.bundle import BundleLimits, unpack
+    from edgeopt.core.bundle import BundleLimits, unpack
 
     artifact = unpack(bundle, out, BundleLimits(max_bytes=int(max_mb * (1 << 20))), overwrite=force)
     typer.echo(f"{out}: {artifact.backend} {artifact.precision}, {len(artifact.manifest['files'])} files, verified")

@@ -28,8 +28,8 @@ def predict_command(
 
     An image that cannot be read gets a line with its error; the exit code is then 1.
     """
-    from edgeopt.errors import EdgeoptError
-    from edgeopt.predict import Predictor
+    from edgeopt.core.errors import EdgeoptError
+    from edgeopt.runtime.predictor import Predictor
     from edgeopt.tasks.drawing import save_image
 
     predictor = Predictor(artifact, threads=threads, score_threshold=score_threshold)

@@ -54,7 +54,7 @@ def profile_command(
     plugin: List[str] = PluginOption,
 ) -> None:
     """Operator table, FLOPs and parameters, and a trace for TensorBoard / chrome://tracing."""
-    from edgeopt.artifact import MANIFEST, Artifact
+    from edgeopt.core.artifact import MANIFEST, Artifact
     from edgeopt.backends import get_backend
 
     console = make_console()
@@ -64,7 +64,7 @@ def profile_command(
         out.mkdir(parents=True, exist_ok=True)  # once the model is known good: a refusal leaves no folder
     else:
         from edgeopt.measure.profile import count_flops_and_params, torch_profile
-        from edgeopt.models import load_model
+        from edgeopt.models.sources import load_model
 
         loaded = load_model(model, input=input, arch=arch, trust_model=trust_model)
         out.mkdir(parents=True, exist_ok=True)

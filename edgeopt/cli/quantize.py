@@ -24,7 +24,7 @@ from edgeopt.cli.common import (
     epochs_option,
     lr_option,
 )
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.qat import QatConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console, print_notes
@@ -56,7 +56,7 @@ def quantize_command(
 ) -> None:
     """Export MODEL to INT8 on BACKEND and compare it with eager FP32: quality, size, p50 latency."""
     from edgeopt.api import quantize
-    from edgeopt.quantization import QuantizationConfig
+    from edgeopt.core.quantization import QuantizationConfig
     from edgeopt.tasks import get_task
 
     if sum((qat, dynamic, max_accuracy_drop is not None)) > 1:

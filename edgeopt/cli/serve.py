@@ -36,7 +36,7 @@ def serve_command(
     plugin: List[str] = PluginOption,
 ) -> None:
     """Serve ARTIFACTS (ONNX Runtime, OpenVINO, ...) with dynamic batching, metrics and hot model swaps."""
-    from edgeopt.errors import ConfigError
+    from edgeopt.core.errors import ConfigError
     from edgeopt.serve import ServeSettings, serve
 
     named = {}

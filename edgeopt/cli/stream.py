@@ -37,7 +37,7 @@ def stream_command(
     plugin: List[str] = PluginOption,
 ) -> None:
     """Run ARTIFACT over SOURCE: files frame by frame; live sources newest-frame-first, skipped frames counted."""
-    from edgeopt.errors import ConfigError
+    from edgeopt.core.errors import ConfigError
     from edgeopt.stream import StreamConfig, run_stream
 
     parsed_line = None

@@ -47,7 +47,7 @@ def train_command(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Show the images to the model at this square size (e.g. 8x8 digits at 48)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     task: str = typer.Option("classification", "--task", help="classification, detection (boxes: a COCO json, "
-                             "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.detectors:ssdlite), or a task a "
+                             "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.models.detectors:ssdlite), or a task a "
                              "--plugin module registers."),
     plugin: List[str] = PluginOption,
 ) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import tomllib
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 PROFILES = Path(__file__).with_name("profiles.toml")
 HOST = "host"

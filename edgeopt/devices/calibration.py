@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 DEFAULT_STORE = Path.home() / ".cache" / "edgeopt" / "measurements"
 MIN_RECORDS = 2

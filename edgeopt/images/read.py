@@ -16,7 +16,7 @@ Example:
     >>> decode_image(b"%!PS-Adobe-3.0 EPSF-3.0", channels=3)
     Traceback (most recent call last):
     ...
-    edgeopt.errors.InputError: the image is not a JPEG, PNG, BMP or WebP image (edgeopt decodes only those); convert it to one of them
+    edgeopt.core.errors.InputError: the image is not a JPEG, PNG, BMP or WebP image (edgeopt decodes only those); convert it to one of them
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from edgeopt.errors import InputError
+from edgeopt.core.errors import InputError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from edgeopt.artifact import installed_versions
+from edgeopt.core.artifact import installed_versions
 
 # ISA features that decide which kernels runtimes pick (VNNI/AMX for INT8, bf16, NEON dot).
 ISA_FLAGS = (

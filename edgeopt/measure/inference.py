@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from edgeopt.images import to_input
-from edgeopt.spec import InputSpec
+from edgeopt.core.spec import InputSpec
 
 # A batch in, output arrays out.
 Runner = Callable[[np.ndarray], list[np.ndarray]]
@@ -43,7 +43,7 @@ def run_batched(run: Runner, inputs: np.ndarray, spec: InputSpec, batch_size: in
     return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(chunks[0]))]
 
 
-def predict(run: Runner, dataset, spec: InputSpec, batch_size: int = 64) -> list[np.ndarray]:
+def outputs_on(run: Runner, dataset, spec: InputSpec, batch_size: int = 64) -> list[np.ndarray]:
     """Every output of ``run`` for every image of ``dataset`` (uint8 NHWC images, preprocessed per batch)."""
     step = batch_size_for(spec, batch_size)
     chunks = [run_batched(run, to_input(dataset.images[start:start + step], spec), spec, step)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

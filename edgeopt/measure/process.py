@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import trust
-from edgeopt.errors import BackendError, ConfigError
+from edgeopt.core import trust
+from edgeopt.core.errors import BackendError, ConfigError
 from edgeopt.measure import environment
 from edgeopt.measure.latency import TimingConfig
-from edgeopt.measure.record import Measurement
+from edgeopt.measure.measurement import Measurement
 from edgeopt.measure.worker import RESULT_PREFIX
 
 MB = 2**20

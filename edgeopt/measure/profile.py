@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
 
 
 def count_macs(module: "torch.nn.Module", example: "torch.Tensor") -> tuple[int, int]:

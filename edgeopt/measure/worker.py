@@ -39,12 +39,12 @@ def peak_rss_mb() -> float:
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
     from edgeopt.backends import get_backend
     from edgeopt.measure.latency import TimingConfig, summarize, time_calls
     from edgeopt.tasks import task_of
 
-    from edgeopt import trust
+    from edgeopt.core import trust
 
     trust.restore(job.get("trust", {}))
     timing = TimingConfig(**job["timing"])
@@ -90,7 +90,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    from edgeopt.errors import EdgeoptError
+    from edgeopt.core.errors import EdgeoptError
 
     job = json.loads(sys.stdin.read())
     try:

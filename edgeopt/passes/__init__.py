@@ -4,7 +4,7 @@ A pass defined elsewhere joins with ``register_pass`` (from the module that defi
 so importing that module registers it), or through the ``edgeopt.passes`` entry-point
 group of an installed package. A recipe step of a pass from outside edgeopt records that
 module; a recipe is a file, so ``edgeopt build`` imports that module only when it is an
-installed entry point or the user names it (``--plugin MODULE``): ``edgeopt.trust``.
+installed entry point or the user names it (``--plugin MODULE``): ``edgeopt.core.trust``.
 
 Example:
     >>> sorted(p.name for p in all_passes())[:3]
@@ -16,10 +16,10 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, SearchRequest, SearchStep, TrainConfig
-from edgeopt.registry import add, discover
-from edgeopt.trust import PASSES_GROUP, import_object
+from edgeopt.core.registry import add, discover
+from edgeopt.core.trust import PASSES_GROUP, import_object
 
 __all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "SearchRequest", "SearchStep", "TrainConfig", "all_passes",
            "get_pass", "register_pass"]
@@ -47,7 +47,7 @@ def all_passes() -> list[Pass]:
 
 def get_pass(name: str, module: str | None = None, origin: str | None = None) -> Pass:
     """The pass called ``name``; ``module`` (a plugin's module) is imported first if it is not known yet —
-    when ``origin`` (the file that named it) is given, only if ``edgeopt.trust`` allows it."""
+    when ``origin`` (the file that named it) is given, only if ``edgeopt.core.trust`` allows it."""
     registry = _registry()
     if name not in registry and module:
         try:

@@ -27,14 +27,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import ConfigError
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgeopt.data import DatasetSplits
-    from edgeopt.models import LoadedModel
+    from edgeopt.tasks.classification.data import DatasetSplits
+    from edgeopt.models.sources import LoadedModel
     from edgeopt.search.space import SearchSpace
     from edgeopt.tasks import Task
 
@@ -176,7 +176,7 @@ class PassContext:
     """What a pass may use besides the model: the teacher (the model the recipe starts from,
     never modified), the data and its task, the seed, where its training checkpoint goes,
     how training shows progress, the deadline long work stops at (a search's budget), and the
-    file the recipe was read from (``origin``: the names in it resolve through ``edgeopt.trust``)."""
+    file the recipe was read from (``origin``: the names in it resolve through ``edgeopt.core.trust``)."""
 
     teacher: "LoadedModel"
     splits: "DatasetSplits"
@@ -244,7 +244,7 @@ class Pass(ABC):
 
     def model_sources(self, config: PassConfig) -> tuple[str, ...]:
         """The model sources the step loads besides its input (a distillation's student): a recipe read
-        from a file has them checked (``edgeopt.trust``) before anything runs."""
+        from a file has them checked (``edgeopt.core.trust``) before anything runs."""
         return ()
 
     def search_steps(self, request: SearchRequest) -> list[SearchStep]:

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.base import (
     FineTune,
     Pass,
@@ -31,7 +31,7 @@ from edgeopt.passes.base import (
 from edgeopt.passes.finetune import fine_tune
 
 if TYPE_CHECKING:
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class DistillPass(Pass):
     def _student(model: "LoadedModel", config: DistillConfig, context: PassContext) -> "LoadedModel":
         if not config.student:
             return dataclasses.replace(model, module=copy.deepcopy(model.module))
-        from edgeopt.models import CHECKPOINT_SUFFIXES, arch_for_dataset, load_model
+        from edgeopt.models.sources import CHECKPOINT_SUFFIXES, arch_for_dataset, load_model
 
         if config.student.lower().endswith(CHECKPOINT_SUFFIXES):
             return load_model(config.student, origin=context.origin)
@@ -110,8 +110,8 @@ class DistillPass(Pass):
 
 def at_input_size(model: "LoadedModel", size: int) -> "LoadedModel":
     """A detector rebuilt for ``size`` px: the same weights, the anchors of the new size, its arch saying so."""
-    from edgeopt.detectors import head_record
-    from edgeopt.models import with_query
+    from edgeopt.models.detectors import head_record
+    from edgeopt.models.sources import with_query
 
     resize = getattr(model.module, "at_size", None)
     if resize is None:

@@ -24,9 +24,9 @@ from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_
 if TYPE_CHECKING:
     from torch import nn
 
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
     from edgeopt.passes.train import TrainResult
-    from edgeopt.spec import InputSpec
+    from edgeopt.core.spec import InputSpec
 
 
 def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, context: PassContext,
@@ -38,7 +38,7 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
     from edgeopt.passes.kd import distillation_loss
     from edgeopt.passes.train import Validator, fit
 
-    from edgeopt.detectors import head_record
+    from edgeopt.models.detectors import head_record
 
     train, val = context.splits.train.split(settings.validation_split, context.seed)
     task = context.task.bind(head_record(module)) if head_record(module) else context.task  # a student's own anchors

@@ -23,9 +23,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.measure.profile import count_macs
-from edgeopt.models import flatten_outputs
+from edgeopt.models.sources import flatten_outputs
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, SearchRequest, SearchStep, epochs_label
 from edgeopt.passes.finetune import fine_tune
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # torch is imported where a model is pruned: the CLI reads Pr
     import torch
     from torch import nn
 
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
 
     LossOnBatch = Callable[[nn.Module], torch.Tensor]
     StepHook = Callable[[int, nn.Module], None]

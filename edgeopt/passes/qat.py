@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.base import (
     FIRST,
     LAST,
@@ -36,10 +36,10 @@ from edgeopt.passes.base import (
     epochs_label,
 )
 from edgeopt.passes.finetune import fine_tune
-from edgeopt.quantization import PRESETS, nncf_preset
+from edgeopt.core.quantization import PRESETS, nncf_preset
 
 if TYPE_CHECKING:
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
 
 EXTENSION_TIMEOUT_S = "900"  # NNCF's first-use C++ build is slow on small machines
 QAT_FINE_TUNE = FineTune(epochs=3, lr=1e-3, optimizer="sgd", schedule="cosine", weight_decay=5e-4, distill=False)

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
 from edgeopt.passes.finetune import fine_tune
 from edgeopt.passes.prune import prunable
@@ -23,7 +23,7 @@ from edgeopt.passes.prune import prunable
 if TYPE_CHECKING:  # torch is imported where weights are zeroed: the CLI reads SparsifyConfig's defaults without it
     from torch import nn
 
-    from edgeopt.models import LoadedModel
+    from edgeopt.models.sources import LoadedModel
 
 SCOPES = ("global", "layer")
 

@@ -33,13 +33,13 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from edgeopt.data import ImageDataset
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import ConfigError
-from edgeopt.measure.inference import predict
-from edgeopt.models import torch_runner
+from edgeopt.tasks.classification.data import ImageDataset
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import ConfigError
+from edgeopt.measure.inference import outputs_on
+from edgeopt.models.sources import torch_runner
 from edgeopt.passes.base import TrainConfig  # defined beside FineTune, so the CLI reads its defaults without torch
-from edgeopt.spec import InputSpec
+from edgeopt.core.spec import InputSpec
 from edgeopt.tasks import Task, get_task
 from edgeopt.tasks.base import LossFn
 
@@ -80,7 +80,7 @@ def score_module(module: nn.Module, dataset: ImageDataset, spec: InputSpec, task
     was_training = module.training
     module.eval()
     try:
-        outputs = predict(torch_runner(module), dataset, spec, batch_size)
+        outputs = outputs_on(torch_runner(module), dataset, spec, batch_size)
     finally:
         module.train(was_training)
     return task.score(outputs, dataset)

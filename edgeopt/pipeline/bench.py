@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgeopt.backends import all_backends, get_backend
 from edgeopt.backends.base import PRECISIONS
 from edgeopt.compile import export, unsupported_reason
-from edgeopt.errors import ConfigError, EdgeoptError, ParityError
+from edgeopt.core.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.measure import environment
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
-from edgeopt.measure.record import Measurement
-from edgeopt.models import LoadedModel
+from edgeopt.measure.measurement import Measurement
+from edgeopt.models.sources import LoadedModel
 
 if TYPE_CHECKING:
     import numpy as np

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from edgeopt.deadline import NO_DEADLINE, Deadline
-from edgeopt.errors import ConfigError
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes import PassContext
 from edgeopt.pipeline.recipe import Recipe
-from edgeopt.quantization import QuantizationConfig, Validation
+from edgeopt.core.quantization import QuantizationConfig, Validation
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgeopt.artifact import Artifact
-    from edgeopt.data import DatasetSplits
-    from edgeopt.models import LoadedModel
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.tasks.classification.data import DatasetSplits
+    from edgeopt.models.sources import LoadedModel
     from edgeopt.tasks import Task
 
 VALIDATION_FRACTION = 0.2  # of the training split, held out from calibration for accuracy-aware INT8
@@ -52,7 +52,7 @@ class BuildContext:
     @classmethod
     def create(cls, recipe: Recipe, workdir: Path, threads: int | None = None, show_progress: bool = True,
                on_epoch: Callable[[dict[str, float]], None] | None = None, resume: bool = True) -> "BuildContext":
-        from edgeopt.models import load_model
+        from edgeopt.models.sources import load_model
         from edgeopt.tasks import task_of
 
         baseline = load_model(recipe.model, arch=recipe.arch, origin=recipe.origin)
@@ -105,7 +105,7 @@ def build_model(recipe: Recipe, context: BuildContext, deadline: Deadline = NO_D
     """
     import torch
 
-    from edgeopt.models import load_model, save_checkpoint
+    from edgeopt.models.sources import load_model, save_checkpoint
 
     model = context.baseline
     for index, step in enumerate(recipe.steps):

@@ -16,15 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeopt.measure.inference import predict
+from edgeopt.measure.inference import outputs_on
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
 from edgeopt.measure.profile import count_flops_and_params
-from edgeopt.measure.record import Measurement
+from edgeopt.measure.measurement import Measurement
 
 if TYPE_CHECKING:
-    from edgeopt.artifact import Artifact
-    from edgeopt.models import LoadedModel
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.models.sources import LoadedModel
     from edgeopt.tasks import Task
 
 
@@ -33,7 +33,7 @@ def measure_model(model: "LoadedModel", dataset, task: "Task", threads: int | No
     """The task's metrics of ``model`` (eager FP32) on ``dataset``, its cost, and its eager latency."""
     from edgeopt.compile import export
 
-    metrics = task.score(predict(model.reference(), dataset, model.input_spec), dataset)
+    metrics = task.score(outputs_on(model.reference(), dataset, model.input_spec), dataset)
     cost = count_flops_and_params(model)
     with tempfile.TemporaryDirectory(prefix="edgeopt-measure-") as scratch:
         artifact = export(model, "eager", Path(scratch) / "eager", threads=threads)
@@ -46,10 +46,10 @@ def measure_artifact(artifact: "Artifact", dataset, task: "Task", threads: int |
     """The task's metrics of ``artifact`` on ``dataset`` (with fidelity to ``reference``), and its latency."""
     from edgeopt.backends import open_session
 
-    outputs = predict(open_session(artifact.path, threads=threads).run, dataset, artifact.input_spec)
+    outputs = outputs_on(open_session(artifact.path, threads=threads).run, dataset, artifact.input_spec)
     fidelity = {}
     if reference is not None:
-        fidelity = task.fidelity(predict(reference.reference(), dataset, reference.input_spec), outputs)
+        fidelity = task.fidelity(outputs_on(reference.reference(), dataset, reference.input_spec), outputs)
     measured = _timed(artifact, threads, timing, dataset)
     return dataclasses.replace(measured, metrics=task.score(outputs, dataset), fidelity=fidelity)
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import tomllib
 
-from edgeopt.errors import ConfigError
-from edgeopt.models import check_source
+from edgeopt.core.errors import ConfigError
+from edgeopt.models.sources import check_source
 from edgeopt.passes import Pass, PassConfig, get_pass
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 
 FORMAT = 2  # version of the recipe layout; 1 was the flat, pre-pass layout
 
@@ -80,7 +80,7 @@ class Step:
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "a recipe") -> "Step":
         """A step read from ``origin`` (a file): its plugin module and model sources are data, checked by
-        ``edgeopt.trust`` before anything is imported."""
+        ``edgeopt.core.trust`` before anything is imported."""
         settings = dict(data)
         kind, module = settings.pop("kind"), settings.pop("module", None)
         technique = get_pass(kind, module, origin)
@@ -142,7 +142,7 @@ class Recipe:
     seed: int = 0
     arch: str | None = None
     # Where the recipe was read from (None: built by the caller). Not part of the recipe: it decides only
-    # whether the names in it are data (``edgeopt.trust``) when the builder and its passes load them.
+    # whether the names in it are data (``edgeopt.core.trust``) when the builder and its passes load them.
     origin: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,7 +191,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "a recipe") -> "Recipe":
         """A recipe read from ``origin``: the names in it (model, arch, plugin modules, students) are data —
-        an import path among them must be known or granted (``edgeopt.trust``), checked here, before any
+        an import path among them must be known or granted (``edgeopt.core.trust``), checked here, before any
         training starts."""
         if data.get("format", 1) != FORMAT:
             raise ConfigError(f"this recipe has layout {data.get('format', 1)}; this edgeopt reads layout {FORMAT}: "

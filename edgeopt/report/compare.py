@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeopt.measure.record import Measurement
+from edgeopt.measure.measurement import Measurement
 from edgeopt.tasks import Metric
 
 if TYPE_CHECKING:

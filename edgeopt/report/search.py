@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from edgeopt.search.record import Candidate
+from edgeopt.search.candidate import Candidate
 
 
 def points(record: Candidate) -> str:

@@ -3,7 +3,7 @@
 goals (bounds + priority) · space (what is tried, in which order) · meter (a recipe -> a
 measured, judged record) · record (candidates, probes) · journal (records on disk) ·
 pareto (front, choice, closest misses) · events (progress, typed) · loop (the search itself) ·
-outcome (what it found). The budget's deadline is ``edgeopt.deadline``.
+outcome (what it found). The budget's deadline is ``edgeopt.core.deadline``.
 Recipes and the builder live in ``edgeopt.pipeline``.
 """
 
@@ -11,7 +11,7 @@ from edgeopt.agent.client import AgentTarget
 from edgeopt.search.goals import Goals, Violation, parse_duration
 from edgeopt.search.loop import Search, SearchConfig
 from edgeopt.search.outcome import SearchOutcome
-from edgeopt.search.record import Candidate
+from edgeopt.search.candidate import Candidate
 from edgeopt.search.space import SearchSpace
 
 __all__ = ["AgentTarget", "Candidate", "Goals", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Violation",

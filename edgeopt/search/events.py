@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeopt.search.record import Candidate
+from edgeopt.search.candidate import Candidate
 
 
 @dataclass(frozen=True)

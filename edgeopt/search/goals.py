@@ -18,8 +18,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgeopt.errors import ConfigError
-from edgeopt.measure.record import Measurement
+from edgeopt.core.errors import ConfigError
+from edgeopt.measure.measurement import Measurement
 
 PRIORITIES = ("latency", "accuracy", "memory")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")

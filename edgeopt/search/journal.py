@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from edgeopt.search.record import RECORDS, Candidate, Record
+from edgeopt.search.candidate import RECORDS, Candidate, Record
 
 
 class Journal:

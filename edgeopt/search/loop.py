@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeopt.agent.client import AgentTarget
-from edgeopt.deadline import BudgetExhausted, Deadline
-from edgeopt.errors import ConfigError, EdgeoptError
+from edgeopt.core.deadline import BudgetExhausted, Deadline
+from edgeopt.core.errors import ConfigError, EdgeoptError
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search import events, pareto
@@ -51,7 +51,7 @@ from edgeopt.search.goals import Goals
 from edgeopt.search.journal import Journal
 from edgeopt.search.meter import Meter
 from edgeopt.search.outcome import SearchOutcome
-from edgeopt.search.record import Candidate, ModelScore, Probe
+from edgeopt.search.candidate import Candidate, ModelScore, Probe
 from edgeopt.search.space import (
     SearchSpace,
     aware_not_needed,

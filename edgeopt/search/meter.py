@@ -26,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.client import AgentClient, AgentUnavailable
-from edgeopt.deadline import NO_DEADLINE, BudgetExhausted, Deadline
+from edgeopt.core.deadline import NO_DEADLINE, BudgetExhausted, Deadline
 from edgeopt.devices.calibration import MeasurementStore, Observation
-from edgeopt.errors import EdgeoptError, ParityError
+from edgeopt.core.errors import EdgeoptError, ParityError
 from edgeopt.measure.fidelity import finite_or_none, sqnr_db
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
-from edgeopt.measure.record import Measurement
+from edgeopt.measure.measurement import Measurement
 from edgeopt.pipeline.builder import BuildContext, build, build_model
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search.goals import Goals
 from edgeopt.search.native_log import native_output_to
-from edgeopt.search.record import Candidate, ModelScore, Probe
+from edgeopt.search.candidate import Candidate, ModelScore, Probe
 from edgeopt.tasks import task_of
 
 
@@ -67,11 +67,11 @@ class Meter:
         self.baseline = self._baseline()
 
     def _baseline(self) -> dict[str, Any]:
-        from edgeopt.measure.inference import predict
+        from edgeopt.measure.inference import outputs_on
         from edgeopt.measure.profile import count_flops_and_params
 
         model, test = self.context.baseline, self.context.splits.test
-        self.baseline_outputs = predict(model.reference(), test, model.input_spec)
+        self.baseline_outputs = outputs_on(model.reference(), test, model.input_spec)
         cost = count_flops_and_params(model)
         return {"source": model.source, "task": self.task.name, "metric": self.metric.name,
                 "metric_title": self.metric.title, "metrics": self.task.score(self.baseline_outputs, test),
@@ -84,12 +84,12 @@ class Meter:
 
     def model_score(self, checkpoint: Path, key: str) -> ModelScore:
         """The quality of a built PyTorch model (eager FP32) on the test split, and its drop in points."""
-        from edgeopt.measure.inference import predict
-        from edgeopt.models import load_model
+        from edgeopt.measure.inference import outputs_on
+        from edgeopt.models.sources import load_model
 
         started = time.monotonic()
         model = load_model(str(checkpoint))
-        metrics = task_of(model).score(predict(model.reference(), self.context.splits.test, model.input_spec),
+        metrics = task_of(model).score(outputs_on(model.reference(), self.context.splits.test, model.input_spec),
                                   self.context.splits.test)
         return ModelScore(key, metrics, self.metric.drop_points(self.baseline_value, metrics[self.metric.name]),
                           time.monotonic() - started)
@@ -201,7 +201,7 @@ class Meter:
         At ``deadline`` the work stops at its next clean point and the record says ``stopped``.
         """
         from edgeopt.backends import open_session
-        from edgeopt.measure.inference import predict
+        from edgeopt.measure.inference import outputs_on
 
         started = time.monotonic()
         folder = self.out / "candidates" / recipe.hash
@@ -214,7 +214,7 @@ class Meter:
                 _, artifact = build(recipe, self.context, folder / "artifact", overwrite=True, deadline=deadline)
                 deadline.check("scoring on the test split")
                 session = open_session(artifact.path, threads=self.threads)
-                outputs = predict(session.run, test, artifact.input_spec)
+                outputs = outputs_on(session.run, test, artifact.input_spec)
                 del session
                 deadline.check("timing")
                 measured = self._timing(artifact, self._cost(recipe))
@@ -254,7 +254,7 @@ class Meter:
     def runoff(self, records: list[Candidate], rounds: int, deadline: Deadline = NO_DEADLINE) -> dict[str, list[float]]:
         """The p50 of each of ``records``, timed ``rounds`` more times here, a fresh process each time and in
         turn, round after round, so a slow spell of the machine falls on all of them alike (by key)."""
-        from edgeopt.artifact import Artifact
+        from edgeopt.core.artifact import Artifact
         from edgeopt.images import to_input
 
         artifacts = {r.key: Artifact.open(self.out / r.artifact) for r in records}
@@ -285,14 +285,14 @@ class Meter:
 
     def winner_details(self, chosen: Candidate) -> dict[str, Any]:
         """What the task reports beyond its metrics (per-class figures, drawn samples) and the runtime's operator profile."""
-        from edgeopt.artifact import Artifact
+        from edgeopt.core.artifact import Artifact
         from edgeopt.backends import get_backend, open_session
-        from edgeopt.measure.inference import predict
+        from edgeopt.measure.inference import outputs_on
 
         artifact = Artifact.open(self.out / chosen.artifact)
         test = self.context.splits.test
         with native_output_to(self.out / "profile" / "profile.log"):
-            outputs = predict(open_session(artifact.path, threads=self.threads).run, test, artifact.input_spec)
+            outputs = outputs_on(open_session(artifact.path, threads=self.threads).run, test, artifact.input_spec)
             task = task_of(artifact)
             details: dict[str, Any] = {"task": task.details(outputs, test)}
             drawn = task.draw_samples(outputs, test, self.out)

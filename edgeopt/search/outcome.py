@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.search.record import Candidate
+from edgeopt.search.candidate import Candidate
 
 if TYPE_CHECKING:
     from edgeopt.search.loop import SearchConfig

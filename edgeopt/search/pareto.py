@@ -25,8 +25,8 @@ apart run to run), and the better quality, then the smaller artifact, wins among
 
 from __future__ import annotations
 
-from edgeopt.measure.record import Measurement  # noqa: F401  (the doctest's records)
-from edgeopt.search.record import Candidate
+from edgeopt.measure.measurement import Measurement  # noqa: F401  (the doctest's records)
+from edgeopt.search.candidate import Candidate
 from edgeopt.tasks import Metric
 
 LATENCY_TIE = 0.05  # relative: two p50s this close are equal within the run-to-run noise of timing

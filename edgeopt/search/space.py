@@ -25,13 +25,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes import SearchRequest, all_passes
 from edgeopt.passes.base import LATER
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import pareto
-from edgeopt.search.record import Candidate
+from edgeopt.search.candidate import Candidate
 from edgeopt.tasks import Metric
 
 RUNTIME_GOALS = ("max_memory_mb", "memory_cap")  # bounds a smaller model does not fix: the runtime's own footprint

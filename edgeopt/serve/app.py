@@ -34,13 +34,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.serve.batching import Batcher, BatchStats, Overloaded, RequestTimeout
 from edgeopt.serve.metrics import UNKNOWN_MODEL, ServerMetrics
 from edgeopt.serve.protocol import HEADER_LENGTH, encode_response, parse_request
 from edgeopt.serve.repository import ModelRepository, ServedModel
-from edgeopt.service import STATUS as SHARED_STATUS
-from edgeopt.service import answer_errors, bearer_check, read_capped_body, status_of
+from edgeopt.runtime.http import STATUS as SHARED_STATUS
+from edgeopt.runtime.http import answer_errors, bearer_check, read_capped_body, status_of
 
 log = logging.getLogger("edgeopt.serve")
 SERVER_NAME = "edgeopt"
@@ -286,7 +286,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
 
     @router.get("/v2", tags=["metadata"])
     async def server_metadata() -> dict[str, Any]:
-        from edgeopt.artifact import installed_versions
+        from edgeopt.core.artifact import installed_versions
 
         return {"name": SERVER_NAME, "version": installed_versions(("edgeopt",)).get("edgeopt", "dev"),
                 "extensions": ["binary_tensor_data", "model_repository_watch", "predict_image"]}
@@ -328,7 +328,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
     @router.post("/v2/models/{name}/versions/{version}/predict", tags=["inference"], openapi_extra=IMAGE_BODY)
     async def predict(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
         from edgeopt.images import decode_image, fit_image
-        from edgeopt.predict import describe
+        from edgeopt.runtime.predictor import describe
 
         async with server.observed(name, "predict"):
             model = server.model(name, version)

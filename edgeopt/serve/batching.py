@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 
 
 class Overloaded(EdgeoptError):

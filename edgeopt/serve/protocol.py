@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import InputError
-from edgeopt.service import TooLarge
+from edgeopt.core.errors import InputError
+from edgeopt.runtime.http import TooLarge
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.artifact import MANIFEST, Artifact
-from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.artifact import MANIFEST, Artifact
+from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.serve.protocol import datatype_of
 from edgeopt.tasks import Task, task_of
 
@@ -225,7 +225,7 @@ class ModelRepository:
         (removed again if the version is refused)."""
         if not path.is_file():
             return ServedModel.load(name, version, path, self.threads, self.score_threshold)
-        from edgeopt.bundle import unpack
+        from edgeopt.core.bundle import unpack
 
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="edgeopt-serve-"))

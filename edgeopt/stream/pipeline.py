@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeopt.artifact import Artifact
-from edgeopt.errors import ConfigError
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.errors import ConfigError
 from edgeopt.images import as_channels, fit_image
-from edgeopt.predict import describe
+from edgeopt.runtime.predictor import describe
 from edgeopt.stream.sources import SourceCounts, is_live, open_source
 from edgeopt.tasks import task_of
 

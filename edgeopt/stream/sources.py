@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, InputError
+from edgeopt.core.errors import ConfigError, InputError
 
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000

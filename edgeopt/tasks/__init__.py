@@ -17,12 +17,12 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from edgeopt.errors import ConfigError
-from edgeopt.registry import add, discover
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import add, discover
 from edgeopt.tasks.base import Metric, RawOutputs, Task, UnknownTask, per_class_table
 
 __all__ = ["Metric", "RawOutputs", "Task", "all_tasks", "get_task", "per_class_table", "register_task", "task_of"]
-HELPERS = ("base", "drawing")  # modules of this package that are not tasks
+HELPERS = ("base", "drawing", "augment")  # modules of this package that are not tasks
 
 
 @lru_cache(maxsize=1)

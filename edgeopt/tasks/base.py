@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.spec import InputSpec, Preprocess
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
 
-    from edgeopt.data import DatasetSplits
     from edgeopt.images import Fitted
-    from edgeopt.spec import InputSpec
+    from edgeopt.tasks.classification.data import DatasetSplits, ImageDataset
 
 LossFn = Callable[["torch.nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
@@ -132,7 +132,7 @@ class Task(ABC):
         return as_rgb(image)
 
     def boxes(self, result: Any) -> Any:
-        """``result``'s boxes (``edgeopt.boxes.Detections``) for a tracker, or None."""
+        """``result``'s boxes (``edgeopt.tasks.detection.boxes.Detections``) for a tracker, or None."""
         return None
 
     def draw_samples(self, outputs: list[np.ndarray], dataset: Any, folder: "Path", count: int = 6) -> list[str]:
@@ -171,8 +171,6 @@ class Task(ABC):
 
     def new_input(self, splits: "DatasetSplits", input_size: int | None) -> "InputSpec":
         """The InputSpec of a new model trained on ``splits`` (normalised by its training images' statistics)."""
-        from edgeopt.data import input_spec_for
-
         return input_spec_for(splits.train, size=input_size)
 
     def arch_settings(self, arch: str, splits: "DatasetSplits", spec: "InputSpec") -> dict[str, int]:
@@ -221,8 +219,6 @@ class UnknownTask(Task):
     name = "unknown"
 
     def fidelity(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:
-        from edgeopt.tasks.classification import top1_agreement
-
         return {"top1_agreement": top1_agreement(np.asarray(reference[0]), np.asarray(candidate[0]))}
 
     def load(self, source: str, input_spec: "InputSpec") -> "DatasetSplits":
@@ -231,3 +227,24 @@ class UnknownTask(Task):
 
     def score(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, float]:
         raise ConfigError("this model's task is unknown, so edgeopt cannot score its outputs")
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Share of rows whose argmax agrees, for (batch, classes) logits; None for other outputs."""
+    if reference.ndim != 2 or reference.shape[1] < 2:
+        return None
+    return float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+
+
+def default_preprocess(dataset: "ImageDataset") -> Preprocess:
+    """Per-channel mean/std of the training images: the normalisation a model trained here expects."""
+    pixels = dataset.images.reshape(-1, dataset.channels).astype(np.float64) / 255.0
+    std = np.maximum(pixels.std(axis=0), 1e-3)
+    return Preprocess(mean=tuple(float(m) for m in pixels.mean(axis=0)), std=tuple(float(s) for s in std),
+                      channels="GRAY" if dataset.channels == 1 else "RGB")
+
+
+def input_spec_for(dataset: "ImageDataset", preprocess: Preprocess | None = None, size: int | None = None) -> InputSpec:
+    """The InputSpec of a model fed this dataset's images, optionally at another ``size``."""
+    height, width = (size, size) if size else dataset.images.shape[1:3]
+    return InputSpec((1, dataset.channels, height, width), preprocess=preprocess or default_preprocess(dataset))

@@ -17,7 +17,7 @@ import pytest
 
 from edgeopt.agent.client import AgentClient
 from edgeopt.agent.remote import measure_on_device
-from edgeopt.bundle import pack
+from edgeopt.core.bundle import pack
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig
 from tests.helpers import AGENT_TOKEN, CreatesAFile, edgeopt, running_agent, tar_of

@@ -9,7 +9,7 @@ import pytest
 from edgeopt.backends import get_backend
 from tests.helpers import assert_one_line_error, edgeopt
 
-TINY = ["edgeopt.zoo:tiny_cnn", "--input", "1x3x32x32"]
+TINY = ["edgeopt.models.zoo:tiny_cnn", "--input", "1x3x32x32"]
 FAST = ["--iters", "5", "--seconds", "0", "--warmup", "1"]
 TENSORRT_MISSING = get_backend("tensorrt").unavailable_reason()  # what this machine lacks, by TensorRT's own check
 
@@ -37,7 +37,7 @@ def test_altered_manifest_is_one_error_line(tmp_path):
 def test_truncated_onnx_is_one_error_line(tmp_path):
     import torch
 
-    from edgeopt.zoo import tiny_cnn
+    from edgeopt.models.zoo import tiny_cnn
 
     path = tmp_path / "m.onnx"
     torch.onnx.export(tiny_cnn(), (torch.zeros(1, 3, 32, 32),), path, dynamo=True, external_data=False, verbose=False)
@@ -55,7 +55,7 @@ def test_truncated_onnx_is_one_error_line(tmp_path):
         (["export", *TINY, "-b", "nope", "-o", "x"], "unknown backend 'nope'"),
         (["bench", *TINY, "--batch", "1,zero"], "--batch"),
         (["export", *TINY, "-b", "eager", "-o", "x", "--precision", "int8"], "not int8"),
-        (["export", "edgeopt.zoo:tiny_cnn?in_channels=1", "--input", "1x1x8x8", "-b", "executorch", "-o", "x",
+        (["export", "edgeopt.models.zoo:tiny_cnn?in_channels=1", "--input", "1x1x8x8", "-b", "executorch", "-o", "x",
           "--precision", "int8", "--calibrate", "digits", "--max-accuracy-drop", "1"], "has no 'aware' INT8"),
         (["export", *TINY, "-b", "onnxruntime", "-o", "x", "--precision", "int8"], "needs calibration data"),
         pytest.param(["export", *TINY, "-b", "tensorrt", "-o", "x"], "tensorrt cannot be used here",

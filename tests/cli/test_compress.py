@@ -9,7 +9,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from edgeopt.models import load_model
+from edgeopt.models.sources import load_model
 from tests.helpers import edgeopt
 
 pytest.importorskip("torch_pruning")
@@ -60,7 +60,7 @@ def test_unstructured_prune_says_it_is_not_faster(trained, tmp_path):
 def test_distill_into_a_narrower_student_at_lower_resolution(trained, tmp_path):
     out, _ = trained
     student = tmp_path / "student.safetensors"
-    proc = edgeopt("distill", "edgeopt.zoo:tiny_cnn?width=8", "--teacher", str(out), "--data", "digits",
+    proc = edgeopt("distill", "edgeopt.models.zoo:tiny_cnn?width=8", "--teacher", str(out), "--data", "digits",
                    "--epochs", "5", "--optimizer", "adamw", "--lr", "0.01", "--input-size", "6", "--out", str(student),
                    "--threads", "1")
     assert proc.returncode == 0, proc.stderr

@@ -42,7 +42,7 @@ def test_trained_detector_scores_well_and_int8_keeps_its_map(trained_detector, o
 
 PREDICT_WITHOUT_TORCH = """
 import json, sys
-from edgeopt.predict import Predictor
+from edgeopt.runtime.predictor import Predictor
 predictor = Predictor(sys.argv[1], score_threshold=0.3)
 records = [predictor.predict(path) for path in sys.argv[2:]]
 print(json.dumps({"torch": "torch" in sys.modules, "records": records}))
@@ -54,9 +54,9 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     decoded with torchvision (INT8 vs FP32: matched by IoU, scores close)."""
     from PIL import Image
 
-    from edgeopt.boxes import DetectionHead, box_iou, postprocess_torch
+    from edgeopt.tasks.detection.boxes import DetectionHead, box_iou, postprocess_torch
     from edgeopt.images import decode_image, fit_image
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     checkpoint, data = trained_detector
     images = sorted((data / "images").glob("*.png"))[:12]
@@ -104,7 +104,7 @@ def test_training_on_a_bad_box_is_one_clear_error(tmp_path):
     coco = json.loads((data / "instances_train.json").read_text())
     coco["annotations"][0]["bbox"] = [60, 60, 30, 30]
     (data / "instances_train.json").write_text(json.dumps(coco))
-    proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.detectors:ssdlite", "--out",
+    proc = edgeopt("train", str(data), "--task", "detection", "--arch", "edgeopt.models.detectors:ssdlite", "--out",
                    str(tmp_path / "x.safetensors"), "--epochs", "1")
     assert_one_line_error(proc, "instances_train.json", f"annotation {coco['annotations'][0]['id']}", "outside")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.artifact import Artifact
+from edgeopt.core.artifact import Artifact
 from edgeopt.backends import get_backend, open_session
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
 from edgeopt.search.journal import Journal
@@ -63,7 +63,7 @@ def test_near_equal_candidates_are_timed_side_by_side_before_one_is_chosen(searc
     from statistics import median
 
     from edgeopt.search.pareto import runoff_contenders
-    from edgeopt.search.record import Candidate
+    from edgeopt.search.candidate import Candidate
 
     out, proc, results = search
     lines = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]

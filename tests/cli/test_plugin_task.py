@@ -24,7 +24,7 @@ def value_model(tmp_path_factory):
     """A tiny CNN trained for the plugin task, and its ONNX Runtime artifact."""
     out = tmp_path_factory.mktemp("digit-value")
     checkpoint = out / "value.safetensors"
-    trained = edgeopt("train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--out", str(checkpoint), "--task",
+    trained = edgeopt("train", "digits", "--arch", "edgeopt.models.zoo:tiny_cnn", "--out", str(checkpoint), "--task",
                       "digit_value", "--epochs", "6", "--lr", "0.01", "--no-augment", *PLUGIN, cwd=ROOT)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "mean absolute error" in trained.stdout

@@ -32,7 +32,7 @@ def search(model, out, budget_s: float, resume: bool = False):
 
 
 def test_a_slow_step_stops_at_the_deadline_and_resume_continues_it(trained, tmp_path, monkeypatch):
-    from edgeopt.data import load_dataset
+    from edgeopt.tasks.classification.data import load_dataset
 
     load_dataset("digits")  # imports scikit-learn here, not inside the budget
     out = tmp_path / "search"

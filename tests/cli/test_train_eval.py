@@ -16,7 +16,7 @@ from tests.helpers import TRAIN, edgeopt
 def test_train_writes_checkpoint_summary_and_reports(trained):
     out, proc = trained
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["arch"] == "edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1"
+    assert summary["arch"] == "edgeopt.models.zoo:tiny_cnn?num_classes=10&in_channels=1"
     assert summary["test"]["top1"] > 0.85 and len(summary["history"]) == 4
     assert "test top-1" in proc.stdout and "MMACs" in proc.stdout
 
@@ -56,7 +56,7 @@ def test_train_killed_mid_run_resumes_to_the_same_weights(trained, tmp_path):
 
 
 def test_bad_dataset_is_one_error_line(tmp_path):
-    proc = edgeopt("train", str(tmp_path / "missing.npz"), "--arch", "edgeopt.zoo:tiny_cnn", "--out", str(tmp_path / "m.safetensors"))
+    proc = edgeopt("train", str(tmp_path / "missing.npz"), "--arch", "edgeopt.models.zoo:tiny_cnn", "--out", str(tmp_path / "m.safetensors"))
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and "does not exist" in proc.stderr
 
 

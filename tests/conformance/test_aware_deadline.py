@@ -6,9 +6,9 @@ import pytest
 
 from edgeopt.backends import all_backends
 from edgeopt.compile import export
-from edgeopt.deadline import BudgetExhausted
+from edgeopt.core.deadline import BudgetExhausted
 from edgeopt.pipeline.builder import quantization_data
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.tasks import get_task
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeopt.backends import get_backend, open_session
-from edgeopt.errors import InputError
+from edgeopt.core.errors import InputError
 from edgeopt.measure.fidelity import TOLERANCES, compare
 from edgeopt.tasks import get_task
 from tests.helpers import backend_params
@@ -67,9 +67,9 @@ def test_batch_at_the_runtime_bound_runs_and_above_it_is_refused_clearly(backend
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_reshape_is_dynamic_or_falls_back_to_fixed_batch_with_a_note(backend, tmp_path):
     from edgeopt.compile import export
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
-    model = load_model("edgeopt.zoo:tiny_cnn?shuffle=true", input="1x3x32x32")
+    model = load_model("edgeopt.models.zoo:tiny_cnn?shuffle=true", input="1x3x32x32")
     artifact = export(model, backend, tmp_path / backend)
     session = open_session(artifact.path)
     batches = (1, 3) if artifact.input_spec.dynamic_batch else (1,)
@@ -87,7 +87,7 @@ def test_onnx_file_source_on_backends_that_take_onnx(backend, tmp_path, tiny_mod
     import torch
 
     from edgeopt.compile import export
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     if "onnx" not in get_backend(backend).capabilities.sources:
         pytest.skip(f"{backend} takes PyTorch models only")

@@ -6,10 +6,10 @@ import pytest
 
 from edgeopt.backends import all_backends, open_session
 from edgeopt.compile import export, unsupported_reason
-from edgeopt.errors import ConfigError
-from edgeopt.models import load_model
+from edgeopt.core.errors import ConfigError
+from edgeopt.models.sources import load_model
 from edgeopt.pipeline.builder import quantization_data
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.tasks import get_task
 from tests.helpers import evaluate
 
@@ -23,7 +23,7 @@ def aware(model, splits, max_drop=1.0):
 
 
 def int8_backends():
-    probe = load_model("edgeopt.zoo:tiny_cnn", input="1x3x8x8")
+    probe = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x8x8")
     params = []
     for backend in all_backends():
         if "static" not in backend.capabilities.int8_modes:
@@ -155,7 +155,7 @@ def test_qat_model_becomes_real_int8_that_matches_its_fake_quant_training(backen
 
 
 def test_backends_without_qat_conversion_refuse_a_qat_model_clearly(qat_model, tmp_path):
-    from edgeopt.errors import BackendUnavailable
+    from edgeopt.core.errors import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="cannot convert a quantization-aware-trained model"):
         export(qat_model, "eager", tmp_path / "eager")
@@ -165,7 +165,7 @@ def test_backends_without_qat_conversion_refuse_a_qat_model_clearly(qat_model, t
 
 def test_dynamic_int8_quantizes_linear_layers_without_calibration(tmp_path):
     pytest.importorskip("onnxruntime")
-    model = load_model("edgeopt.zoo:mlp?hidden=64&in_features=32", input="1x32")
+    model = load_model("edgeopt.models.zoo:mlp?hidden=64&in_features=32", input="1x32")
     artifact = export(model, "onnxruntime", tmp_path / "dyn", "int8-dynamic")
     assert "MatMulInteger" in artifact.manifest["compile"]["quantized_ops"]
     assert artifact.manifest["parity"]["passed"] and artifact.size_bytes < 0.5 * (32 * 64 + 64 * 64 + 64 * 10) * 4
@@ -173,7 +173,7 @@ def test_dynamic_int8_quantizes_linear_layers_without_calibration(tmp_path):
 
 def test_dynamic_int8_on_a_cnn_says_static_int8_is_the_one_to_use(tmp_path):
     pytest.importorskip("onnxruntime")
-    artifact = export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x16x16"), "onnxruntime", tmp_path / "dyn",
+    artifact = export(load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x16x16"), "onnxruntime", tmp_path / "dyn",
                       "int8-dynamic")
     assert any("use static int8" in note for note in artifact.manifest["notes"])
 
@@ -190,8 +190,8 @@ def test_the_noise_ranking_pairs_float_and_int8_tensors_by_node(tmp_path):
 
     from edgeopt.backends._onnx_export import write_onnx
     from edgeopt.backends.onnxruntime import quantize_static_int8, quantized_nodes, rank_nodes
-    from edgeopt.models import LoadedModel
-    from edgeopt.spec import InputSpec
+    from edgeopt.models.sources import LoadedModel
+    from edgeopt.core.spec import InputSpec
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(),

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeopt.models import load_model, save_checkpoint
-from edgeopt.spec import InputSpec, Preprocess
+from edgeopt.models.sources import load_model, save_checkpoint
+from edgeopt.core.spec import InputSpec, Preprocess
 
 SPEC = InputSpec((1, 1, 2, 2), preprocess=Preprocess(mean=(0.0,), std=(1.0,), channels="GRAY"))
 

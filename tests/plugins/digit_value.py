@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.tasks import Metric, Task, register_task
 
 

@@ -1,6 +1,6 @@
 """An SSDlite-style detector small enough to export in a second: torchvision's ``SSD`` with its ``SSDLiteHead``
 on a two-convolution backbone (two feature maps), wrapped in edgeopt's ``SSDGraph`` like
-``edgeopt.detectors:ssdlite``. Same head, anchors and layer names; a MobileNetV3 backbone costs the ONNX
+``edgeopt.models.detectors:ssdlite``. Same head, anchors and layer names; a MobileNetV3 backbone costs the ONNX
 export tens of seconds that tests of what happens to the head do not need."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import partial
 
 from torch import nn
 
-from edgeopt.detectors import SSDGraph
+from edgeopt.models.detectors import SSDGraph
 
 
 class _Backbone(nn.Module):

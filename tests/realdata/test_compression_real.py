@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import edgeopt
-from edgeopt.data import input_spec_for, load_dataset
-from edgeopt.models import load_model, save_checkpoint
+from edgeopt.tasks.classification.data import input_spec_for, load_dataset
+from edgeopt.models.sources import load_model, save_checkpoint
 from edgeopt.passes.train import TrainConfig, Validator, fit
 from edgeopt.tasks import get_task
 from tests.helpers import DATASETS
@@ -29,7 +29,7 @@ def trained_tiny(file: str, epochs: int, folder):
     """A small CNN trained on ``file`` and saved as a checkpoint: (path, test top-1)."""
     splits = load_dataset(str(DATASETS / file))
     spec = input_spec_for(splits.train)
-    model = load_model(f"edgeopt.zoo:tiny_cnn?num_classes={len(splits.classes)}&in_channels={splits.train.channels}"
+    model = load_model(f"edgeopt.models.zoo:tiny_cnn?num_classes={len(splits.classes)}&in_channels={splits.train.channels}"
                        "&width=24", input=spec)
     model.task, model.labels = TASK.name, list(splits.classes)
     train, val = splits.train.split(0.1, seed=0)

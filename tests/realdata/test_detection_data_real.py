@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.detection_data import load_detection
+from edgeopt.tasks.detection.data import load_detection
 from tests.helpers import DATASETS
 
 pytestmark = pytest.mark.skipif(not (DATASETS / "neu_det").is_dir(),
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not (DATASETS / "neu_det").is_dir(),
 
 
 def test_neu_det_npz_and_coco_json_give_the_same_boxes(monkeypatch):
-    from edgeopt.detection_data import _coco  # the json on its own, beside the folder's npz
+    from edgeopt.tasks.detection.data import _coco  # the json on its own, beside the folder's npz
 
     splits = load_detection(str(DATASETS / "neu_det"), None)
     assert (len(splits.train), len(splits.test)) == (1440, 360)

@@ -33,7 +33,7 @@ def work(tmp_path_factory) -> Path:
 
 def _checkpoints(work: Path, detector: Path) -> dict[str, tuple[Path, str]]:
     cls = work / "neu-cls.safetensors"
-    trained = edgeopt("train", str(DATASETS / "neu_cls_64.npz"), "--arch", "edgeopt.zoo:tiny_cnn", "--out", str(cls),
+    trained = edgeopt("train", str(DATASETS / "neu_cls_64.npz"), "--arch", "edgeopt.models.zoo:tiny_cnn", "--out", str(cls),
                       "--epochs", "1", "--no-augment")
     assert trained.returncode == 0, trained.stderr[-2000:]
     return {"NEU-CLS": (cls, str(DATASETS / "neu_cls_64.npz")), "NEU-DET": (detector, str(DATASETS / "neu_det"))}

@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from edgeopt.bundle import pack
+from edgeopt.core.bundle import pack
 from tests.helpers import AGENT_TOKEN, RunningServer, running_agent, tar_of
 from tests.serve.hostile import reply_of, send_head
 

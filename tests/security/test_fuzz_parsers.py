@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                 derandomize=True)
@@ -34,7 +34,7 @@ def only_our_errors(call, *args):
 def test_durations_counts_and_shapes_parse_or_say_why(text):
     from edgeopt.cli.common import parse_count, parse_int_list
     from edgeopt.search import parse_duration
-    from edgeopt.spec import InputSpec
+    from edgeopt.core.spec import InputSpec
 
     seconds = only_our_errors(parse_duration, text)
     assert seconds is None or seconds > 0
@@ -51,7 +51,7 @@ def test_durations_counts_and_shapes_parse_or_say_why(text):
     "precision": TEXT, "input": JSON, "outputs": JSON, "entry": TEXT | st.just("model.onnx"),
     "files": st.dictionaries(TEXT | st.sampled_from(["model.onnx", "../x", "/etc/passwd", "a/../../b"]), JSON, max_size=3)})))
 def test_manifests_parse_or_are_refused(data):
-    from edgeopt.artifact import parse_manifest
+    from edgeopt.core.artifact import parse_manifest
 
     manifest = only_our_errors(parse_manifest, json.dumps(data).encode(), "manifest.json")
     if manifest is not None:
@@ -61,8 +61,8 @@ def test_manifests_parse_or_are_refused(data):
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_bundles_and_file_heads_parse_or_are_refused(data):
-    from edgeopt.bundle import BundleLimits, read_bundle
-    from edgeopt.formats import sniff_bytes
+    from edgeopt.core.bundle import BundleLimits, read_bundle
+    from edgeopt.core.formats import sniff_bytes
 
     only_our_errors(read_bundle, data, BundleLimits(max_bytes=1 << 20))
     only_our_errors(sniff_bytes, data[:64], len(data))
@@ -95,7 +95,7 @@ def image_folder(tmp_path_factory):
                             max_size=3) | JSON,
     "categories": st.lists(st.fixed_dictionaries({"id": JSON, "name": JSON}), max_size=3) | JSON})))
 def test_coco_annotations_load_or_are_refused(image_folder, data):
-    from edgeopt.detection_data import load_detection
+    from edgeopt.tasks.detection.data import load_detection
 
     path = image_folder / "annotations.json"
     path.write_text(json.dumps(data))
@@ -107,7 +107,7 @@ def test_coco_annotations_load_or_are_refused(image_folder, data):
 def test_yolo_labels_load_or_are_refused(tmp_path_factory, lines):
     from PIL import Image
 
-    from edgeopt.detection_data import load_detection
+    from edgeopt.tasks.detection.data import load_detection
 
     root = tmp_path_factory.mktemp("yolo")
     (root / "images").mkdir()

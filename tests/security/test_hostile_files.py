@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.artifact import Artifact
-from edgeopt.bundle import pack, unpack
-from edgeopt.errors import ArtifactError, InputError, ModelSourceError
-from edgeopt.formats import sniff
-from edgeopt.models import load_model
-from edgeopt.onnx_external import references
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.bundle import pack, unpack
+from edgeopt.core.errors import ArtifactError, InputError, ModelSourceError
+from edgeopt.core.formats import sniff
+from edgeopt.models.sources import load_model
+from edgeopt.core.onnx_external import references
 from tests.helpers import CreatesAFile, assert_one_line_error, edgeopt, tar_of
 
 
@@ -74,7 +74,7 @@ def test_a_pickle_payload_never_runs_whatever_its_name(tmp_path, sentinel, name)
     path = tmp_path / name
     path.write_bytes(pickle.dumps(CreatesAFile(sentinel), protocol=4))
     with pytest.raises(ModelSourceError) as refused:
-        load_model(str(path), arch="edgeopt.zoo:tiny_cnn")
+        load_model(str(path), arch="edgeopt.models.zoo:tiny_cnn")
     assert str(path) in str(refused.value)
     assert "pickle" in str(refused.value)
 
@@ -85,13 +85,13 @@ def test_a_torch_save_zip_holding_a_payload_is_refused_by_weights_only(tmp_path,
     path = tmp_path / "checkpoint.pt"
     torch.save({"state_dict": CreatesAFile(sentinel)}, path)
     with pytest.raises(ModelSourceError, match="never unpickles code"):
-        load_model(str(path), arch="edgeopt.zoo:tiny_cnn")
+        load_model(str(path), arch="edgeopt.models.zoo:tiny_cnn")
 
 
 def test_torchscript_and_pt2_are_programs_loaded_only_when_trusted(tmp_path):
     import torch
 
-    model = load_model("edgeopt.zoo:tiny_cnn", input="1x3x32x32")
+    model = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x32x32")
     scripted = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.trace(model.module, torch.zeros(1, 3, 32, 32)), scripted)
     exported = tmp_path / "exported.pt2"
@@ -111,7 +111,7 @@ def test_lying_headers_and_broken_files_are_refused_before_parsing(tmp_path):
     claims_10gb = tmp_path / "huge.safetensors"
     claims_10gb.write_bytes(struct.pack("<Q", 10 << 30) + b'{"__metadata__": {}}')
     with pytest.raises(ModelSourceError, match="claiming 10.0 GB in a file of 28 bytes"):
-        load_model(str(claims_10gb), arch="edgeopt.zoo:tiny_cnn")
+        load_model(str(claims_10gb), arch="edgeopt.models.zoo:tiny_cnn")
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     with pytest.raises(ModelSourceError, match="is empty"):
@@ -169,7 +169,7 @@ def onnx_references(path: Path) -> list[tuple[str, str]]:
     """What the onnx package itself finds: every external tensor of every graph, subgraph and function."""
     import onnx
 
-    from edgeopt.onnx_external import all_tensors
+    from edgeopt.core.onnx_external import all_tensors
 
     return [(t.name, next(e.value for e in t.external_data if e.key == "location"))
             for t in all_tensors(onnx.load(str(path), load_external_data=False)) if t.data_location == 1]
@@ -279,7 +279,7 @@ def test_a_recipe_pointing_at_a_payload_outside_its_folder_builds_nothing(tmp_pa
     outside.write_bytes(pickle.dumps(CreatesAFile(sentinel)))
     work = tmp_path / "work"
     work.mkdir()
-    (work / "recipe.toml").write_text(f'format = 2\nmodel = "{outside}"\ndata = "digits"\narch = "edgeopt.zoo:tiny_cnn"\n\n'
+    (work / "recipe.toml").write_text(f'format = 2\nmodel = "{outside}"\ndata = "digits"\narch = "edgeopt.models.zoo:tiny_cnn"\n\n'
                                       '[export]\nbackend = "onnxruntime"\n')
     before = snapshot(tmp_path)
     proc = edgeopt("build", str(work / "recipe.toml"), "--out", str(work / "built"), cwd=work)
@@ -290,7 +290,7 @@ def test_a_recipe_pointing_at_a_payload_outside_its_folder_builds_nothing(tmp_pa
 def test_the_command_line_refuses_a_program_unless_told_to_trust_it(tmp_path):
     import torch
 
-    model = load_model("edgeopt.zoo:tiny_cnn", input="1x3x32x32")
+    model = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x32x32")
     scripted = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.trace(model.module, torch.zeros(1, 3, 32, 32)), scripted)
     args = ("export", str(scripted), "-b", "openvino", "--input", "1x3x32x32", "-o")
@@ -315,8 +315,8 @@ def test_only_the_documented_image_formats_are_decoded_wherever_images_enter(tmp
     import httpx
     from PIL import Image
 
-    from edgeopt.data import load_dataset
-    from edgeopt.errors import ConfigError
+    from edgeopt.tasks.classification.data import load_dataset
+    from edgeopt.core.errors import ConfigError
     from edgeopt.images import decode_image
     from tests.helpers import RunningServer
 
@@ -354,8 +354,8 @@ def test_downloaded_weights_load_as_weights_only_and_a_dataset_names_no_file_out
     for pretrained weights. A COCO file_name may not leave the dataset, nor an image be a device."""
     import torchvision
 
-    from edgeopt.detection_data import load_detection
-    from edgeopt.errors import ConfigError
+    from edgeopt.tasks.detection.data import load_detection
+    from edgeopt.core.errors import ConfigError
     from edgeopt.images import decode_image
 
     weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.artifact import Artifact
+from edgeopt.core.artifact import Artifact
 
 pytestmark = pytest.mark.slow
 SEED = 1234
@@ -51,7 +51,7 @@ def commands(checkpoint: Path) -> dict:
     """name -> (arguments given an output folder, the output to check, how to read the result, resume flag, kills)."""
     ckpt = str(checkpoint)
     return {
-        "train": (lambda out: ["train", "digits", "--arch", "edgeopt.zoo:tiny_cnn", "--epochs", "6", "--no-augment",
+        "train": (lambda out: ["train", "digits", "--arch", "edgeopt.models.zoo:tiny_cnn", "--epochs", "6", "--no-augment",
                                "--optimizer", "adamw", "--lr", "0.01", "--out", str(out / "model.safetensors"), *TINY],
                   "model.safetensors", tensors, ["--resume"], 2),
         "export": (lambda out: ["export", ckpt, "-b", "onnxruntime", "--precision", "int8", "--calibrate", "digits",

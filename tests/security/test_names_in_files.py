@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from edgeopt.api import export
-from edgeopt.bundle import pack
-from edgeopt.models import load_model, save_checkpoint
+from edgeopt.core.bundle import pack
+from edgeopt.models.sources import load_model, save_checkpoint
 from edgeopt.pipeline.recipe import ExportConfig, Recipe
-from edgeopt.trust import UntrustedName
+from edgeopt.core.trust import UntrustedName
 from tests.helpers import RunningServer, assert_one_line_error, edgeopt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_a_watched_repository_refuses_a_version_that_names_code_or_is_a_program(
     (repository / "m" / "1.edgeopt").write_bytes(pack(served["tiny"]))
     evil = rewrite_manifest(export(load_model(str(custom_checkpoint)), "eager", tmp_path / "evil").path,
                             payload(marker))
-    scripted = export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x32x32"), "torchscript", tmp_path / "ts").path
+    scripted = export(load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x32x32"), "torchscript", tmp_path / "ts").path
     with RunningServer("--model-repository", str(repository), "--poll-seconds", "0.2") as running:
         staged = repository / "m" / ".2.partial"  # written beside it, then renamed: it appears whole
         staged.write_bytes(pack(evil))
@@ -164,7 +164,7 @@ def wait_for_refusals(running: RunningServer, count: int, within: float = 30) ->
 
 
 def test_a_torchscript_artifact_folder_needs_trust_model_wherever_it_comes_from(tmp_path):
-    scripted = export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x32x32"), "torchscript", tmp_path / "ts").path
+    scripted = export(load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x32x32"), "torchscript", tmp_path / "ts").path
     image = png(tmp_path / "image.png")
     refused, trusted = run_all(("predict", str(scripted), str(image)),
                                ("predict", str(scripted), str(image), "--trust-model"))

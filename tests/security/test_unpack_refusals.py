@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from edgeopt.bundle import pack
+from edgeopt.core.bundle import pack
 from tests.helpers import assert_one_line_error, edgeopt, tar_of
 
 

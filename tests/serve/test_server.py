@@ -60,7 +60,7 @@ def test_tritonclient_reads_metadata_and_infers_what_the_session_computes(server
 
 
 def test_predict_takes_an_image_and_answers_like_edgeopt_predict(server, served, tmp_path):
-    from edgeopt.predict import Predictor
+    from edgeopt.runtime.predictor import Predictor
 
     pixels = np.random.default_rng(2).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     (tmp_path / "x.png").write_bytes(_png(pixels))
@@ -274,7 +274,7 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_request_and_a_tampered
 
 def test_bundle_versions_in_a_repository_swap_in_leave_one_unpacked_copy_and_a_truncated_one_is_refused(
         served, tmp_path):
-    from edgeopt.bundle import pack
+    from edgeopt.core.bundle import pack
 
     repository, scratch_parent = tmp_path / "models", tmp_path / "tmp"
     (repository / "tiny").mkdir(parents=True)
@@ -333,10 +333,10 @@ def test_sigterm_lets_in_flight_requests_finish(served):
 
 def test_a_fixed_batch_artifact_is_served_one_sample_at_a_time_correctly(tmp_path):
     from edgeopt.compile import export
-    from edgeopt.models import load_model
-    from edgeopt.spec import InputSpec
+    from edgeopt.models.sources import load_model
+    from edgeopt.core.spec import InputSpec
 
-    model = load_model("edgeopt.zoo:tiny_cnn", input=InputSpec((1, 3, 32, 32), dynamic_batch=False))
+    model = load_model("edgeopt.models.zoo:tiny_cnn", input=InputSpec((1, 3, 32, 32), dynamic_batch=False))
     artifact = export(model, "onnxruntime", tmp_path / "fixed")
     batch = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
     session = open_session(artifact.path)
@@ -374,7 +374,7 @@ def test_a_request_waiting_past_its_timeout_is_answered_504(served):
 def test_a_bundle_is_served_like_its_artifact_and_a_tampered_one_is_refused(served, tmp_path):
     import tarfile
 
-    from edgeopt.bundle import pack
+    from edgeopt.core.bundle import pack
     from tests.helpers import tar_of
 
     bundle = tmp_path / "tiny.edgeopt"

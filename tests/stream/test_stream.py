@@ -58,9 +58,9 @@ def detector_artifact(trained_detector, tmp_path_factory):
 def test_a_video_of_the_test_images_scores_the_map_that_eval_reports(trained_detector, detector_artifact, tmp_path):
     from PIL import Image
 
-    from edgeopt.boxes import Detections
-    from edgeopt.detection_data import load_detection
-    from edgeopt.tasks.detection import coco_evaluation
+    from edgeopt.tasks.detection.boxes import Detections
+    from edgeopt.tasks.detection.data import load_detection
+    from edgeopt.tasks.detection.task import coco_evaluation
 
     _, data = trained_detector
     test = load_detection(str(data), size=None, channels=1).test  # the images at their own size, as filmed

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edgeopt.artifact import MANIFEST, Artifact, ArtifactWriter
-from edgeopt.errors import ArtifactError, ConfigError
+from edgeopt.core.artifact import MANIFEST, Artifact, ArtifactWriter
+from edgeopt.core.errors import ArtifactError, ConfigError
 
 MANIFEST_BASE = {
     "backend": "onnxruntime", "precision": "fp32", "entry": "model.bin",

@@ -29,7 +29,7 @@ from edgeopt.passes.sparsify import SparsifyConfig
 from edgeopt.passes.train import TrainConfig
 from edgeopt.pipeline.bench import BenchConfig
 from edgeopt.pipeline.recipe import ExportConfig
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
 
 Field = str | tuple[str, Callable[[Any], Any]]  # a field (dotted into a nested config), or a field and how the option's text reads

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edgeopt.data import ImageDataset, input_spec_for, load_dataset
+from edgeopt.tasks.classification.data import ImageDataset, input_spec_for, load_dataset
 from edgeopt.images import to_input
-from edgeopt.errors import ConfigError
-from edgeopt.spec import InputSpec, Preprocess
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.spec import InputSpec, Preprocess
 
 
 def _toy(n_per_class=10, classes=3, size=8, channels=1):

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from edgeopt.backends._sensitivity import keep_in_float, max_evaluations
-from edgeopt.data import input_spec_for, load_dataset
-from edgeopt.deadline import NO_DEADLINE, BudgetExhausted, Deadline
+from edgeopt.tasks.classification.data import input_spec_for, load_dataset
+from edgeopt.core.deadline import NO_DEADLINE, BudgetExhausted, Deadline
 from edgeopt.passes.train import TrainConfig, Validator, fit
-from edgeopt.quantization import Validation
+from edgeopt.core.quantization import Validation
 from edgeopt.tasks import get_task
-from edgeopt.zoo import tiny_cnn
+from edgeopt.models.zoo import tiny_cnn
 
 TASK = get_task("classification")
 
@@ -91,7 +91,7 @@ def test_a_resumed_search_plans_only_the_epochs_a_stopped_fine_tune_has_left(dig
     from edgeopt.pipeline.recipe import Recipe, Step
 
     recipe = Recipe("m", "digits", steps=(Step.of("prune", ratio=0.5, fine_tune={"epochs": 3}),
-                                          Step.of("distill", student="edgeopt.zoo:tiny_cnn", fine_tune={"epochs": 4})))
+                                          Step.of("distill", student="edgeopt.models.zoo:tiny_cnn", fine_tune={"epochs": 4})))
     context = BuildContext(baseline=None, splits=None, task=TASK, workdir=tmp_path)
     assert context.epochs_left(recipe) == 3 + 4
     with pytest.raises(BudgetExhausted):  # the second step's training, stopped in its second epoch

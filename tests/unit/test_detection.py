@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgeopt.boxes import DetectionHead, Detections, postprocess, postprocess_torch
-from edgeopt.detection_data import DetectionDataset, load_detection
-from edgeopt.errors import ConfigError
+from edgeopt.tasks.detection.boxes import DetectionHead, Detections, postprocess, postprocess_torch
+from edgeopt.tasks.detection.data import DetectionDataset, load_detection
+from edgeopt.core.errors import ConfigError
 from edgeopt.tasks import get_task, task_of
-from edgeopt.tasks.detection import coco_evaluation, coco_results
+from edgeopt.tasks.detection.task import coco_evaluation, coco_results
 from tests.helpers import write_shapes_coco
 
 
@@ -147,9 +147,9 @@ def test_a_bad_box_is_refused_naming_the_file_and_annotation(tmp_path, annotatio
 def test_images_without_boxes_load_and_train(shapes):
     empty = [i for i, boxes in enumerate(shapes.train.boxes) if len(boxes) == 0]
     assert empty, "the shapes set leaves every tenth image empty"
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
-    model = load_model("edgeopt.detectors:ssdlite?num_classes=2&in_channels=1&size=64")
+    model = load_model("edgeopt.models.detectors:ssdlite?num_classes=2&in_channels=1&size=64")
     batches = task_of(model).training_data(shapes.train.subset(empty[:2] + [1]), model.input_spec)
     inputs, targets = batches.batch(torch.arange(3), None, False)
     assert [len(t["boxes"]) for t in targets][:2] == [0, 0]
@@ -158,9 +158,9 @@ def test_images_without_boxes_load_and_train(shapes):
 
 
 def test_augmentation_moves_boxes_with_the_pixels(shapes):
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
-    model = load_model("edgeopt.detectors:ssdlite?num_classes=2&in_channels=1&size=64")
+    model = load_model("edgeopt.models.detectors:ssdlite?num_classes=2&in_channels=1&size=64")
     dataset = shapes.train.subset([i for i, b in enumerate(shapes.train.boxes) if len(b)][:8])
     batches = task_of(model).training_data(dataset, model.input_spec)
     inputs, targets = batches.batch(torch.arange(8), torch.Generator().manual_seed(3), True)
@@ -180,8 +180,8 @@ def test_int8_keeps_the_detector_head_in_float_unless_asked(tmp_path, shapes, mo
     import edgeopt.backends.onnxruntime as ort
     from edgeopt.compile import export
     from edgeopt.images import to_input
-    from edgeopt.models import load_model
-    from edgeopt.quantization import QuantizationConfig
+    from edgeopt.models.sources import load_model
+    from edgeopt.core.quantization import QuantizationConfig
 
     # SSDlite's head on a small backbone (tests/plugins/tiny_ssd.py): the MobileNetV3 one took the ONNX
     # export tens of seconds per compile, and what INT8 does to the head is the same. Both compiles
@@ -252,7 +252,7 @@ def test_a_users_onnx_detector_with_a_declared_layout_exports_and_predicts(tmp_p
 
 
 def test_a_detector_distils_to_a_lower_resolution_with_anchors_of_its_own_size():
-    from edgeopt.detectors import ssdlite
+    from edgeopt.models.detectors import ssdlite
     from edgeopt.passes.kd import distillation_loss
 
     teacher = ssdlite(num_classes=2, in_channels=1, size=128).eval()
@@ -266,7 +266,7 @@ def test_a_detector_distils_to_a_lower_resolution_with_anchors_of_its_own_size()
 
 
 def test_a_torchvision_ssdlite_takes_the_input_size_it_is_given():
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
     native = load_model("torchvision:ssdlite320_mobilenet_v3_large?num_classes=6")
     small = load_model("torchvision:ssdlite320_mobilenet_v3_large?num_classes=6&in_channels=1", input="1x1x128x128")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeopt.data import input_spec_for, load_dataset
-from edgeopt.errors import ConfigError
-from edgeopt.models import load_model
+from edgeopt.tasks.classification.data import input_spec_for, load_dataset
+from edgeopt.core.errors import ConfigError
+from edgeopt.models.sources import load_model
 from edgeopt.passes.base import FineTune
 from edgeopt.passes.distill import DistillConfig
 from edgeopt.passes.kd import attention_map, distillation_loss
-from edgeopt.tasks.classification import soft_target_loss
+from edgeopt.tasks.classification.task import soft_target_loss
 from edgeopt.passes.train import TrainConfig, Validator, fit, score_module
 from edgeopt.tasks import get_task
 
@@ -68,10 +68,10 @@ def test_a_small_student_learns_from_a_trained_teacher_with_feature_hints():
     spec = input_spec_for(splits.train)
     train, val = splits.train.split(0.1, 0)
     torch.manual_seed(0)
-    teacher = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=16", input=spec).module
+    teacher = load_model("edgeopt.models.zoo:tiny_cnn?num_classes=10&in_channels=1&width=16", input=spec).module
     validate = Validator(TASK, val, spec)
     fit(teacher, train, val, spec, TrainConfig(epochs=8, lr=0.05), TASK.training_loss(), validate, show_progress=False)
-    student = load_model("edgeopt.zoo:tiny_cnn?num_classes=10&in_channels=1&width=8", input=spec).module
+    student = load_model("edgeopt.models.zoo:tiny_cnn?num_classes=10&in_channels=1&width=8", input=spec).module
     loss = distillation_loss(teacher, spec.shape, hints=(("block1", "block1"),), hint_weight=10.0)
     fit(student, train, val, spec, TrainConfig(epochs=8, lr=0.05), loss, validate, show_progress=False)
     assert score_module(student, splits.test, spec, TASK)["top1"] > 0.6  # ten classes: chance is 0.1

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from edgeopt.compile import export
-from edgeopt.errors import BackendUnavailable, ParityError
+from edgeopt.core.errors import BackendUnavailable, ParityError
 from edgeopt.measure.latency import TimingConfig
-from edgeopt.models import LoadedModel
+from edgeopt.models.sources import LoadedModel
 from edgeopt.pipeline.bench import BenchConfig, bench
-from edgeopt.spec import InputSpec
+from edgeopt.core.spec import InputSpec
 
 
 class CallCounter(torch.nn.Module):
@@ -45,19 +45,19 @@ def test_bench_reports_parity_failure_as_failed(tmp_path):
 
 
 def test_unknown_backend_option_is_refused(tmp_path):
-    from edgeopt.errors import ConfigError
-    from edgeopt.models import load_model
+    from edgeopt.core.errors import ConfigError
+    from edgeopt.models.sources import load_model
 
     with pytest.raises(ConfigError, match="accepts"):
-        export(load_model("edgeopt.zoo:tiny_cnn", input="1x3x16x16"), "onnxruntime", tmp_path / "a", options={"mobile": True})
+        export(load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x16x16"), "onnxruntime", tmp_path / "a", options={"mobile": True})
 
 
 def test_torchscript_mobile_and_lite_options(tmp_path):
     from edgeopt.backends import open_session
     from edgeopt.backends.torchscript import xnnpack_in_torch
-    from edgeopt.models import load_model
+    from edgeopt.models.sources import load_model
 
-    model = load_model("edgeopt.zoo:tiny_cnn", input="1x3x16x16")
+    model = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x16x16")
     art = export(model, "torchscript", tmp_path / "lite", options={"lite": True})
     assert art.entry.name == "model.ptl" and "saved for the lite interpreter" in art.manifest["notes"]
     out = open_session(art.path).run([model.input_spec.example(batch=2)])

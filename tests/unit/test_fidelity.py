@@ -7,7 +7,7 @@ import numpy as np
 
 from edgeopt.measure.fidelity import compare, signal_db, sqnr_db
 from edgeopt.tasks import get_task
-from edgeopt.tasks.classification import top1_agreement
+from edgeopt.tasks.classification.task import top1_agreement
 
 CLASSIFIER = get_task("classification")
 

@@ -7,8 +7,8 @@ import pytest
 
 import edgeopt
 from edgeopt.backends import register_backend
-from edgeopt.errors import ParityError
-from edgeopt.models import load_model
+from edgeopt.core.errors import ParityError
+from edgeopt.models.sources import load_model
 from tests.plugins import borderline
 from tests.plugins.constant_backend import BACKEND as CONSTANT
 
@@ -55,7 +55,7 @@ def test_the_goal_still_judges_an_int8_that_does_cost_accuracy(borderline_model,
 
 
 def test_a_broken_compile_with_constant_outputs_is_refused(constant_backend, tmp_path):
-    model = load_model("edgeopt.zoo:tiny_cnn", input="1x3x16x16")
+    model = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x16x16")
     with pytest.raises(ParityError, match="constant outputs"):
         edgeopt.export(model, "constant-broken", tmp_path / "broken")
     assert not (tmp_path / "broken").exists()
@@ -73,5 +73,5 @@ def test_the_search_reports_a_broken_compile_as_failed_with_the_reason(borderlin
 
 def test_a_model_without_a_task_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(edgeopt.ConfigError, match="task is unknown"):
-        edgeopt.optimize("edgeopt.zoo:tiny_cnn?in_channels=1", "digits", tmp_path / "search", space=SPACE)
+        edgeopt.optimize("edgeopt.models.zoo:tiny_cnn?in_channels=1", "digits", tmp_path / "search", space=SPACE)
     assert not (tmp_path / "search").exists()

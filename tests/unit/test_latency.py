@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.measure.latency import TimingConfig, summarize, time_calls
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgeopt.backends import open_session
-from edgeopt.errors import ConfigError
-from edgeopt.models import save_checkpoint
+from edgeopt.core.errors import ConfigError
+from edgeopt.models.sources import save_checkpoint
 from edgeopt.passes import FineTune, Pass, all_passes, get_pass, register_pass
 from edgeopt.pipeline.builder import BuildContext, build, build_model
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.measure.profile import count_macs
-from edgeopt.models import load_model, save_checkpoint
+from edgeopt.models.sources import load_model, save_checkpoint
 from edgeopt.passes.prune import PruneConfig, output_layers, prune_channels
 from edgeopt.passes.sparsify import sparsify
 
@@ -16,7 +16,7 @@ pytest.importorskip("torch_pruning")
 
 def tiny(width: int = 32, shuffle: bool = False):
     torch.manual_seed(0)
-    return load_model(f"edgeopt.zoo:tiny_cnn?width={width}&shuffle={shuffle}", input="1x3x32x32")
+    return load_model(f"edgeopt.models.zoo:tiny_cnn?width={width}&shuffle={shuffle}", input="1x3x32x32")
 
 
 def example(model):
@@ -139,7 +139,7 @@ def test_a_frozen_model_is_still_pruned():
     import torch
 
     from edgeopt.passes.prune import PruneConfig, prune_channels
-    from edgeopt.zoo import tiny_cnn
+    from edgeopt.models.zoo import tiny_cnn
 
     module = tiny_cnn(width=16)
     for parameter in module.parameters():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 
 
 def recipe(**changes) -> Recipe:

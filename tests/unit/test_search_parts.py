@@ -8,14 +8,14 @@ import json
 import pytest
 
 from edgeopt.devices import all_devices, estimate_ms, get_device, host_profile, roofline_s
-from edgeopt.errors import ConfigError
-from edgeopt.measure.record import Measurement
+from edgeopt.core.errors import ConfigError
+from edgeopt.measure.measurement import Measurement
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step
-from edgeopt.quantization import QuantizationConfig
+from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import Candidate, Goals, Violation, parse_duration
 from edgeopt.search.journal import Journal
 from edgeopt.search.pareto import choose, closest, pareto_front
-from edgeopt.search.record import ModelScore, Probe
+from edgeopt.search.candidate import ModelScore, Probe
 from edgeopt.tasks import Metric, get_task
 
 

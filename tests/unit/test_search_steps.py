@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes import SearchRequest, get_pass, register_pass
 from edgeopt.passes.base import FIRST, LAST
 from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step

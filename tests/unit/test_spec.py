@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edgeopt.errors import ConfigError, InputError
-from edgeopt.spec import InputSpec, Preprocess
+from edgeopt.core.errors import ConfigError, InputError
+from edgeopt.core.spec import InputSpec, Preprocess
 
 
 def test_parse_accepts_x_and_commas():

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from edgeopt.data import input_spec_for, load_dataset
-from edgeopt.errors import ConfigError
+from edgeopt.tasks.classification.data import input_spec_for, load_dataset
+from edgeopt.core.errors import ConfigError
 from edgeopt.passes.train import TrainConfig, Validator, fit, score_module
 from edgeopt.tasks import get_task
-from edgeopt.zoo import tiny_cnn
+from edgeopt.models.zoo import tiny_cnn
 
 TASK = get_task("classification")
 

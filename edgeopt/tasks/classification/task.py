@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeopt.data import DatasetSplits, load_dataset
-from edgeopt.errors import ConfigError
-from edgeopt.spec import InputSpec
-from edgeopt.tasks.base import LossFn, Metric, RawOutputs, Task, per_class_table
+from edgeopt.tasks.classification.data import DatasetSplits, load_dataset
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.spec import InputSpec
+from edgeopt.tasks.base import LossFn, Metric, RawOutputs, Task, per_class_table, top1_agreement
 
 if TYPE_CHECKING:
     from edgeopt.images import Fitted
@@ -39,13 +39,6 @@ class ClassScores:
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose argmax is the label."""
     return float(np.mean(np.asarray(logits).argmax(axis=1) == labels))
-
-
-def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
-    """Share of rows whose argmax agrees, for (batch, classes) logits; None for other outputs."""
-    if reference.ndim != 2 or reference.shape[1] < 2:
-        return None
-    return float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
 
 
 def soft_target_loss(student_logits, teacher_logits, temperature: float):
@@ -145,7 +138,7 @@ class Classification(Task):
         return soft_target_loss(student_outputs, teacher_outputs, temperature)
 
     def training_data(self, dataset, spec: InputSpec):
-        from edgeopt.tasks._batches import ClassificationBatches
+        from edgeopt.tasks.classification.batches import ClassificationBatches
 
         return ClassificationBatches(dataset, spec)
 

@@ -27,8 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import ArtifactError, ConfigError, ModelSourceError
-from edgeopt.spec import InputSpec, OutputSpec
+from edgeopt.core.errors import ArtifactError, ConfigError, ModelSourceError
+from edgeopt.core.spec import InputSpec, OutputSpec
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -131,8 +131,8 @@ class Artifact:
     def _check_onnx_files(self) -> None:
         """Every ONNX model in the artifact keeps its external data inside the folder: edgeopt checks it here,
         when the artifact (or an unpacked bundle) is opened, not leaving it to each runtime's own checks."""
-        from edgeopt.formats import HEAD, sniff_bytes
-        from edgeopt.onnx_external import NotOnnx, check_external_data
+        from edgeopt.core.formats import HEAD, sniff_bytes
+        from edgeopt.core.onnx_external import NotOnnx, check_external_data
 
         for name in self.manifest["files"]:
             file = self.path / name

@@ -5,8 +5,8 @@ extracted) and names its format. Data formats load by default: safetensors, ONNX
 IR, ExecuTorch ``.pte`` and edgeopt artifact folders. A pickled checkpoint (a plain pickle
 or ``torch.save``'s zip of pickles) loads only through ``torch.load(weights_only=True)``,
 with no fallback. TorchScript and ``.pt2`` archives are programs: refused unless the caller
-says ``trust_model`` or the process trusts programs (``edgeopt.trust``). A file whose name promises one format while its bytes are another is
-refused. (An ONNX model's external data is checked by ``edgeopt.onnx_external``.)
+says ``trust_model`` or the process trusts programs (``edgeopt.core.trust``). A file whose name promises one format while its bytes are another is
+refused. (An ONNX model's external data is checked by ``edgeopt.core.onnx_external``.)
 
 Example:
     >>> sniff_bytes(b"\\x80\\x04\\x95")
@@ -22,8 +22,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from edgeopt.errors import ModelSourceError
-from edgeopt.trust import require_programs
+from edgeopt.core.errors import ModelSourceError
+from edgeopt.core.trust import require_programs
 
 HEAD = 64
 MAX_MODEL_BYTES = int(os.environ.get("EDGEOPT_MAX_MODEL_MB", "4096")) << 20  # checked before any parser runs
@@ -71,12 +71,15 @@ def _zip_kind(path: Path) -> str:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelSourceError(f"{path} is a zip archive that cannot be read ({exc}): truncated or corrupt") from None
-    if any(n.endswith("serialized_exported_program.json") or "/models/" in n or n.endswith("archive_format")
-           for n in names):
+    # members sit under one top folder; what follows it tells the formats apart (a TorchScript archive's
+    # code/ holds the model's own module path, which may well contain "models/")
+    inner = [n.partition("/")[2] for n in names]
+    if any(n.endswith("serialized_exported_program.json") or n.startswith("models/") or n == "archive_format"
+           for n in inner):
         return "pt2"
-    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+    if any(n == "constants.pkl" or n.startswith("code/") for n in inner):
         return "torchscript"
-    if any(n.endswith("data.pkl") for n in names):
+    if any(n == "data.pkl" for n in inner):
         return "torch-zip"
     return "zip"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 SCHEMA = 1
 

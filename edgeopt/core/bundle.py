@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.artifact import MANIFEST, Artifact, parse_manifest
-from edgeopt.errors import ArtifactError, ModelSourceError
-from edgeopt.formats import HEAD, sniff_bytes
+from edgeopt.core.artifact import MANIFEST, Artifact, parse_manifest
+from edgeopt.core.errors import ArtifactError, ModelSourceError
+from edgeopt.core.formats import HEAD, sniff_bytes
 
 # A member name is one plain file name: letters, digits, dot, dash, underscore; no leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -64,7 +64,7 @@ def unpack(bundle: Path, out: Path, limits: BundleLimits = BundleLimits(), overw
     import shutil
     import tempfile
 
-    from edgeopt.errors import ConfigError
+    from edgeopt.core.errors import ConfigError
 
     if not bundle.is_file():
         raise ArtifactError(f"bundle {bundle} does not exist")
@@ -115,7 +115,7 @@ def executable_format(head: bytes, size: int | None = None) -> str | None:
 def check_name(name: str, where: str) -> None:
     if not SAFE_NAME.match(name) or ".." in name:
         raise ArtifactError(f"{where}: member name {name!r} is not a plain file name (no folders, '..' or absolute "
-                            "paths); pack the artifact with `edgeopt pack` or edgeopt.bundle.pack")
+                            "paths); pack the artifact with `edgeopt pack` or edgeopt.core.bundle.pack")
 
 
 def read_bundle(data: bytes, limits: BundleLimits, backends: tuple[str, ...] | None = None,
@@ -160,7 +160,7 @@ def _members(data: bytes, limits: BundleLimits) -> dict[str, bytes]:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
     except tarfile.TarError as exc:
         raise ArtifactError(f"this is not an uncompressed tar bundle ({exc}); pack the artifact with "
-                            "`edgeopt pack` or edgeopt.bundle.pack") from None
+                            "`edgeopt pack` or edgeopt.core.bundle.pack") from None
     members: dict[str, bytes] = {}
     total = 0
     with tar:

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
 
 
 class Unauthorized(EdgeoptError):

@@ -27,9 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, InputError
+from edgeopt.core.errors import ConfigError, InputError
 from edgeopt.images import SUFFIXES
-from edgeopt.spec import InputSpec, Preprocess
+from edgeopt.core.spec import InputSpec, Preprocess
+from edgeopt.tasks.base import default_preprocess, input_spec_for
 
 
 
@@ -95,20 +96,6 @@ class DatasetSplits:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.train.classes
-
-
-def default_preprocess(dataset: ImageDataset) -> Preprocess:
-    """Per-channel mean/std of the training images: the normalisation a model trained here expects."""
-    pixels = dataset.images.reshape(-1, dataset.channels).astype(np.float64) / 255.0
-    std = np.maximum(pixels.std(axis=0), 1e-3)
-    return Preprocess(mean=tuple(float(m) for m in pixels.mean(axis=0)), std=tuple(float(s) for s in std),
-                      channels="GRAY" if dataset.channels == 1 else "RGB")
-
-
-def input_spec_for(dataset: ImageDataset, preprocess: Preprocess | None = None, size: int | None = None) -> InputSpec:
-    """The InputSpec of a model fed this dataset's images, optionally at another ``size``."""
-    height, width = (size, size) if size else dataset.images.shape[1:3]
-    return InputSpec((1, dataset.channels, height, width), preprocess=preprocess or default_preprocess(dataset))
 
 
 # -- loading ---------------------------------------------------------------------------

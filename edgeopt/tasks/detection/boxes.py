@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 CONVENTIONS = ("ssd", "yolov8", "yolov5")
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # torchvision's clamp of the predicted log-size

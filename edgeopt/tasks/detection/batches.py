@@ -1,8 +1,4 @@
-"""Training batches per task: the input tensor of every sample, the targets, and augmentation
-that moves whatever the targets point at (a class label does not move; a box does).
-
-Imported lazily by the tasks (it needs torch; a task module must not).
-"""
+"""Training batches of a detector: images and their boxes; flips and padded crops move the boxes with the pixels."""
 
 from __future__ import annotations
 
@@ -10,28 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from edgeopt.core.spec import InputSpec
 from edgeopt.images import to_input
-from edgeopt.spec import InputSpec
-
-
-class ClassificationBatches:
-    """Images and their labels; random flips and padded crops move pixels only."""
-
-    def __init__(self, dataset, spec: InputSpec) -> None:
-        self.inputs = torch.from_numpy(to_input(dataset.images, spec))
-        self.labels = torch.from_numpy(dataset.labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, index: torch.Tensor, generator: torch.Generator, augment: bool) -> tuple[torch.Tensor, Any]:
-        inputs = self.inputs[index]
-        if augment:
-            flip = torch.rand(len(inputs), generator=generator) < 0.5
-            inputs, _ = padded_crop(torch.where(flip[:, None, None, None], inputs.flip(-1), inputs), generator)
-        return inputs, self.labels[index]
+from edgeopt.tasks.augment import padded_crop
 
 
 class DetectionBatches:
@@ -60,16 +38,6 @@ class DetectionBatches:
             inputs, shifts = padded_crop(inputs, generator)
             boxes, labels = zip(*(_shift(b, l, dx, dy, inputs.shape[-2:]) for b, l, (dx, dy) in zip(boxes, labels, shifts)))
         return inputs, [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
-
-
-def padded_crop(batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Random crops of the batch padded by 1/8 of the side (reflect); the (dx, dy) each image moved by."""
-    height, width = batch.shape[-2:]
-    pad = max(1, min(height, width) // 8)
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
-    offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator).tolist()
-    crops = torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
-    return crops, [(pad - dx, pad - dy) for dy, dx in offsets]
 
 
 def _shift(boxes: torch.Tensor, labels: torch.Tensor, dx: int, dy: int, size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ Example:
     >>> Deadline.after(0.0).check("training batches", 340, 2250)
     Traceback (most recent call last):
     ...
-    edgeopt.deadline.BudgetExhausted: the time budget ran out during training batches (340/2250)
+    edgeopt.core.deadline.BudgetExhausted: the time budget ran out during training batches (340/2250)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.core.errors import EdgeoptError
 
 # (step, done, total): what the work is doing and how far it is (done/total may be None)
 ProgressHook = Callable[[str, "int | None", "int | None"], None]

@@ -25,7 +25,7 @@ Example:
     >>> check_import("mypkg.nets:build", origin="ckpt.safetensors", flag="--arch")
     Traceback (most recent call last):
     ...
-    edgeopt.trust.UntrustedName: ckpt.safetensors asks to import 'mypkg.nets:build'; edgeopt imports no code a file names: if you trust it, pass --arch mypkg.nets:build (or install it as an edgeopt.architectures entry point), or --trust-model to trust the file
+    edgeopt.core.trust.UntrustedName: ckpt.safetensors asks to import 'mypkg.nets:build'; edgeopt imports no code a file names: if you trust it, pass --arch mypkg.nets:build (or install it as an edgeopt.architectures entry point), or --trust-model to trust the file
     >>> with trusting(names=("mypkg.nets:build",)):
     ...     check_import("mypkg.nets:build", origin="ckpt.safetensors", flag="--arch")
 """
@@ -39,10 +39,12 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any, Iterator
 
-from edgeopt.errors import ModelSourceError
+from edgeopt.core.errors import ModelSourceError
 
 # edgeopt's own architectures: a file may name these (its own checkpoints do)
-BUILT_IN = frozenset({"edgeopt.zoo:tiny_cnn", "edgeopt.zoo:mlp", "edgeopt.detectors:ssdlite"})
+BUILT_IN = frozenset({"edgeopt.models.zoo:tiny_cnn", "edgeopt.models.zoo:mlp", "edgeopt.models.detectors:ssdlite"})
+# where edgeopt's architectures lived before edgeopt.models: checkpoints made then record these module names
+RENAMED = {"edgeopt.zoo": "edgeopt.models.zoo", "edgeopt.detectors": "edgeopt.models.detectors"}
 ARCHITECTURES_GROUP, PASSES_GROUP = "edgeopt.architectures", "edgeopt.passes"
 
 
@@ -134,8 +136,10 @@ def restore(data: dict[str, Any]) -> None:
 
 
 def import_path(source: str) -> str:
-    """``pkg.mod:factory?num_classes=3`` -> ``pkg.mod:factory``: what is imported, without its arguments."""
-    return source.partition("?")[0].strip()
+    """``pkg.mod:factory?num_classes=3`` -> ``pkg.mod:factory``: what is imported, without its arguments (an
+    architecture of edgeopt's under the module name it had before, under its module now)."""
+    module, colon, attr = source.partition("?")[0].strip().partition(":")
+    return RENAMED.get(module, module) + colon + attr
 
 
 def check_import(name: str, origin: str | None, flag: str, group: str = ARCHITECTURES_GROUP) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.artifact import Artifact
+from edgeopt.core.artifact import Artifact
 from edgeopt.images import decode_image, fit_image
 from edgeopt.tasks import task_of
 

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.images import SUFFIXES, as_channels, decode_as_stored, image_files, letterbox
 
 EDGE_TOLERANCE = 1.0  # px a box may stick out of its image (annotation tools round outwards)

@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from typing import Iterable, TypeVar
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeopt.errors import ModelSourceError
+from edgeopt.core.errors import ModelSourceError
 
 WIDTH_ATTRIBUTES = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
                     "num_channels", "num_groups", "normalized_shape", "embed_dim")

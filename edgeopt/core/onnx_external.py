@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgeopt.errors import ModelSourceError
+from edgeopt.core.errors import ModelSourceError
 
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 

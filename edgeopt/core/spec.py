@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, InputError
+from edgeopt.core.errors import ConfigError, InputError
 
 SUPPORTED_DTYPES = ("float32", "float16", "uint8", "int64", "int32")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")

@@ -11,7 +11,7 @@ differ per model, so the task that decodes a model's outputs is the one bound to
 image's result is its ``Detections`` in the image's own pixels (letterbox undone).
 
 Example:
-    >>> from edgeopt.boxes import DetectionHead
+    >>> from edgeopt.tasks.detection.boxes import DetectionHead
     >>> task = TASK.bind(DetectionHead("yolov8", num_classes=2).to_dict())
     >>> task.main.title, task.head.convention
     ('mAP@0.5', 'yolov8')
@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeopt.boxes import DetectionHead, Detections, box_iou, postprocess
-from edgeopt.detection_data import DetectionDataset, DetectionSplits, load_detection
-from edgeopt.errors import ConfigError
+from edgeopt.tasks.detection.boxes import DetectionHead, Detections, box_iou, postprocess
+from edgeopt.tasks.detection.data import DetectionDataset, DetectionSplits, load_detection
+from edgeopt.core.errors import ConfigError
 from edgeopt.tasks.base import Metric, Task, per_class_table
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from edgeopt.images import Fitted
-    from edgeopt.spec import InputSpec
+    from edgeopt.core.spec import InputSpec
 
 EVAL_SCORE_THRESHOLD = 0.01
 CONFIDENT = 0.3  # reference boxes at least this confident are the ones a compile must still find
@@ -45,7 +45,7 @@ class Detection(Task):
     name = "detection"
     metrics = (Metric("map50", "mAP@0.5"), Metric("map", "mAP@0.5:0.95"))
     agreement = None  # FP32 exports match element-wise on the raw outputs; boxes follow
-    students = ("edgeopt.detectors:ssdlite?width_mult=0.5",)
+    students = ("edgeopt.models.detectors:ssdlite?width_mult=0.5",)
     teacher_sees_student_input = True
 
     def __init__(self, head: DetectionHead | None = None) -> None:
@@ -54,7 +54,7 @@ class Detection(Task):
     def bind(self, head: dict[str, Any] | None) -> "Detection":
         if head is None:
             raise ConfigError("this detector has no recorded output convention (anchors, thresholds); build it with "
-                              "edgeopt (edgeopt.detectors:ssdlite, torchvision:ssdlite320_mobilenet_v3_large) or "
+                              "edgeopt (edgeopt.models.detectors:ssdlite, torchvision:ssdlite320_mobilenet_v3_large) or "
                               "declare its outputs (--outputs yolov8)")
         return Detection(DetectionHead.from_dict(head))
 
@@ -77,14 +77,14 @@ class Detection(Task):
         """The images' own (letterboxed) size; letterboxed when served too, as the loader did."""
         import dataclasses
 
-        from edgeopt.data import input_spec_for
+        from edgeopt.tasks.base import input_spec_for
 
         spec = input_spec_for(splits.train, size=splits.train.images.shape[1])
         return dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, fit="letterbox"))
 
     def arch_settings(self, arch: str, splits: DetectionSplits, spec: "InputSpec") -> dict[str, int]:
         settings = super().arch_settings(arch, splits, spec)
-        if arch.startswith("edgeopt.detectors:"):  # edgeopt's own detectors place their anchors for the input size
+        if arch.startswith("edgeopt.models.detectors:"):  # edgeopt's own detectors place their anchors for the input size
             settings["size"] = spec.shape[-1]
         return settings
 
@@ -205,7 +205,7 @@ class Detection(Task):
         return soft + boxes / objectness.sum().clamp(min=1.0)
 
     def training_data(self, dataset: DetectionDataset, spec: "InputSpec"):
-        from edgeopt.tasks._batches import DetectionBatches
+        from edgeopt.tasks.detection.batches import DetectionBatches
 
         return DetectionBatches(dataset, spec)
 
@@ -214,7 +214,7 @@ def detection_loss(module, outputs, targets):
     loss = getattr(module, "detection_loss", None)
     if loss is None:
         raise ConfigError(f"edgeopt cannot train {type(module).__name__}: it trains SSD-style detectors "
-                          "(edgeopt.detectors:ssdlite, torchvision SSD/SSDlite)")
+                          "(edgeopt.models.detectors:ssdlite, torchvision SSD/SSDlite)")
     return loss(outputs, targets)
 
 

@@ -15,10 +15,10 @@ Accepted sources:
 - ``path.pt`` TorchScript or ``path.pt2`` (torch.export) archives — programs, so only with
   ``trust_model=True`` (``--trust-model``); they come in as they are, with a given input shape.
 
-A file is recognised by its content, never its name (``edgeopt.formats``): a ``.onnx`` that is
+A file is recognised by its content, never its name (``edgeopt.core.formats``): a ``.onnx`` that is
 a pickle is refused. Loading is safe by construction: no pickle is ever executed, and an
 architecture a file names (a checkpoint's ``edgeopt.arch``, a manifest's, a recipe's) is imported
-only through ``edgeopt.trust``: torchvision and timm names, edgeopt's own, installed plugins, or
+only through ``edgeopt.core.trust``: torchvision and timm names, edgeopt's own, installed plugins, or
 what the caller named (``origin=None``) — never a ``module:callable`` because a file says so.
 
 Example:
@@ -41,9 +41,9 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, ModelSourceError, first_line
-from edgeopt.spec import InputSpec, Preprocess
-from edgeopt.trust import check_import, import_object, trusting
+from edgeopt.core.errors import ConfigError, ModelSourceError, first_line
+from edgeopt.core.spec import InputSpec, Preprocess
+from edgeopt.core.trust import check_import, import_object, trusting
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +79,7 @@ class LoadedModel:
     task: str = "unknown"
     labels: list[str] | None = None
     quantized: bool = False  # the module carries trained fake-quantization (QAT): INT8 backends convert it
-    head: dict[str, Any] | None = None  # a detector's output convention (edgeopt.boxes.DetectionHead record)
+    head: dict[str, Any] | None = None  # a detector's output convention (edgeopt.tasks.detection.boxes.DetectionHead record)
 
     @property
     def kind(self) -> str:
@@ -98,7 +98,7 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
     lets a TorchScript or .pt2 archive (a program) load, and names in the files resolve.
 
     ``origin`` says where ``source`` and ``arch`` were read from (a manifest, a recipe): their import
-    paths then resolve only if known or granted (``edgeopt.trust``). None: the caller named them.
+    paths then resolve only if known or granted (``edgeopt.core.trust``). None: the caller named them.
     """
     if trust_model:
         with trusting(programs=True):
@@ -119,7 +119,7 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
             model.module.eval()
         except NotImplementedError:  # a torch.export program is already fixed in inference mode
             pass
-        from edgeopt.detectors import head_record
+        from edgeopt.models.detectors import head_record
 
         model.head = head_record(model.module) or model.head
         if model.head and tuple(model.input_spec.shape[2:]) != tuple(model.head["image_size"]):
@@ -130,7 +130,7 @@ def load_model(source: str, input: str | InputSpec | None = None, arch: str | No
 
 def check_source(source: object, origin: str) -> None:
     """Refuse, before anything loads, a model source read from ``origin`` whose import path
-    ``edgeopt.trust`` does not allow (torchvision, timm and file sources pass: a file is checked when it loads)."""
+    ``edgeopt.core.trust`` does not allow (torchvision, timm and file sources pass: a file is checked when it loads)."""
     if not isinstance(source, str) or not source.strip():
         return
     source = source.strip()
@@ -144,7 +144,7 @@ def _is_file_source(source: str) -> bool:
 
 
 def _from_architecture(source: str, given: InputSpec | None, origin: str | None) -> LoadedModel:
-    """An architecture source (no weights): torchvision, timm, or an import path that edgeopt.trust lets through."""
+    """An architecture source (no weights): torchvision, timm, or an import path that edgeopt.core.trust lets through."""
     if source.startswith("torchvision:"):
         return _from_torchvision(source, origin)
     if source.startswith("timm:"):
@@ -157,7 +157,7 @@ def _from_architecture(source: str, given: InputSpec | None, origin: str | None)
 def _fit_detector_size(model: LoadedModel, authoritative: bool) -> None:
     """Make a detector's input and anchors agree: a given (or checkpointed) input size rebuilds the
     anchors for it (torchvision's SSDlite trained at 128 px, say); an inferred one takes the detector's."""
-    from edgeopt.detectors import head_record
+    from edgeopt.models.detectors import head_record
 
     size = tuple(model.head["image_size"])
     if not authoritative:
@@ -262,7 +262,7 @@ def _from_torchvision(source: str, origin: str | None = None) -> LoadedModel:
     if name in torchvision.models.list_models(module=torchvision.models.detection):
         return _torchvision_detector(source, name, arch, module, weights, in_channels)
     if in_channels != 3:
-        from edgeopt.layer_shapes import adapt_input_channels
+        from edgeopt.models.layer_shapes import adapt_input_channels
 
         adapt_input_channels(module, in_channels)
     spec, labels = _torchvision_input(name, weights, classification)
@@ -274,11 +274,11 @@ def _from_torchvision(source: str, origin: str | None = None) -> LoadedModel:
 
 def _torchvision_detector(source: str, name: str, arch: str, module: Any, weights: Any, in_channels: int) -> LoadedModel:
     """A torchvision SSD cut at its head, fed the way its own transform feeds it (fixed size, its mean/std)."""
-    from edgeopt.detectors import wrap_torchvision
+    from edgeopt.models.detectors import wrap_torchvision
 
     transform = module.transform
     if in_channels != 3:
-        from edgeopt.layer_shapes import adapt_input_channels
+        from edgeopt.models.layer_shapes import adapt_input_channels
 
         adapt_input_channels(module.backbone, in_channels)
     graph = wrap_torchvision(name, module)
@@ -371,7 +371,7 @@ def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:
 
 def _from_file(path: Path, arch: str | None, given: InputSpec | None, origin: str | None) -> LoadedModel:
     """A model file, dispatched on what its bytes are (``formats.check_loadable`` refuses the rest)."""
-    from edgeopt.formats import DESCRIPTION, check_loadable
+    from edgeopt.core.formats import DESCRIPTION, check_loadable
 
     kind = check_loadable(path)
     if kind == "onnx":
@@ -414,7 +414,7 @@ def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind
         raise ModelSourceError(f"checkpoint {path} holds weights only; name its architecture with --arch (e.g. torchvision:resnet18)")
     model = _from_architecture(arch.strip(), given, arch_origin)
     if META_WIDTHS in meta:
-        from edgeopt.layer_shapes import reshape
+        from edgeopt.models.layer_shapes import reshape
 
         reshape(model.module, json.loads(meta[META_WIDTHS]), state)
     try:
@@ -474,7 +474,7 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
     if model.module is None or model.arch is None:
         raise ConfigError("only a PyTorch model with a known architecture can be saved as a checkpoint")
     path = Path(path)
-    from edgeopt.layer_shapes import describe
+    from edgeopt.models.layer_shapes import describe
 
     meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task,
             META_WIDTHS: json.dumps(describe(model.module))}
@@ -490,7 +490,7 @@ def declare_detector(model: LoadedModel, convention: str, labels: list[str] | No
     """``model`` (an ONNX or PyTorch detector edgeopt did not build) read as a detector whose outputs
     follow ``convention`` (``yolov8``: (N, 4 + classes, A); ``yolov5``: (N, A, 5 + classes), boxes
     cx, cy, w, h in input pixels). Its input is fed as Ultralytics feeds it: letterboxed, RGB / 255."""
-    from edgeopt.boxes import DetectionHead
+    from edgeopt.tasks.detection.boxes import DetectionHead
 
     if convention not in ("yolov8", "yolov5"):
         raise ConfigError(f"--outputs takes yolov8 or yolov5 (a declared output layout), not {convention!r}")
@@ -519,7 +519,7 @@ def _from_onnx(path: Path, given: InputSpec | None) -> LoadedModel:
         raise ModelSourceError(f"ONNX file {path} does not exist")
     import onnx
 
-    from edgeopt.onnx_external import check_external_data
+    from edgeopt.core.onnx_external import check_external_data
 
     check_external_data(path)  # before anything follows those paths
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from edgeopt.measure.record import Measurement
+from edgeopt.measure.measurement import Measurement
 from edgeopt.search.goals import Violation
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeopt.errors import ConfigError
+from edgeopt.core.errors import ConfigError
 
 # static: post-training (PTQ) · aware: PTQ that keeps layers in float until the drop holds ·
 # qat: the model already carries trained fake-quantizers, which the backend converts.

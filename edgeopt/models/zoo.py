@@ -2,7 +2,7 @@
 
 ``tiny_cnn`` packs the layer patterns that break converters in practice — a residual
 add, a depthwise convolution, a channel concatenation, BatchNorm, SiLU and Hardswish —
-into a model that compiles in seconds. Use it as ``edgeopt.zoo:tiny_cnn``;
+into a model that compiles in seconds. Use it as ``edgeopt.models.zoo:tiny_cnn``;
 ``?shuffle=true`` adds a ShuffleNetV2 unit (channel split, branch, concat, channel
 shuffle), whose reshapes on the batch dimension ExecuTorch's XNNPACK lowering cannot
 keep dynamic.
@@ -77,7 +77,7 @@ def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, seed:
 
 
 def mlp(in_features: int = 512, hidden: int = 2048, num_classes: int = 10, seed: int = 0) -> nn.Module:
-    """A Linear-heavy model (where dynamic INT8 pays off), e.g. ``edgeopt.zoo:mlp`` with input 1x512."""
+    """A Linear-heavy model (where dynamic INT8 pays off), e.g. ``edgeopt.models.zoo:mlp`` with input 1x512."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes)).eval()

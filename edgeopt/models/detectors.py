@@ -3,11 +3,11 @@
 torchvision's SSD and SSDlite run preprocessing, the network, box decoding and NMS in one
 ``forward``; only the network belongs in a compiled artifact (decoding and NMS quantize
 badly and have data-dependent shapes). ``SSDGraph`` keeps the backbone and the head and
-returns ``(box deltas, class logits)``; its ``head`` record (``edgeopt.boxes.DetectionHead``)
+returns ``(box deltas, class logits)``; its ``head`` record (``edgeopt.tasks.detection.boxes.DetectionHead``)
 carries the anchors for the input size, so the artifact decodes itself. Training uses
 torchvision's own matcher, box coder and SSD loss.
 
-Sources: ``edgeopt.detectors:ssdlite?num_classes=6&size=128`` (a MobileNetV3 SSDlite built
+Sources: ``edgeopt.models.detectors:ssdlite?num_classes=6&size=128`` (a MobileNetV3 SSDlite built
 for that input size, trained from scratch), or ``torchvision:ssdlite320_mobilenet_v3_large``
 / ``torchvision:ssd300_vgg16`` (``?weights=DEFAULT`` with internet: COCO-pretrained).
 
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeopt.boxes import DetectionHead
-from edgeopt.errors import ConfigError
+from edgeopt.tasks.detection.boxes import DetectionHead
+from edgeopt.core.errors import ConfigError
 
 NEGATIVES_PER_POSITIVE = 3  # SSD's hard negative mining ratio
 DEPLOY_SCORE_THRESHOLD = 0.25  # Ultralytics' predict default; evaluation uses 0.01
@@ -127,7 +127,7 @@ def ssdlite(num_classes: int = 6, in_channels: int = 3, size: int = 128, width_m
     ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                         width_mult=width_mult)
     if in_channels != 3:
-        from edgeopt.layer_shapes import adapt_input_channels
+        from edgeopt.models.layer_shapes import adapt_input_channels
 
         adapt_input_channels(ssd.backbone, in_channels)
     return SSDGraph(ssd, (size, size))
