@@ -14,7 +14,9 @@ import pytest
 from tests.helpers import RunningServer
 
 MAX_RSS_MB = 150
-MAX_READY_SECONDS = 1.0
+# Alone it is ready in about 0.5 s (benchmarks/RESULTS.md, `pytest -s` on this file prints the figures); beside the
+# rest of the suite on two cores, up to three times that. Importing torch alone would add 4 s or more.
+MAX_READY_SECONDS = 3.0
 
 
 @pytest.mark.slow
