@@ -40,4 +40,4 @@ bench: $(FULL)
 	$(BIN)/python benchmarks/backends.py
 
 clean:
-	rm -rf $(VENV) $(OUT) *.egg-info
+	rm -rf $(VENV) $(OUT) *.egg-info build dist

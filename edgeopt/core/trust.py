@@ -135,6 +135,14 @@ def restore(data: dict[str, Any]) -> None:
         load_plugin(str(module))
 
 
+def current_name(source: str) -> str:
+    """``source`` (``module:attr?args``) with an architecture of edgeopt's under its module now
+    (``edgeopt.zoo:tiny_cnn?num_classes=3`` -> ``edgeopt.models.zoo:tiny_cnn?num_classes=3``): what a model
+    built from an old checkpoint records."""
+    module, colon, rest = source.strip().partition(":")
+    return RENAMED.get(module, module) + colon + rest
+
+
 def import_path(source: str) -> str:
     """``pkg.mod:factory?num_classes=3`` -> ``pkg.mod:factory``: what is imported, without its arguments (an
     architecture of edgeopt's under the module name it had before, under its module now)."""

@@ -5,7 +5,7 @@ into the model's input with its InputSpec's preprocessing, in batches the artifa
 accepts (a fixed-batch artifact gets its own batch size, the last one padded).
 
 Example:
-    >>> outputs = predict(session.run, splits.test, artifact.input_spec)   # doctest: +SKIP
+    >>> outputs = outputs_on(session.run, splits.test, artifact.input_spec)   # doctest: +SKIP
     >>> outputs[0].shape                                                    # doctest: +SKIP
     (360, 10)
 """

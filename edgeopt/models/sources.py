@@ -43,7 +43,7 @@ import numpy as np
 
 from edgeopt.core.errors import ConfigError, ModelSourceError, first_line
 from edgeopt.core.spec import InputSpec, Preprocess
-from edgeopt.core.trust import check_import, import_object, trusting
+from edgeopt.core.trust import check_import, current_name, import_object, trusting
 
 if TYPE_CHECKING:
     import torch
@@ -351,7 +351,7 @@ def _from_factory(source: str, given: InputSpec | None, origin: str | None = Non
         raise ModelSourceError(f"{call} failed: {first_line(exc)}; check the architecture's arguments") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{target} returned {type(module).__name__}, not a torch.nn.Module")
-    return LoadedModel(source, given or infer_input_spec(module, source), module=module, arch=source)
+    return LoadedModel(source, given or infer_input_spec(module, source), module=module, arch=current_name(source))
 
 
 def infer_input_spec(module: "torch.nn.Module", source: str) -> InputSpec:

@@ -63,4 +63,8 @@ def task_of(model: Any, default: str = "unknown") -> Task:
         name, head = manifest.get("task"), manifest.get("head")
     else:
         name, head = model.task, getattr(model, "head", None)
+    if not (name is None or isinstance(name, str)) or not (head is None or isinstance(head, dict)):
+        raise ConfigError(f"this model's manifest is malformed: its task must be a name and its head a table, "
+                          f"got task {type(name).__name__}, head {type(head).__name__}; re-export the model "
+                          "(edgeopt export) or check where it came from")
     return get_task(name if name not in (None, "unknown") else default).bind(head)

@@ -97,3 +97,12 @@ def test_newer_schema_is_refused(tmp_path):
     (tmp_path / "art" / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="upgrade edgeopt"):
         Artifact.open(tmp_path / "art")
+
+
+@pytest.mark.parametrize("manifest", [{"task": ["detection"]}, {"task": {"name": "x"}},
+                                      {"task": "detection", "head": "anchors"}, {"task": 3}])
+def test_a_manifest_whose_task_or_head_has_the_wrong_type_is_one_clear_error(manifest):
+    from edgeopt.tasks import task_of
+
+    with pytest.raises(ConfigError, match="manifest is malformed"):
+        task_of(manifest)

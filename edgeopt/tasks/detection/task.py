@@ -84,7 +84,9 @@ class Detection(Task):
 
     def arch_settings(self, arch: str, splits: DetectionSplits, spec: "InputSpec") -> dict[str, int]:
         settings = super().arch_settings(arch, splits, spec)
-        if arch.startswith("edgeopt.models.detectors:"):  # edgeopt's own detectors place their anchors for the input size
+        from edgeopt.core.trust import current_name
+
+        if current_name(arch).startswith("edgeopt.models.detectors:"):  # edgeopt's own detectors place their anchors for the input size
             settings["size"] = spec.shape[-1]
         return settings
 
