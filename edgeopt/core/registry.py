@@ -31,6 +31,18 @@ def discover(package: str, path: Iterable[str], attribute: str, kind: type[T], s
     return found
 
 
+def add_installed(found: dict[str, T], group: str, kind: type[T]) -> dict[str, T]:
+    """``found`` plus the entries of installed packages' ``group`` entry points (those of ``kind`` whose
+    name is not taken: a plugin does not shadow a built-in)."""
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=group):
+        entry = entry_point.load()
+        if isinstance(entry, kind) and entry.name not in found:
+            found[entry.name] = entry
+    return found
+
+
 def add(registry: dict[str, T], entry: T, kind: type[T], what: str) -> T:
     """Register ``entry`` (an instance of ``kind``); its name must not shadow a different one."""
     if not isinstance(entry, kind):

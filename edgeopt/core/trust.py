@@ -146,8 +146,7 @@ def current_name(source: str) -> str:
 def import_path(source: str) -> str:
     """``pkg.mod:factory?num_classes=3`` -> ``pkg.mod:factory``: what is imported, without its arguments (an
     architecture of edgeopt's under the module name it had before, under its module now)."""
-    module, colon, attr = source.partition("?")[0].strip().partition(":")
-    return RENAMED.get(module, module) + colon + attr
+    return current_name(source.partition("?")[0])
 
 
 def check_import(name: str, origin: str | None, flag: str, group: str = ARCHITECTURES_GROUP) -> None:

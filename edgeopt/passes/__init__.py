@@ -14,11 +14,10 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
 
 from edgeopt.core.errors import ConfigError
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, SearchRequest, SearchStep, TrainConfig
-from edgeopt.core.registry import add, discover
+from edgeopt.core.registry import add, add_installed, discover
 from edgeopt.core.trust import PASSES_GROUP, import_object
 
 __all__ = ["FineTune", "Pass", "PassConfig", "PassContext", "SearchRequest", "SearchStep", "TrainConfig", "all_passes",
@@ -28,12 +27,7 @@ HELPERS = ("base", "train", "kd")  # modules of this package that are not passes
 
 @lru_cache(maxsize=1)
 def _registry() -> dict[str, Pass]:
-    found = discover(__name__, __path__, "PASS", Pass, skip=HELPERS)
-    for entry in entry_points(group="edgeopt.passes"):
-        technique = entry.load()
-        if isinstance(technique, Pass) and technique.name not in found:
-            found[technique.name] = technique
-    return found
+    return add_installed(discover(__name__, __path__, "PASS", Pass, skip=HELPERS), "edgeopt.passes", Pass)
 
 
 def register_pass(technique: Pass) -> Pass:

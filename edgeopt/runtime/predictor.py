@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.artifact import Artifact
-from edgeopt.images import decode_image, fit_image
+from edgeopt.images import as_channels, decode_image, fit_image
 from edgeopt.tasks import task_of
 
 DEFAULT_DISPLAY_THRESHOLD = 0.3
@@ -52,13 +52,20 @@ class Predictor:
 
     def run_pixels(self, image: np.ndarray) -> tuple[dict[str, Any], Any]:
         """A decoded uint8 (H, W, C) image's record and the task's result."""
-        fitted = fit_image(image, self.spec)
-        result = self.task.results(self.session.run([fitted.input]), [fitted], self.score_threshold)[0]
-        return describe(self.task, result, fitted.size, self.labels), result
+        return predict_pixels(self.session, self.spec, self.task, self.labels, image, self.score_threshold)
 
     def draw(self, image: np.ndarray, result: Any) -> np.ndarray:
         """``image`` (RGB) with ``result`` drawn as the task draws it."""
         return self.task.draw(image, result, self.labels)
+
+
+def predict_pixels(session, spec, task, labels: list[str] | None, image: np.ndarray,
+                   score_threshold: float) -> tuple[dict[str, Any], Any]:
+    """One uint8 RGB or gray (H, W, C) image through ``session``, fitted to ``spec`` and decoded by ``task``: its
+    record and the task's result (what ``predict`` and ``stream`` give for the same pixels)."""
+    fitted = fit_image(as_channels(image, spec.shape[1]), spec)
+    result = task.results(session.run([fitted.input]), [fitted], score_threshold)[0]
+    return describe(task, result, fitted.size, labels), result
 
 
 def describe(task, result: Any, size: tuple[int, int], labels: list[str] | None) -> dict[str, Any]:

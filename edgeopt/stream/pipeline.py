@@ -21,8 +21,7 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact
 from edgeopt.core.errors import ConfigError
-from edgeopt.images import as_channels, fit_image
-from edgeopt.runtime.predictor import describe
+from edgeopt.runtime.predictor import predict_pixels
 from edgeopt.stream.sources import SourceCounts, is_live, open_source
 from edgeopt.tasks import task_of
 
@@ -137,7 +136,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                     feed.counts.skipped += 1
                     continue
             last = time.perf_counter()
-            record, result = _infer(session, spec, task, labels, frame.image, config.score_threshold)
+            record, result = predict_pixels(session, spec, task, labels, frame.image, config.score_threshold)
             if frame.file is not None:
                 record = {"image": frame.file, **record}
             found = task.boxes(result)
@@ -167,12 +166,6 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         stats.seconds = time.perf_counter() - started
     return stats
 
-
-def _infer(session, spec, task, labels, image: np.ndarray, score_threshold: float) -> tuple[dict[str, Any], Any]:
-    """One RGB frame through the model, fitted and decoded as ``predict`` does: its record and the task's result."""
-    fitted = fit_image(as_channels(image, spec.shape[1]), spec)
-    result = task.results(session.run([fitted.input]), [fitted], score_threshold)[0]
-    return describe(task, result, fitted.size, labels), result
 
 
 def _annotated(writer, out: Path, drawn: np.ndarray, fps: float):

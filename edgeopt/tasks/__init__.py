@@ -14,11 +14,10 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import Any
 
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.registry import add, discover
+from edgeopt.core.registry import add, add_installed, discover
 from edgeopt.tasks.base import Metric, RawOutputs, Task, UnknownTask, per_class_table
 
 __all__ = ["Metric", "RawOutputs", "Task", "all_tasks", "get_task", "per_class_table", "register_task", "task_of"]
@@ -28,11 +27,7 @@ HELPERS = ("base", "drawing", "augment")  # modules of this package that are not
 @lru_cache(maxsize=1)
 def _registry() -> dict[str, Task]:
     found = {"unknown": UnknownTask(), **discover(__name__, __path__, "TASK", Task, skip=HELPERS)}
-    for entry in entry_points(group="edgeopt.tasks"):
-        task = entry.load()
-        if isinstance(task, Task) and task.name not in found:
-            found[task.name] = task
-    return found
+    return add_installed(found, "edgeopt.tasks", Task)
 
 
 def register_task(task: Task) -> Task:
