@@ -161,6 +161,21 @@ def served(tmp_path_factory, artifact_cache):
 
 
 @pytest.fixture(scope="session")
+def served_ladder(tmp_path_factory):
+    """A ladder of two untrained ONNX Runtime CNNs on 3x64x64 that differ only in width (48 and 8 channels):
+    rung r0 is several times slower per row than r1, so load moves the controller between them."""
+    from edgeopt.pipeline.ladder import LadderConfig, assemble
+
+    def make(root: Path) -> None:
+        for width in (48, 8):
+            model = load_model(f"{TINY_SOURCE}?width={width}", input="1x3x64x64")
+            export(model, "onnxruntime", root / f"w{width}")
+        assemble(root / "ladder", [root / "w48", root / "w8"], config=LadderConfig(min_speedup=1.5, threads=1))
+
+    return built_once(tmp_path_factory, "ladder", make) / "ladder"
+
+
+@pytest.fixture(scope="session")
 def lean_python(tmp_path_factory) -> str:
     """A venv holding edgeopt[edge-onnxruntime] installed from this checkout — an edge box, no torch
     (about a minute, once per session)."""

@@ -15,7 +15,7 @@ from edgeopt.cli.common import ArchOption, PluginOption, ThreadsOption, TrustMod
 
 @app.command("serve")
 def serve_command(
-    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
+    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders, ladders (`edgeopt ladder`) or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
     model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="A folder of NAME/VERSION/ artifacts or NAME/VERSION.edgeopt bundles, watched: a new version replaces the old once verified and warm."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 127.0.0.1 keeps it on this machine."),
     port: int = typer.Option(8000, "--port"),
@@ -29,6 +29,7 @@ def serve_command(
     token_env: Optional[str] = typer.Option(None, "--token-env", help="Require 'Authorization: Bearer <token>', the token read from this environment variable."),
     poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="How often the model repository is looked at."),
     drain_seconds: float = typer.Option(10.0, "--drain-seconds", help="On SIGTERM, how long in-flight requests get to finish."),
+    target_p99_ms: Optional[float] = typer.Option(None, "--target-p99-ms", help="Ladders: answer with the most accurate rung whose predicted completion meets this latency (ms); refuse (503) what even the fastest cannot."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: boxes at least this confident in /predict."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
@@ -51,7 +52,8 @@ def serve_command(
     settings = ServeSettings(max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
                              request_timeout_s=request_timeout, body_timeout_s=body_timeout,
                              max_body_bytes=int(max_body_mb * (1 << 20)),
-                             max_pixels=max_pixels, token=token, poll_seconds=poll_seconds, drain_seconds=drain_seconds)
+                             max_pixels=max_pixels, token=token, poll_seconds=poll_seconds, drain_seconds=drain_seconds,
+                             target_p99_ms=target_p99_ms)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     typer.echo(f"edgeopt serve: http://{host}:{port}/v2 (docs at /docs, metrics at /metrics)", err=True)
     serve(named, model_repository, host, port, settings, threads=threads, score_threshold=score_threshold)

@@ -212,11 +212,12 @@ def _inside(name: object) -> bool:
     return not (posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts)
 
 
-class ArtifactWriter:
-    """Stage an artifact in a temporary folder and move it into place only when finished.
+class StagedFolder:
+    """Stage a folder in a hidden temporary sibling and move it into place only when finished.
 
-    Use as a context manager; on an exception the staging folder is removed and
-    ``out`` is left exactly as it was.
+    Use as a context manager; on an exception the staging folder is removed and ``out`` is left
+    exactly as it was. What makes the folder finished (a manifest, a ladder record) is written
+    last by the subclass, then ``move_into_place``.
     """
 
     def __init__(self, out: str | os.PathLike, overwrite: bool = False) -> None:
@@ -224,7 +225,7 @@ class ArtifactWriter:
         self.overwrite = overwrite
         self.dir: Path | None = None
 
-    def __enter__(self) -> "ArtifactWriter":
+    def __enter__(self):
         if self.out.exists() and not self.overwrite:
             raise ConfigError(f"{self.out} already exists; choose another --out or pass --force to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +235,25 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.dir is not None and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def move_into_place(self) -> None:
+        """Rename the staged folder to ``out`` (replacing an old one if allowed)."""
+        assert self.dir is not None, "used outside its with-block"
+        trash = None
+        if self.out.exists():
+            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, trash)
+        os.replace(self.dir, self.out)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        self.dir = None
+
+
+class ArtifactWriter(StagedFolder):
+    """Stage an artifact; ``write_manifest`` hashes its files, ``commit`` moves it into place."""
+
+    def __enter__(self) -> "ArtifactWriter":
+        return super().__enter__()
 
     def write_manifest(self, manifest: dict[str, Any]) -> Artifact:
         """Hash every staged file, write the manifest, and return the (still staged) Artifact."""
@@ -250,24 +270,17 @@ class ArtifactWriter:
             "versions": installed_versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        _write_json_atomic(self.dir / MANIFEST, full)
+        write_json_atomic(self.dir / MANIFEST, full)
         return Artifact(self.dir, full)
 
     def commit(self) -> Artifact:
         """Move the staged folder to ``out`` (replacing an old one if allowed)."""
         assert self.dir is not None and (self.dir / MANIFEST).is_file(), "write_manifest() first"
-        trash = None
-        if self.out.exists():
-            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, trash)
-        os.replace(self.dir, self.out)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        self.dir = None
+        self.move_into_place()
         return Artifact.open(self.out, verify=False)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)

@@ -35,10 +35,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
-from edgeopt.serve.batching import Batcher, BatchStats, Overloaded, RequestTimeout
+from edgeopt.runtime.controller import ControlConfig
+from edgeopt.serve.batching import Answer, Batcher, BatchStats, Overloaded, Plan, RequestTimeout
 from edgeopt.serve.metrics import UNKNOWN_MODEL, ServerMetrics
 from edgeopt.serve.protocol import HEADER_LENGTH, encode_response, parse_request
-from edgeopt.serve.repository import ModelRepository, ServedModel
+from edgeopt.serve.repository import ModelRepository, ServedLadder, ServedModel
 from edgeopt.runtime.http import STATUS as SHARED_STATUS
 from edgeopt.runtime.http import answer_errors, bearer_check, read_capped_body, status_of
 
@@ -61,12 +62,19 @@ class ServeSettings:
     token: str | None = None
     poll_seconds: float = 2.0  # how often a --model-repository is looked at
     drain_seconds: float = 10.0  # SIGTERM: in-flight requests get this long to finish
+    target_p99_ms: float | None = None  # a ladder answers with the most accurate rung that meets it
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 1:
             raise ConfigError("--max-batch and --max-queue must be at least 1")
         if self.max_queue_delay_ms < 0 or self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
             raise ConfigError("--max-queue-delay-ms must be >= 0, and --request-timeout and --body-timeout > 0")
+        self.control  # checks the target
+
+    @property
+    def control(self) -> ControlConfig | None:
+        """How a ladder picks its rungs; None (no target): ladders are refused."""
+        return None if self.target_p99_ms is None else ControlConfig(target_ms=self.target_p99_ms)
 
 
 class NotFound(EdgeoptError):
@@ -115,24 +123,38 @@ class Server:
                 trim_due = True
 
     def _serve(self, model: ServedModel) -> None:
+        max_batch = model.preferred_batch(self.settings.max_batch)
+        plan = self._plan(model, max_batch)
         batcher = self.batchers.get(model.name)
         if batcher is None:
-            batcher = Batcher(model, model.preferred_batch(self.settings.max_batch),
-                              self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,
+            batcher = Batcher(plan, max_batch, self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,
                               on_batch=lambda stats, name=model.name: self._on_batch(name, stats))
             batcher.start()
             self.batchers[model.name] = batcher
         else:
-            batcher.max_batch = model.preferred_batch(self.settings.max_batch)
-            batcher.model = model  # batches already running finish on the old version
+            batcher.max_batch = max_batch
+            batcher.plan = plan  # batches already running finish on the old version
         self.repository.publish(model)
         self.metrics.load_seconds.labels(model.name).set(model.load_seconds)
         self.metrics.version.labels(model.name).set(float(model.version) if model.version.isdigit() else 0)
+
+    def _plan(self, model: ServedModel, max_batch: int) -> Plan:
+        if not isinstance(model, ServedLadder):
+            return Plan.single(model)
+        controller = model.controller(max_batch)
+        for rung in model.rung_names:  # every rung's series from the start: a dashboard sees the zeros
+            self.metrics.rung_answers.labels(model.name, rung)
+        return Plan(tuple(model.rungs), model.rung_names, controller)
 
     def _on_batch(self, name: str, stats: BatchStats) -> None:
         self.metrics.batch_size.labels(name).observe(stats.rows)
         self.metrics.queue_time.labels(name).observe(stats.queued_seconds)
         self.metrics.run_time.labels(name).observe(stats.run_seconds)
+        if stats.rung is not None:
+            self.metrics.current_rung.labels(name).set(stats.rung_index)
+            self.metrics.rung_answers.labels(name, stats.rung).inc(stats.requests)
+            for seconds in stats.answered_seconds:
+                self.metrics.rung_latency.labels(name, stats.rung).observe(seconds)
 
     # -- lookups ------------------------------------------------------------------
     def model(self, name: str, version: str | None = None) -> ServedModel:
@@ -211,7 +233,7 @@ class Server:
         finally:
             self.admitted[name] -= 1
 
-    async def infer_rows(self, model: ServedModel, rows: np.ndarray) -> list[np.ndarray]:
+    async def infer_rows(self, model: ServedModel, rows: np.ndarray) -> Answer:
         return await self.batchers[model.name].infer(rows, self.settings.request_timeout_s)
 
 
@@ -315,11 +337,11 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
                     parsed, rows = _parse_infer(model, body, binary, limit)
                 else:
                     parsed, rows = await asyncio.to_thread(_parse_infer, model, body, binary, limit)
-                outputs = await server.infer_rows(model, rows)
+                answer = await server.infer_rows(model, rows)
                 if parsed.binary_by_default or parsed.binary_outputs:
-                    content, header = _encode_infer(model, parsed, outputs)
+                    content, header = _encode_infer(model, parsed, answer)
                 else:
-                    content, header = await asyncio.to_thread(_encode_infer, model, parsed, outputs)
+                    content, header = await asyncio.to_thread(_encode_infer, model, parsed, answer)
         if header is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header)})
@@ -342,10 +364,11 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
                     return fit_image(image, model.spec)
 
                 fitted = await asyncio.to_thread(prepare)
-                outputs = await server.infer_rows(model, fitted.input)
-                result = await asyncio.to_thread(model.task.results, outputs, [fitted], model.score_threshold)
+                answer = await server.infer_rows(model, fitted.input)
+                result = await asyncio.to_thread(model.task.results, answer.outputs, [fitted], model.score_threshold)
                 record = describe(model.task, result[0], fitted.size, model.labels)
-        return {"model_name": model.name, "model_version": model.version, **record}
+        rung = {} if answer.rung is None else {"rung": answer.rung}
+        return {"model_name": model.name, "model_version": model.version, **rung, **record}
 
     @router.get("/metrics", tags=["metrics"])
     async def metrics() -> Response:
@@ -367,7 +390,8 @@ def _parse_infer(model: ServedModel, body: bytes, header_length: str | None, max
     return parsed, model.check_input(name, array)
 
 
-def _encode_infer(model: ServedModel, parsed, outputs: list[np.ndarray]) -> tuple[bytes, int | None]:
+def _encode_infer(model: ServedModel, parsed, answer: Answer) -> tuple[bytes, int | None]:
+    outputs = answer.outputs
     names = [out.name for out in model.artifact.outputs]
     if len(names) != len(outputs):
         names = [f"output{i}" for i in range(len(outputs))]
@@ -377,4 +401,5 @@ def _encode_infer(model: ServedModel, parsed, outputs: list[np.ndarray]) -> tupl
         if unknown:
             raise InputError(f"model {model.name!r} has no output {sorted(unknown)[0]!r}; its outputs: {', '.join(names)}")
         named = [(n, a) for n, a in named if n in parsed.outputs]
-    return encode_response(model.name, model.version, parsed.id, named, parsed)
+    parameters = None if answer.rung is None else {"rung": answer.rung}
+    return encode_response(model.name, model.version, parsed.id, named, parsed, parameters)

@@ -1,12 +1,16 @@
 """Dynamic batching: requests wait at most ``max_delay`` to share one run of the model.
 
-One Batcher per served model. Requests enter a bounded queue (full → ``Overloaded``, which
+One Batcher per served name. Requests enter a bounded queue (full → ``Overloaded``, which
 the server answers 503 with Retry-After); a single loop takes the first waiting request,
 gathers more until ``max_batch`` rows or ``max_delay`` has passed, runs them as one batch
 in a worker thread, and hands each request its rows of the outputs. A request that timed
-out while waiting is dropped before it costs a run. The model is read at the start of each
-batch, so swapping it (a new version) never fails a request: batches already running
-finish on the old one.
+out while waiting is dropped before it costs a run.
+
+What runs is a ``Plan``: one model, or a ladder's rungs and the controller that picks the rung
+for each batch from what waits (``edgeopt.runtime.controller``). With a ladder, a request the
+cheapest rung could not answer within the target is refused at once (``Overloaded``), and every
+answer says which rung gave it. The plan is read at the start of each batch, so swapping it (a
+new version) never fails a request: batches already running finish on the old one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edgeopt.core.errors import EdgeoptError
+from edgeopt.runtime.controller import Backlog, RungController
 
 
 class Overloaded(EdgeoptError):
@@ -34,6 +39,31 @@ class Runs(Protocol):
     def infer(self, batch: np.ndarray) -> list[np.ndarray]: ...
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a batcher runs: ``rungs[0]`` alone, or (with a controller) the rung it picks per batch."""
+
+    rungs: tuple[Runs, ...]
+    names: tuple[str, ...] = ()  # the rungs' names, reported with each answer; () for a single model
+    controller: RungController | None = None
+
+    @classmethod
+    def single(cls, model: Runs) -> "Plan":
+        return cls((model,))
+
+    def pick(self, backlog: Backlog) -> int:
+        return 0 if self.controller is None else self.controller.choose(backlog)
+
+    def name(self, rung: int) -> str | None:
+        return self.names[rung] if self.names else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    outputs: list[np.ndarray]
+    rung: str | None  # which rung answered (None: a single model)
+
+
 @dataclass
 class _Waiting:
     rows: np.ndarray
@@ -43,18 +73,29 @@ class _Waiting:
 
 @dataclass
 class BatchStats:
-    """What a batch was: rows, requests and how long its oldest request queued."""
+    """What a batch was: rows, requests, how long its oldest request queued, which rung ran it, and each
+    request's time from arrival to answer."""
 
     rows: int
     requests: int
     queued_seconds: float
     run_seconds: float
+    rung: str | None = None
+    rung_index: int = 0
+    answered_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    rung: int
+    rows: int
+    started: float
 
 
 class Batcher:
-    def __init__(self, model: Runs, max_batch: int = 8, max_delay: float = 0.002, max_queue: int = 64,
+    def __init__(self, model: Runs | Plan, max_batch: int = 8, max_delay: float = 0.002, max_queue: int = 64,
                  on_batch: Callable[[BatchStats], None] | None = None) -> None:
-        self.model = model
+        self.plan = model if isinstance(model, Plan) else Plan.single(model)
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue(maxsize=max_queue)
@@ -63,6 +104,8 @@ class Batcher:
         self._loop_task: asyncio.Task | None = None
         self._busy = 0
         self._carry: _Waiting | None = None
+        self._queued_rows = 0  # rows of the requests waiting (the carried one included)
+        self._running: _Running | None = None
 
     @property
     def depth(self) -> int:
@@ -72,18 +115,33 @@ class Batcher:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="edgeopt-batcher")
 
-    async def infer(self, rows: np.ndarray, timeout: float) -> list[np.ndarray]:
+    async def infer(self, rows: np.ndarray, timeout: float) -> Answer:
         """The model's outputs for ``rows`` (a batch of one or more samples), batched with others."""
+        self._admit(len(rows))
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Waiting(rows, future))
         except asyncio.QueueFull:
             raise Overloaded(f"the queue is full ({self.queue.maxsize} requests waiting); retry shortly") from None
+        self._queued_rows += len(rows)
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"no result within {timeout:g} s (queue depth {self.depth}); "
                                  "retry, or raise --request-timeout") from None
+
+    def _admit(self, rows: int) -> None:
+        """Refuse a request that even a ladder's cheapest rung could not answer within the target."""
+        controller = self.plan.controller
+        if controller is None:
+            return
+        running_left = 0.0
+        if self._running is not None:
+            expected = controller.rungs[self._running.rung].predict(self._running.rows)
+            running_left = max(0.0, expected - 1000 * (time.perf_counter() - self._running.started))
+        if not controller.admits(Backlog(0.0, self._queued_rows + rows - 1, running_left)):
+            raise Overloaded(f"{self._queued_rows} rows are waiting: even the fastest rung could not answer within "
+                             f"the {controller.config.target_ms:g} ms target; retry shortly")
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the loop and the worker thread."""
@@ -99,23 +157,31 @@ class Batcher:
             batch = await self._gather()
             if not batch:
                 continue
+            rows = sum(len(w.rows) for w in batch)
+            self._queued_rows -= rows
             self._busy = len(batch)
-            model = self.model  # read once: a swap applies from the next batch on
+            plan = self.plan  # read once: a swap applies from the next batch on
             started = time.perf_counter()
+            rung = plan.pick(Backlog(1000 * (started - batch[0].enqueued), rows + self._queued_rows))
+            self._running = _Running(rung, rows, started)
             try:
                 stacked = np.concatenate([w.rows for w in batch]) if len(batch) > 1 else batch[0].rows
-                outputs = await loop.run_in_executor(self._executor, model.infer, stacked)
+                outputs = await loop.run_in_executor(self._executor, plan.rungs[rung].infer, stacked)
             except Exception as exc:  # noqa: BLE001 — every waiting request gets the error, the loop lives on
                 for waiting in batch:
                     if not waiting.future.done():
                         waiting.future.set_exception(exc)
             else:
-                self._deliver(batch, outputs)
+                self._deliver(batch, outputs, plan.name(rung))
             finally:
                 self._busy = 0
+                self._running = None
+            finished = time.perf_counter()
+            if plan.controller is not None:
+                plan.controller.observe(rung, rows, 1000 * (finished - started))
             if self.on_batch is not None:
-                self.on_batch(BatchStats(sum(len(w.rows) for w in batch), len(batch),
-                                         started - batch[0].enqueued, time.perf_counter() - started))
+                self.on_batch(BatchStats(rows, len(batch), started - batch[0].enqueued, finished - started,
+                                         plan.name(rung), rung, [finished - w.enqueued for w in batch]))
 
     async def _gather(self) -> list[_Waiting]:
         first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
@@ -132,13 +198,15 @@ class Batcher:
                 break
             batch.append(waiting)
             rows += len(waiting.rows)
-        return [w for w in batch if not w.future.done()]  # timed out while queued: never run
+        dropped = [w for w in batch if w.future.done()]  # timed out while queued: never run
+        self._queued_rows -= sum(len(w.rows) for w in dropped)
+        return [w for w in batch if not w.future.done()]
 
     @staticmethod
-    def _deliver(batch: list[_Waiting], outputs: list[np.ndarray]) -> None:
+    def _deliver(batch: list[_Waiting], outputs: list[np.ndarray], rung: str | None) -> None:
         start = 0
         for waiting in batch:
             end = start + len(waiting.rows)
             if not waiting.future.done():
-                waiting.future.set_result([out[start:end] for out in outputs])
+                waiting.future.set_result(Answer([out[start:end] for out in outputs], rung))
             start = end

@@ -1,7 +1,8 @@
 """What the server exposes on ``/metrics`` for Prometheus (prometheus-client, its own registry).
 
 Requests by model and status, latency and queue-time histograms, queue depth, batch sizes,
-model load time and version, refused versions, and the process's memory and CPU
+model load time and version, refused versions, a ladder's
+answers and latency per rung and its current rung, and the process's memory and CPU
 (prometheus-client's ProcessCollector: ``process_resident_memory_bytes``).
 
 Only served models get a ``model`` label of their own; a request naming any other model is counted
@@ -38,6 +39,12 @@ class ServerMetrics:
         self.load_seconds = Gauge("edgeopt_model_load_seconds", "Time to verify, load and warm the served version.",
                                   ["model"], registry=self.registry)
         self.version = Gauge("edgeopt_model_version", "The version being served.", ["model"], registry=self.registry)
+        self.current_rung = Gauge("edgeopt_ladder_rung", "The rung a ladder ran its last batch on (0: the most accurate).",
+                                  ["model"], registry=self.registry)
+        self.rung_answers = Counter("edgeopt_ladder_answers", "Requests a ladder answered, by rung.", ["model", "rung"],
+                                    registry=self.registry)
+        self.rung_latency = Histogram("edgeopt_ladder_answer_seconds", "Time from a request's queueing to its answer, "
+                                      "by rung.", ["model", "rung"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.refused = Counter("edgeopt_model_versions_refused", "New versions refused (corrupt, tampered, failing).",
                                ["model"], registry=self.registry)
         for endpoint in OBSERVED_ENDPOINTS:  # an unknown name is answered 404 at once: its series

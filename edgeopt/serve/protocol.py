@@ -100,8 +100,9 @@ def parse_request(body: bytes, header_length: str | None, max_values: int | None
 
 
 def encode_response(model: str, version: str, request_id: str | None, outputs: list[tuple[str, np.ndarray]],
-                    request: InferRequest) -> tuple[bytes, int | None]:
-    """The response body and, when some output travels as binary, the JSON header's length."""
+                    request: InferRequest, parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
+    """The response body and, when some output travels as binary, the JSON header's length. ``parameters``:
+    the response's own (the protocol's ``parameters`` object; a ladder says which rung answered)."""
     tensors, blobs = [], []
     for name, array in outputs:
         array = np.ascontiguousarray(array)
@@ -116,6 +117,8 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: l
     response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         response["id"] = request_id
+    if parameters:
+        response["parameters"] = parameters
     header = json.dumps(response).encode()
     if not blobs:
         return header, None

@@ -1,8 +1,9 @@
 """The models a server answers for: loaded, verified, warmed — and replaced without downtime.
 
-Models come from artifact folders or bundles (``edgeopt pack``) named on the command line, or
+Models come from artifact folders, ladders (``edgeopt ladder``: several artifacts of one model, the
+server picks one per batch to meet ``--target-p99-ms``) or bundles (``edgeopt pack``) named on the command line, or
 from a watched model repository laid out as Triton's: ``REPO/<model name>/<version number>/``
-holding an artifact (manifest.json and its files), or ``REPO/<model name>/<version number>.edgeopt``,
+holding an artifact (manifest.json and its files) or a ladder (ladder.json and its rungs), or ``REPO/<model name>/<version number>.edgeopt``,
 a bundle (one file: moved into place, it appears whole). The highest version that loads is
 served. Bundles are checked member by member and unpacked into the repository's private scratch
 folder; an unpacked version is deleted once another replaces it. A new version is
@@ -28,6 +29,8 @@ import numpy as np
 
 from edgeopt.core.artifact import MANIFEST, Artifact
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.ladder import LADDER_FILE, Ladder, is_ladder
+from edgeopt.runtime.controller import ControlConfig, RungController, RungProfile
 from edgeopt.serve.protocol import datatype_of
 from edgeopt.tasks import Task, task_of
 
@@ -121,6 +124,51 @@ class ServedModel:
 
 
 @dataclass
+class ServedLadder(ServedModel):
+    """A ladder served under one name: it answers as its rung 0 does (input, outputs, task, labels), and its
+    batcher runs each batch on the rung the controller picks."""
+
+    rungs: list[ServedModel] = field(default_factory=list, repr=False)
+    ladder: Ladder | None = field(default=None, repr=False)
+    control: ControlConfig | None = None
+
+    @classmethod
+    def load_ladder(cls, name: str, version: str, path: Path, control: ControlConfig | None, threads: int | None = None,
+                    score_threshold: float = 0.3) -> "ServedLadder":
+        if control is None:
+            raise ConfigError(f"{path} is a ladder: serving it needs a latency target (--target-p99-ms), which picks "
+                              "its rung for each batch")
+        started = time.perf_counter()
+        ladder = Ladder.open(path)
+        rungs = [ServedModel.load(name, version, rung.artifact.path, threads, score_threshold) for rung in ladder.rungs]
+        first = rungs[0]
+        served = cls(name, version, first.artifact, first.session, task=first.task, score_threshold=score_threshold,
+                     output_types=first.output_types, rungs=rungs, ladder=ladder, control=control)
+        served.load_seconds = time.perf_counter() - started
+        return served
+
+    def preferred_batch(self, wanted: int) -> int:
+        return min(rung.preferred_batch(wanted) for rung in self.rungs)
+
+    def controller(self, max_batch: int) -> RungController:
+        """A fresh controller seeded with the ladder's measured p50 per batch size."""
+        profiles = [RungProfile(rung.name, {b: v["p50"] for b, v in rung.latency_ms.items()}, rung.quality)
+                    for rung in self.ladder.rungs]
+        return RungController(profiles, self.control, max_batch)
+
+    @property
+    def rung_names(self) -> tuple[str, ...]:
+        return tuple(rung.name for rung in self.ladder.rungs)
+
+    def metadata(self) -> dict[str, Any]:
+        record = super().metadata()
+        record["parameters"]["rungs"] = [{"name": rung.name, "backend": rung.artifact.backend,
+                                          "precision": rung.artifact.precision, "quality": rung.quality}
+                                         for rung in self.ladder.rungs]
+        return record
+
+
+@dataclass
 class Refusal:
     version: str
     reason: str
@@ -131,8 +179,9 @@ class ModelRepository:
     """Name -> the served version; loads named artifacts and watches a repository folder."""
 
     def __init__(self, artifacts: dict[str, Path] | None = None, watch: Path | None = None,
-                 threads: int | None = None, score_threshold: float = 0.3) -> None:
+                 threads: int | None = None, score_threshold: float = 0.3, control: ControlConfig | None = None) -> None:
         self.artifacts = dict(artifacts or {})
+        self.control = control  # how a ladder picks its rungs; None: ladders are refused
         self.watch = watch
         self.threads = threads
         self.score_threshold = score_threshold
@@ -223,6 +272,8 @@ class ModelRepository:
     def _load(self, name: str, version: str, path: Path) -> ServedModel:
         """``ServedModel.load`` of an artifact folder, or of a bundle file unpacked into the scratch folder
         (removed again if the version is refused)."""
+        if is_ladder(path):
+            return ServedLadder.load_ladder(name, version, path, self.control, self.threads, self.score_threshold)
         if not path.is_file():
             return ServedModel.load(name, version, path, self.threads, self.score_threshold)
         from edgeopt.core.bundle import unpack
@@ -252,15 +303,15 @@ def _versions(folder: Path) -> list[tuple[int, Path]]:
         if entry.name.endswith(BUNDLE_SUFFIX) and entry.name[:-len(BUNDLE_SUFFIX)].isdigit() and entry.is_file():
             found.setdefault(int(entry.name[:-len(BUNDLE_SUFFIX)]), entry)
     for entry in folder.iterdir():
-        if entry.name.isdigit() and entry.is_dir() and (entry / MANIFEST).is_file():
+        if entry.name.isdigit() and entry.is_dir() and ((entry / MANIFEST).is_file() or (entry / LADDER_FILE).is_file()):
             found[int(entry.name)] = entry
     return sorted(found.items())
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
-    """What identifies a version as it stands: its manifest's (a bundle's own) mtime and size."""
+    """What identifies a version as it stands: its manifest's (a ladder's record, a bundle's own) mtime and size."""
     try:
-        status = (path if path.is_file() else path / MANIFEST).stat()
+        status = (path if path.is_file() else path / (LADDER_FILE if is_ladder(path) else MANIFEST)).stat()
     except OSError:
         return None
     return status.st_mtime_ns, status.st_size

@@ -28,6 +28,7 @@ from edgeopt.passes.qat import QatConfig
 from edgeopt.passes.sparsify import SparsifyConfig
 from edgeopt.passes.train import TrainConfig
 from edgeopt.pipeline.bench import BenchConfig
+from edgeopt.pipeline.ladder import LadderConfig
 from edgeopt.pipeline.recipe import ExportConfig
 from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
@@ -56,7 +57,7 @@ def _serve() -> list[tuple[Any, dict[str, Field]]]:
                                "max_queue": "max_queue", "request_timeout": "request_timeout_s",
                                "body_timeout": "body_timeout_s", "max_body_mb": ("max_body_bytes", _mb),
                                "max_pixels": "max_pixels", "poll_seconds": "poll_seconds",
-                               "drain_seconds": "drain_seconds"})]
+                               "drain_seconds": "drain_seconds", "target_p99_ms": "target_p99_ms"})]
 
 
 def _stream() -> list[tuple[Any, dict[str, Field]]]:
@@ -113,6 +114,8 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
             "measurements": "measurements"}),
         (AgentTarget("http://device:8470", "token"), {"agent_retries": "retries"}),
     ],
+    "ladder": lambda: [(LadderConfig(), {"batch": ("batches", lambda t: tuple(parse_int_list(t, "--batch"))),
+                                         "min_speedup": "min_speedup", "max_rungs": "max_rungs", "threads": "threads"})],
     "serve": _serve,
     "stream": _stream,
     "agent": _agent,

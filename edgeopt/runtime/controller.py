@@ -1,0 +1,172 @@
+"""Which rung of a ladder runs the next batch, so that answers keep arriving within a latency target.
+
+One controller serves ``edgeopt serve`` and ``edgeopt stream`` alike. Before each batch the caller
+says what is waiting (``Backlog``: the age of the oldest waiting request, the rows waiting, and how
+long the batch still running will take); the controller predicts, for each rung, when the last of
+that work would complete — the oldest request's age plus the work at the rung's per-batch latency —
+and picks the most accurate rung whose prediction fits the target less a safety margin
+(Model-Switching, HotCloud'20; INFaaS, ATC'21).
+
+- **Down at once**: when the current rung no longer fits, the most accurate rung that fits runs
+  the very next batch (the cheapest when none fits).
+- **Up with hysteresis**: a more accurate rung is taken back only after it has fitted with room to
+  spare (``up_room`` of the budget) for ``up_after`` decisions in a row, one rung at a time, so a
+  burst does not make the ladder flap.
+- **Admission**: a new request is refused (503 + Retry-After) only when even the cheapest rung
+  could not answer it within the budget.
+- **Learning**: every batch's measured time updates that rung's latency at that batch size (an
+  exponential average), so a profile measured on a quieter machine corrects itself; the rungs not
+  running drift back toward their measured profile, so one burst does not bar a rung for good.
+
+Everything is in milliseconds and nothing here reads a clock: the caller passes ages and
+durations, so tests drive it with a fake clock.
+
+Example:
+    >>> rungs = [RungProfile("r0", {1: 10.0, 8: 40.0}), RungProfile("r1", {1: 2.0, 8: 8.0})]
+    >>> control = RungController(rungs, ControlConfig(target_ms=50), max_batch=8)
+    >>> control.choose(Backlog(oldest_age_ms=1, rows=1))
+    0
+    >>> control.choose(Backlog(oldest_age_ms=5, rows=16))   # 2 batches of 8 at r0: 85 ms > 40 ms budget
+    1
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from edgeopt.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    target_ms: float  # answers should complete within this, from arrival
+    margin: float = 0.2  # plan to complete within target x (1 - margin): room for the variance of latency
+    up_after: int = 8  # decisions in a row a more accurate rung must fit with room before it is taken back
+    up_room: float = 0.6  # ... fitting within this share of the planned budget
+    learn_rate: float = 0.2  # weight of one observed batch time in a rung's latency estimate
+    relax_rate: float = 0.05  # per decision, how far an idle rung's estimates move back toward their measured values
+
+    def __post_init__(self) -> None:
+        if not (self.target_ms > 0 and math.isfinite(self.target_ms)):
+            raise ConfigError(f"the latency target must be a positive number of ms, got {self.target_ms}")
+        if (not 0 <= self.margin < 1 or not 0 < self.up_room <= 1 or not 0 < self.learn_rate <= 1
+                or not 0 <= self.relax_rate <= 1 or self.up_after < 1):
+            raise ConfigError("margin must be in [0, 1), up_room and learn_rate in (0, 1], relax_rate in [0, 1], "
+                              "up_after >= 1")
+
+    @property
+    def budget_ms(self) -> float:
+        return self.target_ms * (1 - self.margin)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits before the next batch: the oldest request's age, the rows queued (the next batch's included)
+    and the time left on the batch that is still running (0 when none runs)."""
+
+    oldest_age_ms: float
+    rows: int
+    running_left_ms: float = 0.0
+
+
+@dataclass
+class RungProfile:
+    """A rung's name and its measured latency per batch size (ms per batch), scaled by what is observed."""
+
+    name: str
+    batch_ms: dict[int, float]
+    quality: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0  # observed / measured, an exponential average: 1.3 = running 30% slower than measured
+
+    def __post_init__(self) -> None:
+        if not self.batch_ms or any(b < 1 or not (ms > 0 and math.isfinite(ms)) for b, ms in self.batch_ms.items()):
+            raise ConfigError(f"rung {self.name}: latency needs positive ms for batch sizes >= 1, got {self.batch_ms}")
+        self.batch_ms = dict(sorted(self.batch_ms.items()))
+
+    def predict(self, rows: int) -> float:
+        """ms to run one batch of ``rows``, at the observed scale."""
+        return self.scale * self.measured(rows)
+
+    def measured(self, rows: int) -> float:
+        """ms for ``rows`` as measured: the measured point, else a straight line between the two measured around
+        it, else (past the largest) that batch's time per row, times ``rows``."""
+        sizes = list(self.batch_ms)
+        if rows in self.batch_ms:
+            return self.batch_ms[rows]
+        index = bisect.bisect_left(sizes, rows)
+        if index == 0:
+            return self.batch_ms[sizes[0]]  # fewer rows than the smallest measured batch: no cheaper
+        if index == len(sizes):
+            return self.batch_ms[sizes[-1]] * rows / sizes[-1]
+        low, high = sizes[index - 1], sizes[index]
+        share = (rows - low) / (high - low)
+        return self.batch_ms[low] + share * (self.batch_ms[high] - self.batch_ms[low])
+
+    def observe(self, rows: int, ms: float, learn_rate: float) -> None:
+        """Move the scale toward an observed batch time's ratio to the measured one."""
+        if ms > 0 and math.isfinite(ms):
+            self.scale += learn_rate * (ms / self.measured(rows) - self.scale)
+
+    def relax(self, rate: float) -> None:
+        """Move the scale a step back toward 1 (as measured). A rung that is not running learns nothing new, and
+        times inflated by one burst (the CPU shared with the HTTP work) would otherwise keep it out for good;
+        if it really got slower, the batch it runs when taken back teaches that at once."""
+        self.scale += rate * (1.0 - self.scale)
+
+
+class RungController:
+    """Chooses a rung per batch (index 0 = most accurate) and admits or refuses new requests."""
+
+    def __init__(self, rungs: list[RungProfile], config: ControlConfig, max_batch: int) -> None:
+        if not rungs:
+            raise ConfigError("a controller needs at least one rung")
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+        self.rungs = rungs
+        self.config = config
+        self.max_batch = max_batch
+        self.current = 0
+        self._fits_above = 0  # decisions in a row the rung above has fitted with room
+
+    def completion_ms(self, rung: int, backlog: Backlog) -> float:
+        """When the last queued row would complete at ``rung``: the oldest's age, the running batch's rest, and
+        every queued row in batches of ``max_batch``."""
+        profile = self.rungs[rung]
+        full, rest = divmod(max(backlog.rows, 0), self.max_batch)
+        work = full * profile.predict(self.max_batch) + (profile.predict(rest) if rest else 0.0)
+        return backlog.oldest_age_ms + backlog.running_left_ms + work
+
+    def choose(self, backlog: Backlog) -> int:
+        """The rung for the next batch; steps down at once, up one rung after ``up_after`` roomy fits."""
+        budget = self.config.budget_ms
+        for index, rung in enumerate(self.rungs):
+            if index != self.current:
+                rung.relax(self.config.relax_rate)
+        if self.completion_ms(self.current, backlog) > budget:
+            fitting = [i for i in range(len(self.rungs)) if self.completion_ms(i, backlog) <= budget]
+            self.current, self._fits_above = (fitting[0] if fitting else len(self.rungs) - 1), 0
+            return self.current
+        above = self.current - 1
+        if above >= 0 and self.completion_ms(above, backlog) <= budget * self.config.up_room:
+            self._fits_above += 1
+            if self._fits_above >= self.config.up_after:
+                self.current, self._fits_above = above, 0
+        else:
+            self._fits_above = 0
+        return self.current
+
+    def admits(self, backlog: Backlog) -> bool:
+        """Whether one more request can complete within the budget (counted from its own arrival) at the
+        cheapest rung, behind the running batch and every row queued before it; when not, it is better
+        refused now than answered late. The margin matters here too: under overload its batch fills up
+        behind it, so it costs more than its one row."""
+        if backlog.rows == 0 and backlog.running_left_ms <= 0:
+            return True  # idle: always try (a refused request teaches the estimates nothing, so they could never recover)
+        newest = Backlog(0.0, backlog.rows + 1, backlog.running_left_ms)
+        return self.completion_ms(len(self.rungs) - 1, newest) <= self.config.budget_ms
+
+    def observe(self, rung: int, rows: int, ms: float) -> None:
+        """A batch of ``rows`` ran on ``rung`` in ``ms``."""
+        self.rungs[rung].observe(rows, ms, self.config.learn_rate)

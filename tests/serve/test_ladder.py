@@ -1,0 +1,95 @@
+"""A ladder served under one name: any OIP client reaches it, every answer says which rung gave it, load moves
+the controller down and quiet brings it back, and nothing but 200 or 503 comes back across the switches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from edgeopt.backends import open_session
+from tests.helpers import RunningServer, edgeopt
+
+pytest.importorskip("fastapi", reason="the serving extra (fastapi, uvicorn) is not installed")
+
+
+def _rung_answers(metrics: str) -> dict[str, float]:
+    return {rung: float(count) for rung, count in
+            re.findall(r'edgeopt_ladder_answers_total\{model="lad",rung="(r\d)"\} ([0-9.]+)', metrics)}
+
+
+def _body(seed: int) -> bytes:
+    data = np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    return json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 64, 64], "datatype": "FP32",
+                                   "data": data.ravel().tolist()}]}).encode()
+
+
+def test_tritonclient_infers_on_a_ladder_name_and_the_answer_is_its_rungs(served_ladder):
+    import tritonclient.http as triton
+
+    with RunningServer(f"lad={served_ladder}", "--target-p99-ms", "200") as running:
+        client = triton.InferenceServerClient(f"127.0.0.1:{running.port}")
+        assert client.is_model_ready("lad")
+        metadata = client.get_model_metadata("lad")
+        assert [r["name"] for r in metadata["parameters"]["rungs"]] == ["r0", "r1"]
+        batch = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+        tensor = triton.InferInput("input", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        result = client.infer("lad", [tensor])
+        rung = result.get_response()["parameters"]["rung"]
+        assert rung == "r0"  # no load: the most accurate rung
+        expected = open_session(served_ladder / rung).run([batch])[0]
+        np.testing.assert_allclose(result.as_numpy(metadata["outputs"][0]["name"]), expected, rtol=1e-5, atol=1e-5)
+        client.close()
+
+
+def test_load_steps_down_quiet_steps_back_up_and_every_answer_is_200_or_503(served_ladder):
+    record = json.loads((served_ladder / "ladder.json").read_text())
+    full_batch_ms = record["rungs"][0]["latency_ms"]["8"]["p50"]
+    # a target a few full batches long: 128 requests at once (16 batches) cannot be answered in time by r0 alone
+    target = max(10.0, 4 * full_batch_ms)
+    with RunningServer(f"lad={served_ladder}", "--target-p99-ms", f"{target:.3f}", "--max-queue", "512",
+                       "--max-queue-delay-ms", "0.5") as running:
+        url = f"{running.url}/v2/models/lad/infer"
+        bodies = [_body(i) for i in range(8)]
+
+        async def burst(count: int) -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+                return await asyncio.gather(*(client.post(url, content=bodies[i % 8]) for i in range(count)))
+
+        responses = asyncio.run(burst(256))
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 503}, statuses
+        rungs = [r.json()["parameters"]["rung"] for r in responses if r.status_code == 200]
+        assert "r1" in rungs, "the burst never moved the ladder down"
+        for response in responses:
+            if response.status_code == 503:
+                assert response.headers["retry-after"] and "fastest rung" in response.json()["error"]
+        quiet = [httpx.post(url, content=bodies[0]) for _ in range(30)]
+        assert all(r.status_code == 200 for r in quiet), [r.text for r in quiet if r.status_code != 200][:1]
+        quiet = [r.json()["parameters"]["rung"] for r in quiet]
+        assert quiet[-1] == "r0", quiet  # back on the most accurate rung once the load is gone
+        answers = _rung_answers(httpx.get(f"{running.url}/metrics").text)
+        assert sum(answers.values()) == statuses.count(200) + 30 and set(answers) == {"r0", "r1"}
+
+
+def test_a_ladder_without_a_target_is_refused_with_what_to_pass(served_ladder):
+    proc = edgeopt("serve", f"lad={served_ladder}", "--port", "0")
+    assert proc.returncode == 1 and "--target-p99-ms" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_on_a_ladder_says_which_rung_answered(served_ladder, tmp_path):
+    from PIL import Image
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(buffer, format="PNG")
+    with RunningServer(f"lad={served_ladder}", "--target-p99-ms", "200") as running:
+        reply = httpx.post(f"{running.url}/v2/models/lad/predict", content=buffer.getvalue(),
+                           headers={"Content-Type": "image/png"})
+        assert reply.status_code == 200 and reply.json()["rung"] == "r0", reply.text
