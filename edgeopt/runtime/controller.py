@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass, field
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.ladder import Ladder
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,13 @@ class RungController:
         self.max_batch = max_batch
         self.current = 0
         self._fits_above = 0  # decisions in a row the rung above has fitted with room
+
+    @classmethod
+    def for_ladder(cls, ladder: Ladder, config: ControlConfig, max_batch: int) -> "RungController":
+        """A controller for ``ladder``'s rungs, seeded with their measured p50 per batch size."""
+        profiles = [RungProfile(rung.name, {b: v["p50"] for b, v in rung.latency_ms.items()}, rung.quality)
+                    for rung in ladder.rungs]
+        return cls(profiles, config, max_batch)
 
     def completion_ms(self, rung: int, backlog: Backlog) -> float:
         """When the last queued row would complete at ``rung``: the oldest's age, the running batch's rest, and

@@ -30,7 +30,7 @@ import numpy as np
 from edgeopt.core.artifact import MANIFEST, Artifact
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
 from edgeopt.core.ladder import LADDER_FILE, Ladder, is_ladder
-from edgeopt.runtime.controller import ControlConfig, RungController, RungProfile
+from edgeopt.runtime.controller import ControlConfig, RungController
 from edgeopt.serve.protocol import datatype_of
 from edgeopt.tasks import Task, task_of
 
@@ -152,9 +152,7 @@ class ServedLadder(ServedModel):
 
     def controller(self, max_batch: int) -> RungController:
         """A fresh controller seeded with the ladder's measured p50 per batch size."""
-        profiles = [RungProfile(rung.name, {b: v["p50"] for b, v in rung.latency_ms.items()}, rung.quality)
-                    for rung in self.ladder.rungs]
-        return RungController(profiles, self.control, max_batch)
+        return RungController.for_ladder(self.ladder, self.control, max_batch)
 
     @property
     def rung_names(self) -> tuple[str, ...]:

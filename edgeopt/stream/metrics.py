@@ -1,5 +1,5 @@
 """A stream's figures for Prometheus: frames received / processed / skipped / unreadable, reconnects,
-rates and capture-to-result latency, served by prometheus-client on a loopback port."""
+rates, capture-to-result latency and (a ladder) frames per rung, served by prometheus-client on a loopback port."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class StreamMetrics:
                             registry=self.registry)
         self.fps = Gauge("edgeopt_stream_fps", "Frames per second since the start, by state.", ["state"],
                          registry=self.registry)
+        self.rung_frames = Gauge("edgeopt_stream_rung_frames", "A ladder's processed frames, by rung.", ["rung"],
+                                 registry=self.registry)
         self.reconnects = Gauge("edgeopt_stream_reconnects", "Times the source was reopened.", registry=self.registry)
         self.latency = Histogram("edgeopt_stream_latency_seconds", "Capture to result, per processed frame.",
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
@@ -29,6 +31,8 @@ class StreamMetrics:
             self.frames.labels(state).set(value)
             self.fps.labels(state).set(value / max(stats.seconds, 1e-9))
         self.reconnects.set(stats.reconnects)
+        for rung, frames in stats.rungs.items():
+            self.rung_frames.labels(rung).set(frames)
         for latency in stats.latencies_ms[self._seen:]:
             self.latency.observe(latency / 1000)
         self._seen = len(stats.latencies_ms)

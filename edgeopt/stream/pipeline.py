@@ -2,7 +2,10 @@
 
 Each processed frame becomes one JSON-ready record (frame index, capture-to-result latency,
 the task's result as ``predict`` writes it — labels and scores, or boxes in the frame's
-pixels — and for a tracked detector the track ids and line counts). Frames meet the model
+pixels — and for a tracked detector the track ids and line counts). Given a ladder and a target,
+each frame runs on the most accurate rung that the controller predicts will answer within the
+target from the frame's capture (``edgeopt.runtime.controller``); the record names the rung, and
+the summary counts frames per rung. Frames meet the model
 as ``predict``'s images do (``edgeopt.images``), so a folder of images streamed gives
 ``predict``'s answers. ``StreamStats`` keeps what users of Frigate, DeepStream and Roboflow Inference
 ask for: received, processed and skipped frames and their rates, unreadable frames,
@@ -21,6 +24,8 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.ladder import Ladder, is_ladder
+from edgeopt.runtime.controller import Backlog, ControlConfig, RungController
 from edgeopt.runtime.predictor import predict_pixels
 from edgeopt.stream.sources import SourceCounts, is_live, open_source
 from edgeopt.tasks import task_of
@@ -38,6 +43,7 @@ class StreamConfig:
     annotate: Path | None = None  # write the frames with boxes drawn to this video file
     reconnect_attempts: int = 10
     threads: int | None = None
+    target_ms: float | None = None  # a ladder: each frame's rung is chosen to answer within this from capture
 
 
 @dataclass
@@ -47,6 +53,7 @@ class StreamStats:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     counts: dict[str, int] = field(default_factory=dict)  # line crossings
+    rungs: dict[str, int] = field(default_factory=dict)  # a ladder: frames processed per rung
 
     @property
     def received(self) -> int:
@@ -72,7 +79,8 @@ class StreamStats:
                 "received_fps": round(self.received / seconds, 2), "processed_fps": round(self.processed / seconds, 2),
                 "skipped_fps": round(self.skipped / seconds, 2),
                 "latency_p50_ms": round(float(np.nanpercentile(latency, 50)), 3),
-                "latency_p95_ms": round(float(np.nanpercentile(latency, 95)), 3), **({"counts": self.counts} if self.counts else {})}
+                "latency_p95_ms": round(float(np.nanpercentile(latency, 95)), 3),
+                **({"counts": self.counts} if self.counts else {}), **({"rungs": self.rungs} if self.rungs else {})}
 
 
 class Counter:
@@ -109,15 +117,11 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                on_record: Callable[[dict[str, Any]], None] = lambda record: None,
                on_progress: Callable[[StreamStats], None] | None = None,
                stop: threading.Event | None = None) -> StreamStats:
-    """Run ``artifact`` over ``source`` until it ends, a limit is reached or ``stop`` is set (between frames, so
-    every frame taken is either processed or counted skipped); every record goes to ``on_record``."""
-    from edgeopt.backends import get_backend
-
-    loaded = Artifact.open(artifact)
-    task = task_of(loaded)
-    session = get_backend(loaded.backend).load(loaded, threads=config.threads, shared_cpu=True)  # beside the decoder
-    spec = loaded.input_spec
-    labels = loaded.manifest.get("labels") or None
+    """Run ``artifact`` (an artifact folder, or a ladder with ``config.target_ms``) over ``source`` until it ends, a
+    limit is reached or ``stop`` is set (between frames, so every frame taken is either processed or counted
+    skipped); every record goes to ``on_record``."""
+    model = _Model.open(artifact, config)
+    spec, task, labels = model.spec, model.task, model.labels
     if config.line is not None and not task.boxes_tracked:
         raise ConfigError(f"--line counts tracked boxes: it needs a detector artifact (this one's task is {task.name})")
     live = config.realtime or is_live(source)
@@ -136,7 +140,12 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                     feed.counts.skipped += 1
                     continue
             last = time.perf_counter()
-            record, result = predict_pixels(session, spec, task, labels, frame.image, config.score_threshold)
+            rung = model.pick(frame.captured)
+            record, result = predict_pixels(model.sessions[rung], spec, task, labels, frame.image, config.score_threshold)
+            if model.controller is not None:
+                model.controller.observe(rung, 1, 1000 * (time.perf_counter() - last))
+                record = {"rung": model.names[rung], **record}
+                stats.rungs[model.names[rung]] = stats.rungs.get(model.names[rung], 0) + 1
             if frame.file is not None:
                 record = {"image": frame.file, **record}
             found = task.boxes(result)
@@ -166,6 +175,53 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         stats.seconds = time.perf_counter() - started
     return stats
 
+
+
+@dataclass
+class _Model:
+    """What frames run on: one artifact's session, or a ladder's sessions and the controller that picks one."""
+
+    sessions: list[Any]
+    names: list[str]
+    controller: RungController | None
+    artifact: Artifact
+
+    @classmethod
+    def open(cls, path: str | Path, config: StreamConfig) -> "_Model":
+        from edgeopt.backends import get_backend
+
+        def load(artifact: Artifact):  # shared_cpu: beside the decoder
+            return get_backend(artifact.backend).load(artifact, threads=config.threads, shared_cpu=True)
+
+        if not is_ladder(path):
+            artifact = Artifact.open(path)
+            task_of(artifact)  # an unknown task is refused before the model loads
+            return cls([load(artifact)], [], None, artifact)
+        if config.target_ms is None:
+            raise ConfigError(f"{path} is a ladder: streaming it needs a latency target (--target-ms), which picks "
+                              "the rung for each frame")
+        ladder = Ladder.open(path)
+        controller = RungController.for_ladder(ladder, ControlConfig(target_ms=config.target_ms), max_batch=1)
+        return cls([load(r.artifact) for r in ladder.rungs], [r.name for r in ladder.rungs], controller,
+                   ladder.rungs[0].artifact)
+
+    @property
+    def spec(self):
+        return self.artifact.input_spec
+
+    @property
+    def task(self):
+        return task_of(self.artifact)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.artifact.manifest.get("labels") or None
+
+    def pick(self, captured: float) -> int:
+        """The rung for a frame captured at ``captured`` (perf_counter seconds)."""
+        if self.controller is None:
+            return 0
+        return self.controller.choose(Backlog(1000 * (time.perf_counter() - captured), 1))
 
 
 def _annotated(writer, out: Path, drawn: np.ndarray, fps: float):

@@ -210,3 +210,42 @@ def test_sigterm_stops_a_live_stream_cleanly_with_its_figures(served, tmp_path):
     summary = json.loads((tmp_path / "s.json").read_text())
     assert 0 < summary["processed"] < 500 and len(_records(first + out)) == summary["processed"]
     assert summary["received"] == summary["processed"] + summary["skipped"]
+
+
+@pytest.fixture(scope="module")
+def slow_fast_ladder(tmp_path_factory):
+    """A ladder of a wide CNN (r0, milliseconds a frame at 128 px) and a narrow one (r1, many times faster)."""
+    from edgeopt.compile import export
+    from edgeopt.models.sources import load_model
+    from edgeopt.pipeline.ladder import LadderConfig, assemble
+
+    root = tmp_path_factory.mktemp("stream-ladder")
+    for width in (96, 8):
+        export(load_model(f"edgeopt.models.zoo:tiny_cnn?width={width}", input="1x3x128x128"), "onnxruntime",
+               root / f"w{width}")
+    ladder, _ = assemble(root / "ladder", [root / "w96", root / "w8"], config=LadderConfig(batches=(1,), threads=1))
+    assert len(ladder.rungs) == 2
+    return ladder
+
+
+def test_a_ladder_stream_at_twice_the_full_rungs_capacity_switches_rungs_and_accounts_for_every_frame(
+        slow_fast_ladder, tmp_path):
+    full_ms = slow_fast_ladder.rungs[0].latency_ms[1]["p50"]
+    fps = min(200.0, 2000.0 / full_ms)  # frames arrive twice as fast as r0 can take them
+    write_video([np.full((128, 128, 3), i % 255, np.uint8) for i in range(int(fps * 3))], tmp_path / "v.avi", fps=fps)
+    # r0 answers a fresh frame in time; one that waited a while (up to half of r0's time) makes it step down
+    target = 1.4 * full_ms
+    proc = edgeopt("stream", str(tmp_path / "v.avi"), str(slow_fast_ladder.path), "--realtime", "--threads", "1",
+                   "--target-ms", f"{target:.3f}", "--summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    summary, records = json.loads((tmp_path / "s.json").read_text()), _records(proc.stdout)
+    assert summary["received"] == summary["processed"] + summary["skipped"], summary
+    assert summary["processed"] == len(records) == sum(summary["rungs"].values())
+    assert set(summary["rungs"]) == {"r0", "r1"}, summary["rungs"]
+    assert {r: sum(rec["rung"] == r for rec in records) for r in ("r0", "r1")} == summary["rungs"]
+
+
+def test_a_ladder_without_a_target_is_refused(slow_fast_ladder, tmp_path):
+    write_video([np.zeros((128, 128, 3), np.uint8)] * 3, tmp_path / "v.avi")
+    proc = edgeopt("stream", str(tmp_path / "v.avi"), str(slow_fast_ladder.path))
+    assert proc.returncode == 1 and "--target-ms" in proc.stderr and "Traceback" not in proc.stderr

@@ -66,7 +66,8 @@ def _stream() -> list[tuple[Any, dict[str, Field]]]:
     return [(StreamConfig(), {"realtime": "realtime", "fps_cap": "fps_cap", "max_frames": "max_frames",
                               "duration": "duration", "score_threshold": "score_threshold",
                               "no_track": ("track", lambda no: not no), "annotate": "annotate",
-                              "line": "line", "reconnect_attempts": "reconnect_attempts", "threads": "threads"})]
+                              "line": "line", "reconnect_attempts": "reconnect_attempts", "threads": "threads",
+                              "target_ms": "target_ms"})]
 
 
 def _agent() -> list[tuple[Any, dict[str, Field]]]:
