@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 # Where each public name lives. Imported on first use (PEP 562), so `import edgeopt` — and a
 # torch-free `edgeopt serve` on a small box — pays only for what it touches.
 _HOMES = {
-    "edgeopt.api": ("Compressed", "Trained", "bench", "build", "distill", "evaluate", "export", "optimize", "prune",
-                    "quantize", "train"),
+    "edgeopt.api": ("Compressed", "Trained", "bench", "build", "distill", "early_exits", "evaluate", "export", "ladder",
+                    "optimize", "prune", "quantize", "train"),
     "edgeopt.core.artifact": ("Artifact",),
     "edgeopt.backends": ("Session", "all_backends", "get_backend", "open_session", "register_backend"),
     "edgeopt.core.errors": ("ArtifactError", "BackendError", "BackendUnavailable", "ConfigError", "EdgeoptError",
@@ -58,8 +58,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from edgeopt.api import (Compressed, Trained, bench, build, distill, evaluate, export, optimize, prune,  # noqa: F401
-                             quantize, train)
+    from edgeopt.api import (Compressed, Trained, bench, build, distill, early_exits, evaluate, export,  # noqa: F401
+                             ladder, optimize, prune, quantize, train)
     from edgeopt.core.artifact import Artifact  # noqa: F401
     from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend  # noqa: F401
     from edgeopt.core.errors import (ArtifactError, BackendError, BackendUnavailable, ConfigError,  # noqa: F401

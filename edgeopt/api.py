@@ -26,6 +26,11 @@ from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, SearchSpace, parse_duration
 
 if TYPE_CHECKING:
+    from edgeopt.core.exits import StagedExits
+    from edgeopt.core.ladder import Ladder
+    from edgeopt.passes.early_exit import EarlyExitConfig
+    from edgeopt.pipeline.exits import ExitsConfig
+    from edgeopt.pipeline.ladder import LadderConfig
     from edgeopt.core.artifact import Artifact
     from edgeopt.models.sources import LoadedModel
     from edgeopt.passes import PassConfig
@@ -173,6 +178,44 @@ def distill(teacher: str, data: str, out: PathLike, config: "DistillConfig | Non
     step = _step(DistillConfig() if config is None else config, "distill")
     return _build_checkpoint(Recipe(model=teacher, data=data, steps=(step,), seed=seed, arch=arch), Path(out),
                              threads, resume, progress)
+
+
+def early_exits(model: str, data: str, out: PathLike, config: "EarlyExitConfig | None" = None,
+                build: "ExitsConfig | None" = None, *, seed: int = 0, arch: str | None = None,
+                threads: int | None = None, resume: bool = RESUME, progress: bool = True) -> "StagedExits":
+    """Exit heads after the stages of a trained classifier (``config``), trained by distillation from its final
+    head, compiled stage by stage and calibrated (``build``: runtime, accuracy budgets) into the staged model
+    ``out``, whose settings run from accuracy first to fastest.
+
+    >>> import edgeopt
+    >>> from edgeopt.passes.early_exit import EarlyExitConfig
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn?width=32", "runs/digits.safetensors", epochs=4,
+    ...                   lr=0.01, augment=False, progress=False)
+    >>> staged = edgeopt.early_exits("runs/digits.safetensors", "digits", "runs/digits-exits",
+    ...                              EarlyExitConfig(fine_tune=edgeopt.FineTune(epochs=1)), progress=False)
+    >>> [s.name for s in staged.settings][0], len(staged.stages) > 1
+    ('accuracy-first', True)
+    """
+    from edgeopt.passes.early_exit import EarlyExitConfig
+    from edgeopt.pipeline.builder import build_model
+    from edgeopt.pipeline.exits import ExitsConfig, build_exits
+
+    config = config or EarlyExitConfig()
+    recipe = Recipe(model=model, data=data, steps=(_step(config, "early_exit"),), seed=seed, arch=arch)
+    out = Path(out)
+    context = _context(recipe, out.with_name(out.name + ".build"), threads, resume, progress)
+    built = build_model(recipe, context)
+    _, validation = context.splits.train.split(config.fine_tune.validation_split, seed)  # what the heads did not train on
+    return build_exits(built, validation, out, build or ExitsConfig(threads=threads), overwrite=True)
+
+
+def ladder(out: PathLike, artifacts: Sequence[PathLike], *, data: str | None = None,
+           config: "LadderConfig | None" = None, force: bool = False) -> "Ladder":
+    """Measure ``artifacts`` (one model's, same input) and write the rungs worth having, most accurate first, as a
+    ladder for ``edgeopt serve --target-p99-ms`` and ``edgeopt stream --target-ms``."""
+    from edgeopt.pipeline.ladder import LadderConfig, assemble
+
+    return assemble(out, [str(a) for a in artifacts], data=data, config=config or LadderConfig(), overwrite=force)[0]
 
 
 def quantize(model: str, data: str, backend: str, out: PathLike, config: QuantizationConfig | None = None, *,

@@ -13,6 +13,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     devices,
     distill,
     eval,
+    exits,
     export,
     inspect,
     ladder,

@@ -27,17 +27,16 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeopt.core.artifact import MANIFEST, Artifact, StagedFolder, sha256_of, write_json_atomic
+from edgeopt.core.artifact import Artifact, StagedFolder, write_json_atomic
 from edgeopt.core.errors import ArtifactError, ConfigError
+from edgeopt.core.members import SHA256, copy_member, manifest_sha256, open_member, open_record, read_record
 
 LADDER_FILE = "ladder.json"
 FORMAT = "edgeopt-ladder"
@@ -58,7 +57,7 @@ class Rung:
     def to_record(self) -> dict[str, Any]:
         return {"name": self.name, "quality": self.quality,
                 "latency_ms": {str(b): v for b, v in sorted(self.latency_ms.items())},
-                "manifest_sha256": sha256_of(self.artifact.path / MANIFEST),
+                "manifest_sha256": manifest_sha256(self.artifact),
                 "backend": self.artifact.backend, "precision": self.artifact.precision}
 
 
@@ -76,21 +75,11 @@ class Ladder:
 
     @classmethod
     def open(cls, path: str | os.PathLike, verify: bool = True) -> "Ladder":
-        folder = Path(path)
-        file = folder / LADDER_FILE
-        if not file.is_file():
-            raise ArtifactError(f"{folder} has no {LADDER_FILE}: it is not an edgeopt ladder; make one with "
-                                "`edgeopt ladder OUT ARTIFACT...` or `edgeopt optimize --ladder K`")
-        record = parse_record(file.read_bytes(), str(file))
+        folder, record = open_record(path, LADDER_FILE, "it is not an edgeopt ladder; make one with "
+                                                        "`edgeopt ladder OUT ARTIFACT...`", parse_record)
         rungs = []
         for entry in record["rungs"]:
-            rung_folder = folder / entry["name"]
-            if not (rung_folder / MANIFEST).is_file():
-                raise ArtifactError(f"ladder {folder}: rung {entry['name']} has no {MANIFEST}; write the ladder again")
-            if sha256_of(rung_folder / MANIFEST) != entry["manifest_sha256"]:
-                raise ArtifactError(f"ladder {folder}: rung {entry['name']} is not the artifact the ladder was written "
-                                    "with (its manifest's sha256 differs); write the ladder again")
-            artifact = Artifact.open(rung_folder, verify=verify)
+            artifact = open_member(folder, entry["name"], entry["manifest_sha256"], "ladder", verify)
             rungs.append(Rung(entry["name"], artifact, dict(entry["quality"]),
                               {int(b): dict(v) for b, v in entry["latency_ms"].items()}))
         check_interchangeable([r.artifact for r in rungs], str(folder))
@@ -121,15 +110,7 @@ def check_interchangeable(artifacts: Sequence[Artifact], where: str) -> None:
 
 def parse_record(text: bytes, where: str) -> dict[str, Any]:
     """A ladder record's JSON, checked field by field (it comes from a file: a stranger's data)."""
-    try:
-        record = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ArtifactError(f"{where} is not valid JSON ({type(exc).__name__}); write the ladder again") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ArtifactError(f"{where} is not an edgeopt ladder record (format {FORMAT!r}); write the ladder again")
-    schema = record.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
-        raise ArtifactError(f"{where} has schema {schema!r}; this edgeopt reads ladder schema {SCHEMA}: upgrade it")
+    record = read_record(text, where, FORMAT, SCHEMA, "write the ladder again")
     rungs = record.get("rungs")
     if not isinstance(rungs, list) or not 1 <= len(rungs) <= MAX_RUNGS:
         raise ArtifactError(f"{where} must list 1 to {MAX_RUNGS} rungs; write the ladder again")
@@ -152,7 +133,7 @@ def _rung_problem(rung: object, index: int) -> str | None:
     if not isinstance(name, str) or not RUNG_NAME.match(name):
         return f"rung {index} has the name {name!r}; rung names are r0 to r{MAX_RUNGS - 1} (folders inside the ladder)"
     digest = rung.get("manifest_sha256")
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+    if not isinstance(digest, str) or not SHA256.fullmatch(digest):
         return f"rung {name} lacks its manifest's sha256"
     quality = rung.get("quality")
     if not isinstance(quality, dict) or not all(isinstance(k, str) and _finite(v) for k, v in quality.items()):
@@ -181,9 +162,8 @@ def write_ladder(out: str | os.PathLike, rungs: Sequence[tuple[Artifact, dict[st
     with StagedFolder(out, overwrite=overwrite) as staged:
         written = []
         for index, (artifact, quality, latency) in enumerate(rungs):
-            folder = staged.dir / f"r{index}"
-            shutil.copytree(artifact.path, folder)
-            written.append(Rung(folder.name, Artifact.open(folder), dict(quality), dict(latency)))
+            written.append(Rung(f"r{index}", copy_member(artifact, staged.dir, f"r{index}"), dict(quality),
+                                dict(latency)))
         record = {"format": FORMAT, "schema": SCHEMA, "task": rungs[0][0].manifest.get("task"),
                   "rungs": [r.to_record() for r in written], "measured_on": measured_on or {},
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -28,7 +28,9 @@ from edgeopt.passes.qat import QatConfig
 from edgeopt.passes.sparsify import SparsifyConfig
 from edgeopt.passes.train import TrainConfig
 from edgeopt.pipeline.bench import BenchConfig
+from edgeopt.pipeline.exits import ExitsConfig
 from edgeopt.pipeline.ladder import LadderConfig
+from edgeopt.passes.early_exit import EarlyExitConfig
 from edgeopt.pipeline.recipe import ExportConfig
 from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
@@ -117,13 +119,20 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
     ],
     "ladder": lambda: [(LadderConfig(), {"batch": ("batches", lambda t: tuple(parse_int_list(t, "--batch"))),
                                          "min_speedup": "min_speedup", "max_rungs": "max_rungs", "threads": "threads"})],
+    "exits": lambda: [(EarlyExitConfig(), {"head_width": "head_width", "epochs": "fine_tune.epochs",
+                                           "lr": "fine_tune.lr",
+                                           "cuts": ("cuts", lambda t: tuple(c for c in (t or "").split(",") if c))}),
+                      (ExitsConfig(), {"backend": "backend", "threads": "threads",
+                                       "budgets": ("budgets", lambda t: tuple(float(b) for b in t.split(",")))})],
     "serve": _serve,
     "stream": _stream,
     "agent": _agent,
 }
 # Commands none of whose options sets a config field (run-level options, paths, presentation).
 WITHOUT_CONFIG = {"backends", "build", "demo", "devices", "eval", "inspect", "pack", "predict", "profile", "unpack"}
-RESUMABLE = ("train", "prune", "distill", "quantize", "optimize")  # --resume: one default, edgeopt.api.RESUME
+# --resume: one default, edgeopt.api.RESUME (command -> its function in edgeopt.api)
+RESUMABLE = {"train": "train", "prune": "prune", "distill": "distill", "quantize": "quantize", "optimize": "optimize",
+             "exits": "early_exits"}
 
 
 @lru_cache(maxsize=1)
@@ -198,7 +207,7 @@ def test_resume_has_one_default(command):
     import edgeopt.api
 
     assert _options(command)["resume"].default is RESUME is False
-    assert inspect.signature(getattr(edgeopt.api, command)).parameters["resume"].default is RESUME
+    assert inspect.signature(getattr(edgeopt.api, RESUMABLE[command])).parameters["resume"].default is RESUME
 
 
 def test_the_map_fails_on_a_field_that_is_gone():

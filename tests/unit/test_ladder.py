@@ -45,7 +45,7 @@ def test_a_tampered_rung_file_is_refused(ladder):
 
 
 @pytest.mark.parametrize("edit, phrase", [
-    (lambda r: r.update(format="something-else"), "not an edgeopt ladder"),
+    (lambda r: r.update(format="something-else"), "format 'edgeopt-ladder'"),
     (lambda r: r.update(schema=99), "upgrade"),
     (lambda r: r.update(rungs=[]), "1 to 8 rungs"),
     (lambda r: r["rungs"][0].update(name="../../etc"), "rung names are r0"),
