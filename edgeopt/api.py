@@ -261,7 +261,7 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
              device: str = SearchConfig.device, budget: str | float = SearchConfig.budget_s,
              space: SearchSpace = SearchSpace(), resume: bool = RESUME, force: bool = False, arch: str | None = None,
              seed: int = 0, agent: "AgentTarget | None" = None, sustained_s: float = SearchConfig.sustained_s,
-             measurements: PathLike | None = None,
+             measurements: PathLike | None = None, ladder: int = 0,
              on_event: "Callable[[Event], None] | None" = None) -> SearchOutcome:
     """Search for the fastest (or most accurate, or smallest) artifact of ``model`` that meets ``goals``.
 
@@ -271,7 +271,9 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     ``results.json``. ``on_event`` receives the search's progress (``edgeopt.search.events``).
     ``budget`` is wall-clock from this call and holds inside candidates: a fine-tune, a calibration
     or accuracy-aware INT8 that reaches it stops, and is journaled ``stopped`` (``resume`` with more
-    budget builds it again, a fine-tune from its last epoch).
+    budget builds it again, a fine-tune from its last epoch). ``ladder``: also write ``out/ladder``, up to that
+    many rungs from the Pareto front (the choice, then faster candidates that are a real speed step), for
+    ``edgeopt serve --target-p99-ms``.
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
@@ -290,7 +292,30 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
                           sustained_s=sustained_s, measurements=Path(measurements) if measurements else None)
     outcome = Search(config, on_event=on_event).run()
     write_reports(outcome, config.out)
+    if ladder:
+        _ladder_from(outcome, config.out, ladder)
     return outcome
+
+
+def _ladder_from(outcome: SearchOutcome, out: Path, rungs: int) -> None:
+    """``out/ladder`` from the search's front (nothing when nothing was chosen), its rungs timed per batch size."""
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.core.ladder import check_interchangeable
+    from edgeopt.pipeline.ladder import LadderConfig, assemble
+
+    candidates = outcome.ladder_candidates()
+    if not candidates:
+        return
+    chosen = Artifact.open(out / candidates[0].artifact)
+    usable = []
+    for candidate in candidates:  # a lower resolution takes another input: it cannot share the choice's ladder
+        try:
+            check_interchangeable([chosen, Artifact.open(out / candidate.artifact)], "the ladder")
+        except ConfigError:
+            continue
+        usable.append(candidate)
+    assemble(out / "ladder", [out / c.artifact for c in usable], qualities=[c.measurement.metrics for c in usable],
+             config=LadderConfig(max_rungs=rungs, threads=candidates[0].measurement.threads), overwrite=True)
 
 
 def build(recipe: "Recipe | PathLike", out: PathLike, *, workdir: PathLike | None = None, force: bool = False,

@@ -63,6 +63,7 @@ def optimize_command(
     agent_token: Optional[str] = AgentTokenOption,
     agent_retries: int = typer.Option(AgentTarget.retries, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
     measurements: Optional[Path] = typer.Option(None, "--measurements", help="The store of device measurements that corrects estimates (default ~/.cache/edgeopt/measurements, or EDGEOPT_MEASUREMENTS)."),
+    ladder: int = typer.Option(0, "--ladder", help="Also write OUT/ladder: up to this many rungs from the Pareto front (the choice, then faster ones) for `edgeopt serve --target-p99-ms`."),
     arch: Optional[str] = ArchOption,
     seed: int = SeedOption,
     plugin: List[str] = PluginOption,
@@ -85,7 +86,7 @@ def optimize_command(
     target = AgentTarget(agent, agent_token or "", retries=agent_retries) if agent else None
     run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
                  resume=resume, force=force, arch=arch, seed=seed, agent=target, sustained_s=sustained_seconds,
-                 measurements=measurements)
+                 measurements=measurements, ladder=ladder)
 
 
 def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> None:
@@ -108,5 +109,8 @@ def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> 
     print_outcome(outcome, console)
     console.print(f"report: {out / 'report.html'}  (also report.md, results.json; each candidate's build.log "
                   f"under {out / 'candidates'})", soft_wrap=True)
+    if settings.get("ladder") and (out / "ladder").is_dir():
+        console.print(f"ladder: {out / 'ladder'}  (serve it with `edgeopt serve {out / 'ladder'} --target-p99-ms MS`)",
+                      soft_wrap=True)
     if outcome.chosen is None:
         raise typer.Exit(GOAL_NOT_MET_EXIT)

@@ -60,16 +60,21 @@ class Measured:
 
 
 def assemble(out: str | os.PathLike, artifacts: Sequence[str | os.PathLike], *, data: str | None = None,
-             config: LadderConfig = LadderConfig(), overwrite: bool = False,
-             say: Callable[[str], None] = lambda line: None) -> tuple[Ladder, list[Measured]]:
+             qualities: Sequence[dict[str, float]] | None = None, config: LadderConfig = LadderConfig(),
+             overwrite: bool = False, say: Callable[[str], None] = lambda line: None) -> tuple[Ladder, list[Measured]]:
     """Measure ``artifacts``, keep the rungs worth having, write the ladder at ``out``; returns it and every
-    artifact's measurement with its verdict (kept, or why not)."""
+    artifact's measurement with its verdict (kept, or why not). ``qualities``: each artifact's metrics as
+    already measured (a search's), instead of scoring them on ``data``."""
     opened = [Artifact.open(path) for path in artifacts]
     if not opened:
         raise ConfigError("a ladder needs at least one artifact")
+    if qualities is not None and len(qualities) != len(opened):
+        raise ConfigError("give one quality record per artifact, or none")
     check_interchangeable(opened, "these artifacts")
-    measured = [measure(artifact, data, config, say) for artifact in opened]
-    metric = _main_metric(opened[0]) if data is not None else None
+    measured = [measure(artifact, data if qualities is None else None, config, say) for artifact in opened]
+    for item, quality in zip(measured, qualities or []):
+        item.quality = {k: float(v) for k, v in quality.items()}
+    metric = _main_metric(opened[0]) if data is not None or qualities is not None else None
     kept = choose_rungs(measured, metric, config)
     ladder = write_ladder(out, [(m.artifact, m.quality, m.latency_ms) for m in kept],
                           measured_on={**collect_environment(), "threads": config.threads}, overwrite=overwrite)

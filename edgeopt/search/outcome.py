@@ -46,6 +46,17 @@ class SearchOutcome:
         return next((r for r in self.records if r.ok and r.backend == "eager" and r.precision == "fp32"
                      and not r.steps), None)
 
+    def ladder_candidates(self) -> list[Candidate]:
+        """The rungs a ladder may take: the choice, then the Pareto front's faster candidates, most accurate
+        first (every one with its artifact; ``pipeline.ladder`` keeps those that are a real speed step and take
+        the choice's input)."""
+        if self.chosen is None or not self.chosen.artifact:
+            return []
+        metric = self.chosen.metric
+        faster = [c for c in self.front if c is not self.chosen and c.ok and c.artifact
+                  and c.latency_ms < self.chosen.latency_ms]
+        return [self.chosen, *sorted(faster, key=lambda c: (-c.measurement.metric(metric), c.latency_ms))]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": self.SCHEMA, "model": self.config.model, "data": self.config.data,

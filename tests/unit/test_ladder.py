@@ -91,3 +91,22 @@ def test_rungs_are_kept_only_for_a_real_speed_step(artifact_cache):
     assert [m.quality["top1"] for m in kept] == [0.99, 0.95, 0.90]
     assert "not 1.5x cheaper" in items[2].reason and not items[2].kept
     assert [m.quality["top1"] for m in choose_rungs(items, None, LadderConfig(min_speedup=1.5, max_rungs=1))] == [0.95]
+
+
+@pytest.mark.slow  # a search: about a minute
+def test_optimize_writes_a_ladder_from_its_front_starting_with_its_choice(tmp_path):
+    import edgeopt
+    from edgeopt.core.members import manifest_sha256
+
+    checkpoint = tmp_path / "digits.safetensors"
+    edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn?in_channels=1&width=48", checkpoint, epochs=3, lr=0.01,
+                  augment=False, progress=False)
+    space = edgeopt.SearchSpace(backends=("onnxruntime", "openvino"), prune_ratios=(), resolutions=(), students=(),
+                                qat=False, calibration_samples=200)
+    outcome = edgeopt.optimize(str(checkpoint), "digits", tmp_path / "search", space=space, budget="10m", ladder=3)
+    ladder = Ladder.open(tmp_path / "search" / "ladder")
+    chosen = edgeopt.Artifact.open(tmp_path / "search" / outcome.chosen.artifact)
+    assert manifest_sha256(ladder.rungs[0].artifact) == manifest_sha256(chosen)
+    assert ladder.rungs[0].quality == outcome.chosen.measurement.metrics
+    per_row = [r.latency_ms[max(r.latency_ms)]["p50"] / max(r.latency_ms) for r in ladder.rungs]
+    assert all(later * 1.25 <= earlier for earlier, later in zip(per_row, per_row[1:]))
