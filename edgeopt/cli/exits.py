@@ -54,7 +54,13 @@ def exits_command(
     typer.echo(f"{out}: exits after {', '.join(staged.record['cuts'])} ({backend}); settings on "
                f"{staged.record['validation_images']} validation and {len(test)} test images:")
     typer.echo(f"{'setting':<16} {'thresholds':<24} {'val top-1':>9} {'test top-1':>10} {'test MACs':>9}")
+    cheapest = 1.0
     for setting in staged.settings:
         top1, macs = outcome(logits, test.labels, staged.exit_macs, full_macs, setting.thresholds)
+        cheapest = min(cheapest, macs)
         thresholds = ",".join(f"{t:g}" for t in setting.thresholds)
         typer.echo(f"{setting.name:<16} {thresholds:<24} {setting.validation['top1']:>9.2%} {top1:>10.2%} {macs:>9.1%}")
+    if cheapest >= 1.0:
+        typer.echo("note: even leaving every image at the first exit costs as much as the whole model here (the heads "
+                   "cost more than the stages they skip); early exits do not pay on this network — try "
+                   "--head-width 16, or later --cuts", err=True)

@@ -1,4 +1,4 @@
-"""The quick-start commands of the README and docs/classification.md run, as written, one after the other in
+"""The quick-start commands of the README, docs/classification.md and docs/adapting.md run, as written, one after the other in
 a folder per page (each may use what an earlier one of its page wrote), with only their training epochs cut to one and their
 timings shortened: a page whose commands no longer run fails here.
 
@@ -18,7 +18,7 @@ from tests.helpers import edgeopt
 from tests.unit.test_docs import SHELL_LANGUAGES, Page
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = (ROOT / "README.md", ROOT / "docs" / "classification.md")
+PAGES = (ROOT / "README.md", ROOT / "docs" / "classification.md", ROOT / "docs" / "adapting.md")
 pytestmark = pytest.mark.slow  # two to three minutes of training and compiling on two cores
 
 # what a command mentions -> why it is not run here
@@ -32,6 +32,8 @@ NOT_RUN = {
     "neu_det": "NEU-DET and a trained detector: tests/realdata/test_same_answers.py runs that path",
     "neu-det": "the NEU-DET detector above",
     "yolov8n.onnx": "a user's Ultralytics export (tests/unit/test_detection.py declares one it builds)",
+    "edgeopt serve out/digits-ladder": "runs until stopped: tests/serve/test_ladder.py serves a ladder",
+    "rtsp://camera": "a user's camera: tests/stream/test_stream.py streams a ladder",
 }
 # options that make a run long, and the short value they get here
 SHORTER = {"--epochs": "1", "--steps": "2", "--seconds": "0.2", "--sustained": "0"}
@@ -78,4 +80,5 @@ def test_the_quick_start_commands_run_as_written(tmp_path):
         if proc.returncode != 0:
             failed.append(f"{where}: {command}\n    {(proc.stderr or proc.stdout).strip()[-600:]}")
     assert not failed, "docs commands that fail:\n" + "\n".join(failed)
-    assert {"train", "export", "eval", "quantize", "prune", "distill", "build", "bench", "profile", "inspect"} <= set(ran)
+    assert {"train", "export", "eval", "quantize", "prune", "distill", "build", "bench", "profile", "inspect", "ladder",
+            "exits"} <= set(ran)
