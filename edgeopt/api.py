@@ -286,6 +286,10 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     from edgeopt.report.search import write_reports
     from edgeopt.search import Search
 
+    from edgeopt.core.ladder import MAX_RUNGS
+
+    if not 0 <= ladder <= MAX_RUNGS:  # checked now, not after hours of search
+        raise ConfigError(f"--ladder takes 0 (none) to {MAX_RUNGS} rungs, not {ladder}")
     seconds = parse_duration(budget) if isinstance(budget, str) else float(budget)
     config = SearchConfig(model=model, data=data, out=Path(out), goals=goals, device=device, budget_s=seconds,
                           space=space, resume=resume, force=force, arch=arch, seed=seed, agent=agent,
@@ -303,7 +307,10 @@ def _ladder_from(outcome: SearchOutcome, out: Path, rungs: int) -> None:
     from edgeopt.core.ladder import check_interchangeable
     from edgeopt.pipeline.ladder import LadderConfig, assemble
 
-    candidates = outcome.ladder_candidates()
+    import shutil
+
+    shutil.rmtree(out / "ladder", ignore_errors=True)  # an earlier run's ladder is not this one's
+    candidates = [c for c in outcome.ladder_candidates() if (out / c.artifact).is_dir()]
     if not candidates:
         return
     chosen = Artifact.open(out / candidates[0].artifact)

@@ -164,7 +164,7 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
     """A manifest's JSON, checked for the fields every reader needs (``where`` names it in errors)."""
     try:
         manifest = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, a number of thousands of digits
         raise ArtifactError(f"{where} is not valid JSON ({exc}); export the artifact again") from None
     except RecursionError:  # the parser's own bound on nesting: no manifest nests past a few levels
         raise ArtifactError(f"{where} nests deeper than any manifest does; export the artifact again") from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact, StagedFolder, write_json_atomic
 from edgeopt.core.errors import ArtifactError, ConfigError
-from edgeopt.core.members import SHA256, copy_member, manifest_sha256, open_member, open_record, read_record
+from edgeopt.core.members import SHA256, copy_member, manifest_sha256, finite_number, open_member, open_record, read_record
 
 EXITS_FILE = "exits.json"
 FORMAT = "edgeopt-exits"
@@ -90,6 +89,7 @@ class StagedExits:
                        for s in record["stages"])
         settings = tuple(Setting(s["name"], tuple(float(t) for t in s["thresholds"]), dict(s.get("validation", {})))
                          for s in record["settings"])
+        check_chain(stages, str(folder))
         return cls(folder, stages, tuple(int(m) for m in record["exit_macs"]), settings, record)
 
 
@@ -98,6 +98,18 @@ def confidence(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted)
     return (probabilities / probabilities.sum(axis=1, keepdims=True)).max(axis=1)
+
+
+def check_chain(stages: Sequence[Artifact], where: str) -> None:
+    """Raise ArtifactError unless each stage gives (features, logits), the last logits alone, and each stage takes
+    the features of the one before it."""
+    for index, stage in enumerate(stages):
+        last = index == len(stages) - 1
+        if len(stage.outputs) != (1 if last else 2):
+            raise ArtifactError(f"{where}: stage s{index} gives {len(stage.outputs)} outputs, not "
+                                f"{'the logits' if last else 'features and logits'}; build the model again")
+        if index and tuple(stage.input_spec.sample_shape) != tuple(stages[index - 1].outputs[0].shape[1:]):
+            raise ArtifactError(f"{where}: stage s{index} does not take what s{index - 1} gives; build the model again")
 
 
 def is_staged_exits(path: str | os.PathLike) -> bool:
@@ -121,13 +133,23 @@ def parse_record(text: bytes, where: str) -> dict[str, Any]:
     settings = record.get("settings")
     if not isinstance(settings, list) or not settings:
         raise ArtifactError(f"{where} has no threshold settings; build the model again")
+    names = set()
     for setting in settings:
         thresholds = setting.get("thresholds") if isinstance(setting, dict) else None
+        validation = setting.get("validation", {}) if isinstance(setting, dict) else None
         if not (isinstance(setting, dict) and isinstance(setting.get("name"), str) and setting["name"]
+                and setting["name"] not in names
                 and isinstance(thresholds, list) and len(thresholds) == len(stages) - 1
-                and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0 <= t <= NEVER
-                        for t in thresholds)):
-            raise ArtifactError(f"{where}: each setting needs a name and one threshold in [0, {NEVER}] per early exit")
+                and all(finite_number(t) and 0 <= t <= NEVER for t in thresholds)
+                and isinstance(validation, dict) and all(isinstance(k, str) and finite_number(v)
+                                                         for k, v in validation.items())):
+            raise ArtifactError(f"{where}: each setting needs a name of its own, one threshold in [0, {NEVER}] per "
+                                "early exit and numbers for its validation figures")
+        names.add(setting["name"])
+    labels = record.get("labels")
+    if not isinstance(record.get("task", ""), str) or not (
+            labels is None or (isinstance(labels, list) and all(isinstance(label, str) for label in labels))):
+        raise ArtifactError(f"{where}: task must be a name and labels a list of names")
     return record
 
 

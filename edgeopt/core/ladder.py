@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,13 +35,14 @@ from typing import Any, Sequence
 
 from edgeopt.core.artifact import Artifact, StagedFolder, write_json_atomic
 from edgeopt.core.errors import ArtifactError, ConfigError
-from edgeopt.core.members import SHA256, copy_member, manifest_sha256, open_member, open_record, read_record
+from edgeopt.core.members import SHA256, copy_member, manifest_sha256, finite_number, open_member, open_record, read_record
 
 LADDER_FILE = "ladder.json"
 FORMAT = "edgeopt-ladder"
 SCHEMA = 1
 MAX_RUNGS = 8
 RUNG_NAME = re.compile(r"^r[0-9]$")
+BATCH = re.compile(r"[1-9][0-9]{0,3}")  # ASCII digits, no leading zero: "01" and "1" are not two sizes
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def check_interchangeable(artifacts: Sequence[Artifact], where: str) -> None:
             ("input name", theirs.name == spec.name), ("preprocessing", theirs.preprocess == spec.preprocess),
             ("task", other.manifest.get("task") == first.manifest.get("task")),
             ("labels", other.manifest.get("labels") == first.manifest.get("labels")),
-            ("number of outputs", len(other.outputs) == len(first.outputs))) if not same]
+            # count and rank: a detector's box count varies from run to run, so its recorded shapes can differ
+            ("outputs", [len(o.shape) for o in other.outputs] == [len(o.shape) for o in first.outputs]))
+                                  if not same]
         if differences:
             raise ConfigError(f"{where}: {other.path} differs from {first.path} in its {', '.join(differences)}; "
                               "every rung of a ladder must take the same input and give the same kind of answer")
@@ -136,21 +138,17 @@ def _rung_problem(rung: object, index: int) -> str | None:
     if not isinstance(digest, str) or not SHA256.fullmatch(digest):
         return f"rung {name} lacks its manifest's sha256"
     quality = rung.get("quality")
-    if not isinstance(quality, dict) or not all(isinstance(k, str) and _finite(v) for k, v in quality.items()):
+    if not isinstance(quality, dict) or not all(isinstance(k, str) and finite_number(v) for k, v in quality.items()):
         return f"rung {name}: quality must map metric names to numbers"
     latency = rung.get("latency_ms")
     if not isinstance(latency, dict) or not latency:
         return f"rung {name} has no latency per batch size"
     for batch, stats in latency.items():
-        if not (isinstance(batch, str) and batch.isdigit() and 1 <= int(batch) <= 4096):
+        if not (isinstance(batch, str) and BATCH.fullmatch(batch) and int(batch) <= 4096):
             return f"rung {name}: latency batch size {batch!r} is not a whole number from 1 to 4096"
-        if not isinstance(stats, dict) or not all(_finite(stats.get(k)) and stats[k] > 0 for k in ("p50", "p99")):
+        if not isinstance(stats, dict) or not all(finite_number(stats.get(k)) and stats[k] > 0 for k in ("p50", "p99")):
             return f"rung {name}: latency at batch {batch} needs positive p50 and p99 in ms"
     return None
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def write_ladder(out: str | os.PathLike, rungs: Sequence[tuple[Artifact, dict[str, float], dict[int, dict[str, float]]]],

@@ -10,6 +10,7 @@ finished.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +25,9 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 def open_member(folder: Path, name: str, manifest_sha256: str, what: str, verify: bool = True) -> Artifact:
     """The member artifact ``folder/name``, refused unless its manifest is the one the record names."""
     member = folder / name
+    if member.is_symlink() or (member.exists() and member.resolve().parent != folder.resolve()):
+        raise ArtifactError(f"{what} {folder}: {name} is a link to somewhere else; a {what}'s members are folders "
+                            "inside it: refusing it")
     if not (member / MANIFEST).is_file():
         raise ArtifactError(f"{what} {folder}: {name} has no {MANIFEST}; write the {what} again")
     if sha256_of(member / MANIFEST) != manifest_sha256:
@@ -47,12 +51,12 @@ def read_record(text: bytes, where: str, format: str, schema: int, again: str) -
     (``again``: what to do, e.g. "write the ladder again")."""
     try:
         record = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, a number of thousands of digits
         raise ArtifactError(f"{where} is not valid JSON ({type(exc).__name__}); {again}") from None
     if not isinstance(record, dict) or record.get("format") != format:
         raise ArtifactError(f"{where} is not an edgeopt record of format {format!r}; {again}")
     found = record.get("schema")
-    if not isinstance(found, int) or isinstance(found, bool) or found > schema:
+    if not isinstance(found, int) or isinstance(found, bool) or not 1 <= found <= schema:
         raise ArtifactError(f"{where} has schema {found!r}; this edgeopt reads {format} schema {schema}: upgrade it")
     return record
 
@@ -63,3 +67,13 @@ def open_record(path, name: str, missing: str, parse) -> tuple[Path, dict[str, A
     if not (folder / name).is_file():
         raise ArtifactError(f"{folder} has no {name}: {missing}")
     return folder, parse((folder / name).read_bytes(), str(folder / name))
+
+
+def finite_number(value: object) -> bool:
+    """Whether ``value`` (from JSON) is an ordinary finite number (not a bool, not an integer past a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

@@ -109,10 +109,15 @@ class EarlyExitNet(nn.Module):
         for index in [*order, len(blocks) - 1]:
             stages.append(nn.Sequential(*(block for _, block in blocks[start:index + 1])))
             start = index + 1
+        if len(set(cuts)) != len(cuts):
+            raise ConfigError(f"cut points {list(cuts)} name a block twice; name each once")
         heads, x = [], example
         with torch.no_grad():
-            for stage in stages[:-1]:
+            for stage, cut in zip(stages[:-1], [names[i] for i in order]):
                 x = stage(x)
+                if x.dim() != 4:
+                    raise ConfigError(f"after {cut!r} the network gives a {x.dim()}-D tensor, not a feature map; an "
+                                      "exit goes after a block that gives one (its blocks: " + ", ".join(names) + ")")
                 heads.append(exit_head(x.shape[1], classes, head_width))
         return cls(stages, heads, [names[i] for i in order])
 

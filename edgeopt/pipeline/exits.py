@@ -136,6 +136,8 @@ def calibrate(logits: Sequence[np.ndarray], labels: np.ndarray, exit_macs: Seque
     """Settings from accuracy first to fastest: for each budget the cheapest thresholds on ``GRID`` whose top-1
     stays within the budget of never leaving early (shared by every exit first, then refined exit by exit)."""
     early = len(logits) - 1
+    if not len(labels):
+        raise ConfigError("calibrating the exits needs validation images; the validation split is empty")
     full, _ = outcome(logits, labels, exit_macs, full_macs, (NEVER,) * early)
 
     def cheapest(budget: float) -> tuple[float, ...]:
@@ -155,13 +157,10 @@ def calibrate(logits: Sequence[np.ndarray], labels: np.ndarray, exit_macs: Seque
         return best
 
     named = [("accuracy-first", (NEVER,) * early)]
-    named += [(f"max-drop-{budget:g}", cheapest(budget)) for budget in sorted(budgets)]
+    named += [(f"max-drop-{budget:g}", cheapest(budget)) for budget in sorted(set(budgets))]
     named.append(("fastest", (0.0,) * early))
-    settings, seen = [], set()
-    for name, thresholds in named:
-        if thresholds in seen:
-            continue
-        seen.add(thresholds)
+    settings = []
+    for name, thresholds in named:  # every name kept, even where two settings' thresholds agree
         top1, macs = outcome(logits, labels, exit_macs, full_macs, thresholds)
         settings.append(Setting(name, thresholds, {"top1": round(top1, 6), "mean_macs_share": round(macs, 6)}))
     return settings

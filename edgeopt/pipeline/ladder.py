@@ -64,7 +64,7 @@ def assemble(out: str | os.PathLike, artifacts: Sequence[str | os.PathLike], *, 
              overwrite: bool = False, say: Callable[[str], None] = lambda line: None) -> tuple[Ladder, list[Measured]]:
     """Measure ``artifacts``, keep the rungs worth having, write the ladder at ``out``; returns it and every
     artifact's measurement with its verdict (kept, or why not). ``qualities``: each artifact's metrics as
-    already measured (a search's), instead of scoring them on ``data``."""
+    already measured (a search's, in the search's order, most accurate first), instead of scoring them on ``data``."""
     opened = [Artifact.open(path) for path in artifacts]
     if not opened:
         raise ConfigError("a ladder needs at least one artifact")
@@ -74,7 +74,7 @@ def assemble(out: str | os.PathLike, artifacts: Sequence[str | os.PathLike], *, 
     measured = [measure(artifact, data if qualities is None else None, config, say) for artifact in opened]
     for item, quality in zip(measured, qualities or []):
         item.quality = {k: float(v) for k, v in quality.items()}
-    metric = _main_metric(opened[0]) if data is not None or qualities is not None else None
+    metric = _main_metric(opened[0]) if qualities is None and data is not None else None  # given: their order holds
     kept = choose_rungs(measured, metric, config)
     ladder = write_ladder(out, [(m.artifact, m.quality, m.latency_ms) for m in kept],
                           measured_on={**collect_environment(), "threads": config.threads}, overwrite=overwrite)

@@ -153,8 +153,11 @@ class RungController:
             if index != self.current:
                 rung.relax(self.config.relax_rate)
         if self.completion_ms(self.current, backlog) > budget:
-            fitting = [i for i in range(len(self.rungs)) if self.completion_ms(i, backlog) <= budget]
-            self.current, self._fits_above = (fitting[0] if fitting else len(self.rungs) - 1), 0
+            # down only (a more accurate rung comes back through the hysteresis below); none fits: the cheapest
+            lower = range(self.current, len(self.rungs))
+            fitting = [i for i in lower if self.completion_ms(i, backlog) <= budget]
+            self.current = fitting[0] if fitting else min(lower, key=lambda i: (self.completion_ms(i, backlog), -i))
+            self._fits_above = 0
             return self.current
         above = self.current - 1
         if above >= 0 and self.completion_ms(above, backlog) <= budget * self.config.up_room:
@@ -165,7 +168,7 @@ class RungController:
             self._fits_above = 0
         return self.current
 
-    def admits(self, backlog: Backlog) -> bool:
+    def admits(self, backlog: Backlog) -> bool:  # backlog.rows: rows queued before the request, the request's own excluded
         """Whether one more request can complete within the budget (counted from its own arrival) at the
         cheapest rung, behind the running batch and every row queued before it; when not, it is better
         refused now than answered late. The margin matters here too: under overload its batch fills up
@@ -173,7 +176,11 @@ class RungController:
         if backlog.rows == 0 and backlog.running_left_ms <= 0:
             return True  # idle: always try (a refused request teaches the estimates nothing, so they could never recover)
         newest = Backlog(0.0, backlog.rows + 1, backlog.running_left_ms)
-        return self.completion_ms(len(self.rungs) - 1, newest) <= self.config.budget_ms
+        return self.completion_ms(self.cheapest(newest), newest) <= self.config.budget_ms
+
+    def cheapest(self, backlog: Backlog) -> int:
+        """The rung predicted to finish ``backlog`` soonest (the last, unless profiles say otherwise)."""
+        return min(range(len(self.rungs)), key=lambda i: (self.completion_ms(i, backlog), -i))
 
     def observe(self, rung: int, rows: int, ms: float) -> None:
         """A batch of ``rows`` ran on ``rung`` in ``ms``."""

@@ -51,7 +51,7 @@ class ExitRunner:
                 features, answer = outputs[0], outputs[1]
                 leaving = confidence(answer) >= self.thresholds[index]
             if logits is None:
-                logits = np.zeros((len(batch), *answer.shape[1:]), answer.dtype)
+                logits = np.zeros((len(batch), *answer.shape[1:]), np.float32)
             logits[rows[leaving]] = answer[leaving]
             exits[rows[leaving]] = index
             rows, features = rows[~leaving], features[~leaving]
@@ -60,5 +60,5 @@ class ExitRunner:
         return logits, exits
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The logits alone, as any model's ``infer``: a server's batcher runs a setting like a rung."""
+        """The logits alone, as any model's ``infer``."""
         return [self.run(batch)[0]]

@@ -52,10 +52,10 @@ class SearchOutcome:
         the choice's input)."""
         if self.chosen is None or not self.chosen.artifact:
             return []
-        metric = self.chosen.metric
         faster = [c for c in self.front if c is not self.chosen and c.ok and c.artifact
                   and c.latency_ms < self.chosen.latency_ms]
-        return [self.chosen, *sorted(faster, key=lambda c: (-c.measurement.metric(metric), c.latency_ms))]
+        # points lost on the goal's metric: the order the goal reads (whichever way the metric is better)
+        return [self.chosen, *sorted(faster, key=lambda c: (c.drop_points or 0.0, c.latency_ms))]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -150,7 +150,7 @@ class Server:
         self.metrics.batch_size.labels(name).observe(stats.rows)
         self.metrics.queue_time.labels(name).observe(stats.queued_seconds)
         self.metrics.run_time.labels(name).observe(stats.run_seconds)
-        if stats.rung is not None:
+        if stats.rung is not None and not stats.failed:
             self.metrics.current_rung.labels(name).set(stats.rung_index)
             self.metrics.rung_answers.labels(name, stats.rung).inc(stats.requests)
             for seconds in stats.answered_seconds:

@@ -83,12 +83,12 @@ class BatchStats:
     rung: str | None = None
     rung_index: int = 0
     answered_seconds: list[float] = field(default_factory=list)
+    failed: bool = False  # the run raised: every request of the batch got the error
 
 
 @dataclass
 class _Running:
-    rung: int
-    rows: int
+    expected_ms: float  # the plan's prediction for this batch, made when it started (a swap may change the plan)
     started: float
 
 
@@ -137,8 +137,9 @@ class Batcher:
             return
         running_left = 0.0
         if self._running is not None:
-            expected = controller.rungs[self._running.rung].predict(self._running.rows)
-            running_left = max(0.0, expected - 1000 * (time.perf_counter() - self._running.started))
+            running_left = max(1e-3, self._running.expected_ms - 1000 * (time.perf_counter() - self._running.started))
+        if not self._queued_rows and self._running is None:
+            return  # idle: always try, whatever the request's size (a refusal would teach the estimates nothing)
         if not controller.admits(Backlog(0.0, self._queued_rows + rows - 1, running_left)):
             raise Overloaded(f"{self._queued_rows} rows are waiting: even the fastest rung could not answer within "
                              f"the {controller.config.target_ms:g} ms target; retry shortly")
@@ -163,11 +164,14 @@ class Batcher:
             plan = self.plan  # read once: a swap applies from the next batch on
             started = time.perf_counter()
             rung = plan.pick(Backlog(1000 * (started - batch[0].enqueued), rows + self._queued_rows))
-            self._running = _Running(rung, rows, started)
+            expected = plan.controller.rungs[rung].predict(rows) if plan.controller is not None else 0.0
+            self._running = _Running(expected, started)
+            failed = False
             try:
                 stacked = np.concatenate([w.rows for w in batch]) if len(batch) > 1 else batch[0].rows
                 outputs = await loop.run_in_executor(self._executor, plan.rungs[rung].infer, stacked)
             except Exception as exc:  # noqa: BLE001 — every waiting request gets the error, the loop lives on
+                failed = True
                 for waiting in batch:
                     if not waiting.future.done():
                         waiting.future.set_exception(exc)
@@ -177,11 +181,11 @@ class Batcher:
                 self._busy = 0
                 self._running = None
             finished = time.perf_counter()
-            if plan.controller is not None:
+            if plan.controller is not None and not failed:
                 plan.controller.observe(rung, rows, 1000 * (finished - started))
             if self.on_batch is not None:
                 self.on_batch(BatchStats(rows, len(batch), started - batch[0].enqueued, finished - started,
-                                         plan.name(rung), rung, [finished - w.enqueued for w in batch]))
+                                         plan.name(rung), rung, [finished - w.enqueued for w in batch], failed))
 
     async def _gather(self) -> list[_Waiting]:
         first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)

@@ -307,9 +307,14 @@ def _versions(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
-    """What identifies a version as it stands: its manifest's (a ladder's record, a bundle's own) mtime and size."""
+    """What identifies a version as it stands: its manifest's (a bundle's own) mtime and size; a ladder's, the latest
+    mtime and total size of its record and its rungs' manifests (a rung that arrives late is a change)."""
     try:
-        status = (path if path.is_file() else path / (LADDER_FILE if is_ladder(path) else MANIFEST)).stat()
+        if is_ladder(path):
+            files = [path / LADDER_FILE, *path.glob(f"r[0-9]/{MANIFEST}")]
+            stats = [f.stat() for f in files]
+            return max(st.st_mtime_ns for st in stats), sum(st.st_size for st in stats)
+        status = (path if path.is_file() else path / MANIFEST).stat()
     except OSError:
         return None
     return status.st_mtime_ns, status.st_size

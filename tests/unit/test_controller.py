@@ -180,3 +180,18 @@ def test_config_is_checked():
         ControlConfig(target_ms=0)
     with pytest.raises(ConfigError, match="margin"):
         ControlConfig(target_ms=10, margin=1.0)
+
+
+def test_when_the_current_rung_misses_it_never_jumps_up_past_the_hysteresis():
+    control = controller()
+    control.choose(Backlog(30.0, 24))
+    assert control.current == 2
+    control.rungs[2].scale = 100.0  # the fastest rung ran slow (a noisy neighbour); the others look fine idle
+    assert control.choose(Backlog(1.0, 1)) == 2  # nothing at or below it fits: the cheapest of those, not r0
+    control.rungs[2].scale = 1.0
+
+
+def test_the_cheapest_rung_is_the_one_predicted_fastest_not_the_last():
+    rungs = [profile("full", FULL), RungProfile("odd", {1: 50.0, 8: 90.0}), profile("fast", FAST)]
+    control = RungController([rungs[0], rungs[2], rungs[1]], ControlConfig(target_ms=50.0), 8)
+    assert control.cheapest(Backlog(0.0, 8)) == 1

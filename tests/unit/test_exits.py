@@ -47,6 +47,13 @@ def test_a_cut_that_is_not_a_block_names_the_blocks():
         EarlyExitNet.attach(module, torch.randn(2, 3, 64, 64), ["layer9"], classes=6)
 
 
+@pytest.mark.parametrize("cuts, phrase", [(["flatten"], "not a feature map"), (["layer1", "layer1"], "twice")])
+def test_a_cut_after_the_feature_maps_or_named_twice_is_refused(cuts, phrase):
+    module = load_model("torchvision:resnet18?num_classes=6", input="1x3x64x64").module.eval()
+    with pytest.raises(ConfigError, match=phrase):
+        EarlyExitNet.attach(module, torch.randn(2, 3, 64, 64), cuts, classes=6)
+
+
 def test_training_the_heads_leaves_the_backbone_and_its_batch_norm_statistics_alone():
     module = load_model("torchvision:resnet18?num_classes=6", input="1x3x32x32").module.eval()
     before = {k: v.clone() for k, v in module.state_dict().items()}

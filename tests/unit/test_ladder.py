@@ -37,6 +37,16 @@ def test_a_rung_swapped_for_another_artifact_is_refused(ladder):
         Ladder.open(ladder.path)
 
 
+def test_a_rung_that_is_a_link_to_another_folder_is_refused(ladder, tmp_path):
+    import os
+
+    shutil.copytree(ladder.path / "r1", tmp_path / "elsewhere")
+    shutil.rmtree(ladder.path / "r1")
+    os.symlink(tmp_path / "elsewhere", ladder.path / "r1")
+    with pytest.raises(ArtifactError, match="link"):
+        Ladder.open(ladder.path)
+
+
 def test_a_tampered_rung_file_is_refused(ladder):
     entry = ladder.rungs[0].artifact.manifest["entry"]
     (ladder.path / "r0" / entry).write_bytes(b"not a model")
@@ -53,6 +63,10 @@ def test_a_tampered_rung_file_is_refused(ladder):
     (lambda r: r["rungs"][0].update(latency_ms={"1": {"p50": -1, "p99": 1}}), "positive p50 and p99"),
     (lambda r: r["rungs"][0].update(latency_ms={"0": {"p50": 1, "p99": 1}}), "whole number from 1"),
     (lambda r: r["rungs"][0].update(quality={"top1": "high"}), "quality"),
+    (lambda r: r["rungs"][0].update(quality={"top1": 10 ** 400}), "quality"),
+    (lambda r: r["rungs"][0].update(latency_ms={"\u00b2": {"p50": 1, "p99": 1}}), "whole number from 1"),
+    (lambda r: r["rungs"][0].update(latency_ms={"01": {"p50": 1, "p99": 1}}), "whole number from 1"),
+    (lambda r: r.update(schema=-1), "upgrade"),
     (lambda r: r["rungs"][0].pop("manifest_sha256"), "sha256"),
 ])
 def test_a_malformed_record_is_refused_with_one_sentence(ladder, edit, phrase):
@@ -63,7 +77,7 @@ def test_a_malformed_record_is_refused_with_one_sentence(ladder, edit, phrase):
         Ladder.open(ladder.path)
 
 
-@pytest.mark.parametrize("text", [b"\xff\xfe", b"[" * 100_000, b"[]"])
+@pytest.mark.parametrize("text", [b"\xff\xfe", b"[" * 100_000, b"[]", b'{"format": "edgeopt-ladder", "schema": 1' + b"9" * 5000 + b"}"])
 def test_a_record_that_is_not_a_json_object_is_refused(ladder, text):
     (ladder.path / LADDER_FILE).write_bytes(text)
     with pytest.raises(ArtifactError, match="ladder"):
