@@ -228,6 +228,7 @@ def slow_fast_ladder(tmp_path_factory):
     return ladder
 
 
+@pytest.mark.slow  # two 128-px CNNs exported and timed; tests/serve/test_ladder.py keeps the controller in the fast tier
 def test_a_ladder_stream_at_twice_the_full_rungs_capacity_switches_rungs_and_accounts_for_every_frame(
         slow_fast_ladder, tmp_path):
     full_ms = slow_fast_ladder.rungs[0].latency_ms[1]["p50"]
@@ -245,6 +246,7 @@ def test_a_ladder_stream_at_twice_the_full_rungs_capacity_switches_rungs_and_acc
     assert {r: sum(rec["rung"] == r for rec in records) for r in ("r0", "r1")} == summary["rungs"]
 
 
+@pytest.mark.slow  # two 128-px CNNs exported and timed; tests/serve/test_ladder.py keeps the controller in the fast tier
 def test_a_ladder_without_a_target_is_refused(slow_fast_ladder, tmp_path):
     write_video([np.zeros((128, 128, 3), np.uint8)] * 3, tmp_path / "v.avi")
     proc = edgeopt("stream", str(tmp_path / "v.avi"), str(slow_fast_ladder.path))

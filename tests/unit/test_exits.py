@@ -112,6 +112,7 @@ def staged_digits(tmp_path_factory):
     return model, staged
 
 
+@pytest.mark.slow  # trains a digits model and its exits (20 s); the docs test runs `edgeopt exits` too
 def test_the_runner_stops_where_the_thresholds_say_and_agrees_with_calibration(staged_digits):
     from edgeopt.images import to_input
     from edgeopt.tasks import get_task
@@ -128,6 +129,7 @@ def test_the_runner_stops_where_the_thresholds_say_and_agrees_with_calibration(s
         np.testing.assert_array_equal(answers.argmax(1), predictions)
 
 
+@pytest.mark.slow  # trains a digits model and its exits (20 s); the docs test runs `edgeopt exits` too
 def test_accuracy_first_gives_the_models_own_answers(staged_digits):
     import edgeopt
     from edgeopt.images import to_input
@@ -142,6 +144,7 @@ def test_accuracy_first_gives_the_models_own_answers(staged_digits):
     np.testing.assert_allclose(answers, whole, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # trains a digits model and its exits (20 s); the docs test runs `edgeopt exits` too
 def test_a_swapped_stage_or_a_malformed_record_is_refused(staged_digits, tmp_path):
     _, staged = staged_digits
     copy = tmp_path / "exits"
