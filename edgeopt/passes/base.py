@@ -223,12 +223,15 @@ class SearchStep:
 
 class Pass(ABC):
     """A technique. ``config_type`` is its frozen config dataclass; ``quantizes`` marks a pass
-    whose result carries fake-quantizers (it exports as INT8 in mode qat, and is not cached).
+    whose result carries fake-quantizers (it exports as INT8 in mode qat, and is not cached); ``cached``
+    says whether the builder may save the result as a checkpoint and load it back (a result that is not the
+    architecture it names, such as an early-exit network, is rebuilt, its training resuming from its checkpoint).
     ``search_steps`` is what a search tries of it by default (nothing, unless the pass says)."""
 
     name: ClassVar[str]
     config_type: ClassVar[type[PassConfig]]
     quantizes: ClassVar[bool] = False
+    cached: ClassVar[bool] = True
 
     def config(self, **settings: Any) -> PassConfig:
         """This pass's config from keyword settings (a nested ``fine_tune`` may be a dict)."""

@@ -51,6 +51,7 @@ class EarlyExitPass(Pass):
 
     name = "early_exit"
     config_type = EarlyExitConfig
+    cached = False  # an EarlyExitNet is not the architecture its checkpoint would name
 
     def apply(self, model: "LoadedModel", config: EarlyExitConfig, context: PassContext) -> "LoadedModel":
         import copy

@@ -62,6 +62,7 @@ class QatPass(Pass):
     name = "qat"
     config_type = QatConfig
     quantizes = True
+    cached = False
 
     def apply(self, model: "LoadedModel", config: QatConfig, context: PassContext) -> "LoadedModel":
         prepared = prepare_qat(model, context.calibration(model, config.calibration_samples), config.preset)

@@ -111,13 +111,13 @@ def build_model(recipe: Recipe, context: BuildContext, deadline: Deadline = NO_D
     for index, step in enumerate(recipe.steps):
         cached = context.model_path(recipe, index + 1)
         technique = step.technique
-        if not technique.quantizes and cached.is_file():
+        if technique.cached and cached.is_file():
             model = load_model(str(cached))
             continue
         torch.manual_seed(recipe.seed)  # a student's initial weights, dropout: the same on every rebuild
         deadline.check(f"step {index + 1} of {len(recipe.steps)}: {step.label}")
         model = technique.apply(model, step.config, context.pass_context(recipe, index + 1, deadline))
-        if not technique.quantizes:  # a QAT model is NNCF-wrapped: it is exported, not cached
+        if technique.cached:  # a QAT model is NNCF-wrapped, an early-exit one not its architecture: not cached
             cached.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model, cached)
     return model
