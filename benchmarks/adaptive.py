@@ -61,7 +61,7 @@ def models(data: str, runs: Path) -> dict[str, Path]:
         edgeopt.quantize(str(base), data, "onnxruntime", paths["fastest"])
     if not paths["ladder"].is_dir():
         edgeopt.ladder(paths["ladder"], [paths["full"], paths["fastest"]], data=data,
-                       config=LadderConfig(threads=THREADS))
+                       config=LadderConfig(threads=THREADS, keep_order=True))  # FP32 on top, whatever one image says
     return paths
 
 

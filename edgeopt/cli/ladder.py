@@ -22,6 +22,7 @@ def ladder_command(
     batch: str = typer.Option(",".join(map(str, DEFAULTS.batches)), "--batch", help="Batch sizes to time each rung at (the controller plans with them)."),
     min_speedup: float = typer.Option(DEFAULTS.min_speedup, "--min-speedup", help="Keep a rung only if it costs at most 1/this per row of the rung above it."),
     max_rungs: int = typer.Option(DEFAULTS.max_rungs, "--max-rungs", help="Most rungs kept."),
+    keep_order: bool = typer.Option(DEFAULTS.keep_order, "--keep-order", help="The artifacts are given most accurate first: score them with --data, but keep that order."),
     force: bool = typer.Option(False, "--force", help="Replace an existing ladder."),
     threads: Optional[int] = ThreadsOption,
     plugin: List[str] = PluginOption,
@@ -30,7 +31,7 @@ def ladder_command(
     from edgeopt.pipeline.ladder import assemble
 
     config = LadderConfig(batches=tuple(parse_int_list(batch, "--batch")), min_speedup=min_speedup,
-                          max_rungs=max_rungs, threads=threads)
+                          max_rungs=max_rungs, keep_order=keep_order, threads=threads)
     ladder, measured = assemble(out, [str(a) for a in artifacts], data=data, config=config, overwrite=force,
                                 say=lambda line: typer.echo(line, err=True))
     for item in measured:

@@ -32,6 +32,7 @@ class LadderConfig:
     batches: tuple[int, ...] = (1, 2, 4, 8)  # latency is measured at each: the controller plans with them
     min_speedup: float = 1.25  # a rung must cost at most 1/this per row of the rung kept above it
     max_rungs: int = 4
+    keep_order: bool = False  # the artifacts are given most accurate first: score them, but do not reorder
     threads: int | None = None
     timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup=5, min_iters=20, min_seconds=1.0))
 
@@ -74,7 +75,9 @@ def assemble(out: str | os.PathLike, artifacts: Sequence[str | os.PathLike], *, 
     measured = [measure(artifact, data if qualities is None else None, config, say) for artifact in opened]
     for item, quality in zip(measured, qualities or []):
         item.quality = {k: float(v) for k, v in quality.items()}
-    metric = _main_metric(opened[0]) if qualities is None and data is not None else None  # given: their order holds
+    # the order given holds with keep_order or qualities given (a search's): a one-image difference on the test split
+    # would otherwise put an INT8 copy above its FP32 original
+    metric = _main_metric(opened[0]) if qualities is None and data is not None and not config.keep_order else None
     kept = choose_rungs(measured, metric, config)
     ladder = write_ladder(out, [(m.artifact, m.quality, m.latency_ms) for m in kept],
                           measured_on={**collect_environment(), "threads": config.threads}, overwrite=overwrite)

@@ -233,8 +233,8 @@ class Server:
         finally:
             self.admitted[name] -= 1
 
-    async def infer_rows(self, model: ServedModel, rows: np.ndarray) -> Answer:
-        return await self.batchers[model.name].infer(rows, self.settings.request_timeout_s)
+    async def infer_rows(self, model: ServedModel, rows: np.ndarray, arrived: float | None = None) -> Answer:
+        return await self.batchers[model.name].infer(rows, self.settings.request_timeout_s, arrived)
 
 
 def return_freed_memory() -> None:
@@ -327,6 +327,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
     @router.post("/v2/models/{name}/infer", tags=["inference"], openapi_extra=INFER_BODY)
     @router.post("/v2/models/{name}/versions/{version}/infer", tags=["inference"], openapi_extra=INFER_BODY)
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        arrived = time.perf_counter()  # a ladder's plan counts the time spent reading and parsing too
         async with server.observed(name, "infer"):
             model = server.model(name, version)
             body = await server.read_body(request, name)
@@ -337,7 +338,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
                     parsed, rows = _parse_infer(model, body, binary, limit)
                 else:
                     parsed, rows = await asyncio.to_thread(_parse_infer, model, body, binary, limit)
-                answer = await server.infer_rows(model, rows)
+                answer = await server.infer_rows(model, rows, arrived)
                 if parsed.binary_by_default or parsed.binary_outputs:
                     content, header = _encode_infer(model, parsed, answer)
                 else:
@@ -352,6 +353,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
         from edgeopt.images import decode_image, fit_image
         from edgeopt.runtime.predictor import describe
 
+        arrived = time.perf_counter()
         async with server.observed(name, "predict"):
             model = server.model(name, version)
             body = await server.read_body(request, name)
@@ -364,7 +366,7 @@ def _protected_routes(server: Server, settings: ServeSettings) -> APIRouter:
                     return fit_image(image, model.spec)
 
                 fitted = await asyncio.to_thread(prepare)
-                answer = await server.infer_rows(model, fitted.input)
+                answer = await server.infer_rows(model, fitted.input, arrived)
                 result = await asyncio.to_thread(model.task.results, answer.outputs, [fitted], model.score_threshold)
                 record = describe(model.task, result[0], fitted.size, model.labels)
         rung = {} if answer.rung is None else {"rung": answer.rung}

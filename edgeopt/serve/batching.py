@@ -115,12 +115,15 @@ class Batcher:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="edgeopt-batcher")
 
-    async def infer(self, rows: np.ndarray, timeout: float) -> Answer:
-        """The model's outputs for ``rows`` (a batch of one or more samples), batched with others."""
-        self._admit(len(rows))
+    async def infer(self, rows: np.ndarray, timeout: float, arrived: float | None = None) -> Answer:
+        """The model's outputs for ``rows`` (a batch of one or more samples), batched with others. ``arrived``: when
+        the request reached the server (perf_counter), so a ladder's plan counts the time spent before the queue."""
+        now = time.perf_counter()
+        arrived = now if arrived is None else min(arrived, now)
+        self._admit(len(rows), 1000 * (now - arrived))
         future = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Waiting(rows, future))
+            self.queue.put_nowait(_Waiting(rows, future, arrived))
         except asyncio.QueueFull:
             raise Overloaded(f"the queue is full ({self.queue.maxsize} requests waiting); retry shortly") from None
         self._queued_rows += len(rows)
@@ -130,7 +133,7 @@ class Batcher:
             raise RequestTimeout(f"no result within {timeout:g} s (queue depth {self.depth}); "
                                  "retry, or raise --request-timeout") from None
 
-    def _admit(self, rows: int) -> None:
+    def _admit(self, rows: int, age_ms: float) -> None:
         """Refuse a request that even a ladder's cheapest rung could not answer within the target."""
         controller = self.plan.controller
         if controller is None:
@@ -140,7 +143,7 @@ class Batcher:
             running_left = max(1e-3, self._running.expected_ms - 1000 * (time.perf_counter() - self._running.started))
         if not self._queued_rows and self._running is None:
             return  # idle: always try, whatever the request's size (a refusal would teach the estimates nothing)
-        if not controller.admits(Backlog(0.0, self._queued_rows + rows - 1, running_left)):
+        if not controller.admits(Backlog(age_ms, self._queued_rows + rows - 1, running_left)):
             raise Overloaded(f"{self._queued_rows} rows are waiting: even the fastest rung could not answer within "
                              f"the {controller.config.target_ms:g} ms target; retry shortly")
 
