@@ -26,7 +26,6 @@ import asyncio
 import datetime as dt
 import json
 import multiprocessing
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -196,18 +195,14 @@ def stream_runs(data: str, paths: dict[str, Path], capacity_b1: float, target_ms
     for frame in frames:
         writer.write(cv2.cvtColor(frame[..., 0], cv2.COLOR_GRAY2BGR) if frame.shape[-1] == 1 else frame[..., ::-1])
     writer.release()
+    from edgeopt.stream import StreamConfig, run_stream
+
     runs = []
-    for label, artifact, extra in (("full (drop policy)", paths["full"], []),
-                                   ("ladder", paths["ladder"], ["--target-ms", f"{target_ms:g}"])):
-        summary = scratch / "summary.json"
-        proc = subprocess.run([sys.executable, "-m", "edgeopt", "stream", str(video), str(artifact), "--realtime",
-                               "--threads", str(THREADS), "--summary", str(summary), *extra],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr)
-        records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    for label, artifact, target in (("full (drop policy)", paths["full"], None), ("ladder", paths["ladder"], target_ms)):
+        records: list[dict] = []
+        stats = run_stream(str(video), artifact, StreamConfig(realtime=True, threads=THREADS, target_ms=target),
+                           on_record=records.append).summary()
         right = [test.classes.index(r["label"]) == test.labels[r["frame"] % len(test)] for r in records]
-        stats = json.loads(summary.read_text())
         runs.append({"run": label, "fps": fps, "received": stats["received"], "processed": stats["processed"],
                      "skipped": stats["skipped"], "accuracy": float(np.mean(right)) if right else 0.0,
                      "correct_per_s": sum(right) / stats["seconds"], "p50_ms": stats["latency_p50_ms"],
@@ -232,7 +227,7 @@ def markdown(rows: list[dict], streams: list[dict], details: dict) -> str:
                      f"{r['refused_503']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['within_target_share']:.1%} | "
                      f"{r['within_target_per_s']:.0f} | {r['effective_accuracy']:.2%} | {rungs} |")
     lines += ["", f"The stream: the test images as a live video at {streams[0]['fps']:.0f} fps (twice the full "
-                  "model's batch-1 capacity), `edgeopt stream --realtime`.", "",
+                  "model's batch-1 capacity), `edgeopt.stream.run_stream(realtime=True)` (what `edgeopt stream --realtime` runs).", "",
               "| run | received | processed | skipped | top-1 of processed | correct frames /s | p50 ms | frames per rung |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in streams:

@@ -8,7 +8,7 @@ installed entry point or the user names it (``--plugin MODULE``): ``edgeopt.core
 
 Example:
     >>> sorted(p.name for p in all_passes())[:3]
-    ['distill', 'finetune', 'prune']
+    ['distill', 'early_exit', 'finetune']
 """
 
 from __future__ import annotations

@@ -60,10 +60,15 @@ class EarlyExitPass(Pass):
 
         from edgeopt.models.exits import EarlyExitNet, blocks_of
 
-        if context.task.name != "classification" or model.module is None:
-            raise ConfigError(f"early exits are built for PyTorch classifiers; this model's task is {context.task.name}"
-                              " (a detector's boxes come from several feature maps at once: it is not cut)")
+        if model.module is None:
+            raise ConfigError("early exits are built on a PyTorch model; this one is an ONNX file")
         example = torch.from_numpy(model.input_spec.example(batch=2))
+        with torch.no_grad():
+            out = model.module.eval()(example)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ConfigError("early exits are built for classifiers, whose output is one row of logits per image; "
+                              "this model gives something else (a detector's boxes come from several feature maps at "
+                              "once: it is not cut)")
         backbone = copy.deepcopy(model.module).eval()
         cuts = config.cuts or auto_cuts(blocks_of(backbone, example), example)
         classes = len(context.splits.train.classes)
