@@ -168,15 +168,15 @@ class RungController:
             self._fits_above = 0
         return self.current
 
-    def admits(self, backlog: Backlog) -> bool:
-        """Whether one more request can complete within the budget (counted from its own arrival) at the
-        cheapest rung, behind the running batch and every row queued before it; when not, it is better
+    def admits(self, backlog: Backlog, rows: int = 1) -> bool:
+        """Whether one more request of ``rows`` can complete within the budget (counted from its own arrival) at
+        the cheapest rung, behind the running batch and every row queued before it; when not, it is better
         refused now than answered late. ``backlog``: the request's own age so far (time spent reading and
         parsing it), the rows queued before it, the running batch's rest. The margin matters here too:
-        under overload its batch fills up behind it, so it costs more than its one row."""
+        under overload its batch fills up behind it, so it costs more than its rows alone."""
         if backlog.rows == 0 and backlog.running_left_ms <= 0:
-            return True  # idle: always try (a refused request teaches the estimates nothing, so they could never recover)
-        newest = Backlog(backlog.oldest_age_ms, backlog.rows + 1, backlog.running_left_ms)
+            return True  # idle: always try, whatever the size (a refusal teaches the estimates nothing: no recovery)
+        newest = Backlog(backlog.oldest_age_ms, backlog.rows + rows, backlog.running_left_ms)
         return self.completion_ms(self.cheapest(newest), newest) <= self.config.budget_ms
 
     def cheapest(self, backlog: Backlog) -> int:

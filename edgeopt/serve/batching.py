@@ -140,10 +140,9 @@ class Batcher:
             return
         running_left = 0.0
         if self._running is not None:
+            # at least a microsecond while a batch runs: a running batch is never "idle" to the admission
             running_left = max(1e-3, self._running.expected_ms - 1000 * (time.perf_counter() - self._running.started))
-        if not self._queued_rows and self._running is None:
-            return  # idle: always try, whatever the request's size (a refusal would teach the estimates nothing)
-        if not controller.admits(Backlog(age_ms, self._queued_rows + rows - 1, running_left)):
+        if not controller.admits(Backlog(age_ms, self._queued_rows, running_left), rows):
             raise Overloaded(f"{self._queued_rows} rows are waiting: even the fastest rung could not answer within "
                              f"the {controller.config.target_ms:g} ms target; retry shortly")
 

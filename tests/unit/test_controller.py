@@ -118,6 +118,7 @@ def test_an_idle_server_admits_even_when_its_estimates_say_no():
     # estimates inflated by a burst would otherwise refuse every request forever: refused requests teach nothing
     control = RungController([RungProfile("slow", {1: 500.0})], ControlConfig(target_ms=50.0), 8)
     assert control.admits(Backlog(0.0, 0)) and not control.admits(Backlog(0.0, 1))
+    assert control.admits(Backlog(0.0, 0), rows=8)  # idle admits any request size
 
 
 def test_three_times_the_full_capacity_keeps_answers_within_the_target():
