@@ -151,10 +151,10 @@ def trained_detector(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory, artifact_cache):
-    """ONNX Runtime artifacts to serve: a classifier ("tiny", 3x32x32) and an untrained SSDlite detector
+    """ONNX Runtime artifacts to serve: a classifier ("tiny", 3x32x32) and an untrained small SSD detector
     ("det", 3 classes at 64 px) — serving checks plumbing, not accuracy."""
     def make(root: Path) -> None:  # once per run (the export takes seconds), shared by the xdist workers
-        detector = load_model("edgeopt.models.detectors:ssdlite?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
+        detector = load_model("edgeopt.models.detectors:ssd_tiny?num_classes=3&size=64&in_channels=3", input="1x3x64x64")
         export(detector, "onnxruntime", root / "det")
 
     return {"tiny": artifact_cache("onnxruntime").path, "det": built_once(tmp_path_factory, "served", make) / "det"}
@@ -164,13 +164,16 @@ def served(tmp_path_factory, artifact_cache):
 def served_ladder(tmp_path_factory):
     """A ladder of two untrained ONNX Runtime CNNs on 3x64x64 that differ only in width (48 and 8 channels):
     rung r0 is several times slower per row than r1, so load moves the controller between them."""
+    from edgeopt.measure.latency import TimingConfig
     from edgeopt.pipeline.ladder import LadderConfig, assemble
 
     def make(root: Path) -> None:
         for width in (48, 8):
             model = load_model(f"{TINY_SOURCE}?width={width}", input="1x3x64x64")
             export(model, "onnxruntime", root / f"w{width}")
-        assemble(root / "ladder", [root / "w48", root / "w8"], config=LadderConfig(min_speedup=1.5, threads=1))
+        quick = TimingConfig(warmup=2, min_iters=10, min_seconds=0.2)  # the widths differ ~30x in MACs: no need for more
+        assemble(root / "ladder", [root / "w48", root / "w8"],
+                 config=LadderConfig(min_speedup=1.5, threads=1, timing=quick))
 
     return built_once(tmp_path_factory, "ladder", make) / "ladder"
 

@@ -157,15 +157,23 @@ def evaluate(run, dataset, spec, reference=None) -> dict:
     return report
 
 
+# Backends whose every export takes 10-20 s of CPU (ExecuTorch lowers through XNNPACK): their conformance
+# cases run in the full tier (`make test`, CI), which keeps `make test-fast` within its few minutes.
+SLOW_TO_EXPORT = frozenset({"executorch"})
+
+
+def backend_param(name: str, unavailable: str | None) -> object:
+    """A pytest param for one backend: skipped with its reason when unavailable, slow when its export is."""
+    marks = [pytest.mark.skip(reason=f"{name} unavailable here: {unavailable}")] if unavailable else []
+    if name in SLOW_TO_EXPORT:
+        marks.append(pytest.mark.slow)
+    return pytest.param(name, marks=marks, id=name)
+
+
 def backend_params() -> list:
     """One pytest param per registered backend, skipped with its own unavailability reason."""
-    params = []
     probe = load_model(TINY_SOURCE, input=TINY_INPUT)
-    for backend in all_backends():
-        reason = unsupported_reason(backend, probe, "fp32")
-        marks = [pytest.mark.skip(reason=f"{backend.name} unavailable here: {reason}")] if reason else []
-        params.append(pytest.param(backend.name, marks=marks, id=backend.name))
-    return params
+    return [backend_param(backend.name, unsupported_reason(backend, probe, "fp32")) for backend in all_backends()]
 
 
 def write_shapes_coco(folder: Path, count: int = 160, size: int = 64, seed: int = 0) -> Path:

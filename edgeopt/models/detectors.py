@@ -8,7 +8,8 @@ carries the anchors for the input size, so the artifact decodes itself. Training
 torchvision's own matcher, box coder and SSD loss.
 
 Sources: ``edgeopt.models.detectors:ssdlite?num_classes=6&size=128`` (a MobileNetV3 SSDlite built
-for that input size, trained from scratch), or ``torchvision:ssdlite320_mobilenet_v3_large``
+for that input size, trained from scratch), ``edgeopt.models.detectors:ssd_tiny?num_classes=2&size=64``
+(four convolutions and an SSD head: microcontroller budgets, quick tests), or ``torchvision:ssdlite320_mobilenet_v3_large``
 / ``torchvision:ssd300_vgg16`` (``?weights=DEFAULT`` with internet: COCO-pretrained).
 
 Example:
@@ -130,6 +131,39 @@ def ssdlite(num_classes: int = 6, in_channels: int = 3, size: int = 128, width_m
         from edgeopt.models.layer_shapes import adapt_input_channels
 
         adapt_input_channels(ssd.backbone, in_channels)
+    return SSDGraph(ssd, (size, size))
+
+
+class _TinyBackbone(nn.Module):
+    """Four stride-2 convolutions: features at 1/8 and 1/16 of the input, as an SSD head wants them."""
+
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True))
+
+        self.eighth = nn.Sequential(block(in_channels, width), block(width, width * 2), block(width * 2, width * 2))
+        self.sixteenth = block(width * 2, width * 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        eighth = self.eighth(x)
+        return {"0": eighth, "1": self.sixteenth(eighth)}
+
+
+def ssd_tiny(num_classes: int = 6, in_channels: int = 3, size: int = 64, width: int = 16) -> SSDGraph:
+    """A small SSD (four convolutions, two feature maps, torchvision's SSD head and anchors), untrained:
+    for microcontroller-class budgets and for tests, where SSDlite's export takes seconds."""
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD, SSDHead
+
+    if size < 32 or size % 16 or width < 1:
+        raise ConfigError(f"ssd_tiny needs an input size that is a multiple of 16, at least 32, and width >= 1; "
+                          f"got size {size}, width {width}")
+    anchors = DefaultBoxGenerator([[2], [2]])
+    head = SSDHead([width * 2, width * 4], anchors.num_anchors_per_location(), num_classes + 1)
+    ssd = SSD(_TinyBackbone(in_channels, width), anchors, (size, size), num_classes + 1, head=head)
     return SSDGraph(ssd, (size, size))
 
 

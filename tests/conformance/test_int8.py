@@ -11,7 +11,7 @@ from edgeopt.models.sources import load_model
 from edgeopt.pipeline.builder import quantization_data
 from edgeopt.core.quantization import QuantizationConfig
 from edgeopt.tasks import get_task
-from tests.helpers import evaluate
+from tests.helpers import backend_param, evaluate
 
 TASK = get_task("classification")
 
@@ -24,14 +24,8 @@ def aware(model, splits, max_drop=1.0):
 
 def int8_backends():
     probe = load_model("edgeopt.models.zoo:tiny_cnn", input="1x3x8x8")
-    params = []
-    for backend in all_backends():
-        if "static" not in backend.capabilities.int8_modes:
-            continue
-        reason = unsupported_reason(backend, probe, "int8")
-        params.append(pytest.param(backend.name, id=backend.name,
-                                   marks=[pytest.mark.skip(reason=f"{backend.name}: {reason}")] if reason else []))
-    return params
+    return [backend_param(backend.name, unsupported_reason(backend, probe, "int8"))
+            for backend in all_backends() if "static" in backend.capabilities.int8_modes]
 
 
 @pytest.mark.parametrize("backend", int8_backends())
@@ -119,9 +113,7 @@ def test_unreachable_drop_bisects_over_ranked_nodes_calibrates_once_and_keeps_th
 
 # -- quantization-aware training --------------------------------------------------------
 def qat_backends():
-    return [pytest.param(b.name, id=b.name, marks=[pytest.mark.skip(reason=f"{b.name}: {b.unavailable_reason()}")]
-                         if b.unavailable_reason() else [])
-            for b in all_backends() if "qat" in b.capabilities.int8_modes]
+    return [backend_param(b.name, b.unavailable_reason()) for b in all_backends() if "qat" in b.capabilities.int8_modes]
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,23 @@ def test_images_without_boxes_load_and_train(shapes):
     assert torch.isfinite(loss) and loss.item() > 0
 
 
+def test_the_tiny_ssd_trains_names_its_head_layers_and_refuses_sizes_it_cannot_take(shapes):
+    from edgeopt.core.errors import ModelSourceError
+    from edgeopt.models.sources import load_model
+
+    model = load_model("edgeopt.models.detectors:ssd_tiny?num_classes=2&in_channels=1&size=64")
+    deltas, logits = model.module.eval()(torch.zeros(1, 1, 64, 64))
+    head = model.module.detection_head()
+    assert deltas.shape[1] == logits.shape[1] == len(head.anchors) and logits.shape[2] == 3
+    layers = dict(model.module.named_modules())
+    assert all(isinstance(layers[name], torch.nn.Conv2d) for name in model.module.head_layers())
+    batches = task_of(model).training_data(shapes.train.subset([1, 2]), model.input_spec)
+    inputs, targets = batches.batch(torch.arange(2), None, False)
+    assert torch.isfinite(task_of(model).training_loss()(model.module.train(), inputs, targets))
+    with pytest.raises(ModelSourceError, match="multiple of 16"):
+        load_model("edgeopt.models.detectors:ssd_tiny?size=40")
+
+
 def test_augmentation_moves_boxes_with_the_pixels(shapes):
     from edgeopt.models.sources import load_model
 
