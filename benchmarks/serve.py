@@ -1,12 +1,13 @@
 """Load-test `edgeopt serve` on loopback beside the raw batched session throughput of the same artifact.
 
-For each artifact: the raw ONNX Runtime session at the server's batch size (no HTTP), then
-`edgeopt serve` in its own process, driven by an httpx async client at concurrency 1, 8 and
-32 (closed loop, binary tensors, bounded time), then at 4x overload (open loop: requests
-arrive at four times the throughput just measured, in-flight capped). Reported: throughput,
-p50/p99, status counts, and the server's RSS (its own /metrics). Client and server share this
-machine's cores — the raw session had them to itself — so the ratio is a lower bound of what a
-separate client would see.
+For each artifact: the raw ONNX Runtime session at the server's batch size (no HTTP, every
+thread; measured before and after the servers, the higher one kept), then `edgeopt serve` in its
+own process once per ``--instances`` value (1 and 2: batches that run at once), driven by aiohttp
+client processes at concurrency 1, 8 and 32 (closed loop, binary tensors, bounded time), then at
+4x overload (open loop: requests arrive at four times the throughput just measured, in-flight
+capped). Reported: throughput, p50/p99, status counts, and the server's RSS (its own /metrics).
+Client and server share this machine's cores — the raw session had them to itself — so the ratio
+is a lower bound of what a separate client machine would see.
 
     python benchmarks/serve.py                 # NEU-DET SSDlite INT8 and a ResNet-18 (random init)
     python benchmarks/serve.py --seconds 5     # shorter
@@ -23,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from loopback import Server  # benchmarks/loopback.py
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
@@ -61,19 +61,18 @@ def binary_request(artifact: Path, samples: int = 1) -> tuple[bytes, dict[str, s
 
 
 async def closed_loop(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, raw: bool = False):
+    import aiohttp
+
     statuses: dict = {}
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
         deadline = time.perf_counter() + seconds
 
         async def user() -> None:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                try:
-                    status = (await client.post(url, content=body, headers=headers)).status_code
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__  # a transport error: counted by kind, never hidden
+                status = await _post(client, url, body, headers)
                 latencies.append(time.perf_counter() - sent)
                 statuses[status] = statuses.get(status, 0) + 1
 
@@ -81,6 +80,18 @@ async def closed_loop(url: str, body: bytes, headers: dict, concurrency: int, se
         await asyncio.gather(*(user() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return (statuses, latencies, elapsed) if raw else _figures(statuses, latencies, elapsed)
+
+
+async def _post(client, url: str, body: bytes, headers: dict) -> int | str:
+    """The status of one POST, its body read; a transport error is counted by its kind, never hidden."""
+    import aiohttp
+
+    try:
+        async with client.post(url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return type(exc).__name__
 
 
 def open_loop_processes(url: str, body: bytes, headers: dict, rate: float, seconds: float, processes: int = 4,
@@ -104,18 +115,17 @@ def _open_loop_part(job):
 async def open_loop(url: str, body: bytes, headers: dict, rate: float, seconds: float, max_in_flight: int = 512,
                     raw: bool = False):
     """Requests launched at ``rate`` per second regardless of answers (at most ``max_in_flight`` open)."""
+    import aiohttp
+
     statuses: dict = {}
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     gate = asyncio.Semaphore(max_in_flight)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    connector = aiohttp.TCPConnector(limit=max_in_flight)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
         async def one() -> None:
             async with gate:
                 sent = time.perf_counter()
-                try:
-                    status = (await client.post(url, content=body, headers=headers)).status_code
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
+                status = await _post(client, url, body, headers)
                 latencies.append(time.perf_counter() - sent)
                 statuses[status] = statuses.get(status, 0) + 1
 
@@ -138,8 +148,8 @@ async def open_loop(url: str, body: bytes, headers: dict, rate: float, seconds: 
 
 def closed_loop_processes(url: str, body: bytes, headers: dict, concurrency: int, seconds: float,
                           per_process: int = 8) -> dict:
-    """``closed_loop`` split over client processes of at most ``per_process`` connections: one httpx event loop
-    with 32 connections spends ~3 ms of CPU per request here, four with 8 spend ~1 ms."""
+    """``closed_loop`` split over client processes of at most ``per_process`` connections: one event loop with 32
+    connections spends more CPU per request than four with 8 (aiohttp: ~0.9 ms a request here; httpx took ~2.2)."""
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [per_process] * (concurrency // per_process) + ([concurrency % per_process] if concurrency % per_process else [])
@@ -170,15 +180,17 @@ def _figures(statuses: dict, latencies: list[float], elapsed: float) -> dict:
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-def bench_artifact(name: str, artifact: Path, args) -> dict:
-    raw = raw_throughput(artifact, args.max_batch, args.seconds, args.threads)
-    print(f"{name}: raw session at batch {args.max_batch}: {raw:.1f} samples/s", flush=True)
+def bench_artifact(name: str, artifact: Path, args, instances: int, raw: float) -> dict:
+    """The server's figures for ``artifact`` with ``instances`` batches running at once, beside ``raw``."""
     from edgeopt.serve import ServeSettings
 
-    server = Server({name: artifact}, ServeSettings(max_batch=args.max_batch, max_queue=args.max_queue), args.threads)
+    print(f"{name}: raw session at batch {args.max_batch} (before the servers): {raw:.1f} samples/s; server with "
+          f"--instances {instances}", flush=True)
+    settings = ServeSettings(max_batch=args.max_batch, max_queue=args.max_queue, instances=instances)
+    server = Server({name: artifact}, settings, args.threads)
     body, headers = binary_request(artifact)
     url = f"{server.url}/v2/models/{name}/infer"
-    row = {"name": name, "raw_per_s": round(raw, 1), "ready_s": round(server.ready_seconds, 3),
+    row = {"name": name, "instances": instances, "raw_per_s": round(raw, 1), "ready_s": round(server.ready_seconds, 3),
            "rss_start_mb": round(server.rss_mb(), 1), "runs": {}}
     try:
         asyncio.run(closed_loop(url, body, headers, 8, 1.0))  # warm the pool and the server
@@ -230,20 +242,23 @@ def markdown(rows: list[dict], args, environment: str) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Measured {when} on {environment}; `python benchmarks/serve.py --seconds {args.seconds:g}`. "
              f"Server: `edgeopt serve --threads {args.threads} --max-batch {args.max_batch} --max-queue "
-             f"{args.max_queue}`; client: httpx async, binary tensors, on the same 2 CPUs as the server.", "",
-             "| artifact | raw session (b=%d) /s | load | HTTP /s | of raw | p50 ms | p99 ms | statuses | server RSS MB |"
-             % args.max_batch, "|---|---:|---|---:|---:|---:|---:|---|---:|"]
+             f"{args.max_queue}`; client: 4 aiohttp processes, binary tensors, on the same 2 CPUs as the server.", "",
+             "`--instances N`: N batches run at once, the threads shared among them. Raw: one session with every "
+             "thread, measured before and after the servers; the higher of the two is the reference (" +
+             "; ".join(sorted({f"{r['name']} {r['raw_before_per_s']} / {r['raw_after_per_s']}" for r in rows})) + ").",
+             "", "| artifact | raw session (b=%d) /s | instances | load | HTTP /s | of raw | p50 ms | p99 ms | statuses | "
+             "server RSS MB |" % args.max_batch, "|---|---:|---:|---|---:|---:|---:|---:|---|---:|"]
     for row in rows:
         for load, run in row["runs"].items():
             label = {"c1": "concurrency 1", "c8": "concurrency 8", "c32": "concurrency 32",
                      "c32-batched": f"concurrency 32, {args.max_batch} samples a request (samples/s)"}.get(
                 load, f"4× overload ({run.get('offered_per_s')} req/s asked, {run.get('sent_per_s')} sent)")
             statuses = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
-            lines.append(f"| {row['name']} | {row['raw_per_s']} | {label} | {run['throughput']} | "
+            lines.append(f"| {row['name']} | {row['raw_per_s']} | {row['instances']} | {label} | {run['throughput']} | "
                          f"{run.get('of_raw', run['throughput'] / row['raw_per_s']):.0%} | {run['p50_ms']} | "
                          f"{run['p99_ms']} | {statuses} | {run['rss_mb']} |")
     lines += ["", "Server ready after start (process start to `/v2/health/ready` = 200): " +
-              ", ".join(f"{r['name']} {r['ready_s']} s" for r in rows) + "."]
+              ", ".join(f"{r['name']} ({r['instances']}) {r['ready_s']} s" for r in rows) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -253,6 +268,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--instances", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2],
+                        help="Server --instances values to run, comma-separated (default 1,2).")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "serve")
     parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--only", help="Just this artifact: neu-det-ssdlite-int8 or resnet18-224-fp32.")
@@ -262,7 +279,20 @@ def main() -> int:
     from edgeopt.report.console import environment_line
 
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [bench_artifact(name, path, args) for name, path in prepare_artifacts(args)]
+    rows = []
+    for name, path in prepare_artifacts(args):
+        # the session alone, every thread, before and after the servers ran: the faster of the two is the reference
+        # (this machine's speed drifts within minutes; the higher raw figure makes the ratio the stricter one)
+        before = raw_throughput(path, args.max_batch, args.seconds, args.threads)
+        runs = [bench_artifact(name, path, args, instances, before) for instances in args.instances]
+        after = raw_throughput(path, args.max_batch, args.seconds, args.threads)
+        for row in runs:
+            row.update(raw_before_per_s=round(before, 1), raw_after_per_s=round(after, 1),
+                       raw_per_s=round(max(before, after), 1))
+            for run in row["runs"].values():
+                if "of_raw" in run:
+                    run["of_raw"] = round(run["throughput"] / row["raw_per_s"], 3)
+        rows += runs
     (HERE / "results" / "serve.json").write_text(json.dumps(rows, indent=2) + "\n")
     body = markdown(rows, args, environment_line(collect()))
     print(body)

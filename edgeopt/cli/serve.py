@@ -30,6 +30,7 @@ def serve_command(
     poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="How often the model repository is looked at."),
     drain_seconds: float = typer.Option(10.0, "--drain-seconds", help="On SIGTERM, how long in-flight requests get to finish."),
     target_p99_ms: Optional[float] = typer.Option(None, "--target-p99-ms", help="Ladders: answer with the most accurate rung whose predicted completion meets this latency (ms); refuse (503) what even the fastest cannot."),
+    instances: int = typer.Option(1, "--instances", help="Batches of a model that run at once, the threads shared among them: 2 on a few cores raises throughput under concurrent load (single models; a ladder runs one)."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: boxes at least this confident in /predict."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
@@ -53,7 +54,7 @@ def serve_command(
                              request_timeout_s=request_timeout, body_timeout_s=body_timeout,
                              max_body_bytes=int(max_body_mb * (1 << 20)),
                              max_pixels=max_pixels, token=token, poll_seconds=poll_seconds, drain_seconds=drain_seconds,
-                             target_p99_ms=target_p99_ms)
+                             target_p99_ms=target_p99_ms, instances=instances)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     typer.echo(f"edgeopt serve: http://{host}:{port}/v2 (docs at /docs, metrics at /metrics)", err=True)
     serve(named, model_repository, host, port, settings, threads=threads, score_threshold=score_threshold)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.runtime.timeout import timeout
 
 
 class Unauthorized(EdgeoptError):
@@ -125,7 +126,8 @@ async def read_capped_body(request: Request, limit: int, what: str, flag: str, t
     if timeout_s is None:
         return await receive()
     try:
-        return await asyncio.wait_for(receive(), timeout_s)
+        async with timeout(timeout_s):
+            return await receive()
     except asyncio.TimeoutError:
         raise BodyTimeout(f"{what} did not arrive within {timeout_s:g} s (--body-timeout); send it whole, or raise "
                           "--body-timeout for a slow link") from None

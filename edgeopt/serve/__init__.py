@@ -34,7 +34,8 @@ def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "12
     checked and unpacked into a private scratch folder, removed when the server stops."""
     settings = settings or ServeSettings()
     started = time.perf_counter()
-    repository = ModelRepository(artifacts, watch, threads=threads, score_threshold=score_threshold,
+    repository = ModelRepository(artifacts, watch, threads=settings.session_threads(threads),
+                                 score_threshold=score_threshold,
                                  control=settings.control)
     try:
         with _sigterm_unwinds():

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -63,13 +64,22 @@ class ServeSettings:
     poll_seconds: float = 2.0  # how often a --model-repository is looked at
     drain_seconds: float = 10.0  # SIGTERM: in-flight requests get this long to finish
     target_p99_ms: float | None = None  # a ladder answers with the most accurate rung that meets it
+    # batches of one model that run at once, each on its share of the threads (Triton's instance count): on a
+    # few cores, two batches on one thread each beat one batch on two (no thread waits for a straggler)
+    instances: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_queue < 1:
-            raise ConfigError("--max-batch and --max-queue must be at least 1")
+        if self.max_batch < 1 or self.max_queue < 1 or self.instances < 1:
+            raise ConfigError("--max-batch, --max-queue and --instances must be at least 1")
         if self.max_queue_delay_ms < 0 or self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
             raise ConfigError("--max-queue-delay-ms must be >= 0, and --request-timeout and --body-timeout > 0")
         self.control  # checks the target
+
+    def session_threads(self, threads: int | None) -> int | None:
+        """Intra-op threads of each model's session: ``threads`` (default: every CPU) shared by the instances."""
+        if self.instances == 1:
+            return threads
+        return max(1, (threads or os.cpu_count() or 1) // self.instances)
 
     @property
     def control(self) -> ControlConfig | None:
@@ -94,6 +104,7 @@ class Server:
         self.batchers: dict[str, Batcher] = {}
         self.admitted: dict[str, int] = {}  # requests per model between their body's arrival and their answer
         self.reading = 0  # bytes held by bodies still arriving, all models together
+        self._retiring: set[asyncio.Task] = set()  # batchers replaced by a swap, finishing what they hold
         self.ready = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -104,7 +115,7 @@ class Server:
 
     async def stop(self) -> None:
         self.ready = False
-        await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+        await asyncio.gather(*(b.stop() for b in self.batchers.values()), *self._retiring)
 
     async def watch(self) -> None:
         """Poll the repository; load new versions off the event loop and swap them in when warm."""
@@ -125,12 +136,20 @@ class Server:
     def _serve(self, model: ServedModel) -> None:
         max_batch = model.preferred_batch(self.settings.max_batch)
         plan = self._plan(model, max_batch)
+        instances = 1 if plan.controller is not None else self.settings.instances
+        if plan.controller is not None and self.settings.instances > 1:
+            log.warning("%s is a ladder: its batches run one at a time (--instances applies to single models)",
+                        model.name)
         batcher = self.batchers.get(model.name)
-        if batcher is None:
-            batcher = Batcher(plan, max_batch, self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,
-                              on_batch=lambda stats, name=model.name: self._on_batch(name, stats))
-            batcher.start()
-            self.batchers[model.name] = batcher
+        if batcher is None or batcher.instances != instances:  # first version, or a model became a ladder (or back)
+            fresh = Batcher(plan, max_batch, self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,
+                            on_batch=lambda stats, name=model.name: self._on_batch(name, stats), instances=instances)
+            fresh.start()
+            self.batchers[model.name] = fresh
+            if batcher is not None:  # what the old one holds finishes on the old version
+                retiring = asyncio.get_running_loop().create_task(batcher.stop())
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
         else:
             batcher.max_batch = max_batch
             batcher.plan = plan  # batches already running finish on the old version

@@ -4,7 +4,8 @@ One Batcher per served name. Requests enter a bounded queue (full → ``Overload
 the server answers 503 with Retry-After); a single loop takes the first waiting request,
 gathers more until ``max_batch`` rows or ``max_delay`` has passed, runs them as one batch
 in a worker thread, and hands each request its rows of the outputs. A request that timed
-out while waiting is dropped before it costs a run.
+out while waiting is dropped before it costs a run. With ``instances`` > 1, that many loops
+take from the one queue, so as many batches run at once (a single model only).
 
 What runs is a ``Plan``: one model, or a ladder's rungs and the controller that picks the rung
 for each batch from what waits (``edgeopt.runtime.controller``). With a ladder, a request the
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgeopt.core.errors import EdgeoptError
 from edgeopt.runtime.controller import Backlog, RungController
+from edgeopt.runtime.timeout import timeout as time_limit
 
 
 class Overloaded(EdgeoptError):
@@ -94,14 +96,17 @@ class _Running:
 
 class Batcher:
     def __init__(self, model: Runs | Plan, max_batch: int = 8, max_delay: float = 0.002, max_queue: int = 64,
-                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+                 on_batch: Callable[[BatchStats], None] | None = None, instances: int = 1) -> None:
         self.plan = model if isinstance(model, Plan) else Plan.single(model)
+        if instances > 1 and self.plan.controller is not None:
+            raise ValueError("a ladder runs one batch at a time: its controller plans the queue as serial work")
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue(maxsize=max_queue)
         self.on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeopt-infer")
-        self._loop_task: asyncio.Task | None = None
+        self.instances = instances  # batches run at once, each by its own loop in its own worker thread
+        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="edgeopt-infer")
+        self._loop_tasks: list[asyncio.Task] = []
         self._busy = 0
         self._carry: _Waiting | None = None
         self._queued_rows = 0  # rows of the requests waiting (the carried one included)
@@ -113,7 +118,8 @@ class Batcher:
         return self.queue.qsize() + self._busy + (self._carry is not None)
 
     def start(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="edgeopt-batcher")
+        loop = asyncio.get_running_loop()
+        self._loop_tasks = [loop.create_task(self._loop(), name=f"edgeopt-batcher-{i}") for i in range(self.instances)]
 
     async def infer(self, rows: np.ndarray, timeout: float, arrived: float | None = None) -> Answer:
         """The model's outputs for ``rows`` (a batch of one or more samples), batched with others. ``arrived``: when
@@ -128,7 +134,8 @@ class Batcher:
             raise Overloaded(f"the queue is full ({self.queue.maxsize} requests waiting); retry shortly") from None
         self._queued_rows += len(rows)
         try:
-            return await asyncio.wait_for(future, timeout)
+            async with time_limit(timeout):  # cancels the future on expiry: the batch loop then skips it
+                return await future
         except asyncio.TimeoutError:
             raise RequestTimeout(f"no result within {timeout:g} s (queue depth {self.depth}); "
                                  "retry, or raise --request-timeout") from None
@@ -148,10 +155,10 @@ class Batcher:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the loop and the worker thread."""
-        while self.depth and self._loop_task is not None and not self._loop_task.done():
+        while self.depth and any(not task.done() for task in self._loop_tasks):
             await asyncio.sleep(0.005)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in self._loop_tasks:
+            task.cancel()
         self._executor.shutdown(wait=True)
 
     async def _loop(self) -> None:
@@ -162,7 +169,7 @@ class Batcher:
                 continue
             rows = sum(len(w.rows) for w in batch)
             self._queued_rows -= rows
-            self._busy = len(batch)
+            self._busy += len(batch)
             plan = self.plan  # read once: a swap applies from the next batch on
             started = time.perf_counter()
             rung = plan.pick(Backlog(1000 * (started - batch[0].enqueued), rows + self._queued_rows))
@@ -180,7 +187,7 @@ class Batcher:
             else:
                 self._deliver(batch, outputs, plan.name(rung))
             finally:
-                self._busy = 0
+                self._busy -= len(batch)
                 self._running = None
             finished = time.perf_counter()
             if plan.controller is not None and not failed:
@@ -196,7 +203,11 @@ class Batcher:
         while rows < self.max_batch:
             remaining = deadline - time.perf_counter()
             try:
-                waiting = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+                if remaining <= 0:
+                    waiting = self.queue.get_nowait()
+                else:
+                    async with time_limit(remaining):
+                        waiting = await self.queue.get()
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
             if rows + len(waiting.rows) > self.max_batch:

@@ -15,6 +15,7 @@ Models are only ever read from the local filesystem, never fetched from a URL.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -71,9 +72,9 @@ class ServedModel:
         model.load_seconds = time.perf_counter() - started
         return model
 
-    @property
+    @functools.cached_property
     def spec(self):
-        return self.artifact.input_spec
+        return self.artifact.input_spec  # parsed once: every request is checked against it
 
     @property
     def labels(self) -> list[str] | None:

@@ -59,7 +59,8 @@ def _serve() -> list[tuple[Any, dict[str, Field]]]:
                                "max_queue": "max_queue", "request_timeout": "request_timeout_s",
                                "body_timeout": "body_timeout_s", "max_body_mb": ("max_body_bytes", _mb),
                                "max_pixels": "max_pixels", "poll_seconds": "poll_seconds",
-                               "drain_seconds": "drain_seconds", "target_p99_ms": "target_p99_ms"})]
+                               "drain_seconds": "drain_seconds", "target_p99_ms": "target_p99_ms",
+                               "instances": "instances"})]
 
 
 def _stream() -> list[tuple[Any, dict[str, Field]]]:
