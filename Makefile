@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FULL := $(VENV)/.installed        # every CPU backend and the test tools
 DEMO := $(VENV)/.demo-installed   # what the demo needs: torch, ONNX Runtime, OpenVINO, plots
 OUT := out
-PARALLEL := -n auto --maxprocesses 4 --dist loadfile  # most tests wait on a child process: one worker per core
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder  # one worker per core; conftest's order
 PIP := $(BIN)/python -m pip install -q --no-compile  # no .pyc pass over torch's 20k files: a faster first install
 
 .PHONY: install demo test test-fast lint bench clean

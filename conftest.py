@@ -6,18 +6,20 @@ The Python API's examples train models (seconds each): they belong to the full s
 import pytest
 
 
-# The longest test files (they start servers, streams and exports; measured with --durations) run first:
-# xdist hands each worker one file at a time, and a long file drawn last would keep one worker busy while
-# the others sit idle. Within each group pytest-randomly's order stands. A stale entry only costs order.
-LONG_FIRST = ("tests/serve/test_server.py", "tests/stream/test_stream.py", "tests/security/test_names_in_files.py",
-              "tests/conformance/test_int8.py", "tests/agent/test_agent.py", "tests/serve/test_ladder.py")
+# The longest test files (servers, streams, exports; measured per file) are handed out first. With
+# `--dist loadfile --no-loadscope-reorder` (the Makefile) xdist gives each worker one file at a time in
+# collection order, so a long file drawn last cannot keep one worker busy while the other sits idle.
+# A stale entry costs only order.
+LONG_FIRST = ("tests/security/test_names_in_files.py", "tests/serve/test_server.py", "tests/stream/test_stream.py",
+              "tests/conformance/test_int8.py", "tests/agent/test_agent.py", "tests/serve/test_ladder.py",
+              "tests/cli/test_plugin_task.py", "tests/conformance/test_backends.py", "tests/unit/test_judging.py")
 
 
-def pytest_collection_modifyitems(items):  # after pytest-randomly's (tryfirst) shuffle, before -m deselects
+def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name.startswith("edgeopt.api."):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: the shuffle holds within
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: collection order within
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,9 @@ class Capabilities:
     ``max_batch``: the largest batch a dynamic-batch artifact accepts, if bounded.
     ``int8_modes``: the ``QuantizationConfig.mode`` values its INT8 honours — "static"
     (post-training), "aware" (keeps layers in float until a ``Validation``'s max drop holds),
-    "qat" (turns a QAT model's trained fake-quantizers into INT8).
+    "qat" (turns a QAT model's trained fake-quantizers into INT8). ``concurrent_runs``: one loaded
+    session may run batches from several threads at once (a server's ``--instances``); False where a
+    session holds one set of buffers (an OpenVINO infer request, an ExecuTorch method, a TensorRT context).
     """
 
     precisions: tuple[str, ...]
@@ -45,6 +47,7 @@ class Capabilities:
     max_batch: int | None = None
     options: tuple[str, ...] = field(default_factory=tuple)
     int8_modes: tuple[str, ...] = ()
+    concurrent_runs: bool = False
 
 
 @dataclass

@@ -284,7 +284,7 @@ class OnnxRuntimeBackend(Backend):
     order = 20
     capabilities = Capabilities(
         precisions=("fp32", "int8", "int8-dynamic"), sources=("torch", "onnx"), runtime_needs_torch=False,
-        int8_modes=("static", "aware", "qat"),
+        int8_modes=("static", "aware", "qat"), concurrent_runs=True,  # InferenceSession.run is thread-safe
     )
 
     def unavailable_reason(self) -> str | None:

@@ -76,10 +76,12 @@ class ServeSettings:
         self.control  # checks the target
 
     def session_threads(self, threads: int | None) -> int | None:
-        """Intra-op threads of each model's session: ``threads`` (default: every CPU) shared by the instances."""
+        """Intra-op threads of each model's session: ``threads`` (default: every CPU this process may use) shared
+        by the instances."""
         if self.instances == 1:
             return threads
-        return max(1, (threads or os.cpu_count() or 1) // self.instances)
+        usable = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        return max(1, (usable or 1) // self.instances)
 
     @property
     def control(self) -> ControlConfig | None:
@@ -136,10 +138,13 @@ class Server:
     def _serve(self, model: ServedModel) -> None:
         max_batch = model.preferred_batch(self.settings.max_batch)
         plan = self._plan(model, max_batch)
-        instances = 1 if plan.controller is not None else self.settings.instances
-        if plan.controller is not None and self.settings.instances > 1:
-            log.warning("%s is a ladder: its batches run one at a time (--instances applies to single models)",
-                        model.name)
+        instances = self.settings.instances
+        if instances > 1 and (plan.controller is not None or not model.runs_concurrently):
+            instances = 1
+            why = ("a ladder (its controller plans serial work)" if plan.controller is not None else
+                   f"a {model.artifact.backend} artifact (its session holds one set of buffers)")
+            log.warning("%s is %s: its batches run one at a time (--instances applies to single ONNX Runtime "
+                        "models)", model.name, why)
         batcher = self.batchers.get(model.name)
         if batcher is None or batcher.instances != instances:  # first version, or a model became a ladder (or back)
             fresh = Batcher(plan, max_batch, self.settings.max_queue_delay_ms / 1000, self.settings.max_queue,

@@ -107,15 +107,16 @@ class Batcher:
         self.instances = instances  # batches run at once, each by its own loop in its own worker thread
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="edgeopt-infer")
         self._loop_tasks: list[asyncio.Task] = []
-        self._busy = 0
-        self._carry: _Waiting | None = None
-        self._queued_rows = 0  # rows of the requests waiting (the carried one included)
+        # requests taken off the queue and not yet answered: being gathered, carried to a loop's next batch, or
+        # running (what ``stop`` waits for: a loop may hold some while it gathers)
+        self._held = 0
+        self._queued_rows = 0  # rows of the requests waiting (carried ones included)
         self._running: _Running | None = None
 
     @property
     def depth(self) -> int:
         """Requests waiting or running."""
-        return self.queue.qsize() + self._busy + (self._carry is not None)
+        return self.queue.qsize() + self._held
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,13 +164,13 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        carry: _Waiting | None = None  # this loop's own: what did not fit its last batch goes first in its next
         while True:
-            batch = await self._gather()
+            batch, carry = await self._gather(carry)
             if not batch:
                 continue
             rows = sum(len(w.rows) for w in batch)
             self._queued_rows -= rows
-            self._busy += len(batch)
             plan = self.plan  # read once: a swap applies from the next batch on
             started = time.perf_counter()
             rung = plan.pick(Backlog(1000 * (started - batch[0].enqueued), rows + self._queued_rows))
@@ -187,7 +188,7 @@ class Batcher:
             else:
                 self._deliver(batch, outputs, plan.name(rung))
             finally:
-                self._busy -= len(batch)
+                self._held -= len(batch)
                 self._running = None
             finished = time.perf_counter()
             if plan.controller is not None and not failed:
@@ -196,9 +197,12 @@ class Batcher:
                 self.on_batch(BatchStats(rows, len(batch), started - batch[0].enqueued, finished - started,
                                          plan.name(rung), rung, [finished - w.enqueued for w in batch], failed))
 
-    async def _gather(self) -> list[_Waiting]:
-        first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
-        batch, rows = [first], len(first.rows)
+    async def _gather(self, carry: _Waiting | None) -> tuple[list[_Waiting], _Waiting | None]:
+        """A batch (the carried request first, if any), and the request that did not fit it, carried to the next."""
+        if carry is None:
+            carry = await self.queue.get()
+            self._held += 1
+        batch, rows, carry = [carry], len(carry.rows), None
         deadline = time.perf_counter() + self.max_delay
         while rows < self.max_batch:
             remaining = deadline - time.perf_counter()
@@ -210,14 +214,16 @@ class Batcher:
                         waiting = await self.queue.get()
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
+            self._held += 1
             if rows + len(waiting.rows) > self.max_batch:
-                self._carry = waiting  # first in the next batch, keeping arrival order
+                carry = waiting  # first in this loop's next batch, keeping arrival order
                 break
             batch.append(waiting)
             rows += len(waiting.rows)
         dropped = [w for w in batch if w.future.done()]  # timed out while queued: never run
         self._queued_rows -= sum(len(w.rows) for w in dropped)
-        return [w for w in batch if not w.future.done()]
+        self._held -= len(dropped)
+        return [w for w in batch if not w.future.done()], carry
 
     @staticmethod
     def _deliver(batch: list[_Waiting], outputs: list[np.ndarray], rung: str | None) -> None:

@@ -77,6 +77,13 @@ class ServedModel:
         return self.artifact.input_spec  # parsed once: every request is checked against it
 
     @property
+    def runs_concurrently(self) -> bool:
+        """Whether its session may run several batches at once (``--instances``)."""
+        from edgeopt.backends import get_backend
+
+        return get_backend(self.artifact.backend).capabilities.concurrent_runs
+
+    @property
     def labels(self) -> list[str] | None:
         return self.artifact.manifest.get("labels") or None
 

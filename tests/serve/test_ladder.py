@@ -95,3 +95,35 @@ def test_load_steps_down_quiet_steps_back_up_and_every_answer_is_200_or_503(serv
 def test_a_ladder_without_a_target_is_refused_with_what_to_pass(served_ladder):
     proc = edgeopt("serve", f"lad={served_ladder}", "--port", "0")
     assert proc.returncode == 1 and "--target-p99-ms" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_with_instances_a_model_that_becomes_a_ladder_and_back_answers_across_both_swaps(served_ladder, tmp_path):
+    """--instances 2 runs a single model's batches two at a time; a ladder's one at a time: the batcher is replaced
+    at each swap and every request on either side is answered."""
+    import shutil
+    import time
+
+    repository = tmp_path / "models"
+    shutil.copytree(served_ladder.parent / "w48", repository / "lad" / "1")
+    with RunningServer("--model-repository", str(repository), "--poll-seconds", "0.2", "--instances", "2",
+                       "--target-p99-ms", "200") as running:
+        url = f"{running.url}/v2/models/lad/infer"
+
+        def swap_to(version: str, source) -> list[dict]:
+            shutil.copytree(source, repository / "lad" / version)
+            deadline, answers = time.time() + 20, []
+            while time.time() < deadline:
+                body, headers = _body(len(answers))
+                response = httpx.post(url, content=body, headers=headers)
+                assert response.status_code == 200, response.text
+                answers.append(response.json())  # JSON outputs: the request asked for no binary ones
+                if answers[-1]["model_version"] == version:
+                    return answers
+            raise AssertionError(f"version {version} was not served within 20 s")
+
+        to_ladder = swap_to("2", served_ladder)
+        assert "rung" not in (to_ladder[0].get("parameters") or {}) and to_ladder[-1]["parameters"]["rung"] == "r0"
+        back = swap_to("3", served_ladder.parent / "w8")
+        assert "rung" not in (back[-1].get("parameters") or {})
+        log = running.stop()
+    assert "Traceback" not in log and "its batches run one at a time" in log, log

@@ -76,3 +76,41 @@ def test_a_ladder_runs_one_batch_at_a_time():
     controller = RungController([RungProfile("r0", {1: 1.0})], ControlConfig(target_ms=50), max_batch=1)
     with pytest.raises(ValueError, match="one batch at a time"):
         Batcher(Plan((SlowModel(0),), ("r0",), controller), instances=2)
+
+
+def test_requests_that_do_not_fit_a_batch_are_carried_and_answered_with_several_loops():
+    """Rows of 4, 1, 4 and 1 into batches of at most 4 on two loops: each loop carries what did not fit its
+    batch into its own next one, so no request is lost to the other loop's carry."""
+    model = SlowModel(0.03)
+
+    async def run() -> tuple[list, int]:
+        batcher = Batcher(model, max_batch=4, max_delay=0.05, instances=2)
+        batcher.start()
+        asks = []
+        for at, rows, value in ((0.0, 4, 1.0), (0.01, 1, 2.0), (0.04, 4, 3.0), (0.045, 1, 4.0)):
+            await asyncio.sleep(max(0.0, at - (asks[-1][0] if asks else 0.0)))
+            asks.append((at, asyncio.ensure_future(batcher.infer(np.full((rows, 2), value, np.float32), 2.0))))
+        answers = await asyncio.gather(*(task for _, task in asks), return_exceptions=True)
+        depth = batcher.depth
+        await batcher.stop()
+        return answers, depth
+
+    answers, depth = asyncio.run(run())
+    assert all(not isinstance(a, Exception) for a in answers), answers
+    assert [a.outputs[0].shape[0] for a in answers] == [4, 1, 4, 1] and depth == 0
+    assert sorted(model.rows) == [1.0] * 4 + [2.0] + [3.0] * 4 + [4.0]
+
+
+def test_stop_finishes_a_request_still_being_gathered():
+    model = SlowModel(0.0)
+
+    async def run():
+        batcher = Batcher(model, max_batch=8, max_delay=0.2)
+        batcher.start()
+        asked = asyncio.ensure_future(batcher.infer(np.full((1, 2), 5.0, np.float32), 2.0))
+        await asyncio.sleep(0.02)  # taken off the queue, waiting for company
+        assert batcher.depth == 1
+        await batcher.stop()
+        return await asked
+
+    assert float(asyncio.run(run()).outputs[0][0, 0]) == 10.0
