@@ -30,7 +30,7 @@ def serve_command(
     poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="How often the model repository is looked at."),
     drain_seconds: float = typer.Option(10.0, "--drain-seconds", help="On SIGTERM, how long in-flight requests get to finish."),
     target_p99_ms: Optional[float] = typer.Option(None, "--target-p99-ms", help="Ladders: answer with the most accurate rung whose predicted completion meets this latency (ms); refuse (503) what even the fastest cannot."),
-    instances: int = typer.Option(1, "--instances", help="Batches of a model that run at once, the threads shared among them: 2 on a few cores raises throughput under concurrent load (single models; a ladder runs one)."),
+    instances: int = typer.Option(1, "--instances", help="Batches of a model that run at once, the threads shared among them: 2 on a few cores raises throughput under concurrent load (ONNX Runtime models; others and ladders run one)."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: boxes at least this confident in /predict."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
