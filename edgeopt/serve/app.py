@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -80,8 +79,9 @@ class ServeSettings:
         by the instances."""
         if self.instances == 1:
             return threads
-        usable = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-        return max(1, (usable or 1) // self.instances)
+        from edgeopt.measure.environment import cpu_count
+
+        return max(1, (threads or cpu_count()) // self.instances)
 
     @property
     def control(self) -> ControlConfig | None:

@@ -199,10 +199,11 @@ class Batcher:
 
     async def _gather(self, carry: _Waiting | None) -> tuple[list[_Waiting], _Waiting | None]:
         """A batch (the carried request first, if any), and the request that did not fit it, carried to the next."""
-        if carry is None:
-            carry = await self.queue.get()
+        first = carry
+        if first is None:
+            first = await self.queue.get()
             self._held += 1
-        batch, rows, carry = [carry], len(carry.rows), None
+        batch, rows, carry = [first], len(first.rows), None
         deadline = time.perf_counter() + self.max_delay
         while rows < self.max_batch:
             remaining = deadline - time.perf_counter()
