@@ -1,11 +1,11 @@
 """Adapting to load: a ladder against static models as offered load rises, on real NEU-CLS test images.
 
-    .venv/bin/python benchmarks/adaptive.py                  # about 15 minutes (training the 128-px model: 30 more)
+    .venv/bin/python benchmarks/adaptive.py                  # about 15 minutes (training the 200-px model: 30 more)
     .venv/bin/python benchmarks/adaptive.py --seconds 5      # shorter steps
 
-The model: a ResNet-18 trained by ``edgeopt.train`` on NEU-CLS at 128 px (the NEU-DET images with their
-class labels, ``neu_det_128.npz``), so that the full rung is compute-bound here and the model, not HTTP,
-sets the capacity. Rungs: the model on ONNX Runtime FP32 (r0) and INT8 (r1), made into a ladder by
+The model: a ResNet-18 trained by ``edgeopt.train`` on NEU-CLS at 200 px, the NEU images' native size
+(the NEU-DET images with their class labels, ``neu_det_128.npz``, shown to the model at 200 px), so that
+the full rung is compute-bound here and the model, not HTTP, sets the capacity. Rungs: the model on ONNX Runtime FP32 (r0) and INT8 (r1), made into a ladder by
 ``edgeopt.ladder`` (each rung scored on the test split and timed per batch size). The full model's
 capacity is its measured batch-8 throughput; the target is ``--target-ms``.
 
@@ -43,16 +43,17 @@ THREADS = 2
 HEADER = "Inference-Header-Content-Length"
 TRAIN = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "schedule": "onecycle"}
 CLIENTS = 2  # client processes
+SIZE = 200  # px: NEU's native size, where ResNet-18's FP32 batch of 8 takes tens of ms here
 
 
 def models(data: str, runs: Path) -> dict[str, Path]:
-    """The 128-px ResNet-18, its FP32 and INT8 ONNX Runtime artifacts and their ladder (built once, kept)."""
+    """The 200-px ResNet-18, its FP32 and INT8 ONNX Runtime artifacts and their ladder (built once, kept)."""
     from edgeopt.pipeline.ladder import LadderConfig
 
-    base = runs / "neu128-resnet18.safetensors"
+    base = runs / f"neu{SIZE}-resnet18.safetensors"
     if not base.is_file():
-        edgeopt.train(data, "torchvision:resnet18", base, 20, **TRAIN, resume=True, threads=THREADS)
-    out = runs / "adaptive"
+        edgeopt.train(data, "torchvision:resnet18", base, 10, **TRAIN, resume=True, threads=THREADS, input_size=SIZE)
+    out = runs / f"adaptive-{SIZE}"
     paths = {"full": out / "fp32", "fastest": out / "int8", "ladder": out / "ladder"}
     if not paths["full"].is_dir():
         edgeopt.export(str(base), "onnxruntime", paths["full"])
@@ -214,7 +215,7 @@ def stream_runs(data: str, paths: dict[str, Path], capacity_b1: float, target_ms
 def markdown(rows: list[dict], streams: list[dict], details: dict) -> str:
     lines = [f"Measured {details['date']} on {details['machine']}; server `edgeopt serve --threads {THREADS} "
              f"--max-batch 8` in its own process, {CLIENTS} client processes (aiohttp, open loop, Poisson arrivals, "
-             f"{details['seconds']:g} s a step) on the same 2 CPUs; {details['images']} NEU-CLS test images at 128 px. "
+             f"{details['seconds']:g} s a step) on the same 2 CPUs; {details['images']} NEU-CLS test images at {SIZE} px. "
              f"Rungs (top-1 on the test split): {details['rungs']}. The full model's capacity (batch-8 throughput): "
              f"{details['capacity']:.0f} requests/s; target {details['target_ms']:g} ms. "
              "Command: `python benchmarks/adaptive.py`", "",
@@ -285,7 +286,7 @@ def main() -> int:
     rows = []
     for name, ladder_on in (("full", False), ("fastest", False), ("ladder", True)):
         rows += serve_steps(name, paths[name], bodies, labels, capacity, steps, args.seconds, target, ladder_on)
-    scratch = args.runs / "adaptive" / "stream"
+    scratch = args.runs / f"adaptive-{SIZE}" / "stream"
     scratch.mkdir(parents=True, exist_ok=True)
     streams = stream_runs(data, paths, 1000 / full[1]["p50"], target, scratch)
     details = {"date": dt.date.today().isoformat(), "machine": environment_line(collect()), "seconds": args.seconds,

@@ -217,6 +217,15 @@ def test_a_token_is_required_when_set_and_health_stays_open(served):
         assert httpx.get(f"{running.url}/v2/models/tiny", headers={"authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{running.url}/v2/models/tiny", headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{running.url}/v2/health/ready").status_code == 200
+        # /infer runs on its own plain routes (the hot path): the same check guards both of its paths
+        body, headers = _infer_body(), {}
+        for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1/infer"):
+            assert httpx.post(running.url + path, content=body, headers=headers).status_code == 401
+            assert httpx.post(running.url + path, content=body,
+                              headers={**headers, "authorization": "Bearer wrong"}).status_code == 401
+            assert httpx.post(running.url + path, content=body,
+                              headers={**headers, "authorization": "Bearer s3cret"}).status_code == 200
+        assert "/v2/models/{name}/infer" in httpx.get(f"{running.url}/openapi.json").json()["paths"]
 
 
 def test_a_new_version_swaps_in_under_load_with_no_failed_request_and_a_tampered_one_is_refused(served, tmp_path):
