@@ -34,9 +34,8 @@ def serve(artifacts: dict[str, Path], watch: Path | None = None, host: str = "12
     checked and unpacked into a private scratch folder, removed when the server stops."""
     settings = settings or ServeSettings()
     started = time.perf_counter()
-    repository = ModelRepository(artifacts, watch, threads=settings.session_threads(threads),
-                                 score_threshold=score_threshold,
-                                 control=settings.control)
+    repository = ModelRepository(artifacts, watch, threads=threads, score_threshold=score_threshold,
+                                 control=settings.control, instances=settings.instances)
     try:
         with _sigterm_unwinds():
             _run(repository, host, port, settings, started)

@@ -75,15 +75,6 @@ class ServeSettings:
             raise ConfigError("--max-queue-delay-ms must be >= 0, and --request-timeout and --body-timeout > 0")
         self.control  # checks the target
 
-    def session_threads(self, threads: int | None) -> int | None:
-        """Intra-op threads of each model's session: ``threads`` (default: every CPU this process may use) shared
-        by the instances."""
-        if self.instances == 1:
-            return threads
-        from edgeopt.measure.environment import cpu_count
-
-        return max(1, (threads or cpu_count()) // self.instances)
-
     @property
     def control(self) -> ControlConfig | None:
         """How a ladder picks its rungs; None (no target): ladders are refused."""

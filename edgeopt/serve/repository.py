@@ -56,14 +56,21 @@ class ServedModel:
 
     @classmethod
     def load(cls, name: str, version: str, path: Path, threads: int | None = None,
-             score_threshold: float = 0.3) -> "ServedModel":
-        """Open (sha256-verified), load and warm ``path``; any failure is one EdgeoptError."""
+             score_threshold: float = 0.3, instances: int = 1) -> "ServedModel":
+        """Open (sha256-verified), load and warm ``path``; any failure is one EdgeoptError. ``instances``: batches
+        the server will run at once, each on its share of ``threads`` (default: every CPU this process may use),
+        where the backend allows it (else one batch at a time, on all of them)."""
         from edgeopt.backends import get_backend
 
         started = time.perf_counter()
         artifact = Artifact.open(path)
         task = task_of(artifact)  # an unknown task is refused before the model loads
-        session = get_backend(artifact.backend).load(artifact, threads=threads, shared_cpu=True)  # beside the event loop
+        backend = get_backend(artifact.backend)
+        if instances > 1 and backend.capabilities.concurrent_runs:
+            from edgeopt.measure.environment import cpu_count
+
+            threads = max(1, (threads or cpu_count()) // instances)
+        session = backend.load(artifact, threads=threads, shared_cpu=True)  # beside the event loop
         model = cls(name, version, artifact, session, task=task, score_threshold=score_threshold)
         outputs = model.infer(artifact.input_spec.example(batch=1))  # warm, and prove it runs
         if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
@@ -185,8 +192,10 @@ class ModelRepository:
     """Name -> the served version; loads named artifacts and watches a repository folder."""
 
     def __init__(self, artifacts: dict[str, Path] | None = None, watch: Path | None = None,
-                 threads: int | None = None, score_threshold: float = 0.3, control: ControlConfig | None = None) -> None:
+                 threads: int | None = None, score_threshold: float = 0.3, control: ControlConfig | None = None,
+                 instances: int = 1) -> None:
         self.artifacts = dict(artifacts or {})
+        self.instances = instances  # batches of a single model run at once (a ladder runs one: all threads each)
         self.control = control  # how a ladder picks its rungs; None: ladders are refused
         self.watch = watch
         self.threads = threads
@@ -281,7 +290,7 @@ class ModelRepository:
         if is_ladder(path):
             return ServedLadder.load_ladder(name, version, path, self.control, self.threads, self.score_threshold)
         if not path.is_file():
-            return ServedModel.load(name, version, path, self.threads, self.score_threshold)
+            return ServedModel.load(name, version, path, self.threads, self.score_threshold, self.instances)
         from edgeopt.core.bundle import unpack
 
         if self._scratch is None:
@@ -289,7 +298,7 @@ class ModelRepository:
         folder = self._scratch / f"{name}-{version}-{uuid.uuid4().hex[:8]}"
         try:
             unpack(path, folder)
-            return ServedModel.load(name, version, folder, self.threads, self.score_threshold)
+            return ServedModel.load(name, version, folder, self.threads, self.score_threshold, self.instances)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
