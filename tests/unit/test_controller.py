@@ -105,13 +105,16 @@ def test_steps_up_one_rung_after_up_after_roomy_fits_in_a_row():
 
 
 def test_admission_refuses_only_what_the_cheapest_rung_cannot_answer_in_time():
-    control = controller()
+    control = controller(admit_margin=0.2)  # admits within the rungs' own budget: 40 ms
     assert control.admits(Backlog(0.0, 0))
     # budget 40 ms; fastest: a batch of 8 = 2.5 ms, a batch of 1 = 0.75 ms
     assert control.admits(Backlog(0.0, 96, running_left_ms=9.0))  # 9 + 12 x 2.5 + 0.75 = 39.75
     assert not control.admits(Backlog(0.0, 96, running_left_ms=9.5))
     assert not control.admits(Backlog(0.0, 160))
     assert not control.admits(Backlog(0.0, 0, running_left_ms=45.0))
+    # by default admission plans within half the target (25 ms): the rest is room for what the plan cannot see
+    assert controller().admits(Backlog(0.0, 64, running_left_ms=4.0))  # 4 + 8 x 2.5 + 0.75 = 24.75
+    assert not controller().admits(Backlog(0.0, 64, running_left_ms=5.0))
 
 
 def test_an_idle_server_admits_even_when_its_estimates_say_no():
@@ -164,7 +167,9 @@ def test_profile_interpolates_between_measured_batch_sizes_and_scales_by_what_it
     rung = RungProfile("r", {1: 2.0, 8: 9.0})
     assert rung.predict(1) == 2.0 and rung.predict(4) == pytest.approx(5.0)
     assert rung.predict(16) == pytest.approx(18.0)
-    rung.observe(4, 10.0, learn_rate=0.5)  # twice as slow as measured
+    rung.observe(4, 10.0, learn_rate=0.5)  # twice as slow as measured: believed at once
+    assert rung.scale == pytest.approx(2.0) and rung.predict(8) == pytest.approx(18.0)
+    rung.observe(4, 5.0, learn_rate=0.5)  # as measured again: learned half of the way
     assert rung.scale == pytest.approx(1.5) and rung.predict(8) == pytest.approx(13.5)
     rung.relax(1.0)
     assert rung.predict(8) == pytest.approx(9.0)
