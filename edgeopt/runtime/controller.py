@@ -120,10 +120,14 @@ class RungProfile:
     def observe(self, rows: int, ms: float, learn_rate: float) -> None:
         """Move the scale toward an observed batch time's ratio to the measured one: all the way when the batch
         ran slower than expected (every request planned on the old estimate would be late: believe it at once),
-        ``learn_rate`` of the way when it ran faster."""
+        though at most doubling per batch (one stalled batch, a GC pause, must not make the rung look 100x
+        slower and refuse everything while it learns back); ``learn_rate`` of the way when it ran faster."""
         if ms > 0 and math.isfinite(ms):
             ratio = ms / self.measured(rows)
-            self.scale += (1.0 if ratio > self.scale else learn_rate) * (ratio - self.scale)
+            if ratio > self.scale:
+                self.scale = min(ratio, 2 * self.scale)
+            else:
+                self.scale += learn_rate * (ratio - self.scale)
 
     def relax(self, rate: float) -> None:
         """Move the scale a step back toward 1 (as measured). A rung that is not running learns nothing new, and

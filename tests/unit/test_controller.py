@@ -173,6 +173,8 @@ def test_profile_interpolates_between_measured_batch_sizes_and_scales_by_what_it
     assert rung.scale == pytest.approx(1.5) and rung.predict(8) == pytest.approx(13.5)
     rung.relax(1.0)
     assert rung.predict(8) == pytest.approx(9.0)
+    rung.observe(8, 900.0, learn_rate=0.5)  # one batch stalled 100x: at most a doubling is believed
+    assert rung.scale == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("bad", [{}, {1: 0.0}, {0: 1.0}, {1: float("nan")}])
