@@ -5,9 +5,10 @@
 
 The model: a ResNet-18 trained by ``edgeopt.train`` on NEU-CLS at 200 px, the NEU images' native size
 (the NEU-DET images with their class labels, ``neu_det_128.npz``, shown to the model at 200 px), so that
-the full rung is compute-bound here and the model, not HTTP, sets the capacity. Rungs: the model on ONNX Runtime FP32 (r0) and INT8 (r1), made into a ladder by
-``edgeopt.ladder`` (each rung scored on the test split and timed per batch size). The full model's
-capacity is its measured batch-8 throughput; the target is ``--target-ms``.
+the full rung is compute-bound here and the model, not HTTP, sets the capacity. Rungs: the model on ONNX
+Runtime FP32 (r0) and INT8 (r1), made into a ladder by ``edgeopt.ladder`` (each rung scored on the test
+split and timed per batch size). The full model's capacity is its measured batch-8 throughput; the target
+is ``--target-ms``.
 
 Serving: ``edgeopt serve`` in its own process (static full, static fastest, the ladder with
 ``--target-p99-ms``); the clients are separate processes (aiohttp, open loop: Poisson arrivals at the

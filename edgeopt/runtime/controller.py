@@ -17,8 +17,8 @@ and picks the most accurate rung whose prediction fits the target less a safety 
   request waits at that edge, and the other half is room for what the plan cannot see.
 - **Learning**: every batch's measured time updates that rung's latency at that batch size (at once
   when slower than expected, else an exponential average), so a profile measured on a quieter
-  machine corrects itself; the rungs not
-  running drift back toward their measured profile, so one burst does not bar a rung for good.
+  machine corrects itself; the rungs not running drift back toward their measured profile, so one
+  burst does not bar a rung for good.
 
 Everything is in milliseconds and nothing here reads a clock: the caller passes ages and
 durations, so tests drive it with a fake clock.
@@ -60,8 +60,8 @@ class ControlConfig:
     def __post_init__(self) -> None:
         if not (self.target_ms > 0 and math.isfinite(self.target_ms)):
             raise ConfigError(f"the latency target must be a positive number of ms, got {self.target_ms}")
-        if (not 0 <= self.margin < 1 or not 0 <= self.admit_margin < 1 or not 0 < self.up_room <= 1 or not 0 < self.learn_rate <= 1
-                or not 0 <= self.relax_rate <= 1 or self.up_after < 1):
+        if (not 0 <= self.margin < 1 or not 0 <= self.admit_margin < 1 or not 0 < self.up_room <= 1
+                or not 0 < self.learn_rate <= 1 or not 0 <= self.relax_rate <= 1 or self.up_after < 1):
             raise ConfigError("margin and admit_margin must be in [0, 1), up_room and learn_rate in (0, 1], "
                               "relax_rate in [0, 1], up_after >= 1")
 
