@@ -64,13 +64,17 @@ def quantize_int8(ov_model, calibration: np.ndarray, config: QuantizationConfig,
         # and no way to stop it, so it runs where it can be stopped: every input it infers passes through
         # _checking (statistics, ranking) or _scorer (validation), which raise BudgetExhausted once the
         # deadline passes, and NNCF lets that through (its one mode probe swallows an error, but the next
-        # check raises again). Its ranking subset stays NNCF's default, the whole validation set here: in
-        # its metric mode NNCF scores the ranking subset with _scorer, which scores the whole set only.
+        # check raises again). Its ranking subset is the whole validation set: in its metric mode NNCF scores
+        # the ranking subset with _scorer, whose labels are the whole set's (NNCF's default subset is the
+        # calibration size, which scored 200 outputs against 287 labels once ranking began).
         return nncf.quantize_with_accuracy_control(
             ov_model.clone(), dataset,
             nncf.Dataset(list(validation.inputs[:, None]), _checking(deadline, ACCURACY_CONTROL)),
             validation_fn=_scorer(validation, deadline), max_drop=validation.max_drop / validation.points_per_unit,
-            drop_type=nncf.DropType.ABSOLUTE, **common)
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
+                ranking_subset_size=validation.samples),
+            **common)
 
     quantized = quantize([])
     try:

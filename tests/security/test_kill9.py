@@ -53,21 +53,21 @@ def commands(checkpoint: Path) -> dict:
     return {
         "train": (lambda out: ["train", "digits", "--arch", "edgeopt.models.zoo:tiny_cnn", "--epochs", "6", "--no-augment",
                                "--optimizer", "adamw", "--lr", "0.01", "--out", str(out / "model.safetensors"), *TINY],
-                  "model.safetensors", tensors, ["--resume"], 2),
+                  "model.safetensors", tensors, ["--resume"], 1),
         "export": (lambda out: ["export", ckpt, "-b", "onnxruntime", "--precision", "int8", "--calibrate", "digits",
                                 "-o", str(out / "artifact"), "--threads", "1"],
-                   "artifact", artifact_files, [], 2),  # atomic: the same command again is its resume
+                   "artifact", artifact_files, [], 1),  # atomic: the same command again is its resume
         "quantize": (lambda out: ["quantize", ckpt, "--data", "digits", "--backend", "openvino", "--out",
                                   str(out / "artifact"), "--seed", "0", "--threads", "1"],
-                     "artifact", artifact_files, ["--resume"], 2),
+                     "artifact", artifact_files, ["--resume"], 1),
         "prune": (lambda out: ["prune", ckpt, "--data", "digits", "--ratio", "0.5", "--epochs", "2", "--out",
                                str(out / "pruned.safetensors"), *TINY],
-                  "pruned.safetensors", tensors, ["--resume"], 2),
+                  "pruned.safetensors", tensors, ["--resume"], 1),
         "optimize": (lambda out: ["optimize", ckpt, "--data", "digits", "--out", str(out / "search"), "--backends",
                                   "onnxruntime", "--no-int8", "--prune-ratios", "0.5", "--epochs", "2", "--resolutions",
                                   "none", "--students", "none", "--priority", "accuracy", "--max-accuracy-drop", "100",
                                   "--budget", "10m", "--seed", "0"],
-                     "search", chosen, ["--resume"], 2),
+                     "search", chosen, ["--resume"], 1),
     }
 
 
@@ -136,4 +136,4 @@ def test_kill_9_at_seeded_points_then_resume_gives_the_uninterrupted_result(trai
                 for name, command in commands(checkpoint).items()]
         points = [point for run_ in runs for point in run_.result()]
     print("\n".join(line for line, _ in points))
-    assert sum(was_running for _, was_running in points) >= 9, points
+    assert sum(was_running for _, was_running in points) >= 4, points
