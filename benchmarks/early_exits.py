@@ -98,7 +98,7 @@ def measure(staged: StagedExits, full, data: str) -> tuple[list[dict], dict]:
     whole = get_backend(full.backend).load(full, threads=THREADS)
     whole_top1 = float((whole.run([images])[0].argmax(1) == test.labels).mean())
     whole_ms = per_image_ms(lambda x: whole.run([x]), images)
-    sessions = ExitRunner.load_sessions(staged, threads=THREADS)
+    sessions = ExitRunner.load_sessions(staged.stages, threads=THREADS)
     rows = [{"setting": "whole model (ONNX Runtime FP32)", "thresholds": "", "val_top1": None, "top1": whole_top1,
              "macs_share": 1.0, "exits": "", "mean_ms": float(np.mean(whole_ms)), "p50_ms": float(np.median(whole_ms)),
              "p99_ms": float(np.percentile(whole_ms, 99))}]
@@ -106,7 +106,7 @@ def measure(staged: StagedExits, full, data: str) -> tuple[list[dict], dict]:
         top1, macs = outcome(logits, test.labels, staged.exit_macs, full_macs, setting.thresholds)
         taken = exits_taken([confidence(l) for l in logits[:-1]], setting.thresholds)
         runner = ExitRunner(sessions, setting.thresholds)
-        times = per_image_ms(runner.run, images)
+        times = per_image_ms(runner.route, images)
         rows.append({"setting": setting.name, "thresholds": ", ".join(f"{t:g}" for t in setting.thresholds),
                      "val_top1": setting.validation["top1"], "top1": top1, "macs_share": macs,
                      "exits": " / ".join(str(int(n)) for n in np.bincount(taken, minlength=len(logits))),

@@ -12,6 +12,7 @@ fresh folder, on scikit-learn's digits).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -199,6 +200,7 @@ def early_exits(model: str, data: str, out: PathLike, config: "EarlyExitConfig |
     from edgeopt.passes.early_exit import EarlyExitConfig
     from edgeopt.pipeline.builder import build_model
     from edgeopt.pipeline.exits import ExitsConfig, build_exits
+    from edgeopt.runtime.exits import time_settings
 
     config = config or EarlyExitConfig()
     recipe = Recipe(model=model, data=data, steps=(_step(config, "early_exit"),), seed=seed, arch=arch)
@@ -206,7 +208,9 @@ def early_exits(model: str, data: str, out: PathLike, config: "EarlyExitConfig |
     context = _context(recipe, out.with_name(out.name + ".build"), threads, resume, progress)
     built = build_model(recipe, context)
     _, validation = context.splits.train.split(config.fine_tune.validation_split, seed)  # what the heads did not train on
-    return build_exits(built, validation, out, build or ExitsConfig(threads=threads), overwrite=True)
+    build = build or ExitsConfig(threads=threads)
+    timer = functools.partial(time_settings, batches=build.batches, timing=build.timing, threads=build.threads)
+    return build_exits(built, validation, out, build, timer=timer, overwrite=True)
 
 
 def ladder(out: PathLike, artifacts: Sequence[PathLike], *, data: str | None = None,

@@ -113,6 +113,25 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def staged_digits(tmp_path_factory):
+    """A digits classifier and its early-exit model, made by `edgeopt.early_exits` (about 20 s):
+    (checkpoint, StagedExits) — its settings timed, so a server or a stream can climb them."""
+    import edgeopt
+    from edgeopt.core.exits import StagedExits
+    from edgeopt.passes.early_exit import EarlyExitConfig
+
+    def make(root: Path) -> None:
+        model = root / "digits.safetensors"
+        edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn?in_channels=1&width=32", model, epochs=4, lr=0.01,
+                      augment=False, progress=False)
+        edgeopt.early_exits(str(model), "digits", root / "exits",
+                            EarlyExitConfig(fine_tune=edgeopt.FineTune(epochs=2, lr=0.01)), progress=False)
+
+    root = built_once(tmp_path_factory, "staged-digits", make)
+    return root / "digits.safetensors", StagedExits.open(root / "exits")
+
+
+@pytest.fixture(scope="session")
 def trained_digits():
     """A digits classifier trained in this process: (model, splits, 200 calibration inputs, its test top-1)."""
     from edgeopt.tasks.classification.data import input_spec_for, load_dataset

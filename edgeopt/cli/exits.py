@@ -34,7 +34,8 @@ def exits_command(
     plugin: List[str] = PluginOption,
 ) -> None:
     """Train exit heads on MODEL (distilled from its final head), compile its stages, and calibrate settings from
-    accuracy first to fastest; each setting's top-1 and mean MACs on the test split are printed."""
+    accuracy first to fastest; each setting's top-1 and mean MACs on the test split are printed, with its p50 at batch
+    1 as timed on validation images (what `serve --target-p99-ms` and `stream --target-ms` plan with)."""
     import edgeopt
     from edgeopt.core.errors import ConfigError
     from edgeopt.pipeline.exits import outcome, stage_logits
@@ -53,13 +54,17 @@ def exits_command(
     full_macs = staged.record["full_macs"]
     typer.echo(f"{out}: exits after {', '.join(staged.record['cuts'])} ({backend}); settings on "
                f"{staged.record['validation_images']} validation and {len(test)} test images:")
-    typer.echo(f"{'setting':<16} {'thresholds':<24} {'val top-1':>9} {'test top-1':>10} {'test MACs':>9}")
+    typer.echo(f"{'setting':<16} {'thresholds':<24} {'val top-1':>9} {'test top-1':>10} {'test MACs':>9} "
+               f"{'p50 ms b1':>9}")
     cheapest = 1.0
     for setting in staged.settings:
         top1, macs = outcome(logits, test.labels, staged.exit_macs, full_macs, setting.thresholds)
         cheapest = min(cheapest, macs)
         thresholds = ",".join(f"{t:g}" for t in setting.thresholds)
-        typer.echo(f"{setting.name:<16} {thresholds:<24} {setting.validation['top1']:>9.2%} {top1:>10.2%} {macs:>9.1%}")
+        p50 = setting.latency_ms.get(1, {}).get("p50")
+        timed = "" if p50 is None else f"{p50:.3f}"
+        typer.echo(f"{setting.name:<16} {thresholds:<24} {setting.validation['top1']:>9.2%} {top1:>10.2%} {macs:>9.1%} "
+                   f"{timed:>9}")
     if cheapest >= 1.0:
         typer.echo("note: even leaving every image at the first exit costs as much as the whole model here (the heads "
                    "cost more than the stages they skip); early exits do not pay on this network — try "

@@ -15,7 +15,7 @@ from edgeopt.cli.common import ArchOption, PluginOption, ThreadsOption, TrustMod
 
 @app.command("serve")
 def serve_command(
-    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders, ladders (`edgeopt ladder`) or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
+    artifacts: Optional[List[str]] = typer.Argument(None, help="Artifact folders, ladders (`edgeopt ladder`), early-exit models (`edgeopt exits`) or bundles (`edgeopt pack`), each served under its name or as NAME=PATH."),
     model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="A folder of NAME/VERSION/ artifacts or NAME/VERSION.edgeopt bundles, watched: a new version replaces the old once verified and warm."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 127.0.0.1 keeps it on this machine."),
     port: int = typer.Option(8000, "--port"),
@@ -29,7 +29,7 @@ def serve_command(
     token_env: Optional[str] = typer.Option(None, "--token-env", help="Require 'Authorization: Bearer <token>', the token read from this environment variable."),
     poll_seconds: float = typer.Option(2.0, "--poll-seconds", help="How often the model repository is looked at."),
     drain_seconds: float = typer.Option(10.0, "--drain-seconds", help="On SIGTERM, how long in-flight requests get to finish."),
-    target_p99_ms: Optional[float] = typer.Option(None, "--target-p99-ms", help="Ladders: answer with the most accurate rung whose predicted completion meets this latency (ms); refuse (503) what even the fastest cannot."),
+    target_p99_ms: Optional[float] = typer.Option(None, "--target-p99-ms", help="Ladders and early-exit models: answer with the most accurate rung (exit setting) whose predicted completion meets this latency (ms); refuse (503) what even the fastest cannot."),
     instances: int = typer.Option(1, "--instances", help="Batches of a model that run at once, the threads shared among them: 2 on a few cores raises throughput under concurrent load (ONNX Runtime models; others and ladders run one)."),
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: boxes at least this confident in /predict."),
     arch: Optional[str] = ArchOption,

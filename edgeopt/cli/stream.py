@@ -18,7 +18,7 @@ from edgeopt.cli.common import ArchOption, PluginOption, ThreadsOption, TrustMod
 @app.command("stream")
 def stream_command(
     source: str = typer.Argument(..., help="A video file, a folder of images, a camera index (0), or an rtsp:// or http:// URL."),
-    artifact: Path = typer.Argument(..., help="An artifact folder (classifier or detector), or a ladder (`edgeopt ladder`) with --target-ms."),
+    artifact: Path = typer.Argument(..., help="An artifact folder (classifier or detector), or a ladder (`edgeopt ladder`) or early-exit model (`edgeopt exits`) with --target-ms."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON lines here instead of stdout."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the run's figures (received/processed/skipped FPS, latency) as JSON."),
     realtime: bool = typer.Option(False, "--realtime", help="Play a file at its own frame rate with the live drop policy (newest frame wins), as a camera would."),
@@ -30,7 +30,7 @@ def stream_command(
     no_track: bool = typer.Option(False, "--no-track", help="Detectors: no tracking (no ids, no counts)."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the frames with their results drawn (boxes, or a classifier's label) to this video (.mp4)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the stream's figures to Prometheus on 127.0.0.1:PORT/metrics."),
-    target_ms: Optional[float] = typer.Option(None, "--target-ms", help="Ladders: run each frame on the most accurate rung predicted to answer within this many ms of its capture."),
+    target_ms: Optional[float] = typer.Option(None, "--target-ms", help="Ladders and early-exit models: run each frame on the most accurate rung (exit setting) predicted to answer within this many ms of its capture."),
     reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: reopen attempts (with backoff) before giving up."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,

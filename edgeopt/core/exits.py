@@ -33,7 +33,8 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact, StagedFolder, write_json_atomic
 from edgeopt.core.errors import ArtifactError, ConfigError
-from edgeopt.core.members import SHA256, copy_member, manifest_sha256, finite_number, open_member, open_record, read_record
+from edgeopt.core.members import (SHA256, copy_member, finite_number, latency_problem, manifest_sha256, open_member,
+                                  open_record, read_record)
 
 EXITS_FILE = "exits.json"
 FORMAT = "edgeopt-exits"
@@ -50,9 +51,13 @@ class Setting:
     name: str
     thresholds: tuple[float, ...]
     validation: dict[str, float] = field(default_factory=dict)  # e.g. {"top1": 0.99, "mean_macs_share": 0.44}
+    # batch size -> {"p50": ms, "p99": ms} per batch, timed on validation images (how many leave early depends on
+    # the images): what a server's or a stream's controller plans with, as a ladder rung's latency
+    latency_ms: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return {"name": self.name, "thresholds": list(self.thresholds), "validation": self.validation}
+        latency = {"latency_ms": {str(b): v for b, v in sorted(self.latency_ms.items())}} if self.latency_ms else {}
+        return {"name": self.name, "thresholds": list(self.thresholds), "validation": self.validation, **latency}
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class StagedExits:
     def labels(self) -> list[str] | None:
         return self.record.get("labels") or None
 
+    @property
+    def timed(self) -> bool:
+        """Whether every setting carries its latency per batch size (what serving it under a target needs)."""
+        return all(setting.latency_ms for setting in self.settings)
+
     def setting(self, name: str) -> Setting:
         for setting in self.settings:
             if setting.name == name:
@@ -87,7 +97,8 @@ class StagedExits:
                                                        "`edgeopt exits MODEL --data DATA --out OUT`", parse_record)
         stages = tuple(open_member(folder, s["name"], s["manifest_sha256"], "early-exit model", verify)
                        for s in record["stages"])
-        settings = tuple(Setting(s["name"], tuple(float(t) for t in s["thresholds"]), dict(s.get("validation", {})))
+        settings = tuple(Setting(s["name"], tuple(float(t) for t in s["thresholds"]), dict(s.get("validation", {})),
+                                 {int(b): dict(v) for b, v in s.get("latency_ms", {}).items()})
                          for s in record["settings"])
         check_chain(stages, str(folder))
         return cls(folder, stages, tuple(int(m) for m in record["exit_macs"]), settings, record)
@@ -145,6 +156,9 @@ def parse_record(text: bytes, where: str) -> dict[str, Any]:
                                                          for k, v in validation.items())):
             raise ArtifactError(f"{where}: each setting needs a name of its own, one threshold in [0, {NEVER}] per "
                                 "early exit and numbers for its validation figures")
+        problem = latency_problem(setting["latency_ms"], f"setting {setting['name']}") if "latency_ms" in setting else None
+        if problem is not None:
+            raise ArtifactError(f"{where}: {problem}; build the model again")
         names.add(setting["name"])
     labels = record.get("labels")
     if not isinstance(record.get("task", ""), str) or not (

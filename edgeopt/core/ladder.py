@@ -35,14 +35,14 @@ from typing import Any, Sequence
 
 from edgeopt.core.artifact import Artifact, StagedFolder, write_json_atomic
 from edgeopt.core.errors import ArtifactError, ConfigError
-from edgeopt.core.members import SHA256, copy_member, manifest_sha256, finite_number, open_member, open_record, read_record
+from edgeopt.core.members import (SHA256, copy_member, finite_number, latency_problem, manifest_sha256, open_member,
+                                  open_record, read_record)
 
 LADDER_FILE = "ladder.json"
 FORMAT = "edgeopt-ladder"
 SCHEMA = 1
 MAX_RUNGS = 8
 RUNG_NAME = re.compile(r"^r[0-9]$")
-BATCH = re.compile(r"[1-9][0-9]{0,3}")  # ASCII digits, no leading zero: "01" and "1" are not two sizes
 
 
 @dataclass(frozen=True)
@@ -140,15 +140,7 @@ def _rung_problem(rung: object, index: int) -> str | None:
     quality = rung.get("quality")
     if not isinstance(quality, dict) or not all(isinstance(k, str) and finite_number(v) for k, v in quality.items()):
         return f"rung {name}: quality must map metric names to numbers"
-    latency = rung.get("latency_ms")
-    if not isinstance(latency, dict) or not latency:
-        return f"rung {name} has no latency per batch size"
-    for batch, stats in latency.items():
-        if not (isinstance(batch, str) and BATCH.fullmatch(batch) and int(batch) <= 4096):
-            return f"rung {name}: latency batch size {batch!r} is not a whole number from 1 to 4096"
-        if not isinstance(stats, dict) or not all(finite_number(stats.get(k)) and stats[k] > 0 for k in ("p50", "p99")):
-            return f"rung {name}: latency at batch {batch} needs positive p50 and p99 in ms"
-    return None
+    return latency_problem(rung.get("latency_ms"), f"rung {name}")
 
 
 def write_ladder(out: str | os.PathLike, rungs: Sequence[tuple[Artifact, dict[str, float], dict[int, dict[str, float]]]],

@@ -20,6 +20,7 @@ from edgeopt.core.artifact import MANIFEST, Artifact, sha256_of
 from edgeopt.core.errors import ArtifactError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+BATCH = re.compile(r"[1-9][0-9]{0,3}")  # ASCII digits, no leading zero: "01" and "1" are not two sizes
 
 
 def open_member(folder: Path, name: str, manifest_sha256: str, what: str, verify: bool = True) -> Artifact:
@@ -77,3 +78,15 @@ def finite_number(value: object) -> bool:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+def latency_problem(latency: object, who: str) -> str | None:
+    """What is wrong with a recorded latency table ({"batch": {"p50": ms, "p99": ms}}) of ``who``, or None."""
+    if not isinstance(latency, dict) or not latency:
+        return f"{who} has no latency per batch size"
+    for batch, stats in latency.items():
+        if not (isinstance(batch, str) and BATCH.fullmatch(batch) and int(batch) <= 4096):
+            return f"{who}: latency batch size {batch!r} is not a whole number from 1 to 4096"
+        if not isinstance(stats, dict) or not all(finite_number(stats.get(k)) and stats[k] > 0 for k in ("p50", "p99")):
+            return f"{who}: latency at batch {batch} needs positive p50 and p99 in ms"
+    return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -24,10 +24,15 @@ import numpy as np
 
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.exits import NEVER, Setting, StagedExits, confidence, write_staged_exits
+from edgeopt.measure.latency import TimingConfig
 
 if TYPE_CHECKING:
+    from edgeopt.core.artifact import Artifact
     from edgeopt.models.sources import LoadedModel
 
+TIMING_IMAGES = 256  # validation images the settings are timed on, in turn
+# (stages, preprocessed validation inputs, settings) -> the settings with their latency per batch size
+Timer = Callable[[Sequence["Artifact"], np.ndarray, Sequence[Setting]], list[Setting]]
 GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, NEVER)
 
 
@@ -37,22 +42,29 @@ class ExitsConfig:
     precision: str = "fp32"
     budgets: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # points of top-1 a setting may lose on validation
     threads: int | None = None
+    batches: tuple[int, ...] = (1, 8)  # each setting is timed at these on validation images: a controller plans with them
+    timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup=3, min_iters=10, min_seconds=0.5))
 
     def __post_init__(self) -> None:
         if any(b < 0 for b in self.budgets):
             raise ConfigError(f"accuracy budgets are points that may be lost, 0 or more; got {self.budgets}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"batch sizes must be positive, got {self.batches}")
         if self.precision != "fp32":
             raise ConfigError("early-exit stages are built at FP32 here; quantize the backbone first, then add exits")
 
 
 def build_exits(model: "LoadedModel", validation, out: str | os.PathLike, config: ExitsConfig = ExitsConfig(), *,
-                overwrite: bool = False, say: Callable[[str], None] = lambda line: None) -> StagedExits:
+                timer: Timer | None = None, overwrite: bool = False,
+                say: Callable[[str], None] = lambda line: None) -> StagedExits:
     """Compile ``model`` (its module an ``EarlyExitNet``) stage by stage, calibrate its settings on ``validation``
-    (an image dataset), and write the staged model at ``out``."""
+    (an image dataset), time each with ``timer`` (``edgeopt.runtime.exits.time_settings``; None: untimed, and
+    then not servable under a latency target), and write the staged model at ``out``."""
     import torch
 
     from edgeopt.compile import export
     from edgeopt.core.spec import InputSpec
+    from edgeopt.images import to_input
     from edgeopt.measure.profile import count_macs
     from edgeopt.models.exits import EarlyExitNet
 
@@ -82,6 +94,9 @@ def build_exits(model: "LoadedModel", validation, out: str | os.PathLike, config
         say("calibrating the exits' thresholds on validation")
         logits = stage_logits(stages, validation, model.input_spec, config.threads)
         settings = calibrate(logits, validation.labels, exit_macs, full_macs, config.budgets)
+        if timer is not None:  # the staged model runs in the runtime layer, a sibling of this one: handed in
+            say(f"timing each setting at batch {', '.join(map(str, config.batches))} on validation images")
+            settings = timer(stages, to_input(validation.images[:TIMING_IMAGES], model.input_spec), settings)
         return write_staged_exits(out, stages, exit_macs, settings, task=model.task, labels=model.labels,
                                   details={"cuts": list(net.cuts), "source": model.source, "full_macs": full_macs,
                                            "validation_images": int(len(validation))}, overwrite=overwrite)

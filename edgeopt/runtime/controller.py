@@ -1,5 +1,8 @@
 """Which rung of a ladder runs the next batch, so that answers keep arriving within a latency target.
 
+A rung is a ladder's artifact or an early-exit model's threshold setting (accuracy first to fastest): the
+controller sees only each rung's latency per batch size.
+
 One controller serves ``edgeopt serve`` and ``edgeopt stream`` alike. Before each batch the caller
 says what is waiting (``Backlog``: the age of the oldest waiting request, the rows waiting, and how
 long the batch still running will take); the controller predicts, for each rung, when the last of
@@ -39,6 +42,7 @@ import math
 from dataclasses import dataclass, field
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.exits import StagedExits
 from edgeopt.core.ladder import Ladder
 
 
@@ -155,6 +159,17 @@ class RungController:
         """A controller for ``ladder``'s rungs, seeded with their measured p50 per batch size."""
         profiles = [RungProfile(rung.name, {b: v["p50"] for b, v in rung.latency_ms.items()}, rung.quality)
                     for rung in ladder.rungs]
+        return cls(profiles, config, max_batch)
+
+    @classmethod
+    def for_exits(cls, staged: StagedExits, config: ControlConfig, max_batch: int) -> "RungController":
+        """A controller whose rungs are ``staged``'s threshold settings (accuracy first to fastest), seeded with the
+        p50 per batch size each was timed at on validation images."""
+        if not staged.timed:
+            raise ConfigError(f"{staged.path}: its settings carry no latency per batch size (built by an older "
+                              "edgeopt); build it again with `edgeopt exits` to serve it under a latency target")
+        profiles = [RungProfile(s.name, {b: v["p50"] for b, v in s.latency_ms.items()}, s.validation)
+                    for s in staged.settings]
         return cls(profiles, config, max_batch)
 
     def completion_ms(self, rung: int, backlog: Backlog) -> float:

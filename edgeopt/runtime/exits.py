@@ -7,16 +7,20 @@ the stages are ONNX Runtime or OpenVINO artifacts like any other.
 
 Example:
     >>> runner = ExitRunner.load(StagedExits.open("out/neu-exits"), "max-drop-1")   # doctest: +SKIP
-    >>> logits, exits = runner.run(batch)                                          # doctest: +SKIP
+    >>> logits, exits = runner.route(batch)                                        # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgeopt.core.exits import StagedExits, confidence
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.exits import Setting, StagedExits, confidence
+
+if TYPE_CHECKING:
+    from edgeopt.measure.latency import TimingConfig
 
 
 class ExitRunner:
@@ -27,19 +31,19 @@ class ExitRunner:
         self.thresholds = tuple(thresholds)
 
     @classmethod
-    def load_sessions(cls, staged: StagedExits, threads: int | None = None, shared_cpu: bool = True) -> list[Any]:
+    def load_sessions(cls, stages: Sequence[Artifact], threads: int | None = None, shared_cpu: bool = True) -> list[Any]:
         """Every stage's session. ``shared_cpu`` (the default): idle threads sleep rather than spin, since the stages
         run one after another and each has its own thread pool — a pool spinning after its stage took the CPU
         from the next stage's (measured: a batch-1 pass through four spinning stages took 6x the whole model)."""
         from edgeopt.backends import get_backend
 
-        return [get_backend(stage.backend).load(stage, threads=threads, shared_cpu=shared_cpu) for stage in staged.stages]
+        return [get_backend(stage.backend).load(stage, threads=threads, shared_cpu=shared_cpu) for stage in stages]
 
     @classmethod
     def load(cls, staged: StagedExits, setting: str, threads: int | None = None) -> "ExitRunner":
-        return cls(cls.load_sessions(staged, threads), staged.setting(setting).thresholds)
+        return cls(cls.load_sessions(staged.stages, threads), staged.setting(setting).thresholds)
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def route(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits per row, the exit each row left at)."""
         rows = np.arange(len(batch))
         logits: np.ndarray | None = None
@@ -62,6 +66,35 @@ class ExitRunner:
                 break
         return logits, exits
 
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The logits alone, as a runtime session's ``run``: wherever a session runs, a setting can."""
+        (batch,) = inputs
+        return [self.route(batch)[0]]
+
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The logits alone, as any model's ``infer``."""
-        return [self.run(batch)[0]]
+        """The logits alone, as a served model's ``infer``."""
+        return [self.route(batch)[0]]
+
+
+def time_settings(stages: Sequence[Artifact], inputs: np.ndarray, settings: Sequence[Setting],
+                  batches: Sequence[int] = (1, 8), timing: "TimingConfig | None" = None,
+                  threads: int | None = None) -> list[Setting]:
+    """``settings``, each with its p50/p99 per batch size, running the stages on ``inputs`` (preprocessed real
+    images) in turn: a setting's time depends on how many images leave early, so it is never timed on zeros.
+    The sessions idle as a server's do (``shared_cpu``)."""
+    import dataclasses
+    import itertools
+
+    from edgeopt.measure.latency import TimingConfig, summarize, time_calls
+
+    timing = timing or TimingConfig(warmup=3, min_iters=10, min_seconds=0.5)
+    sessions = ExitRunner.load_sessions(stages, threads)
+    timed = []
+    for setting in settings:
+        runner, latency = ExitRunner(sessions, setting.thresholds), {}
+        for batch in batches:
+            chunks = itertools.cycle([inputs[i:i + batch] for i in range(0, max(1, len(inputs) - batch + 1), batch)])
+            stats = summarize(time_calls(lambda: runner.route(next(chunks)), timing), batch)
+            latency[int(batch)] = {"p50": round(stats["p50"], 4), "p99": round(stats["p99"], 4)}
+        timed.append(dataclasses.replace(setting, latency_ms=latency))
+    return timed

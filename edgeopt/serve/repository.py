@@ -1,7 +1,8 @@
 """The models a server answers for: loaded, verified, warmed — and replaced without downtime.
 
 Models come from artifact folders, ladders (``edgeopt ladder``: several artifacts of one model, the
-server picks one per batch to meet ``--target-p99-ms``) or bundles (``edgeopt pack``) named on the command line, or
+server picks one per batch to meet ``--target-p99-ms``), early-exit models (``edgeopt exits``: the server
+picks a threshold setting per batch the same way) or bundles (``edgeopt pack``) named on the command line, or
 from a watched model repository laid out as Triton's: ``REPO/<model name>/<version number>/``
 holding an artifact (manifest.json and its files) or a ladder (ladder.json and its rungs), or ``REPO/<model name>/<version number>.edgeopt``,
 a bundle (one file: moved into place, it appears whole). The highest version that loads is
@@ -30,6 +31,7 @@ import numpy as np
 
 from edgeopt.core.artifact import MANIFEST, Artifact
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.exits import EXITS_FILE, StagedExits, is_staged_exits
 from edgeopt.core.ladder import LADDER_FILE, Ladder, is_ladder
 from edgeopt.runtime.controller import ControlConfig, RungController
 from edgeopt.serve.protocol import datatype_of
@@ -182,6 +184,67 @@ class ServedLadder(ServedModel):
 
 
 @dataclass
+class ServedExits(ServedLadder):
+    """An early-exit model served under one name: its threshold settings are the rungs (accuracy first to fastest,
+    one set of stage sessions shared by all), and the controller picks a setting per batch as it picks a ladder's
+    rung — under load, more images leave at an early exit. It answers as its last stage does (the logits)."""
+
+    staged: StagedExits | None = field(default=None, repr=False)
+
+    @classmethod
+    def load_exits(cls, name: str, version: str, path: Path, control: ControlConfig | None, threads: int | None = None,
+                   score_threshold: float = 0.3) -> "ServedExits":
+        from edgeopt.runtime.exits import ExitRunner
+        from edgeopt.tasks import get_task
+
+        if control is None:
+            raise ConfigError(f"{path} is an early-exit model: serving it needs a latency target (--target-p99-ms), "
+                              "which picks its threshold setting for each batch")
+        started = time.perf_counter()
+        staged = StagedExits.open(path)
+        task = get_task(staged.task)  # an unknown task is refused before the stages load
+        if not staged.timed:
+            raise ConfigError(f"{path}: its settings carry no latency per batch size (built by an older edgeopt); "
+                              "build it again with `edgeopt exits` to serve it under a latency target")
+        sessions = ExitRunner.load_sessions(staged.stages, threads)  # shared_cpu: the stages run one after another
+        runners = [ExitRunner(sessions, setting.thresholds) for setting in staged.settings]
+        served = cls(name, version, staged.stages[-1], runners[0], task=task, score_threshold=score_threshold,
+                     rungs=runners, control=control, staged=staged)
+        outputs = served.infer(staged.input_spec.example(batch=1))  # accuracy first: every stage warmed and proved
+        if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+            raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
+        served.output_types = [datatype_of(o.dtype) for o in outputs]
+        served.load_seconds = time.perf_counter() - started
+        return served
+
+    @functools.cached_property
+    def spec(self):
+        return self.staged.input_spec  # the first stage's: the image
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.staged.labels
+
+    def preferred_batch(self, wanted: int) -> int:
+        return ServedModel.preferred_batch(self, wanted)
+
+    def controller(self, max_batch: int) -> RungController:
+        """A fresh controller seeded with each setting's p50 per batch size, timed on validation images."""
+        return RungController.for_exits(self.staged, self.control, max_batch)
+
+    @property
+    def rung_names(self) -> tuple[str, ...]:
+        return tuple(setting.name for setting in self.staged.settings)
+
+    def metadata(self) -> dict[str, Any]:
+        record = ServedModel.metadata(self)
+        record["parameters"]["rungs"] = [{"name": s.name, "thresholds": list(s.thresholds), "quality": s.validation}
+                                         for s in self.staged.settings]
+        record["parameters"]["early_exits"] = len(self.staged.stages) - 1
+        return record
+
+
+@dataclass
 class Refusal:
     version: str
     reason: str
@@ -289,6 +352,8 @@ class ModelRepository:
         (removed again if the version is refused)."""
         if is_ladder(path):
             return ServedLadder.load_ladder(name, version, path, self.control, self.threads, self.score_threshold)
+        if is_staged_exits(path):
+            return ServedExits.load_exits(name, version, path, self.control, self.threads, self.score_threshold)
         if not path.is_file():
             return ServedModel.load(name, version, path, self.threads, self.score_threshold, self.instances)
         from edgeopt.core.bundle import unpack
@@ -318,17 +383,20 @@ def _versions(folder: Path) -> list[tuple[int, Path]]:
         if entry.name.endswith(BUNDLE_SUFFIX) and entry.name[:-len(BUNDLE_SUFFIX)].isdigit() and entry.is_file():
             found.setdefault(int(entry.name[:-len(BUNDLE_SUFFIX)]), entry)
     for entry in folder.iterdir():
-        if entry.name.isdigit() and entry.is_dir() and ((entry / MANIFEST).is_file() or (entry / LADDER_FILE).is_file()):
+        if entry.name.isdigit() and entry.is_dir() and any((entry / record).is_file()
+                                                           for record in (MANIFEST, LADDER_FILE, EXITS_FILE)):
             found[int(entry.name)] = entry
     return sorted(found.items())
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
-    """What identifies a version as it stands: its manifest's (a bundle's own) mtime and size; a ladder's, the latest
-    mtime and total size of its record and its rungs' manifests (a rung that arrives late is a change)."""
+    """What identifies a version as it stands: its manifest's (a bundle's own) mtime and size; a ladder's (an
+    early-exit model's), the latest mtime and total size of its record and its rungs' (stages') manifests (a member
+    that arrives late is a change)."""
     try:
-        if is_ladder(path):
-            files = [path / LADDER_FILE, *path.glob(f"r[0-9]/{MANIFEST}")]
+        if is_ladder(path) or is_staged_exits(path):
+            files = [path / LADDER_FILE, *path.glob(f"r[0-9]/{MANIFEST}")] if is_ladder(path) else \
+                [path / EXITS_FILE, *path.glob(f"s[0-9]/{MANIFEST}")]
             stats = [f.stat() for f in files]
             return max(st.st_mtime_ns for st in stats), sum(st.st_size for st in stats)
         status = (path if path.is_file() else path / MANIFEST).stat()

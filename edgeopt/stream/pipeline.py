@@ -2,7 +2,8 @@
 
 Each processed frame becomes one JSON-ready record (frame index, capture-to-result latency,
 the task's result as ``predict`` writes it — labels and scores, or boxes in the frame's
-pixels — and for a tracked detector the track ids and line counts). Given a ladder and a target,
+pixels — and for a tracked detector the track ids and line counts). Given a ladder (or an early-exit
+model, whose threshold settings are its rungs) and a target,
 each frame runs on the most accurate rung that the controller predicts will answer within the
 target from the frame's capture (``edgeopt.runtime.controller``); the record names the rung, and
 the summary counts frames per rung. Frames meet the model
@@ -24,6 +25,7 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.exits import StagedExits, is_staged_exits
 from edgeopt.core.ladder import Ladder, is_ladder
 from edgeopt.runtime.controller import Backlog, ControlConfig, RungController
 from edgeopt.runtime.predictor import predict_pixels
@@ -117,7 +119,7 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                on_record: Callable[[dict[str, Any]], None] = lambda record: None,
                on_progress: Callable[[StreamStats], None] | None = None,
                stop: threading.Event | None = None) -> StreamStats:
-    """Run ``artifact`` (an artifact folder, or a ladder with ``config.target_ms``) over ``source`` until it ends, a
+    """Run ``artifact`` (an artifact folder, or a ladder or early-exit model with ``config.target_ms``) over ``source`` until it ends, a
     limit is reached or ``stop`` is set (between frames, so every frame taken is either processed or counted
     skipped); every record goes to ``on_record``."""
     model = _Model.open(artifact, config)
@@ -179,12 +181,15 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
 
 @dataclass
 class _Model:
-    """What frames run on: one artifact's session, or a ladder's sessions and the controller that picks one."""
+    """What frames run on: one artifact's session, a ladder's sessions, or an early-exit model's threshold settings,
+    and (for the last two) the controller that picks one per frame."""
 
     sessions: list[Any]
     names: list[str]
     controller: RungController | None
-    artifact: Artifact
+    spec: Any
+    task: Any
+    labels: list[str] | None
 
     @classmethod
     def open(cls, path: str | Path, config: StreamConfig) -> "_Model":
@@ -193,29 +198,31 @@ class _Model:
         def load(artifact: Artifact):  # shared_cpu: beside the decoder
             return get_backend(artifact.backend).load(artifact, threads=config.threads, shared_cpu=True)
 
-        if not is_ladder(path):
+        adaptive = is_ladder(path) or is_staged_exits(path)
+        if not adaptive:
             artifact = Artifact.open(path)
-            task_of(artifact)  # an unknown task is refused before the model loads
-            return cls([load(artifact)], [], None, artifact)
+            task = task_of(artifact)  # an unknown task is refused before the model loads
+            return cls([load(artifact)], [], None, artifact.input_spec, task, artifact.manifest.get("labels") or None)
         if config.target_ms is None:
-            raise ConfigError(f"{path} is a ladder: streaming it needs a latency target (--target-ms), which picks "
+            what = "a ladder" if is_ladder(path) else "an early-exit model"
+            raise ConfigError(f"{path} is {what}: streaming it needs a latency target (--target-ms), which picks "
                               "the rung for each frame")
+        control = ControlConfig(target_ms=config.target_ms)
+        if is_staged_exits(path):
+            from edgeopt.runtime.exits import ExitRunner
+            from edgeopt.tasks import get_task
+
+            staged = StagedExits.open(path)
+            task = get_task(staged.task)
+            controller = RungController.for_exits(staged, control, max_batch=1)  # refuses untimed settings
+            sessions = ExitRunner.load_sessions(staged.stages, config.threads)
+            return cls([ExitRunner(sessions, s.thresholds) for s in staged.settings], [s.name for s in staged.settings],
+                       controller, staged.input_spec, task, staged.labels)
         ladder = Ladder.open(path)
-        controller = RungController.for_ladder(ladder, ControlConfig(target_ms=config.target_ms), max_batch=1)
-        return cls([load(r.artifact) for r in ladder.rungs], [r.name for r in ladder.rungs], controller,
-                   ladder.rungs[0].artifact)
-
-    @property
-    def spec(self):
-        return self.artifact.input_spec
-
-    @property
-    def task(self):
-        return task_of(self.artifact)
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.artifact.manifest.get("labels") or None
+        first = ladder.rungs[0].artifact
+        return cls([load(r.artifact) for r in ladder.rungs], [r.name for r in ladder.rungs],
+                   RungController.for_ladder(ladder, control, max_batch=1), first.input_spec, task_of(first),
+                   first.manifest.get("labels") or None)
 
     def pick(self, captured: float) -> int:
         """The rung for a frame captured at ``captured`` (perf_counter seconds)."""

@@ -127,3 +127,47 @@ def test_with_instances_a_model_that_becomes_a_ladder_and_back_answers_across_bo
         assert "rung" not in (back[-1].get("parameters") or {})
         log = running.stop()
     assert "Traceback" not in log and "its batches run one at a time" in log, log
+
+
+def _digits_batch(staged, rows: int) -> np.ndarray:
+    from edgeopt.images import to_input
+    from edgeopt.tasks import get_task
+
+    test = get_task("classification").load("digits", staged.input_spec).test
+    return to_input(test.images[:rows], staged.input_spec)
+
+
+@pytest.mark.slow  # trains a digits model and its exits (20 s)
+def test_an_early_exit_model_is_served_with_its_settings_as_rungs(staged_digits, tmp_path):
+    """Accuracy first when there is time, the fastest setting when there is none; each answer is that setting's."""
+    from edgeopt.runtime.exits import ExitRunner
+
+    _, staged = staged_digits
+    names = [s.name for s in staged.settings]
+    batch = _digits_batch(staged, 16)
+    body = {"inputs": [{"name": staged.input_spec.name, "shape": list(batch.shape), "datatype": "FP32",
+                        "data": batch.ravel().tolist()}]}
+    for target, expected in (("60000", names[0]), ("0.001", names[-1])):
+        with RunningServer(f"ex={staged.path}", "--target-p99-ms", target) as running:
+            metadata = httpx.get(f"{running.url}/v2/models/ex").json()
+            assert [r["name"] for r in metadata["parameters"]["rungs"]] == names
+            reply = httpx.post(f"{running.url}/v2/models/ex/infer", json=body)
+            assert reply.status_code == 200, reply.text
+            answer = reply.json()
+            assert answer["parameters"]["rung"] == expected
+            logits = np.asarray(answer["outputs"][0]["data"], np.float32).reshape(16, -1)
+            np.testing.assert_allclose(logits, ExitRunner.load(staged, expected).run([batch])[0], rtol=1e-5, atol=1e-5)
+            metrics = httpx.get(f"{running.url}/metrics").text
+            assert f'edgeopt_ladder_answers_total{{model="ex",rung="{expected}"}} 1.0' in metrics
+    proc = edgeopt("serve", f"ex={staged.path}", "--port", "0")
+    assert proc.returncode == 1 and "--target-p99-ms" in proc.stderr and "Traceback" not in proc.stderr
+    untimed = tmp_path / "untimed"
+    import shutil
+
+    shutil.copytree(staged.path, untimed)
+    record = json.loads((untimed / "exits.json").read_text())
+    for setting in record["settings"]:
+        setting.pop("latency_ms")
+    (untimed / "exits.json").write_text(json.dumps(record))
+    proc = edgeopt("serve", f"ex={untimed}", "--port", "0", "--target-p99-ms", "50")
+    assert proc.returncode == 1 and "build it again with `edgeopt exits`" in proc.stderr, proc.stderr

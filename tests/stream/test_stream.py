@@ -280,3 +280,22 @@ def test_a_ladder_without_a_target_is_refused(slow_fast_ladder, tmp_path):
     write_video([np.zeros((128, 128, 3), np.uint8)] * 3, tmp_path / "v.avi")
     proc = edgeopt("stream", str(tmp_path / "v.avi"), str(slow_fast_ladder.path))
     assert proc.returncode == 1 and "--target-ms" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow  # trains a digits model and its exits (20 s)
+def test_an_early_exit_model_streams_on_the_setting_its_target_allows(staged_digits, tmp_path):
+    from edgeopt.tasks import get_task
+
+    _, staged = staged_digits
+    names = [s.name for s in staged.settings]
+    digits = get_task("classification").load("digits", staged.input_spec).test.images[:40]  # 8x8 gray uint8
+    write_video([np.kron(d[..., 0], np.ones((8, 8), np.uint8)) for d in digits], tmp_path / "digits.avi")
+    for target, expected in (("60000", names[0]), ("0.001", names[-1])):
+        proc = edgeopt("stream", str(tmp_path / "digits.avi"), str(staged.path), "--target-ms", target,
+                       "--summary", str(tmp_path / "s.json"))
+        assert proc.returncode == 0, proc.stderr
+        summary, records = json.loads((tmp_path / "s.json").read_text()), _records(proc.stdout)
+        assert summary["received"] == summary["processed"] + summary["skipped"] == 40, summary
+        assert summary["rungs"] == {expected: 40} and {r["rung"] for r in records} == {expected}
+    proc = edgeopt("stream", str(tmp_path / "digits.avi"), str(staged.path))
+    assert proc.returncode == 1 and "--target-ms" in proc.stderr and "early-exit model" in proc.stderr

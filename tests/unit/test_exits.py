@@ -98,20 +98,6 @@ def test_outcome_counts_the_exit_each_row_takes():
     assert top1 == 1.0 and macs == pytest.approx(0.55)
 
 
-@pytest.fixture(scope="module")
-def staged_digits(tmp_path_factory):
-    import edgeopt
-    from edgeopt.passes.early_exit import EarlyExitConfig
-
-    root = tmp_path_factory.mktemp("exits")
-    model = root / "digits.safetensors"
-    edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn?in_channels=1&width=32", model, epochs=4, lr=0.01,
-                  augment=False, progress=False)
-    staged = edgeopt.early_exits(str(model), "digits", root / "exits",
-                                 EarlyExitConfig(fine_tune=edgeopt.FineTune(epochs=2, lr=0.01)), progress=False)
-    return model, staged
-
-
 @pytest.mark.slow  # trains a digits model and its exits (20 s); the docs test runs `edgeopt exits` too
 def test_the_runner_stops_where_the_thresholds_say_and_agrees_with_calibration(staged_digits):
     from edgeopt.images import to_input
@@ -122,7 +108,7 @@ def test_the_runner_stops_where_the_thresholds_say_and_agrees_with_calibration(s
     logits = stage_logits(staged.stages, test, staged.input_spec)
     batch = to_input(test.images, staged.input_spec)
     for setting in staged.settings:
-        answers, taken = ExitRunner.load(staged, setting.name).run(batch)
+        answers, taken = ExitRunner.load(staged, setting.name).route(batch)
         expected = exits_taken([confidence(l) for l in logits[:-1]], setting.thresholds)
         np.testing.assert_array_equal(taken, expected)
         predictions = np.stack([l.argmax(1) for l in logits])[expected, np.arange(len(batch))]
@@ -138,7 +124,7 @@ def test_accuracy_first_gives_the_models_own_answers(staged_digits):
     model, staged = staged_digits
     test = get_task("classification").load("digits", staged.input_spec).test
     batch = to_input(test.images, staged.input_spec)
-    answers, taken = ExitRunner.load(staged, "accuracy-first").run(batch)
+    answers, taken = ExitRunner.load(staged, "accuracy-first").route(batch)
     whole = load_model(str(model)).reference()(batch)[0]
     assert (taken == len(staged.stages) - 1).all()
     np.testing.assert_allclose(answers, whole, rtol=1e-4, atol=1e-4)
@@ -160,3 +146,30 @@ def test_a_swapped_stage_or_a_malformed_record_is_refused(staged_digits, tmp_pat
     (copy / EXITS_FILE).write_text(json.dumps(record))
     with pytest.raises(ArtifactError, match="one threshold in"):
         StagedExits.open(copy)
+    record = json.loads((staged.path / EXITS_FILE).read_text())
+    record["settings"][-1]["latency_ms"] = {"1": {"p50": "fast", "p99": 1.0}}
+    (copy / EXITS_FILE).write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="setting fastest: latency at batch 1 needs positive p50"):
+        StagedExits.open(copy)
+
+
+@pytest.mark.slow  # trains a digits model and its exits (20 s)
+def test_each_setting_is_timed_on_real_images_and_a_controller_climbs_them(staged_digits, tmp_path):
+    from edgeopt.runtime.controller import Backlog, ControlConfig, RungController
+
+    _, staged = staged_digits
+    assert staged.timed and all(set(s.latency_ms) == {1, 8} for s in staged.settings)
+    assert all(0 < s.latency_ms[b]["p50"] <= s.latency_ms[b]["p99"] for s in staged.settings for b in (1, 8))
+    control = RungController.for_exits(staged, ControlConfig(target_ms=1e6), max_batch=8)
+    assert [r.name for r in control.rungs] == [s.name for s in staged.settings]
+    assert control.choose(Backlog(oldest_age_ms=0, rows=1)) == 0  # all the time in the world: accuracy first
+    tight = RungController.for_exits(staged, ControlConfig(target_ms=1e-6), max_batch=8)
+    assert tight.choose(Backlog(oldest_age_ms=0, rows=1)) == tight.cheapest(Backlog(0, 1))  # none fits: the cheapest
+    copy = tmp_path / "untimed"
+    shutil.copytree(staged.path, copy)
+    record = json.loads((copy / EXITS_FILE).read_text())
+    for setting in record["settings"]:
+        del setting["latency_ms"]  # as an older edgeopt wrote it: still a valid model, not servable under a target
+    (copy / EXITS_FILE).write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="build it again with `edgeopt exits`"):
+        RungController.for_exits(StagedExits.open(copy), ControlConfig(target_ms=50), max_batch=8)
