@@ -21,6 +21,12 @@ if sys.dont_write_bytecode:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = PYCACHE
 
+# OpenMP threads that wait sleep instead of spinning, in every process the suite starts (read when torch's OpenMP
+# loads, so set before anything imports it): the xdist workers and the commands they run share the cores, and a
+# spinning pool holds a core another process needs. Measured on 2 cores: two 2-thread trainings side by side took
+# 161-169 s spinning (GNU OpenMP's default) and 72 s sleeping.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from edgeopt.compile import export
 from edgeopt.models.sources import LoadedModel, load_model
 from tests.helpers import TINY_INPUT, TINY_SOURCE, TRAIN, edgeopt

@@ -34,6 +34,8 @@ NOT_RUN = {
     "yolov8n.onnx": "a user's Ultralytics export (tests/unit/test_detection.py declares one it builds)",
     "edgeopt serve out/digits-ladder": "runs until stopped: tests/serve/test_ladder.py serves a ladder",
     "rtsp://camera": "a user's camera: tests/stream/test_stream.py streams a ladder",
+    "edgeopt serve out/digits-exits": "runs until stopped: tests/serve/test_ladder.py serves an early-exit model",
+    "video.mp4": "a user's video: tests/stream/test_stream.py streams an early-exit model",
 }
 # options that make a run long, and the short value they get here
 SHORTER = {"--epochs": "1", "--steps": "2", "--seconds": "0.2", "--sustained": "0", "--iters": "5", "--warmup": "2"}
