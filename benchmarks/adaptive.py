@@ -10,14 +10,17 @@ Runtime FP32 (r0) and INT8 (r1), made into a ladder by ``edgeopt.ladder`` (each 
 split and timed per batch size). The full model's capacity is its measured batch-8 throughput; the target
 is ``--target-ms``.
 
-Serving: ``edgeopt serve`` in its own process (static full, static fastest, the ladder with
+Early exits: the same FP32 model with exit heads after layer1-3 (``edgeopt.early_exits``, the backbone frozen), its
+threshold settings (accuracy first to fastest, each timed on validation images) served as the rungs.
+
+Serving: ``edgeopt serve`` in its own process (static full, static fastest, the ladder and the early-exit model with
 ``--target-p99-ms``); the clients are separate processes (aiohttp, open loop: Poisson arrivals at the
 offered rate, binary tensors of the test images, bounded in time), each answer scored against its
 image's label. Per load step: p50/p99 of the answers, the share answered within the target, 503s,
 answers within target per second and **effective accuracy** (top-1 of the answers returned within
 the target; Model-Switching, HotCloud'20). The stream: the test images as a video played live at
-twice the full model's batch-1 capacity, the full model alone (drop policy) against the ladder (its
-target: two frame intervals).
+twice the full model's batch-1 capacity, the full model alone (drop policy) against the ladder and the early-exit
+model (their target: two frame intervals).
 Writes its section of benchmarks/RESULTS.md and benchmarks/results/adaptive.png.
 """
 
@@ -46,6 +49,8 @@ HEADER = "Inference-Header-Content-Length"
 TRAIN = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "schedule": "onecycle"}
 CLIENTS = 2  # client processes
 SIZE = 200  # px: NEU's native size, where ResNet-18's FP32 batch of 8 takes tens of ms here
+EXIT_CUTS = ("layer1", "layer2", "layer3")  # as benchmarks/early_exits.py
+EXIT_EPOCHS = 3  # the heads alone train (the backbone frozen): a few epochs at 200 px
 
 
 def models(data: str, runs: Path) -> dict[str, Path]:
@@ -56,7 +61,7 @@ def models(data: str, runs: Path) -> dict[str, Path]:
     if not base.is_file():
         edgeopt.train(data, "torchvision:resnet18", base, 10, **TRAIN, resume=True, threads=THREADS, input_size=SIZE)
     out = runs / f"adaptive-{SIZE}"
-    paths = {"full": out / "fp32", "fastest": out / "int8", "ladder": out / "ladder"}
+    paths = {"full": out / "fp32", "fastest": out / "int8", "ladder": out / "ladder", "early exits": out / "exits"}
     if not paths["full"].is_dir():
         edgeopt.export(str(base), "onnxruntime", paths["full"])
     if not paths["fastest"].is_dir():
@@ -64,20 +69,32 @@ def models(data: str, runs: Path) -> dict[str, Path]:
     if not paths["ladder"].is_dir():
         edgeopt.ladder(paths["ladder"], [paths["full"], paths["fastest"]], data=data,
                        config=LadderConfig(threads=THREADS, keep_order=True))  # FP32 on top, whatever one image says
+    if not paths["early exits"].is_dir():  # the same FP32 model with exit heads; its settings are the rungs
+        from edgeopt.passes.early_exit import EarlyExitConfig
+        from edgeopt.pipeline.exits import ExitsConfig
+
+        config = EarlyExitConfig(cuts=EXIT_CUTS, fine_tune=edgeopt.FineTune(epochs=EXIT_EPOCHS, lr=0.003))
+        edgeopt.early_exits(str(base), data, paths["early exits"], config,
+                            ExitsConfig(backend="onnxruntime", threads=THREADS), threads=THREADS, resume=True)
     return paths
 
 
 def request_bodies(data: str, artifact: Path) -> tuple[list[bytes], np.ndarray, str]:
-    """Each test image as an OIP binary request (preprocessed as the artifact says), the labels, the output name."""
+    """Each test image as an OIP binary request (preprocessed as the artifact, or an early-exit model's first stage,
+    says), the labels, the output name."""
     from edgeopt.core.artifact import Artifact
+    from edgeopt.core.exits import StagedExits, is_staged_exits
     from edgeopt.images import to_input
     from edgeopt.tasks import get_task
 
-    loaded = Artifact.open(artifact)
-    spec = loaded.input_spec
+    if is_staged_exits(artifact):
+        staged = StagedExits.open(artifact)
+        spec, output = staged.input_spec, staged.stages[-1].outputs[0].name
+    else:
+        loaded = Artifact.open(artifact)
+        spec, output = loaded.input_spec, loaded.outputs[0].name
     test = get_task("classification").load(data, spec).test
     inputs = to_input(test.images, spec)
-    output = loaded.outputs[0].name
     bodies = []
     for row in inputs:
         header = json.dumps({"inputs": [{"name": spec.name, "shape": [1, *row.shape], "datatype": "FP32",
@@ -203,7 +220,8 @@ def stream_runs(data: str, paths: dict[str, Path], capacity_b1: float, scratch: 
 
     runs = []
     target_ms = 2 * 1000 / fps
-    for label, artifact, target in (("full (drop policy)", paths["full"], None), ("ladder", paths["ladder"], target_ms)):
+    for label, artifact, target in (("full (drop policy)", paths["full"], None), ("ladder", paths["ladder"], target_ms),
+                                    ("early exits", paths["early exits"], target_ms)):
         records: list[dict] = []
         stats = run_stream(str(video), artifact, StreamConfig(realtime=True, threads=THREADS, target_ms=target),
                            on_record=records.append).summary()
@@ -221,7 +239,9 @@ def markdown(rows: list[dict], streams: list[dict], details: dict) -> str:
              f"--max-batch 8` in its own process, {CLIENTS} client processes (aiohttp, open loop, Poisson arrivals, "
              f"{details['seconds']:g} s a step) on the same 2 CPUs; {details['images']} NEU-CLS test images at {SIZE} px. "
              f"Rungs (top-1 on the test split): {details['rungs']}. The full model's capacity (batch-8 throughput): "
-             f"{details['capacity']:.0f} requests/s; target {details['target_ms']:g} ms. "
+             f"{details['capacity']:.0f} requests/s; target {details['target_ms']:g} ms. Early exits: the FP32 "
+             f"model with exit heads after {', '.join(details['exit_cuts'])} ({EXIT_EPOCHS} epochs, backbone frozen), "
+             f"its settings the rungs: {details['exits']}. "
              "Command: `python benchmarks/adaptive.py`", "",
              "| config | load × capacity | offered /s | sent | answered | 503 | p50 ms | p99 ms | within target "
              "| in target /s | effective accuracy | rungs |",
@@ -233,7 +253,7 @@ def markdown(rows: list[dict], streams: list[dict], details: dict) -> str:
                      f"{r['within_target_per_s']:.0f} | {r['effective_accuracy']:.2%} | {rungs} |")
     lines += ["", f"The stream: the test images as a live video at {streams[0]['fps']:.0f} fps (twice the full "
                   "model's batch-1 capacity), `edgeopt.stream.run_stream(realtime=True)` (what `edgeopt stream --realtime` runs); "
-                  f"the ladder's target: two frame intervals, {streams[-1]['target_ms']:.0f} ms.", "",
+                  f"the ladder's and the early-exit model's target: two frame intervals, {streams[-1]['target_ms']:.0f} ms.", "",
               "| run | received | processed | skipped | top-1 of processed | correct frames /s | p50 ms | frames per rung |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in streams:
@@ -277,6 +297,7 @@ def main() -> int:
     if not Path(data).is_file():
         print(f"NEU at 128 px is not at {data}; pass --datasets-dir", file=sys.stderr)
         return 2
+    from edgeopt.core.exits import StagedExits
     from edgeopt.core.ladder import Ladder
     from edgeopt.measure.environment import collect
     from edgeopt.report.console import environment_line
@@ -286,18 +307,22 @@ def main() -> int:
     full = ladder.rungs[0].latency_ms
     capacity = 8 * 1000 / full[8]["p50"]
     target = args.target_ms or round(4 * full[8]["p50"], 1)
-    bodies, labels, _ = request_bodies(data, paths["full"])
     steps = [float(s) for s in args.steps.split(",")]
     rows = []
-    for name, ladder_on in (("full", False), ("fastest", False), ("ladder", True)):
+    for name, ladder_on in (("full", False), ("fastest", False), ("ladder", True), ("early exits", True)):
+        bodies, labels, _ = request_bodies(data, paths[name])
         rows += serve_steps(name, paths[name], bodies, labels, capacity, steps, args.seconds, target, ladder_on)
     scratch = args.runs / f"adaptive-{SIZE}" / "stream"
     scratch.mkdir(parents=True, exist_ok=True)
     streams = stream_runs(data, paths, 1000 / full[1]["p50"], scratch)
+    staged = StagedExits.open(paths["early exits"])
     details = {"date": dt.date.today().isoformat(), "machine": environment_line(collect()), "seconds": args.seconds,
                "images": len(labels), "capacity": capacity, "target_ms": target,
                "rungs": ", ".join(f"{r.name} {r.artifact.backend} {r.artifact.precision} {r.quality.get('top1', 0):.2%}"
-                                  for r in ladder.rungs)}
+                                  for r in ladder.rungs),
+               "exits": ", ".join(f"{s.name} (val {s.validation['top1']:.2%}, {s.validation['mean_macs_share']:.0%} "
+                                  f"MACs, {s.latency_ms[8]['p50']:.0f} ms at batch 8)" for s in staged.settings),
+               "exit_cuts": list(staged.record["cuts"])}
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / "adaptive.json").write_text(json.dumps({"rows": rows, "streams": streams, **details}, indent=2))
