@@ -69,7 +69,8 @@ def models(data: str, runs: Path) -> dict[str, Path]:
     if not paths["ladder"].is_dir():
         edgeopt.ladder(paths["ladder"], [paths["full"], paths["fastest"]], data=data,
                        config=LadderConfig(threads=THREADS, keep_order=True))  # FP32 on top, whatever one image says
-    if not paths["early exits"].is_dir():  # the same FP32 model with exit heads; its settings are the rungs
+    if not (paths["early exits"] / "exits.json").is_file() or not _timed(paths["early exits"]):
+        # the same FP32 model with exit heads; its settings (timed on validation images) are the rungs
         from edgeopt.passes.early_exit import EarlyExitConfig
         from edgeopt.pipeline.exits import ExitsConfig
 
@@ -77,6 +78,12 @@ def models(data: str, runs: Path) -> dict[str, Path]:
         edgeopt.early_exits(str(base), data, paths["early exits"], config,
                             ExitsConfig(backend="onnxruntime", threads=THREADS), threads=THREADS, resume=True)
     return paths
+
+
+def _timed(path: Path) -> bool:
+    from edgeopt.core.exits import StagedExits
+
+    return StagedExits.open(path).timed
 
 
 def request_bodies(data: str, artifact: Path) -> tuple[list[bytes], np.ndarray, str]:

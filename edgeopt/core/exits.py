@@ -6,7 +6,8 @@ logits. A runtime (``edgeopt.runtime.exits``) runs a stage, and stops when the t
 probability of its exit reaches that exit's threshold — so computation really stops at the exit.
 Each **setting** is one set of thresholds, calibrated on validation data for an accuracy budget,
 from "accuracy first" (never leave early: the original model's answers) to "fastest"; the record
-keeps each setting's validation accuracy and mean MACs per image.
+keeps each setting's validation accuracy, mean MACs per image and latency per batch size, in that
+order (a server or a stream takes the first as the most accurate).
 
 Layout::
 
@@ -40,6 +41,8 @@ EXITS_FILE = "exits.json"
 FORMAT = "edgeopt-exits"
 SCHEMA = 1
 MAX_STAGES = 8
+MAX_SETTINGS = 16  # each is a rung a server plans with before every batch, and a metric series
+SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STAGE_NAME = re.compile(r"^s[0-9]$")
 NEVER = 1.01  # a threshold no softmax probability reaches: that exit is never taken
 
@@ -121,6 +124,8 @@ def check_chain(stages: Sequence[Artifact], where: str) -> None:
                                 f"{'the logits' if last else 'features and logits'}; build the model again")
         if index and tuple(stage.input_spec.sample_shape) != tuple(stages[index - 1].outputs[0].shape[1:]):
             raise ArtifactError(f"{where}: stage s{index} does not take what s{index - 1} gives; build the model again")
+        if not stage.input_spec.dynamic_batch:  # the rows still going on shrink from stage to stage
+            raise ArtifactError(f"{where}: stage s{index} takes one batch size only; build the model again")
 
 
 def is_staged_exits(path: str | os.PathLike) -> bool:
@@ -142,28 +147,34 @@ def parse_record(text: bytes, where: str) -> dict[str, Any]:
             and all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in macs)):
         raise ArtifactError(f"{where}: exit_macs must hold one whole number per stage")
     settings = record.get("settings")
-    if not isinstance(settings, list) or not settings:
-        raise ArtifactError(f"{where} has no threshold settings; build the model again")
+    if not isinstance(settings, list) or not 1 <= len(settings) <= MAX_SETTINGS:
+        raise ArtifactError(f"{where} must list 1 to {MAX_SETTINGS} threshold settings; build the model again")
     names = set()
     for setting in settings:
         thresholds = setting.get("thresholds") if isinstance(setting, dict) else None
         validation = setting.get("validation", {}) if isinstance(setting, dict) else None
-        if not (isinstance(setting, dict) and isinstance(setting.get("name"), str) and setting["name"]
-                and setting["name"] not in names
+        if not (isinstance(setting, dict) and isinstance(setting.get("name"), str)
+                and SETTING_NAME.match(setting["name"]) and setting["name"] not in names
                 and isinstance(thresholds, list) and len(thresholds) == len(stages) - 1
                 and all(finite_number(t) and 0 <= t <= NEVER for t in thresholds)
                 and isinstance(validation, dict) and all(isinstance(k, str) and finite_number(v)
                                                          for k, v in validation.items())):
-            raise ArtifactError(f"{where}: each setting needs a name of its own, one threshold in [0, {NEVER}] per "
-                                "early exit and numbers for its validation figures")
+            raise ArtifactError(f"{where}: each setting needs a name of its own (letters, digits, '_', '.', '-'), one "
+                                f"threshold in [0, {NEVER}] per early exit and numbers for its validation figures")
         problem = latency_problem(setting["latency_ms"], f"setting {setting['name']}") if "latency_ms" in setting else None
         if problem is not None:
             raise ArtifactError(f"{where}: {problem}; build the model again")
         names.add(setting["name"])
+    timed = {tuple(sorted(s["latency_ms"])) if "latency_ms" in s else None for s in settings}
+    if len(timed) > 1:  # a controller compares the settings batch size by batch size
+        raise ArtifactError(f"{where}: every setting must be timed at the same batch sizes, or none; build the model "
+                            "again")
+    if (record.get("task") or "classification") != "classification":
+        raise ArtifactError(f"{where}: early exits are built for classifiers, not for the task {record.get('task')!r}; "
+                            "build the model again")
     labels = record.get("labels")
-    if not isinstance(record.get("task", ""), str) or not (
-            labels is None or (isinstance(labels, list) and all(isinstance(label, str) for label in labels))):
-        raise ArtifactError(f"{where}: task must be a name and labels a list of names")
+    if not (labels is None or (isinstance(labels, list) and all(isinstance(label, str) for label in labels))):
+        raise ArtifactError(f"{where}: labels must be a list of names")
     return record
 
 

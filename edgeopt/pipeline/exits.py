@@ -48,8 +48,8 @@ class ExitsConfig:
     def __post_init__(self) -> None:
         if any(b < 0 for b in self.budgets):
             raise ConfigError(f"accuracy budgets are points that may be lost, 0 or more; got {self.budgets}")
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise ConfigError(f"batch sizes must be positive, got {self.batches}")
+        if not self.batches or any(not 1 <= b <= 4096 for b in self.batches):
+            raise ConfigError(f"batch sizes to time must be 1 to 4096, got {self.batches}")
         if self.precision != "fp32":
             raise ConfigError("early-exit stages are built at FP32 here; quantize the backbone first, then add exits")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgeopt.core.artifact import Artifact
+from edgeopt.core.errors import ConfigError
 from edgeopt.core.exits import Setting, StagedExits, confidence
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ def time_settings(stages: Sequence[Artifact], inputs: np.ndarray, settings: Sequ
     from edgeopt.measure.latency import TimingConfig, summarize, time_calls
 
     timing = timing or TimingConfig(warmup=3, min_iters=10, min_seconds=0.5)
+    if max(batches) > len(inputs):
+        raise ConfigError(f"cannot time a batch of {max(batches)} on {len(inputs)} validation images; time smaller "
+                          "batches, or hold out more images")
     sessions = ExitRunner.load_sessions(stages, threads)
     timed = []
     for setting in settings:

@@ -133,7 +133,7 @@ class Server:
         instances = self.settings.instances
         if instances > 1 and (plan.controller is not None or not model.runs_concurrently):
             instances = 1
-            why = ("a ladder (its controller plans serial work)" if plan.controller is not None else
+            why = ("a ladder or an early-exit model (its controller plans serial work)" if plan.controller is not None else
                    f"a {model.artifact.backend} artifact (its session holds one set of buffers)")
             log.warning("%s is %s: its batches run one at a time (--instances applies to single ONNX Runtime "
                         "models)", model.name, why)

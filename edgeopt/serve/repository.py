@@ -4,7 +4,8 @@ Models come from artifact folders, ladders (``edgeopt ladder``: several artifact
 server picks one per batch to meet ``--target-p99-ms``), early-exit models (``edgeopt exits``: the server
 picks a threshold setting per batch the same way) or bundles (``edgeopt pack``) named on the command line, or
 from a watched model repository laid out as Triton's: ``REPO/<model name>/<version number>/``
-holding an artifact (manifest.json and its files) or a ladder (ladder.json and its rungs), or ``REPO/<model name>/<version number>.edgeopt``,
+holding an artifact (manifest.json and its files), a ladder (ladder.json and its rungs) or an early-exit model
+(exits.json and its stages), or ``REPO/<model name>/<version number>.edgeopt``,
 a bundle (one file: moved into place, it appears whole). The highest version that loads is
 served. Bundles are checked member by member and unpacked into the repository's private scratch
 folder; an unpacked version is deleted once another replaces it. A new version is
@@ -288,7 +289,7 @@ class ModelRepository:
                 self.publish(model)
         if not self.models:
             raise ConfigError("no model to serve: name artifact folders, or a --model-repository with "
-                              "<name>/<version>/manifest.json inside")
+                              "<name>/<version>/manifest.json (or ladder.json, exits.json) inside")
 
     def pending(self) -> list[tuple[str, str, Path]]:
         """Repository versions newer than what is served and not refused as they stand."""

@@ -51,7 +51,8 @@ print(json.dumps({"torch": "torch" in sys.modules, "records": records}))
 
 def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector, ort_int8, tmp_path):
     """The ONNX Runtime artifact, decoded with numpy, finds the boxes the PyTorch model finds
-    decoded with torchvision (INT8 vs FP32: matched by IoU, scores close)."""
+    decoded with torchvision (INT8 vs FP32: matched by IoU). The reference keeps the boxes it is sure of (0.4) and
+    predict answers at its own 0.3: a box whose FP32 score sits at the threshold may fall either side in INT8."""
     from PIL import Image
 
     from edgeopt.tasks.detection.boxes import DetectionHead, box_iou, postprocess_torch
@@ -59,7 +60,7 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     from edgeopt.models.sources import load_model
 
     checkpoint, data = trained_detector
-    images = sorted((data / "images").glob("*.png"))[:24]  # ~35 shapes: enough boxes to compare on a weak detector too
+    images = sorted((data / "images").glob("*.png"))[:48]  # enough sure boxes to compare on a weak detector too
     big = tmp_path / "big.png"  # another size: letterboxed in, boxes mapped back out
     Image.open(images[1]).resize((160, 100)).save(big)
     paths = [*images, big]
@@ -69,7 +70,7 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
     result = json.loads(proc.stdout)
     assert result["torch"] is False
     model = load_model(str(checkpoint))
-    head = DetectionHead.from_dict(model.head).with_thresholds(score=0.3)
+    head = DetectionHead.from_dict(model.head).with_thresholds(score=0.4)
     matched = total = 0
     for path, record in zip(paths, result["records"]):
         fitted = fit_image(decode_image(path, 1), model.input_spec)
@@ -81,7 +82,7 @@ def test_predict_runs_without_torch_and_matches_the_torch_path(trained_detector,
         if len(boxes) and len(got):
             matched += int((box_iou(boxes, got).max(axis=1) > 0.7).sum())
     assert total >= 10
-    assert matched / total > 0.8, (matched, total)
+    assert matched / total >= 0.9, (matched, total)
 
 
 def test_predict_cli_writes_json_lines_and_annotated_images(ort_int8, trained_detector, tmp_path):
@@ -114,7 +115,7 @@ def test_optimize_searches_a_detector_by_map_and_reports_boxes(trained_detector,
     out = tmp_path / "search"
     proc = edgeopt("optimize", str(checkpoint), "--data", str(data), "-o", str(out), "--backends", "onnxruntime",
                    "--prune-ratios", "0.5", "--epochs", "2", "--resolutions", "none", "--students", "none", "--no-qat",
-                   "--max-accuracy-drop", "3", "--budget", "6m")
+                   "--calibration-samples", "64", "--max-accuracy-drop", "3", "--budget", "6m")
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["baseline"]["metric"] == "map50" and results["baseline"]["task"] == "detection"

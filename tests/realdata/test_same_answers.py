@@ -78,7 +78,7 @@ def _differences(kind: str, reference: list[dict], other: list[dict], moved_px: 
 
 def _batched_differences(kind: str, backend: str, by_eval: list[dict], single: list[dict]) -> list[str]:
     """eval (batches) against a one-image answer: exact where the runtime is batch-invariant; else at most 2% of the
-    images may differ by more than half a pixel (or in a box near the threshold)."""
+    images may differ (a box moved more than half a pixel, a box near the threshold, a class near a tie)."""
     if _batch_invariant(backend):
         return _differences(kind, by_eval, single)
     problems = _differences(kind, by_eval, single, moved_px=0.5)

@@ -139,7 +139,8 @@ def _digits_batch(staged, rows: int) -> np.ndarray:
 
 @pytest.mark.slow  # trains a digits model and its exits (20 s)
 def test_an_early_exit_model_is_served_with_its_settings_as_rungs(staged_digits, tmp_path):
-    """Accuracy first when there is time, the fastest setting when there is none; each answer is that setting's."""
+    """Accuracy first when there is time, the fastest setting when there is none (the first request: the controller
+    has observed nothing yet); each answer is that setting's."""
     from edgeopt.runtime.exits import ExitRunner
 
     _, staged = staged_digits

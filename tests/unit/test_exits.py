@@ -151,6 +151,15 @@ def test_a_swapped_stage_or_a_malformed_record_is_refused(staged_digits, tmp_pat
     (copy / EXITS_FILE).write_text(json.dumps(record))
     with pytest.raises(ArtifactError, match="setting fastest: latency at batch 1 needs positive p50"):
         StagedExits.open(copy)
+    for change, phrase in ((lambda r: r["settings"][0].pop("latency_ms"), "timed at the same batch sizes"),
+                           (lambda r: r.update(settings=r["settings"] * 9), "1 to 16 threshold settings"),
+                           (lambda r: r["settings"][0].update(name="a b/../c"), "a name of its own"),
+                           (lambda r: r.update(task="detection"), "built for classifiers")):
+        record = json.loads((staged.path / EXITS_FILE).read_text())
+        change(record)
+        (copy / EXITS_FILE).write_text(json.dumps(record))
+        with pytest.raises(ArtifactError, match=phrase):
+            StagedExits.open(copy)
 
 
 @pytest.mark.slow  # trains a digits model and its exits (20 s)
@@ -163,8 +172,12 @@ def test_each_setting_is_timed_on_real_images_and_a_controller_climbs_them(stage
     control = RungController.for_exits(staged, ControlConfig(target_ms=1e6), max_batch=8)
     assert [r.name for r in control.rungs] == [s.name for s in staged.settings]
     assert control.choose(Backlog(oldest_age_ms=0, rows=1)) == 0  # all the time in the world: accuracy first
+    # a later setting leaves at least as early, so it never plans as slower (timing noise between two alike is capped)
+    for batch in (1, 8):
+        planned = [r.measured(batch) for r in control.rungs]
+        assert planned == sorted(planned, reverse=True)
     tight = RungController.for_exits(staged, ControlConfig(target_ms=1e-6), max_batch=8)
-    assert tight.choose(Backlog(oldest_age_ms=0, rows=1)) == tight.cheapest(Backlog(0, 1))  # none fits: the cheapest
+    assert tight.choose(Backlog(oldest_age_ms=0, rows=1)) == len(staged.settings) - 1  # none fits: the fastest
     copy = tmp_path / "untimed"
     shutil.copytree(staged.path, copy)
     record = json.loads((copy / EXITS_FILE).read_text())
