@@ -124,6 +124,8 @@ def check_chain(stages: Sequence[Artifact], where: str) -> None:
                                 f"{'the logits' if last else 'features and logits'}; build the model again")
         if index and tuple(stage.input_spec.sample_shape) != tuple(stages[index - 1].outputs[0].shape[1:]):
             raise ArtifactError(f"{where}: stage s{index} does not take what s{index - 1} gives; build the model again")
+        if last and len(stage.outputs[0].shape) != 2:
+            raise ArtifactError(f"{where}: the last stage must give one row of logits per image; build the model again")
         if not stage.input_spec.dynamic_batch:  # the rows still going on shrink from stage to stage
             raise ArtifactError(f"{where}: stage s{index} takes one batch size only; build the model again")
 
@@ -169,12 +171,10 @@ def parse_record(text: bytes, where: str) -> dict[str, Any]:
     if len(timed) > 1:  # a controller compares the settings batch size by batch size
         raise ArtifactError(f"{where}: every setting must be timed at the same batch sizes, or none; build the model "
                             "again")
-    if (record.get("task") or "classification") != "classification":
-        raise ArtifactError(f"{where}: early exits are built for classifiers, not for the task {record.get('task')!r}; "
-                            "build the model again")
     labels = record.get("labels")
-    if not (labels is None or (isinstance(labels, list) and all(isinstance(label, str) for label in labels))):
-        raise ArtifactError(f"{where}: labels must be a list of names")
+    if not isinstance(record.get("task", ""), str) or not (
+            labels is None or (isinstance(labels, list) and all(isinstance(label, str) for label in labels))):
+        raise ArtifactError(f"{where}: task must be a name and labels a list of names")
     return record
 
 

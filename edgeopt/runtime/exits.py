@@ -102,3 +102,11 @@ def time_settings(stages: Sequence[Artifact], inputs: np.ndarray, settings: Sequ
             latency[int(batch)] = {"p50": round(stats["p50"], 4), "p99": round(stats["p99"], 4)}
         timed.append(dataclasses.replace(setting, latency_ms=latency))
     return timed
+
+
+def task_of_exits(staged: StagedExits):
+    """The task that reads ``staged``'s answers. The record names it (a stranger's file): a task whose outputs need a
+    description (a detector's anchors) is refused here, since an early-exit record carries none."""
+    from edgeopt.tasks import get_task
+
+    return get_task(staged.task).bind(None)

@@ -195,15 +195,14 @@ class ServedExits(ServedLadder):
     @classmethod
     def load_exits(cls, name: str, version: str, path: Path, control: ControlConfig | None, threads: int | None = None,
                    score_threshold: float = 0.3) -> "ServedExits":
-        from edgeopt.runtime.exits import ExitRunner
-        from edgeopt.tasks import get_task
+        from edgeopt.runtime.exits import ExitRunner, task_of_exits
 
         if control is None:
             raise ConfigError(f"{path} is an early-exit model: serving it needs a latency target (--target-p99-ms), "
                               "which picks its threshold setting for each batch")
         started = time.perf_counter()
         staged = StagedExits.open(path)
-        task = get_task(staged.task)  # an unknown task is refused before the stages load
+        task = task_of_exits(staged)  # an unknown task, or one needing a head, is refused before the stages load
         if not staged.timed:
             raise ConfigError(f"{path}: its settings carry no latency per batch size (built by an older edgeopt); "
                               "build it again with `edgeopt exits` to serve it under a latency target")

@@ -209,11 +209,10 @@ class _Model:
                               "the rung for each frame")
         control = ControlConfig(target_ms=config.target_ms)
         if is_staged_exits(path):
-            from edgeopt.runtime.exits import ExitRunner
-            from edgeopt.tasks import get_task
+            from edgeopt.runtime.exits import ExitRunner, task_of_exits
 
             staged = StagedExits.open(path)
-            task = get_task(staged.task)
+            task = task_of_exits(staged)
             controller = RungController.for_exits(staged, control, max_batch=1)  # refuses untimed settings
             sessions = ExitRunner.load_sessions(staged.stages, config.threads)
             return cls([ExitRunner(sessions, s.thresholds) for s in staged.settings], [s.name for s in staged.settings],

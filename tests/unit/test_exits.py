@@ -16,7 +16,7 @@ from edgeopt.core.exits import EXITS_FILE, NEVER, StagedExits
 from edgeopt.models.exits import EarlyExitNet, blocks_of
 from edgeopt.models.sources import load_model
 from edgeopt.pipeline.exits import calibrate, exits_taken, outcome, stage_logits
-from edgeopt.runtime.exits import ExitRunner
+from edgeopt.runtime.exits import ExitRunner, task_of_exits
 from edgeopt.core.exits import confidence
 
 
@@ -153,13 +153,16 @@ def test_a_swapped_stage_or_a_malformed_record_is_refused(staged_digits, tmp_pat
         StagedExits.open(copy)
     for change, phrase in ((lambda r: r["settings"][0].pop("latency_ms"), "timed at the same batch sizes"),
                            (lambda r: r.update(settings=r["settings"] * 9), "1 to 16 threshold settings"),
-                           (lambda r: r["settings"][0].update(name="a b/../c"), "a name of its own"),
-                           (lambda r: r.update(task="detection"), "built for classifiers")):
+                           (lambda r: r["settings"][0].update(name="a b/../c"), "a name of its own")):
         record = json.loads((staged.path / EXITS_FILE).read_text())
         change(record)
         (copy / EXITS_FILE).write_text(json.dumps(record))
         with pytest.raises(ArtifactError, match=phrase):
             StagedExits.open(copy)
+    record = json.loads((staged.path / EXITS_FILE).read_text())
+    (copy / EXITS_FILE).write_text(json.dumps({**record, "task": "detection"}))  # its answers would need anchors
+    with pytest.raises(ConfigError, match="no recorded output convention"):
+        task_of_exits(StagedExits.open(copy))
 
 
 @pytest.mark.slow  # trains a digits model and its exits (20 s)
