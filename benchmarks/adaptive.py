@@ -97,8 +97,10 @@ def request_bodies(data: str, artifact: Path) -> tuple[list[bytes], np.ndarray, 
     if is_staged_exits(artifact):
         staged = StagedExits.open(artifact)
         spec, output = staged.input_spec, staged.stages[-1].outputs[0].name
-    else:
-        loaded = Artifact.open(artifact)
+    else:  # an artifact, or a ladder: its rungs take the same input and name the same outputs
+        from edgeopt.core.ladder import Ladder, is_ladder
+
+        loaded = Ladder.open(artifact).rungs[0].artifact if is_ladder(artifact) else Artifact.open(artifact)
         spec, output = loaded.input_spec, loaded.outputs[0].name
     test = get_task("classification").load(data, spec).test
     inputs = to_input(test.images, spec)
