@@ -75,10 +75,7 @@ class ServedModel:
             threads = max(1, (threads or cpu_count()) // instances)
         session = backend.load(artifact, threads=threads, shared_cpu=True)  # beside the event loop
         model = cls(name, version, artifact, session, task=task, score_threshold=score_threshold)
-        outputs = model.infer(artifact.input_spec.example(batch=1))  # warm, and prove it runs
-        if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
-            raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
-        model.output_types = [datatype_of(o.dtype) for o in outputs]
+        model.output_types = _warmed_output_types(model, path)
         model.load_seconds = time.perf_counter() - started
         return model
 
@@ -203,17 +200,12 @@ class ServedExits(ServedLadder):
         started = time.perf_counter()
         staged = StagedExits.open(path)
         task = task_of_exits(staged)  # an unknown task, or one needing a head, is refused before the stages load
-        if not staged.timed:
-            raise ConfigError(f"{path}: its settings carry no latency per batch size (built by an older edgeopt); "
-                              "build it again with `edgeopt exits` to serve it under a latency target")
+        RungController.for_exits(staged, control, max_batch=1)  # refuses untimed settings before the stages load
         sessions = ExitRunner.load_sessions(staged.stages, threads)  # shared_cpu: the stages run one after another
         runners = [ExitRunner(sessions, setting.thresholds) for setting in staged.settings]
         served = cls(name, version, staged.stages[-1], runners[0], task=task, score_threshold=score_threshold,
                      rungs=runners, control=control, staged=staged)
-        outputs = served.infer(staged.input_spec.example(batch=1))  # accuracy first: every stage warmed and proved
-        if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
-            raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
-        served.output_types = [datatype_of(o.dtype) for o in outputs]
+        served.output_types = _warmed_output_types(served, path)  # accuracy first: every stage warmed and proved
         served.load_seconds = time.perf_counter() - started
         return served
 
@@ -242,6 +234,15 @@ class ServedExits(ServedLadder):
                                          for s in self.staged.settings]
         record["parameters"]["early_exits"] = len(self.staged.stages) - 1
         return record
+
+
+def _warmed_output_types(model: ServedModel, path: Path) -> list[str]:
+    """Run ``model`` once on an example input (warm, and prove it runs): its outputs' protocol datatypes, or an
+    EdgeoptError when they are NaN or infinite."""
+    outputs = model.infer(model.spec.example(batch=1))
+    if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+        raise EdgeoptError(f"{path} gives NaN or infinite outputs on an example input; refusing to serve it")
+    return [datatype_of(o.dtype) for o in outputs]
 
 
 @dataclass
