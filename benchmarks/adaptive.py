@@ -192,9 +192,10 @@ def serve_steps(name: str, path: Path, bodies, labels, capacity: float, steps: l
     settings = ServeSettings(max_batch=8, max_queue=1024, request_timeout_s=30.0,
                              target_p99_ms=target_ms if ladder else None)
     rows = []
-    server = Server({name: path}, settings, threads=THREADS)
+    model = name.replace(" ", "-")  # a served model's name is one word
+    server = Server({model: path}, settings, threads=THREADS)
     try:
-        url = f"{server.url}/v2/models/{name}/infer"
+        url = f"{server.url}/v2/models/{model}/infer"
         offer(url, bodies, 20, 1.0, 0)  # warm the connections and the model
         for index, multiple in enumerate(steps, start=1):
             records = offer(url, bodies, multiple * capacity, seconds, index)
@@ -320,7 +321,17 @@ def main() -> int:
     rows = []
     for name, ladder_on in (("full", False), ("fastest", False), ("ladder", True), ("early exits", True)):
         bodies, labels, _ = request_bodies(data, paths[name])
-        rows += serve_steps(name, paths[name], bodies, labels, capacity, steps, args.seconds, target, ladder_on)
+        # each configuration's rows are kept as they are measured: a failure later does not cost the earlier ones
+        kept = args.runs / f"adaptive-{SIZE}" / f"rows-{name.replace(' ', '-')}.json"
+        setup = {"seconds": args.seconds, "steps": steps, "target_ms": target, "capacity": round(capacity, 3)}
+        saved = json.loads(kept.read_text()) if kept.is_file() else {}
+        if saved.get("setup") == setup:
+            print(f"{name}: the rows measured before with the same setup ({kept})", flush=True)
+            rows += saved["rows"]
+            continue
+        measured = serve_steps(name, paths[name], bodies, labels, capacity, steps, args.seconds, target, ladder_on)
+        kept.write_text(json.dumps({"setup": setup, "rows": measured}, indent=1))
+        rows += measured
     scratch = args.runs / f"adaptive-{SIZE}" / "stream"
     scratch.mkdir(parents=True, exist_ok=True)
     streams = stream_runs(data, paths, 1000 / full[1]["p50"], scratch)
