@@ -28,6 +28,7 @@ from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, Sear
 
 if TYPE_CHECKING:
     from edgeopt.core.exits import StagedExits
+    from edgeopt.core.size import SizeLike
     from edgeopt.core.ladder import Ladder
     from edgeopt.passes.early_exit import EarlyExitConfig
     from edgeopt.pipeline.exits import ExitsConfig
@@ -75,12 +76,12 @@ class Compressed:
 def train(data: str, arch: str, out: PathLike, epochs: int = 10, *, lr: float = 0.002, optimizer: str = "adamw",
           schedule: str = "onecycle", weight_decay: float = 0.05, batch_size: int = 64, augment: bool = True,
           patience: int | None = None, val_fraction: float = 0.1, seed: int = 0, resume: bool = RESUME,
-          extra_train: Sequence[str] = (), image_size: int | None = None, input_size: int | None = None,
+          extra_train: Sequence[str] = (), image_size: int | None = None, input_size: "SizeLike | None" = None,
           threads: int | None = None, progress: bool = True, task: str = "classification") -> Trained:
     """Train ``arch`` on ``data`` from scratch; keep the best validation epoch; save a checkpoint.
 
     Classes and input channels come from the data; ``input_size`` shows the images to the
-    model at another square size (the digits' 8x8 scans at 48x48, say). ``task="detection"``
+    model at another size: a side (the digits' 8x8 scans at 48x48, say) or ``"WxH"`` (a camera's 320x240). ``task="detection"``
     trains a detector on boxes (a COCO json, a YOLO folder, or the NEU-DET .npz), letterboxed
     to ``input_size`` (default: the images' own size), with ``edgeopt.models.detectors:ssdlite`` or
     a torchvision SSD. The checkpoint

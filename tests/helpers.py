@@ -176,26 +176,28 @@ def backend_params() -> list:
     return [backend_param(backend.name, unsupported_reason(backend, probe, "fp32")) for backend in all_backends()]
 
 
-def write_shapes_coco(folder: Path, count: int = 160, size: int = 64, seed: int = 0) -> Path:
-    """A COCO dataset of grey images with bright filled squares (class "square") and hollow wide
-    rectangles (class "frame"), 1-2 per image, every tenth image empty: a detector learns it in a
-    few epochs. Returns the folder (instances_train.json, instances_test.json, images/)."""
+def write_shapes_coco(folder: Path, count: int = 160, size: int = 64, seed: int = 0, height: int | None = None) -> Path:
+    """A COCO dataset of grey images (``size`` wide, ``height`` high: square by default) with bright
+    filled squares (class "square") and hollow wide rectangles (class "frame"), 1-2 per image, every
+    tenth image empty: a detector learns it in a few epochs. Returns the folder (instances_train.json,
+    instances_test.json, images/)."""
     import json
 
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    width, height = size, height or size
     (folder / "images").mkdir(parents=True, exist_ok=True)
     splits = {"train": [], "test": []}
     for index in range(count):
-        image = np.full((size, size), 40, np.uint8) + rng.integers(0, 20, (size, size), dtype=np.uint8)
+        image = np.full((height, width), 40, np.uint8) + rng.integers(0, 20, (height, width), dtype=np.uint8)
         boxes = []
         for _ in range(0 if index % 10 == 3 else int(rng.integers(1, 3))):
             label = int(rng.integers(0, 2))
-            w = int(rng.integers(size // 5, size // 2))
+            w = int(rng.integers(min(width, height) // 5, min(width, height) // 2))
             h = w if label == 0 else max(4, w // 2)
-            x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
             if label == 0:
                 image[y:y + h, x:x + w] = 220
             else:
@@ -206,7 +208,7 @@ def write_shapes_coco(folder: Path, count: int = 160, size: int = 64, seed: int 
         Image.fromarray(image).save(folder / "images" / name)
         splits["train" if index % 5 else "test"].append((index, name, boxes))
     for split, items in splits.items():
-        images = [{"id": i, "file_name": name, "width": size, "height": size} for i, name, _ in items]
+        images = [{"id": i, "file_name": name, "width": width, "height": height} for i, name, _ in items]
         annotations = [{"id": 1000 * i + k, "image_id": i, "category_id": label + 1, "bbox": box, "area": box[2] * box[3],
                         "iscrowd": 0} for i, _, boxes in items for k, (label, box) in enumerate(boxes)]
         categories = [{"id": 1, "name": "square"}, {"id": 2, "name": "frame"}]

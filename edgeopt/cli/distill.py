@@ -25,6 +25,7 @@ from edgeopt.cli.common import (
     write_summary,
 )
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.size import parse_size, size_text
 from edgeopt.passes.distill import DistillConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console
@@ -49,7 +50,7 @@ def distill_command(
     teacher: str = typer.Option(..., "--teacher", help="The trained teacher checkpoint."),
     data: str = typer.Option(..., "--data", help="digits, a .npz file or an ImageFolder tree."),
     out: Path = typer.Option(..., "--out", "-o", help="The student checkpoint (.safetensors); its .recipe.toml and a .json summary go beside it."),
-    input_size: Optional[int] = typer.Option(DISTILL.input_size, "--input-size", help="Train and evaluate the student at this (lower) image size."),
+    input_size: Optional[str] = typer.Option(DISTILL.input_size, "--input-size", help="Train and evaluate the student at this (lower) image size: a side or WIDTHxHEIGHT."),
     epochs: int = epochs_option(TUNE.epochs),
     temperature: float = temperature_option(TUNE.temperature),
     alpha: float = alpha_option(TUNE.alpha),
@@ -73,7 +74,7 @@ def distill_command(
     fine_tune = dataclasses.replace(TUNE, epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule,
                                     weight_decay=weight_decay, batch_size=batch_size, temperature=temperature,
                                     alpha=alpha)
-    config = DistillConfig(student=None if student in ("same", "none") else student, input_size=input_size,
+    config = DistillConfig(student=None if student in ("same", "none") else student, input_size=size_text(parse_size(input_size)) if input_size else None,
                            hints=parse_hints(hint), hint_weight=hint_weight, fine_tune=fine_tune)
     result = distill(teacher, data, out, config, seed=seed, threads=threads, resume=resume)
     write_summary(out.with_suffix(".json"), {"teacher": teacher, "student": result.model.arch,

@@ -31,7 +31,7 @@ def stream_command(
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the frames with their results drawn (boxes, or a classifier's label) to this video (.mp4)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the stream's figures to Prometheus on 127.0.0.1:PORT/metrics."),
     target_ms: Optional[float] = typer.Option(None, "--target-ms", help="Ladders and early-exit models: run each frame on the most accurate rung (exit setting) predicted to answer within this many ms of its capture."),
-    reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: reopen attempts (with backoff) before giving up."),
+    reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: open and reopen attempts, waiting 0.25 s doubling up to 8 s between them, before giving up (10: about 40 s for a camera that is not up yet)."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,

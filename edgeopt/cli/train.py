@@ -44,7 +44,7 @@ def train_command(
     resume: bool = ResumeOption,
     extra_train: List[str] = typer.Option([], "--extra-train", help="More .npz training files."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Load ImageFolder images at this size."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Show the images to the model at this square size (e.g. 8x8 digits at 48)."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="Show the images to the model at this size: a side (8x8 digits at 48) or WIDTHxHEIGHT (a detector at 320x240)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     task: str = typer.Option("classification", "--task", help="classification, detection (boxes: a COCO json, "
                              "a YOLO folder, or the NEU-DET .npz; arch e.g. edgeopt.models.detectors:ssdlite), or a task a "

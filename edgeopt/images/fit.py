@@ -6,7 +6,8 @@ uint8 pixels (antialiased when shrinking), never torch: an edge box runs this wi
 
 Example:
     >>> import numpy as np
-    >>> from edgeopt.core.spec import InputSpec, Preprocess
+    >>> from edgeopt.core.size import Size
+from edgeopt.core.spec import InputSpec, Preprocess
     >>> spec = InputSpec((1, 1, 4, 4), preprocess=Preprocess(mean=(0.0,), std=(1.0,), channels="GRAY"))
     >>> fitted = fit_image(np.full((2, 8, 1), 255, np.uint8), spec)
     >>> fitted.input.shape, float(fitted.input.max()), fitted.scale
@@ -37,22 +38,26 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return resized[..., None] if gray else resized
 
 
-def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
-    """How a ``width`` x ``height`` image sits in a ``size`` square: (scale, its new (w, h), padding (x, y))."""
-    if (width, height) == (size, size):
-        return 1.0, (size, size), (0, 0)
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    return scale, (new_w, new_h), ((size - new_w) // 2, (size - new_h) // 2)
+def letterbox_geometry(width: int, height: int, size: "int | Size") -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """How a ``width`` x ``height`` image sits in a ``size`` box (a side, or (width, height)):
+    (scale, its new (w, h), padding (x, y)). An image of the box's own shape is only scaled."""
+    box_w, box_h = (size, size) if isinstance(size, int) else size
+    if (width, height) == (box_w, box_h):
+        return 1.0, (box_w, box_h), (0, 0)
+    scale = min(box_w / width, box_h / height)
+    new_w, new_h = min(box_w, max(1, round(width * scale))), min(box_h, max(1, round(height * scale)))
+    return scale, (new_w, new_h), ((box_w - new_w) // 2, (box_h - new_h) // 2)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """``image`` (H, W, C) scaled to fit ``size`` x ``size`` and padded: (image, scale, (pad x, pad y))."""
+def letterbox(image: np.ndarray, size: "int | Size") -> tuple[np.ndarray, float, tuple[float, float]]:
+    """``image`` (H, W, C) scaled to fit a ``size`` box (a side, or (width, height)) and padded:
+    (image, scale, (pad x, pad y))."""
     height, width = image.shape[:2]
-    if (height, width) == (size, size):
+    box_w, box_h = (size, size) if isinstance(size, int) else size
+    if (height, width) == (box_h, box_w):
         return image, 1.0, (0.0, 0.0)
-    scale, (new_w, new_h), (pad_x, pad_y) = letterbox_geometry(width, height, size)
-    canvas = np.full((size, size, image.shape[-1]), PAD_VALUE, np.uint8)
+    scale, (new_w, new_h), (pad_x, pad_y) = letterbox_geometry(width, height, (box_w, box_h))
+    canvas = np.full((box_h, box_w, image.shape[-1]), PAD_VALUE, np.uint8)
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resize(image, new_w, new_h)
     return canvas, scale, (float(pad_x), float(pad_y))
 
@@ -92,9 +97,7 @@ def fit_image(image: np.ndarray, spec: InputSpec) -> Fitted:
     height, width = spec.shape[2:4]
     size = (image.shape[1], image.shape[0])
     if spec.preprocess is not None and spec.preprocess.fit == "letterbox":
-        if height != width:
-            raise ConfigError(f"letterboxing needs a square input, this model takes {width}x{height}")
-        fitted, scale, pad = letterbox(image, height)
+        fitted, scale, pad = letterbox(image, (width, height))
         return Fitted(to_input(fitted[None], spec), (scale, scale), pad, size)
     fitted = resize(image, width, height)
     return Fitted(to_input(fitted[None], spec), (width / size[0], height / size[1]), (0.0, 0.0), size)

@@ -8,7 +8,7 @@ carries the anchors for the input size, so the artifact decodes itself. Training
 torchvision's own matcher, box coder and SSD loss.
 
 Sources: ``edgeopt.models.detectors:ssdlite?num_classes=6&size=128`` (a MobileNetV3 SSDlite built
-for that input size, trained from scratch), ``edgeopt.models.detectors:ssd_tiny?num_classes=2&size=64``
+for that input size, square or ``size=320x240``, trained from scratch), ``edgeopt.models.detectors:ssd_tiny?num_classes=2&size=64``
 (four convolutions and an SSD head: microcontroller budgets, quick tests), or ``torchvision:ssdlite320_mobilenet_v3_large``
 / ``torchvision:ssd300_vgg16`` (``?weights=DEFAULT`` with internet: COCO-pretrained).
 
@@ -29,6 +29,7 @@ from torch import nn
 
 from edgeopt.tasks.detection.boxes import DetectionHead
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.size import parse_size
 
 NEGATIVES_PER_POSITIVE = 3  # SSD's hard negative mining ratio
 DEPLOY_SCORE_THRESHOLD = 0.25  # Ultralytics' predict default; evaluation uses 0.01
@@ -37,8 +38,8 @@ DEPLOY_SCORE_THRESHOLD = 0.25  # Ultralytics' predict default; evaluation uses 0
 class SSDGraph(nn.Module):
     """A torchvision ``SSD`` up to its head: ``x (N, C, H, W)`` → ``(deltas (N, A, 4), logits (N, A, 1 + classes))``.
 
-    ``x`` is already preprocessed (the InputSpec's normalisation, at ``size``); the anchors for
-    that size are computed once and kept as a buffer.
+    ``x`` is already preprocessed (the InputSpec's normalisation, at ``size`` = (height, width)); the
+    anchors for that size are computed once and kept as a buffer.
     """
 
     def __init__(self, ssd: nn.Module, size: tuple[int, int]) -> None:
@@ -119,19 +120,35 @@ class SSDGraph(nn.Module):
         return losses["bbox_regression"] + losses["classification"]
 
 
-def ssdlite(num_classes: int = 6, in_channels: int = 3, size: int = 128, width_mult: float = 1.0) -> SSDGraph:
-    """SSDlite with a MobileNetV3-Large backbone at ``size`` px, untrained (no download)."""
+def ssdlite(num_classes: int = 6, in_channels: int = 3, size: "int | str" = 128, width_mult: float = 1.0,
+            min_ratio: float = 0.2, max_ratio: float = 0.95) -> SSDGraph:
+    """SSDlite with a MobileNetV3-Large backbone at ``size`` (a side, or ``WxH`` such as ``320x240``), untrained
+    (no download). ``min_ratio``/``max_ratio``: the smallest and largest anchor as a share of the input
+    (torchvision's 0.2 and 0.95 by default; small objects such as distant vehicles want a smaller start)."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-    if size < 64 or size % 32:
-        raise ConfigError(f"ssdlite needs an input size that is a multiple of 32, at least 64; got {size}")
+    width, height = _input_size(size, multiple=32, smallest=64, name="ssdlite")
+    if not 0 < min_ratio < max_ratio <= 1:
+        raise ConfigError(f"ssdlite's anchors need 0 < min_ratio < max_ratio <= 1; got {min_ratio} and {max_ratio}")
     ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                         width_mult=width_mult)
+    if (min_ratio, max_ratio) != (0.2, 0.95):  # the same aspect ratios, so the head's anchors per cell still match
+        ssd.anchor_generator = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=min_ratio, max_ratio=max_ratio)
     if in_channels != 3:
         from edgeopt.models.layer_shapes import adapt_input_channels
 
         adapt_input_channels(ssd.backbone, in_channels)
-    return SSDGraph(ssd, (size, size))
+    return SSDGraph(ssd, (height, width))
+
+
+def _input_size(size: "int | str", multiple: int, smallest: int, name: str) -> tuple[int, int]:
+    """``size`` as (width, height), each side a multiple of ``multiple`` and at least ``smallest``."""
+    width, height = parse_size(size)
+    if min(width, height) < smallest or width % multiple or height % multiple:
+        raise ConfigError(f"{name} needs input sides that are multiples of {multiple}, at least {smallest}; "
+                          f"got {width}x{height}")
+    return width, height
 
 
 class _TinyBackbone(nn.Module):
@@ -152,19 +169,19 @@ class _TinyBackbone(nn.Module):
         return {"0": eighth, "1": self.sixteenth(eighth)}
 
 
-def ssd_tiny(num_classes: int = 6, in_channels: int = 3, size: int = 64, width: int = 16) -> SSDGraph:
+def ssd_tiny(num_classes: int = 6, in_channels: int = 3, size: "int | str" = 64, width: int = 16) -> SSDGraph:
     """A small SSD (four convolutions, two feature maps, torchvision's SSD head and anchors), untrained:
     for microcontroller-class budgets and for tests, where SSDlite's export takes seconds."""
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.ssd import SSD, SSDHead
 
-    if size < 32 or size % 16 or width < 1:
-        raise ConfigError(f"ssd_tiny needs an input size that is a multiple of 16, at least 32, and width >= 1; "
-                          f"got size {size}, width {width}")
+    if width < 1:
+        raise ConfigError(f"ssd_tiny needs width >= 1, got {width}")
+    size_w, size_h = _input_size(size, multiple=16, smallest=32, name="ssd_tiny")
     anchors = DefaultBoxGenerator([[2], [2]])
     head = SSDHead([width * 2, width * 4], anchors.num_anchors_per_location(), num_classes + 1)
-    ssd = SSD(_TinyBackbone(in_channels, width), anchors, (size, size), num_classes + 1, head=head)
-    return SSDGraph(ssd, (size, size))
+    ssd = SSD(_TinyBackbone(in_channels, width), anchors, (size_h, size_w), num_classes + 1, head=head)
+    return SSDGraph(ssd, (size_h, size_w))
 
 
 def wrap_torchvision(name: str, module: nn.Module) -> SSDGraph:

@@ -172,7 +172,7 @@ def _fit_detector_size(model: LoadedModel, authoritative: bool) -> None:
 
 
 # -- torch sources ---------------------------------------------------------------------
-def arch_for_dataset(arch: str, classes: int, channels: int, size: int | None = None) -> str:
+def arch_for_dataset(arch: str, classes: int, channels: int, size: int | str | None = None) -> str:
     """Add num_classes / in_channels (/ size, where given) to an architecture source unless it names them."""
     base, _, query = arch.partition("?")
     params = [p for p in query.split("&") if p]

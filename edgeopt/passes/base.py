@@ -33,6 +33,7 @@ from edgeopt.core.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgeopt.core.size import Size
     from edgeopt.tasks.classification.data import DatasetSplits
     from edgeopt.models.sources import LoadedModel
     from edgeopt.search.space import SearchSpace
@@ -200,13 +201,13 @@ class PassContext:
 class SearchRequest:
     """What a search tells a pass when it asks for stage-2 candidates: the space (``SearchSpace``:
     its epochs, calibration size, and the values of the built-in techniques), the priority
-    (latency | accuracy | memory, as the search's ``Goals`` validated it), the model's square
-    input side (None: not an image model) and the lighter architectures to distil into (the
+    (latency | accuracy | memory, as the search's ``Goals`` validated it), the model's input
+    (width, height) (None: not an image model) and the lighter architectures to distil into (the
     space's, else the task's)."""
 
     space: "SearchSpace"
     priority: str
-    input_size: int | None = None
+    input_size: "Size | None" = None
     students: tuple[str, ...] = ()
 
 

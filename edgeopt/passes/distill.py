@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.size import Size, of_shape, parse_size, scaled, size_text
 from edgeopt.passes.base import (
     FineTune,
     Pass,
@@ -37,17 +38,16 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DistillConfig(PassConfig):
     """``student``: an architecture source (None: the model itself); ``input_size``: a lower
-    square input side (None: the model's); ``hints``: (student layer, teacher layer) pairs."""
+    input size, a side or ``"WxH"`` (None: the model's); ``hints``: (student layer, teacher layer) pairs."""
 
     student: str | None = None
-    input_size: int | None = None
+    input_size: int | str | None = None
     hints: tuple[tuple[str, str], ...] = ()
     hint_weight: float = 0.0
     fine_tune: FineTune = field(default_factory=lambda: FineTune(lr=0.002))
 
     def __post_init__(self) -> None:
-        if self.input_size is not None and self.input_size < 1:
-            raise ConfigError(f"the input size must be a positive number of pixels, not {self.input_size}")
+        parse_size(self.input_size)  # refuses what is not a size
         if not self.fine_tune.distill:
             raise ConfigError("distillation trains with the teacher's soft targets: fine_tune.distill must stay on")
         if self.hint_weight < 0 or (self.hint_weight > 0 and not self.hints):
@@ -62,12 +62,13 @@ class DistillPass(Pass):
 
     def apply(self, model: "LoadedModel", config: DistillConfig, context: PassContext) -> "LoadedModel":
         student = self._student(model, config, context)
-        if config.input_size:
+        size = parse_size(config.input_size)
+        if size:
             spec = student.input_spec
             student = dataclasses.replace(student, input_spec=dataclasses.replace(
-                spec, shape=(*spec.shape[:-2], config.input_size, config.input_size)))
+                spec, shape=(*spec.shape[:-2], size[1], size[0])))
             if student.head is not None:  # a detector's anchors belong to its input size
-                student = at_input_size(student, config.input_size)
+                student = at_input_size(student, size)
         fine_tune(student.module, student.input_spec, config.fine_tune, context, hints=config.hints,
                   hint_weight=config.hint_weight)
         return student
@@ -80,23 +81,24 @@ class DistillPass(Pass):
 
         if config.student.lower().endswith(CHECKPOINT_SUFFIXES):
             return load_model(config.student, origin=context.origin)
-        size = model.input_spec.shape[-1] if model.head is not None else None  # a detector is built for its size
+        # a detector is built for its size
+        size = size_text(of_shape(model.input_spec.shape)) if model.head is not None else None
         arch = arch_for_dataset(config.student, len(context.splits.classes), context.splits.train.channels, size=size)
         student = load_model(arch, input=model.input_spec, origin=context.origin)
         student.task, student.labels = model.task, model.labels
         return student
 
     def search_steps(self, request: SearchRequest) -> list[SearchStep]:
-        """The model itself at each of the space's ``resolutions`` (fractions of its input side), and
+        """The model itself at each of the space's ``resolutions`` (fractions of its input's sides), and
         each student (too small an input for a student's downsampling: none), fine-tuned for the
         space's ``epochs``. Lower resolutions come right after pruning when latency is the priority;
         otherwise the students come first."""
         space, size = request.space, request.input_size
         tune = {"epochs": space.epochs}
         resolution, students = (2.0, 3.0) if request.priority == "latency" else (3.0, 2.0)
-        lower = [SearchStep(self.config(input_size=max(1, round(size * f)), fine_tune=tune), resolution)
+        lower = [SearchStep(self.config(input_size=size_text(scaled(size, f)), fine_tune=tune), resolution)
                  for f in space.resolutions if size]
-        usable = request.students if size and size >= space.min_student_input else ()
+        usable = request.students if size and min(size) >= space.min_student_input else ()
         return lower + [SearchStep(self.config(student=s, fine_tune=tune), students) for s in usable]
 
     def model_sources(self, config: DistillConfig) -> tuple[str, ...]:
@@ -108,17 +110,18 @@ class DistillPass(Pass):
         return f"distil→{student}{size}{epochs_label(config)}"
 
 
-def at_input_size(model: "LoadedModel", size: int) -> "LoadedModel":
-    """A detector rebuilt for ``size`` px: the same weights, the anchors of the new size, its arch saying so."""
+def at_input_size(model: "LoadedModel", size: Size) -> "LoadedModel":
+    """A detector rebuilt for ``size`` (width, height): the same weights, the anchors of the new size, its arch
+    saying so."""
     from edgeopt.models.detectors import head_record
     from edgeopt.models.sources import with_query
 
     resize = getattr(model.module, "at_size", None)
     if resize is None:
         raise ConfigError(f"{type(model.module).__name__} cannot change its input size; distil it to a student instead")
-    module = resize((size, size))
+    module = resize((size[1], size[0]))
     return dataclasses.replace(model, module=module, head=head_record(module),
-                               arch=with_query(model.arch, size=size) if model.arch else None)
+                               arch=with_query(model.arch, size=size_text(size)) if model.arch else None)
 
 
 PASS = DistillPass()

@@ -44,6 +44,7 @@ from typing import Any, Callable
 from edgeopt.agent.client import AgentTarget
 from edgeopt.core.deadline import BudgetExhausted, Deadline
 from edgeopt.core.errors import ConfigError, EdgeoptError
+from edgeopt.core.size import of_shape
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search import events, pareto
@@ -192,7 +193,7 @@ class Search:
         exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority, self.meter.metric)
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
         spec = self.context.baseline.input_spec
-        input_size = spec.shape[-1] if len(spec.shape) == 4 else None
+        input_size = of_shape(spec.shape) if len(spec.shape) == 4 else None
         stage2 = fine_tune_candidates(self.config.space, base, goals.priority, exports, input_size, qat_backends,
                                       self.context.task.students)
         self.emit(events.StageStarted(2, len(stage2), goals.priority))

@@ -11,11 +11,14 @@ policy that keeps a live source current. Every frame is uint8 RGB, as a decoded 
   into a one-frame slot: the consumer always gets the newest frame, and every frame that was
   overwritten before the consumer took it is counted as skipped. A live source that fails is
   reopened with exponential backoff, counting reconnects, until ``reconnect_attempts``
-  consecutive failures.
+  consecutive failures. A camera or server that is not up yet when the stream starts (cameras
+  reboot and start late) is waited for with the same backoff: with the default 10 attempts the
+  stream gives up after about 40 s of waiting (``give_up_seconds``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +30,19 @@ from edgeopt.core.errors import ConfigError, InputError
 
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
+log = logging.getLogger("edgeopt.stream")
+
+
+def backoff_delays(attempts: int, max_backoff: float = MAX_BACKOFF_S) -> list[float]:
+    """The waits before each of ``attempts`` reopen attempts: doubling from 0.25 s, capped at ``max_backoff``."""
+    return [min(FIRST_BACKOFF_S * 2 ** k, max_backoff) for k in range(attempts)]
+
+
+def give_up_seconds(attempts: int, max_backoff: float = MAX_BACKOFF_S) -> float:
+    """How long a live source is waited for (not counting each attempt's own open timeout) before the stream stops."""
+    return sum(backoff_delays(attempts, max_backoff))
 
 
 @dataclass
@@ -159,7 +175,7 @@ class LiveSource:
     """The newest frame of a camera, a stream URL, or a file played in real time; see the module docstring."""
 
     def __init__(self, source: str, realtime_file: bool = False, reconnect_attempts: int = 10,
-                 max_backoff: float = 8.0) -> None:
+                 max_backoff: float = MAX_BACKOFF_S) -> None:
         import cv2
 
         self.source = source
@@ -167,7 +183,7 @@ class LiveSource:
         self.reconnect_attempts = reconnect_attempts
         self.max_backoff = max_backoff
         self.counts = SourceCounts()
-        self.capture = open_capture(source)  # the first open fails loudly; later ones are retried
+        self.capture = open_capture(source) if realtime_file else self._first_open()
         self.fps = float(self.capture.get(cv2.CAP_PROP_FPS)) or 25.0
         self._slot: Frame | None = None
         self._lock = threading.Condition()
@@ -223,17 +239,32 @@ class LiveSource:
             self._slot = frame
             self._lock.notify_all()
 
+    def _first_open(self):
+        """The camera or server, waited for with the reconnect backoff when it is not up yet (a URL that is
+        not a source at all is refused at once); one clear error when it never comes."""
+        delays = backoff_delays(self.reconnect_attempts, self.max_backoff)
+        for attempt, delay in enumerate([*delays, None], 1):
+            try:
+                return open_capture(self.source)
+            except InputError:
+                if delay is None:
+                    raise InputError(f"cannot open video source {self.source!r}: not reachable after {attempt} attempts "
+                                     f"over {sum(delays):.0f} s; check that the camera or server is up and the address "
+                                     "is right, or wait longer with --reconnect-attempts") from None
+                log.warning("video source %s is not up yet; trying again in %.2f s (attempt %d of %d)", self.source,
+                            delay, attempt + 1, len(delays) + 1)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
     def _reconnect(self) -> bool:
         """Reopen the source with exponential backoff; False after ``reconnect_attempts`` failures in a row."""
         self.capture.release()
-        backoff = 0.25
-        for _ in range(self.reconnect_attempts):
-            if self._stopped.wait(backoff):
+        for delay in backoff_delays(self.reconnect_attempts, self.max_backoff):
+            if self._stopped.wait(delay):
                 return False
             try:
                 self.capture = open_capture(self.source)
             except (InputError, ConfigError):
-                backoff = min(backoff * 2, self.max_backoff)
                 continue
             self.counts.reconnects += 1
             return True

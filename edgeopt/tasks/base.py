@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from edgeopt.core.size import SizeLike
     from edgeopt.images import Fitted
     from edgeopt.tasks.classification.data import DatasetSplits, ImageDataset
 
@@ -163,17 +164,17 @@ class Task(ABC):
         return None
 
     # -- training ------------------------------------------------------------------------
-    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+    def training_splits(self, source: str, *, image_size: int | None = None, input_size: "SizeLike | None" = None,
                         seed: int = 0, extra_train: tuple[str, ...] = ()) -> "DatasetSplits":
         """Train/test splits of ``source`` to train a new model on (``edgeopt train``): no model, so no
         InputSpec yet; ``image_size`` loads a folder's images at that size, ``input_size`` is the model's."""
         raise ConfigError(f"edgeopt cannot train a model whose task is {self.name!r}")
 
-    def new_input(self, splits: "DatasetSplits", input_size: int | None) -> "InputSpec":
+    def new_input(self, splits: "DatasetSplits", input_size: "SizeLike | None") -> "InputSpec":
         """The InputSpec of a new model trained on ``splits`` (normalised by its training images' statistics)."""
         return input_spec_for(splits.train, size=input_size)
 
-    def arch_settings(self, arch: str, splits: "DatasetSplits", spec: "InputSpec") -> dict[str, int]:
+    def arch_settings(self, arch: str, splits: "DatasetSplits", spec: "InputSpec") -> dict[str, int | str]:
         """What a new ``arch`` is built with for ``splits`` (``models.arch_for_dataset``): its outputs
         (one per class) and input channels."""
         return {"classes": len(splits.classes), "channels": spec.shape[1]}
@@ -244,7 +245,9 @@ def default_preprocess(dataset: "ImageDataset") -> Preprocess:
                       channels="GRAY" if dataset.channels == 1 else "RGB")
 
 
-def input_spec_for(dataset: "ImageDataset", preprocess: Preprocess | None = None, size: int | None = None) -> InputSpec:
-    """The InputSpec of a model fed this dataset's images, optionally at another ``size``."""
-    height, width = (size, size) if size else dataset.images.shape[1:3]
+def input_spec_for(dataset: "ImageDataset", preprocess: Preprocess | None = None, size: "SizeLike | None" = None) -> InputSpec:
+    """The InputSpec of a model fed this dataset's images, optionally at another ``size`` (a side or (width, height))."""
+    from edgeopt.core.size import parse_size
+
+    width, height = parse_size(size) or (dataset.images.shape[2], dataset.images.shape[1])
     return InputSpec((1, dataset.channels, height, width), preprocess=preprocess or default_preprocess(dataset))

@@ -169,19 +169,56 @@ def test_a_network_source_that_drops_mid_run_is_reconnected(served, tmp_path):
     url = f"http://127.0.0.1:{port}/belt.ts"
 
     def serve_video() -> subprocess.Popen:
-        return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
-                                 str(tmp_path / "loop.avi"), "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts", "-listen",
-                                 "1", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return _ffmpeg_http_server(tmp_path / "loop.avi", url)
 
-    _assert_reconnects_after_a_drop(url, serve_video, served["det"], tmp_path, settle=0.5)
+    _assert_reconnects_after_a_drop(url, serve_video, served["det"], tmp_path)
 
 
-def _assert_reconnects_after_a_drop(url: str, start_server, artifact, tmp_path, settle: float = 0.0) -> None:
+def _ffmpeg_http_server(video: Path, url: str) -> subprocess.Popen:
+    """ffmpeg's own HTTP server (-listen 1) playing ``video`` in a loop at its frame rate."""
+    return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                             str(video), "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts", "-listen", "1", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+def test_a_stream_started_before_its_source_is_up_connects_when_it_appears(served, tmp_path):
+    """A camera that boots after the stream: the stream waits (with the reconnect backoff), then runs its 3 s."""
+    write_video(_moving_square(100), tmp_path / "loop.avi")
+    url = f"http://127.0.0.1:{free_port()}/late.ts"
+    stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", url, str(served["det"]), "--duration", "3",
+                               "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=UNBUFFERED)
+    server = None
+    try:
+        time.sleep(2.5)  # the stream has tried, and is waiting
+        assert stream.poll() is None, stream.communicate()[1]
+        server = _ffmpeg_http_server(tmp_path / "loop.avi", url)
+        out, err = stream.communicate(timeout=60)
+    finally:
+        stream.kill()
+        if server is not None:
+            server.kill()
+    assert stream.returncode == 0, err
+    assert "not up yet" in err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["processed"] > 0 and summary["received"] == summary["processed"] + summary["skipped"]
+
+
+def test_a_source_that_never_comes_up_is_given_up_on_with_one_clear_error(served, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/never.ts"
+    started = time.perf_counter()
+    proc = edgeopt("stream", url, str(served["det"]), "--reconnect-attempts", "2")
+    assert proc.returncode == 1 and "not reachable after 3 attempts" in proc.stderr and "Traceback" not in proc.stderr
+    assert time.perf_counter() - started < 30
+
+
+def _assert_reconnects_after_a_drop(url: str, start_server, artifact, tmp_path) -> None:
     """`edgeopt stream URL` for 8 s while the server started by ``start_server`` is killed about 3 s in (2 s after
     the stream's first frame: the drop is mid-run however long the stream took to start) and started again 1 s
-    later: the stream reconnects, processes frames after the return, and its counts add up."""
+    later: the stream reconnects, processes frames after the return, and its counts add up. The stream may
+    start before the server listens: it waits for it."""
     server = start_server()
-    time.sleep(settle)
     stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", url, str(artifact), "--duration", "8",
                                "--summary", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=UNBUFFERED)

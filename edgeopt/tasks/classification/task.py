@@ -20,6 +20,7 @@ from edgeopt.core.spec import InputSpec
 from edgeopt.tasks.base import LossFn, Metric, RawOutputs, Task, per_class_table, top1_agreement
 
 if TYPE_CHECKING:
+    from edgeopt.core.size import SizeLike
     from edgeopt.images import Fitted
 
 TOP = 5  # classes a result lists
@@ -62,7 +63,7 @@ class Classification(Task):
         size = input_spec.shape[-1] if len(input_spec.shape) == 4 else None
         return load_dataset(source, image_size=size)
 
-    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+    def training_splits(self, source: str, *, image_size: int | None = None, input_size: "SizeLike | None" = None,
                         seed: int = 0, extra_train: tuple[str, ...] = ()) -> DatasetSplits:
         return load_dataset(source, extra_train=extra_train, image_size=image_size, seed=seed)
 

@@ -10,8 +10,9 @@ Sources:
 - a YOLO folder: ``images/`` and ``labels/`` (one ``.txt`` per image: ``class cx cy w h``,
   normalised) with class names in ``classes.txt``, split 80/20.
 
-Every image is letterboxed to the model's square input (scaled to fit, padded with grey)
-and its boxes moved with it, so boxes are always in input pixels. A box outside its image,
+Every image is letterboxed to the model's input (scaled to fit, padded with grey; square, or a
+rectangle such as 320x240 for a camera's frames) and its boxes moved with it, so boxes are
+always in input pixels. A box outside its image,
 of zero or negative size, or of an unknown class is refused with the file and annotation
 named; an image without boxes is a valid negative example.
 
@@ -31,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeopt.core.errors import ConfigError, EdgeoptError, InputError
+from edgeopt.core.size import Size, SizeLike, parse_size
 from edgeopt.images import SUFFIXES, as_channels, decode_as_stored, image_files, letterbox
 
 EDGE_TOLERANCE = 1.0  # px a box may stick out of its image (annotation tools round outwards)
@@ -117,11 +119,12 @@ class DetectionSplits:
 
 
 # -- loading ---------------------------------------------------------------------------
-def load_detection(source: str, size: int | None, channels: int | None = None, seed: int = 0) -> DetectionSplits:
-    """Train/test splits of ``source`` letterboxed to ``size`` px (None: the images' own size, when they all
-    share one square size); ``channels``: 1 or 3 (None: as stored). Malformed annotations raise ConfigError."""
+def load_detection(source: str, size: "SizeLike | None", channels: int | None = None, seed: int = 0) -> DetectionSplits:
+    """Train/test splits of ``source`` letterboxed to ``size`` (a side, ``WxH`` or (width, height); None: the
+    images' own size, when they all share one); ``channels``: 1 or 3 (None: as stored). Malformed
+    annotations raise ConfigError."""
     try:
-        return _load_detection(source, size, channels, seed)
+        return _load_detection(source, parse_size(size), channels, seed)
     except EdgeoptError:
         raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:  # a structure the readers did not expect
@@ -129,7 +132,7 @@ def load_detection(source: str, size: int | None, channels: int | None = None, s
                           f"{str(exc)[:120]}); check it against the COCO or YOLO layout") from None
 
 
-def _load_detection(source: str, size: int | None, channels: int | None, seed: int) -> DetectionSplits:
+def _load_detection(source: str, size: Size | None, channels: int | None, seed: int) -> DetectionSplits:
     path = Path(source)
     if path.is_dir():
         npz = sorted(p for p in path.glob("*.npz") if _has_boxes(p))
@@ -176,7 +179,7 @@ def _is_coco(path: Path) -> bool:
     return isinstance(data, dict) and "annotations" in data and "images" in data
 
 
-def _npz(path: Path, size: int | None, channels: int | None) -> DetectionSplits:
+def _npz(path: Path, size: Size | None, channels: int | None) -> DetectionSplits:
     try:
         data = np.load(path, allow_pickle=False)
         arrays = {k: data[k] for k in data.files}
@@ -205,7 +208,7 @@ def _npz(path: Path, size: int | None, channels: int | None) -> DetectionSplits:
     return DetectionSplits(split("train"), split("test"), str(path))
 
 
-def _coco(path: Path, size: int | None, channels: int | None) -> DetectionDataset:
+def _coco(path: Path, size: Size | None, channels: int | None) -> DetectionDataset:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -253,7 +256,7 @@ def _xywh_to_xyxy(ann: dict[str, Any], path: Path, image: dict[str, Any]) -> lis
     return [x, y, x + w, y + h]
 
 
-def _yolo(root: Path, size: int | None, channels: int | None) -> DetectionDataset:
+def _yolo(root: Path, size: Size | None, channels: int | None) -> DetectionDataset:
     names_file = root / "classes.txt"
     if not names_file.is_file():
         raise ConfigError(f"{root} has YOLO labels but no classes.txt naming the classes (one per line)")
@@ -320,14 +323,15 @@ def check_boxes(boxes: np.ndarray, labels: np.ndarray, classes: int, height: int
 
 
 def _assemble(records: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, list[str]]], classes: tuple[str, ...],
-              size: int | None, channels: int | None, where: str) -> DetectionDataset:
+              size: Size | None, channels: int | None, where: str) -> DetectionDataset:
     images, boxes, labels, names, sizes = [], [], [], [], []
     if size is None:
         shapes = {r[0].shape[:2] for r in records}
-        if len(shapes) != 1 or len({*next(iter(shapes))}) != 1:
-            raise ConfigError(f"the images of {where} differ in size or are not square; give the size to letterbox "
-                              "them to (--input-size)")
-        size = next(iter(shapes))[0]
+        if len(shapes) != 1:
+            raise ConfigError(f"the images of {where} differ in size; give the size to letterbox them to "
+                              "(--input-size 320 for a square, 320x240 for a rectangle)")
+        height, width = next(iter(shapes))
+        size = (width, height)
     want = channels or (1 if all(r[0].ndim == 2 or r[0].shape[-1] == 1 for r in records) else 3)
     for pixels, image_boxes, image_labels, name, box_names in records:
         pixels = pixels[..., None] if pixels.ndim == 2 else pixels

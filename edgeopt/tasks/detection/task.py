@@ -28,6 +28,7 @@ import numpy as np
 from edgeopt.tasks.detection.boxes import DetectionHead, Detections, box_iou, postprocess
 from edgeopt.tasks.detection.data import DetectionDataset, DetectionSplits, load_detection
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.size import SizeLike, of_shape, size_text
 from edgeopt.tasks.base import Metric, Task, per_class_table
 
 if TYPE_CHECKING:
@@ -65,29 +66,30 @@ class Detection(Task):
 
     # -- data and quality -------------------------------------------------------------
     def load(self, source: str, input_spec: "InputSpec") -> DetectionSplits:
-        return load_detection(source, size=input_spec.shape[-1], channels=input_spec.shape[1])
+        return load_detection(source, size=of_shape(input_spec.shape), channels=input_spec.shape[1])
 
-    def training_splits(self, source: str, *, image_size: int | None = None, input_size: int | None = None,
+    def training_splits(self, source: str, *, image_size: "SizeLike | None" = None, input_size: "SizeLike | None" = None,
                         seed: int = 0, extra_train: tuple[str, ...] = ()) -> DetectionSplits:
         if extra_train:
             raise ConfigError("extra training files are for classifiers (.npz of labelled images)")
         return load_detection(source, size=input_size or image_size, seed=seed)
 
-    def new_input(self, splits: DetectionSplits, input_size: int | None) -> "InputSpec":
-        """The images' own (letterboxed) size; letterboxed when served too, as the loader did."""
+    def new_input(self, splits: DetectionSplits, input_size: "SizeLike | None") -> "InputSpec":
+        """The images' own (letterboxed) size, square or not; letterboxed when served too, as the loader did."""
         import dataclasses
 
         from edgeopt.tasks.base import input_spec_for
 
-        spec = input_spec_for(splits.train, size=splits.train.images.shape[1])
+        height, width = splits.train.images.shape[1:3]
+        spec = input_spec_for(splits.train, size=(width, height))
         return dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, fit="letterbox"))
 
-    def arch_settings(self, arch: str, splits: DetectionSplits, spec: "InputSpec") -> dict[str, int]:
+    def arch_settings(self, arch: str, splits: DetectionSplits, spec: "InputSpec") -> dict[str, int | str]:
         settings = super().arch_settings(arch, splits, spec)
         from edgeopt.core.trust import current_name
 
         if current_name(arch).startswith("edgeopt.models.detectors:"):  # edgeopt's own detectors place their anchors for the input size
-            settings["size"] = spec.shape[-1]
+            settings["size"] = size_text(of_shape(spec.shape))
         return settings
 
     def decode(self, outputs: list[np.ndarray], dataset: DetectionDataset | None = None,
@@ -133,8 +135,8 @@ class Detection(Task):
         """The loader letterboxed each image from its own size: boxes go back to that, as ``predict``'s do."""
         from edgeopt.images import Fitted, letterbox_geometry
 
-        stored = dataset.images.shape[1]
-        to_input = Fitted.stretched((dataset.images.shape[2], stored), spec)
+        stored = (dataset.images.shape[2], dataset.images.shape[1])
+        to_input = Fitted.stretched(stored, spec)
         frames = []
         for width, height in dataset.sizes:
             scale, _, pad = letterbox_geometry(width, height, stored)
