@@ -73,8 +73,12 @@ def stream_command(
     figures = stats.summary()
     if summary is not None:
         summary.write_text(json.dumps(figures, indent=2) + "\n")
-    line_out = " · ".join(f"{k} {v}" for k, v in figures.items() if k != "counts")
-    sys.stderr.write(f"stream: {line_out}{' · counts ' + json.dumps(figures['counts']) if 'counts' in figures else ''}\n")
+    line_out = " · ".join(f"{k} {v}" for k, v in figures.items() if k not in ("counts", "energy"))
+    energy = figures["energy"]
+    joules = (f"{energy['joules_per_frame']} J/frame ({energy['source']})" if energy["joules_per_frame"] is not None
+              else f"energy {energy['source']}")
+    sys.stderr.write(f"stream: {line_out}{' · counts ' + json.dumps(figures['counts']) if 'counts' in figures else ''}"
+                     f" · {joules}\n")
     if stats.unreadable:
         sys.stderr.write(f"stream: {stats.unreadable} frame(s) of {source} could not be decoded (damaged or truncated); "
                          "they were reported, not replaced\n")

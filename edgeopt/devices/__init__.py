@@ -66,6 +66,7 @@ class DeviceProfile:
     cpu: ComputeUnit
     gpu: ComputeUnit | None = None
     sources: tuple[str, ...] = field(default_factory=tuple)
+    busy_watts: float | None = None  # the board's draw with its CPU busy (a published figure): energy estimates
 
     def __post_init__(self) -> None:
         if self.memory_mb <= self.os_reserve_mb:
@@ -107,6 +108,7 @@ def _profile(device_id: str, data: dict[str, Any]) -> DeviceProfile:
             id=device_id, name=data["name"], arch=data["arch"], memory_mb=float(data["memory_mb"]),
             os_reserve_mb=float(data["os_reserve_mb"]), backends=tuple(data["backends"]), cpu=_unit(data["cpu"]),
             gpu=_unit(data["gpu"]) if "gpu" in data else None, sources=tuple(data.get("sources", ())),
+            busy_watts=float(data["busy_watts"]) if "busy_watts" in data else None,
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"device profile {device_id!r} in {PROFILES} is malformed: {exc}") from None

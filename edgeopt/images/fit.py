@@ -6,8 +6,7 @@ uint8 pixels (antialiased when shrinking), never torch: an edge box runs this wi
 
 Example:
     >>> import numpy as np
-    >>> from edgeopt.core.size import Size
-from edgeopt.core.spec import InputSpec, Preprocess
+    >>> from edgeopt.core.spec import InputSpec, Preprocess
     >>> spec = InputSpec((1, 1, 4, 4), preprocess=Preprocess(mean=(0.0,), std=(1.0,), channels="GRAY"))
     >>> fitted = fit_image(np.full((2, 8, 1), 255, np.uint8), spec)
     >>> fitted.input.shape, float(fitted.input.max()), fitted.scale
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.size import Size
 from edgeopt.core.spec import InputSpec, Preprocess
 
 PAD_VALUE = 114  # the letterbox border (YOLO's grey)

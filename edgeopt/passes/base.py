@@ -207,7 +207,7 @@ class SearchRequest:
 
     space: "SearchSpace"
     priority: str
-    input_size: "Size | None" = None
+    input_size: "Size | int | None" = None  # (width, height), or one side for a square
     students: tuple[str, ...] = ()
 
 

@@ -146,7 +146,7 @@ def stage2_exports(stage1: list[tuple[Recipe, Candidate | None]], priority: str,
 
 
 def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, exports: list[ExportConfig],
-                         input_size: Size | None, qat_backends: list[str], students: tuple[str, ...] = ()) -> list[Recipe]:
+                         input_size: Size | int | None, qat_backends: list[str], students: tuple[str, ...] = ()) -> list[Recipe]:
     """Stage 2, in the priority's order: what every registered pass offers (``Pass.search_steps``,
     plugin passes included), then the space's extra ``steps``. Each is exported the ways in
     ``exports`` (the stage-1 settings to reuse: fastest INT8 first, then fastest FP32); a step of a
@@ -159,7 +159,7 @@ def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, export
             for step, _ in offers for export in (qat if step.technique.quantizes else exports)]
 
 
-def model_steps(space: SearchSpace, priority: str, input_size: Size | None,
+def model_steps(space: SearchSpace, priority: str, input_size: Size | int | None,
                 students: tuple[str, ...] = ()) -> list[tuple[Step, float]]:
     """Every registered pass's stage-2 offers and the space's extra steps, each with its order (unsorted)."""
     request = SearchRequest(space, priority, input_size, students if space.students is None else space.students)

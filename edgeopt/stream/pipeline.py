@@ -10,7 +10,8 @@ the summary counts frames per rung. Frames meet the model
 as ``predict``'s images do (``edgeopt.images``), so a folder of images streamed gives
 ``predict``'s answers. ``StreamStats`` keeps what users of Frigate, DeepStream and Roboflow Inference
 ask for: received, processed and skipped frames and their rates, unreadable frames,
-reconnects, and latency p50/p95 — exposed on ``/metrics`` when a port is given.
+reconnects, and latency p50/p95 — exposed on ``/metrics`` when a port is given — and joules per
+frame where the machine has an energy counter (RAPL or hwmon; "not available" elsewhere).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from edgeopt.core.artifact import Artifact
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.exits import StagedExits, is_staged_exits
 from edgeopt.core.ladder import Ladder, is_ladder
+from edgeopt.measure.energy import UNAVAILABLE, EnergyMeter
 from edgeopt.runtime.controller import Backlog, ControlConfig, RungController
 from edgeopt.runtime.predictor import predict_pixels
 from edgeopt.stream.sources import SourceCounts, is_live, open_source
@@ -56,6 +58,8 @@ class StreamStats:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     counts: dict[str, int] = field(default_factory=dict)  # line crossings
     rungs: dict[str, int] = field(default_factory=dict)  # a ladder: frames processed per rung
+    joules: float | None = None  # what the machine's energy counters counted over the run (None: no counter)
+    energy_source: str = UNAVAILABLE
 
     @property
     def received(self) -> int:
@@ -82,7 +86,9 @@ class StreamStats:
                 "skipped_fps": round(self.skipped / seconds, 2),
                 "latency_p50_ms": round(float(np.nanpercentile(latency, 50)), 3),
                 "latency_p95_ms": round(float(np.nanpercentile(latency, 95)), 3),
-                **({"counts": self.counts} if self.counts else {}), **({"rungs": self.rungs} if self.rungs else {})}
+                **({"counts": self.counts} if self.counts else {}), **({"rungs": self.rungs} if self.rungs else {}),
+                "energy": {"joules_per_frame": None if self.joules is None or not self.processed
+                           else round(self.joules / self.processed, 4), "source": self.energy_source}}
 
 
 class Counter:
@@ -133,7 +139,10 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
     if counter is not None:
         counter.start(feed.fps)
     writer = None
-    stats, started, last = StreamStats(feed.counts), time.perf_counter(), 0.0
+    meter = EnergyMeter.find()
+    stats = StreamStats(feed.counts, energy_source=meter.source if meter else UNAVAILABLE)
+    energy_start = meter.read_uj() if meter else None
+    started, last = time.perf_counter(), 0.0
     try:
         for frame in feed.frames(stop):
             if config.fps_cap and (wait := last + 1 / config.fps_cap - time.perf_counter()) > 0:
@@ -175,6 +184,8 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         if writer is not None:
             writer.release()
         stats.seconds = time.perf_counter() - started
+        if meter is not None:
+            stats.joules = meter.joules_since(energy_start)
     return stats
 
 

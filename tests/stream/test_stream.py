@@ -203,6 +203,8 @@ def test_a_stream_started_before_its_source_is_up_connects_when_it_appears(serve
     assert "not up yet" in err
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["processed"] > 0 and summary["received"] == summary["processed"] + summary["skipped"]
+    energy = summary["energy"]  # a figure where the machine counts energy, else said plainly
+    assert (energy["joules_per_frame"] is None) == energy["source"].startswith("not available"), energy
 
 
 def test_a_source_that_never_comes_up_is_given_up_on_with_one_clear_error(served, tmp_path):

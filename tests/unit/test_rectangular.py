@@ -48,7 +48,7 @@ def test_edgeopts_detectors_are_built_for_a_rectangle_and_refuse_sides_they_cann
     assert widths.min() < 0.05 * 320 + 1 and head.anchors[:, 2].max() > 300  # small anchors, and they span the width
     deltas, _ = model.module.eval()(torch.zeros(1, 3, 256, 320))
     assert deltas.shape[1] == len(head.anchors)
-    with pytest.raises(ModelSourceError, match="multiples of 32"):
+    with pytest.raises(ModelSourceError, match="multiples of 16"):
         load_model("edgeopt.models.detectors:ssdlite?size=320x250")
     with pytest.raises(ModelSourceError, match="min_ratio"):
         load_model("edgeopt.models.detectors:ssdlite?size=128&min_ratio=0.5&max_ratio=0.4")
