@@ -49,7 +49,6 @@ TRAIN = ["--epochs", "30", "--batch-size", "16", "--lr", "0.004"]
 LINE = (300, 160, 40, 160)  # in 320x240 pixels, right to left: a vehicle coming down the image counts "in"
 MATCH_FRAMES = 10  # a counted crossing matches a hand-counted vehicle this close in time
 HALF_SPEED = 0.5
-CGROUP = Path("/sys/fs/cgroup/cpu/edgeopt-bench-traffic")
 
 
 def edgeopt(*args: str, prefix: tuple[str, ...] = (), check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -147,15 +146,12 @@ def video_640(source: Path, work: Path) -> Path:
 
 
 def half_speed_prefix() -> tuple[str, ...] | None:
-    """A shell prefix that puts the command in a cgroup v1 cpu group limited to half of one CPU (2 ms periods)."""
-    try:
-        CGROUP.mkdir(exist_ok=True)
-        (CGROUP / "cpu.cfs_period_us").write_text("2000")
-        (CGROUP / "cpu.cfs_quota_us").write_text(str(int(2000 * HALF_SPEED)))
-    except OSError as exc:
-        print(f"  cannot limit CPU bandwidth here ({exc}): the half-speed device is skipped", flush=True)
-        return None
-    return ("sh", "-c", f'echo $$ > {CGROUP / "cgroup.procs"} && exec "$@"', "sh")
+    """A shell prefix that puts the command in ``benchmarks/agent.py``'s half-speed cgroup (None where this machine
+    cannot limit CPU bandwidth)."""
+    from agent import half_speed_cgroup  # benchmarks/agent.py
+
+    procs = half_speed_cgroup(HALF_SPEED)
+    return None if procs is None else ("sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh")
 
 
 def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, realtime: bool = False) -> dict | None:
