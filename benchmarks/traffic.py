@@ -108,7 +108,7 @@ def recall_by_size(predictions: Path, truth: Path) -> list[dict]:
             side = float(np.sqrt((true[2] - true[0]) * (true[3] - true[1])))
             bucket = next(b for b in SIZES if b[0] <= side < b[1])
             ious = [_iou(true, f) for f in found]
-            hit = bool(ious) and max(ious) >= 0.5
+            hit = bool(ious) and bool(max(ious) >= 0.5)
             if hit:
                 found.pop(int(np.argmax(ious)))
             tally[bucket][0] += hit
@@ -154,7 +154,8 @@ def half_speed_prefix() -> tuple[str, ...] | None:
     return None if procs is None else ("sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh")
 
 
-def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, realtime: bool = False) -> dict | None:
+def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, realtime: bool = False,
+           model: str = "chosen") -> dict | None:
     """One ``edgeopt stream`` run: its summary, and the frames at which its line counts went up."""
     line = ",".join(str(v * scale) for v in LINE)
     prefix: tuple[str, ...] = ()
@@ -166,10 +167,11 @@ def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, rea
             if cgroup is None:
                 return None
             prefix = (*cgroup, *prefix)
-    name = f"{video.stem}-{device.replace(' ', '_')}{'-realtime' if realtime else ''}"
+    name = f"{model.replace(' ', '_')}-{video.stem}-{device.replace(' ', '_')}{'-realtime' if realtime else ''}"
     summary, records = work / f"stream-{name}.json", work / f"stream-{name}.jsonl"
-    edgeopt("stream", str(video), str(artifact), "--line", line, "--threads", threads, "--summary", str(summary),
-            "--out", str(records), *(["--realtime"] if realtime else []), prefix=prefix, stderr=subprocess.DEVNULL)
+    if not (summary.is_file() and records.is_file()):
+        edgeopt("stream", str(video), str(artifact), "--line", line, "--threads", threads, "--summary", str(summary),
+                "--out", str(records), *(["--realtime"] if realtime else []), prefix=prefix, stderr=subprocess.DEVNULL)
     figures = json.loads(summary.read_text())
     events, before = [], {"in": 0, "out": 0}
     for row in map(json.loads, records.read_text().splitlines()):
@@ -177,7 +179,8 @@ def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, rea
         for direction in ("in", "out"):
             events += [(row["frame"], direction)] * (counts.get(direction, 0) - before[direction])
         before = dict(counts)
-    return {"video": video.name, "size": f"{320 * scale}x{240 * scale}", "device": device, "realtime": realtime,
+    return {"model": model, "video": video.name, "size": f"{320 * scale}x{240 * scale}", "device": device,
+            "realtime": realtime,
             **figures, "events": events}
 
 
@@ -240,6 +243,14 @@ def read_hand_counts() -> list[dict]:
             for row in csv.DictReader(lines)]
 
 
+def fastest_int8(results: dict) -> dict | None:
+    """The INT8 candidate of the search that met the goals with the lowest (estimated) latency, or None."""
+    int8 = [c for c in results.get("candidates", []) if c.get("status") == "ok" and c.get("artifact")
+            and (c.get("recipe") or {}).get("export", {}).get("precision") == "int8"
+            and not (c.get("recipe") or {}).get("steps")]
+    return min(int8, key=lambda c: c["measurement"]["latency_ms"], default=None)
+
+
 def pi_estimate(results: dict) -> dict:
     """The chosen artifact's latency on a Raspberry Pi 4B as optimize estimated it, and the energy per frame from
     the profile's published power draw (both estimates)."""
@@ -249,7 +260,8 @@ def pi_estimate(results: dict) -> dict:
     measurement = (results.get("chosen") or {}).get("measurement") or {}
     p50 = measurement.get("latency_ms")
     watts = get_device("rpi4b").busy_watts
-    return {"p50_ms": p50, "interval_ms": measurement.get("interval_ms"), "estimated": measurement.get("estimated"),
+    low, high = measurement.get("estimate_low_ms"), measurement.get("estimate_high_ms")
+    return {"p50_ms": p50, "interval_ms": [low, high] if low and high else None, "estimated": measurement.get("estimated"),
             "busy_watts": watts, "joules_per_frame": estimate_joules(watts, p50 / 1000) if p50 and watts else None}
 
 
@@ -265,6 +277,9 @@ def markdown(details: dict, runs: list[dict], counts: dict) -> str:
         f"- Chosen for a Raspberry Pi 4B (`edgeopt optimize --device rpi4b --metric map50 --max-accuracy-drop 1.5`): "
         f"{details['chosen']}, test mAP@0.5 **{details['chosen_map50']:.2%}** "
         f"({100 * (details['chosen_map50'] - details['fp32_map50']):+.2f} points).",
+        *([f"- The fastest INT8 candidate of that search, {details['int8']['label']}: test mAP@0.5 "
+           f"**{details['int8']['map50']:.2%}** ({100 * (details['int8']['map50'] - details['fp32_map50']):+.2f} points "
+           "against FP32)."] if details["int8"] else []),
         f"- Raspberry Pi 4B, **estimated** (roofline corrected by earlier device measurements): p50 "
         f"{pi['p50_ms']:.1f} ms a frame" + (f" (interval {interval[0]:.1f}-{interval[1]:.1f} ms)" if interval else "")
         + f"; energy **estimated** from its profile's {pi['busy_watts']} W busy draw: "
@@ -282,13 +297,13 @@ def markdown(details: dict, runs: list[dict], counts: dict) -> str:
         *[f"| {name} | " + " | ".join(f"{row['found']} / {row['boxes']} ({row['found'] / max(row['boxes'], 1):.0%})"
                                       for row in rows) + " |" for name, rows in details["found_by_size"].items()],
         "",
-        "| video | device | realtime | received | processed | skipped | frames/s end to end | p50 ms | counts in / out | energy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| model | video | device | realtime | received | processed | skipped | frames/s end to end | p50 ms | counts in / out | energy |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for run in runs:
         energy = run["energy"]
         joules = f"{energy['joules_per_frame']} J/frame" if energy["joules_per_frame"] is not None else "not available"
-        lines.append(f"| {run['size']} | {run['device']} | {'yes' if run['realtime'] else 'no'} | {run['received']} | "
+        lines.append(f"| {run['model']} | {run['size']} | {run['device']} | {'yes' if run['realtime'] else 'no'} | {run['received']} | "
                      f"{run['processed']} | {run['skipped']} | {run['processed_fps']:.1f} | {run['latency_p50_ms']:.1f} | "
                      f"{run.get('counts', {}).get('in', 0)} / {run.get('counts', {}).get('out', 0)} | {joules} |")
     lines += ["", "Counts against the hand count (`benchmarks/traffic_counts.csv`, 9 vehicles, all coming down the "
@@ -333,14 +348,18 @@ def main() -> int:
     found = {"FP32": recall_by_size(fp32_boxes, data / "instances_test.json"),
              "chosen": recall_by_size(best_boxes, data / "instances_test.json")}
     native, wide = data / "test.mp4", video_640(data / "test.mp4", work)
+    int8 = fastest_int8(results)
     plan = [(native, 1, "host", False), (native, 1, "1 core", False), (wide, 2, "1 core", False),
             (wide, 2, "1 core", True), (native, 1, "1 core at half speed", False), (wide, 2, "1 core at half speed", False)]
-    runs = [run for run in (stream(video, chosen, scale, device, work, realtime)
-                            for video, scale, device, realtime in plan) if run is not None]
+    runs = [stream(video, chosen, scale, device, work, realtime) for video, scale, device, realtime in plan]
+    if int8 is not None:  # the guide's Pi runs INT8: the fastest INT8 candidate too, at 640x480 on the device
+        runs += [stream(wide, work / "optimize" / int8["artifact"], 2, device, work, model=f"INT8: {int8['label']}")
+                 for device in ("1 core", "1 core at half speed")]
+    runs = [run for run in runs if run is not None]
     on_device = agent_latency(chosen, work, args.venv)
     hand = read_hand_counts()
-    counts = {f"{run['size']} on {run['device']}{' (realtime)' if run['realtime'] else ''}": compare_counts(run["events"], hand)
-              for run in runs}
+    counts = {f"{run['model']}, {run['size']} on {run['device']}{' (realtime)' if run['realtime'] else ''}":
+              compare_counts(run["events"], hand) for run in runs}
     for run in runs:
         if run["realtime"]:
             assert run["received"] == run["processed"] + run["skipped"], run
@@ -348,6 +367,7 @@ def main() -> int:
     details = {"date": dt.date.today().isoformat(), "machine": environment_line(collect()),
                "fp32_map50": fp32["metrics"]["map50"], "fp32_map": fp32["metrics"]["map"],
                "chosen": chosen_record.get("label", "?"), "chosen_map50": best["metrics"]["map50"],
+               "int8": {"label": int8["label"], "map50": int8["measurement"]["metrics"]["map50"]} if int8 else None,
                "pi": pi_estimate(results), "on_device": on_device, "found_by_size": found, "minutes": (time.perf_counter() - started) / 60}
     results_dir = HERE / "results"
     results_dir.mkdir(exist_ok=True)

@@ -25,7 +25,7 @@ from edgeopt.cli.common import (
     write_summary,
 )
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.size import parse_size, size_text
+from edgeopt.core.size import of_shape, parse_size, size_text
 from edgeopt.passes.distill import DistillConfig
 from edgeopt.report.compare import comparison_table
 from edgeopt.report.console import make_console
@@ -80,7 +80,7 @@ def distill_command(
     write_summary(out.with_suffix(".json"), {"teacher": teacher, "student": result.model.arch,
                                              "recipe": result.recipe.to_dict(), "before": result.before.to_dict(),
                                              "after": result.after.to_dict()})
-    size = "x".join(map(str, result.model.input_spec.shape[-2:]))
+    size = size_text(of_shape(result.model.input_spec.shape))
     rows = [("teacher", result.before), (f"student {result.model.arch.split('?')[0]} @ {size}", result.after)]
     console.print(comparison_table(f"distillation ({result.recipe.label}; eager FP32, batch 1)", rows,
                                    get_task(result.model.task).main))

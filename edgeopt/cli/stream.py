@@ -28,10 +28,11 @@ def stream_command(
     score_threshold: float = typer.Option(0.3, "--score-threshold", help="Detectors: report boxes at least this confident."),
     line: Optional[str] = typer.Option(None, "--line", help="Detectors: count tracked boxes crossing the line x1,y1,x2,y2 (frame pixels)."),
     no_track: bool = typer.Option(False, "--no-track", help="Detectors: no tracking (no ids, no counts)."),
+    track_threshold: float = typer.Option(0.05, "--track-threshold", help="Detectors: boxes down to this score keep existing tracks alive (ByteTrack's low-score association; new tracks and the records need --score-threshold)."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the frames with their results drawn (boxes, or a classifier's label) to this video (.mp4)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the stream's figures to Prometheus on 127.0.0.1:PORT/metrics."),
     target_ms: Optional[float] = typer.Option(None, "--target-ms", help="Ladders and early-exit models: run each frame on the most accurate rung (exit setting) predicted to answer within this many ms of its capture."),
-    reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: open and reopen attempts, waiting 0.25 s doubling up to 8 s between them, before giving up (10: about 40 s for a camera that is not up yet)."),
+    reconnect_attempts: int = typer.Option(10, "--reconnect-attempts", help="Live sources: open and reopen attempts, waiting 0.25 s doubling up to 8 s between them, before giving up (10: about 48 s for a camera that is not up yet; Ctrl-C ends the wait)."),
     arch: Optional[str] = ArchOption,
     trust_model: bool = TrustModelOption,
     threads: Optional[int] = ThreadsOption,
@@ -50,7 +51,7 @@ def stream_command(
         if len(parsed_line) != 4:
             raise ConfigError(f"--line must be four numbers x1,y1,x2,y2 in frame pixels, not {line!r}")
     config = StreamConfig(realtime=realtime, fps_cap=fps_cap, max_frames=max_frames, duration=duration,
-                          score_threshold=score_threshold, track=not no_track, line=parsed_line, annotate=annotate,
+                          score_threshold=score_threshold, track=not no_track, track_threshold=track_threshold, line=parsed_line, annotate=annotate,
                           reconnect_attempts=reconnect_attempts, threads=threads, target_ms=target_ms)
     # Ctrl-C and a service manager's SIGTERM end the stream between two frames: every figure stays exact
     stop = threading.Event()

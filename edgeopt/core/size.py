@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Sequence, Union
 
@@ -20,29 +21,35 @@ from edgeopt.core.errors import ConfigError
 
 Size = tuple[int, int]  # (width, height) in pixels
 SizeLike = Union[int, str, Sequence[int]]
-_TEXT = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
+MAX_SIDE = 4096  # px: a 4K camera (3840x2160) fits; a size read from a file cannot make a model allocate more
+_TEXT = re.compile(r"^\s*(\d{1,6})\s*(?:[xX×]\s*(\d{1,6}))?\s*$")
 
 
 def parse_size(value: SizeLike | None) -> Size | None:
     """``value`` (``256``, ``"256"``, ``"320x240"``, ``(320, 240)``) as (width, height); None stays None."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ConfigError(f"an input size is a number of pixels or WIDTHxHEIGHT, not {value!r}")
-    if isinstance(value, int):
-        width = height = value
+    if isinstance(value, bool) or (isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral)):
+        raise ConfigError(f"an input size is a whole number of pixels or WIDTHxHEIGHT, not {value!r}")
+    if isinstance(value, numbers.Integral):
+        width = height = int(value)
     elif isinstance(value, str):
         match = _TEXT.match(value)
         if not match:
             raise ConfigError(f"input size {value!r} is neither a number of pixels (256) nor WIDTHxHEIGHT (320x240)")
         width, height = int(match[1]), int(match[2] or match[1])
-    else:
+    elif isinstance(value, (list, tuple)):
         parts = list(value)
-        if len(parts) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in parts):
+        if len(parts) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in parts):
             raise ConfigError(f"an input size is (width, height) in whole pixels, not {value!r}")
-        width, height = parts
+        width, height = (int(v) for v in parts)
+    else:
+        raise ConfigError(f"an input size is a number of pixels or WIDTHxHEIGHT, not {value!r}")
     if width < 1 or height < 1:
         raise ConfigError(f"an input size must be at least 1x1 pixels, not {width}x{height}")
+    if max(width, height) > MAX_SIDE:
+        raise ConfigError(f"an input size of {width}x{height} is larger than edgeopt builds models for (sides up to "
+                          f"{MAX_SIDE} px); resize the images")
     return int(width), int(height)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.size import Size
+from edgeopt.core.size import Size, parse_size
 from edgeopt.core.spec import InputSpec, Preprocess
 
 PAD_VALUE = 114  # the letterbox border (YOLO's grey)
@@ -41,7 +41,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def letterbox_geometry(width: int, height: int, size: "int | Size") -> tuple[float, tuple[int, int], tuple[int, int]]:
     """How a ``width`` x ``height`` image sits in a ``size`` box (a side, or (width, height)):
     (scale, its new (w, h), padding (x, y)). An image of the box's own shape is only scaled."""
-    box_w, box_h = (size, size) if isinstance(size, int) else size
+    box_w, box_h = parse_size(size)
     if (width, height) == (box_w, box_h):
         return 1.0, (box_w, box_h), (0, 0)
     scale = min(box_w / width, box_h / height)
@@ -53,7 +53,7 @@ def letterbox(image: np.ndarray, size: "int | Size") -> tuple[np.ndarray, float,
     """``image`` (H, W, C) scaled to fit a ``size`` box (a side, or (width, height)) and padded:
     (image, scale, (pad x, pad y))."""
     height, width = image.shape[:2]
-    box_w, box_h = (size, size) if isinstance(size, int) else size
+    box_w, box_h = parse_size(size)
     if (height, width) == (box_h, box_w):
         return image, 1.0, (0.0, 0.0)
     scale, (new_w, new_h), (pad_x, pad_y) = letterbox_geometry(width, height, (box_w, box_h))

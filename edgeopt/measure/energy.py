@@ -2,13 +2,16 @@
 
 Both count microjoules for a whole package or board, not for one process: joules per frame read
 this way include everything else the machine did meanwhile, which on an edge box running one
-stream is little. Where no counter is readable (most VMs, containers, this project's CI), the
-meter says so instead of inventing a figure; an estimate from a device profile's published
-power draw is labelled as one (``estimate_joules``).
+stream is little. Only the CPU packages are summed (RAPL's ``psys`` zone holds the package, and
+subzones such as the cores lie inside it; AMD's hwmon per-core counters lie inside its socket
+counters). A ``EnergyTally`` reads the counters as the work goes on, so a counter that rolls over
+(RAPL's wraps every hour or so at full load) is unrolled each time. Where no counter is readable
+(most VMs and containers; RAPL needs root since Linux 5.10) the meter says so instead of inventing
+a figure; an estimate from a device profile's published power draw is labelled as one
+(``estimate_joules``).
 
 Example:
-    >>> meter = EnergyMeter.find(roots=())   # no counters to look in
-    >>> meter is None, UNAVAILABLE.startswith("not available")
+    >>> EnergyMeter.find(roots=()) is None, UNAVAILABLE.startswith("not available")
     (True, True)
 """
 
@@ -20,12 +23,13 @@ from typing import Sequence
 
 POWERCAP = Path("/sys/class/powercap")
 HWMON = Path("/sys/class/hwmon")
-UNAVAILABLE = "not available: no RAPL (powercap) or hwmon energy counter is readable on this machine"
+UNAVAILABLE = ("not available: no RAPL (powercap) or hwmon energy counter is readable here (most VMs and containers "
+               "have none; RAPL's energy_uj needs root since Linux 5.10)")
 
 
 @dataclass(frozen=True)
 class EnergyMeter:
-    """Cumulative microjoule counters summed over the machine's packages; ``wrap_uj``: where each rolls over."""
+    """Cumulative microjoule counters, one per CPU package; ``wrap_uj``: where each rolls over."""
 
     counters: tuple[Path, ...]
     wrap_uj: tuple[int, ...]
@@ -33,37 +37,61 @@ class EnergyMeter:
 
     @classmethod
     def find(cls, roots: Sequence[Path] = (POWERCAP, HWMON)) -> "EnergyMeter | None":
-        """RAPL's package zones (``intel-rapl:N``, no subzones: they are inside the package), else hwmon's
-        ``energy*_input``; None when neither is readable."""
+        """RAPL's package zones, else hwmon's socket (or only) energy inputs; None when neither is readable."""
         for root in roots:
-            if root == HWMON or root.name == "hwmon":
-                counters = sorted(root.glob("hwmon*/energy*_input"))
+            if root.name == "hwmon":
+                counters, source = _hwmon_packages(root), "hwmon energy sensor (the whole CPU package)"
                 wraps = [2**64] * len(counters)
-                source = "hwmon energy sensor"
             else:
-                counters = sorted(p / "energy_uj" for p in root.glob("*rapl:[0-9]*") if p.name.count(":") == 1)
-                wraps = [_int(p.with_name("max_energy_range_uj")) or 2**32 for p in counters]
+                counters = [zone / "energy_uj" for zone in sorted(root.glob("*rapl:[0-9]*"))
+                            if zone.name.count(":") == 1 and _text(zone / "name").startswith("package")]
+                wraps = [_int(c.with_name("max_energy_range_uj")) or 2**32 for c in counters]
                 source = "RAPL package counter (the whole CPU package, not only this process)"
             readable = [(c, w) for c, w in zip(counters, wraps) if _int(c) is not None]
             if readable:
                 return cls(tuple(c for c, _ in readable), tuple(w for _, w in readable), source)
         return None
 
-    def read_uj(self) -> list[int]:
-        return [_int(counter) or 0 for counter in self.counters]
+    def read_uj(self) -> list[int | None]:
+        return [_int(counter) for counter in self.counters]
 
-    def joules_since(self, start_uj: list[int]) -> float:
-        """Joules counted since ``start_uj`` (a counter that rolled over once is unrolled)."""
-        total = 0
-        for before, after, wrap in zip(start_uj, self.read_uj(), self.wrap_uj):
-            total += after - before if after >= before else after + wrap - before
-        return total / 1e6
+
+class EnergyTally:
+    """Joules counted since it was made, read whenever ``update`` is called (often enough to see every rollover)."""
+
+    def __init__(self, meter: EnergyMeter) -> None:
+        self.meter, self.last, self.joules = meter, meter.read_uj(), 0.0
+
+    def update(self) -> float:
+        for index, (before, now, wrap) in enumerate(zip(self.last, self.meter.read_uj(), self.meter.wrap_uj)):
+            if before is None or now is None:  # a failed read: keep the last good one, count from there next time
+                self.last[index] = now if before is None else before
+                continue
+            self.joules += ((now - before) if now >= before else (now + wrap - before)) / 1e6
+            self.last[index] = now
+        return self.joules
+
+
+def _hwmon_packages(root: Path) -> list[Path]:
+    """hwmon energy inputs; where some are labelled as a socket or package (AMD's amd_energy also has one per core,
+    inside the socket's), only those."""
+    inputs = sorted(root.glob("hwmon*/energy*_input"))
+    labelled = [p for p in inputs if any(word in _text(p.with_name(p.name.replace("_input", "_label"))).lower()
+                                         for word in ("socket", "package"))]
+    return labelled or inputs
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _int(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        return int(_text(path)) if _text(path) else None
+    except ValueError:
         return None
 
 

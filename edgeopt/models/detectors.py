@@ -31,6 +31,7 @@ from edgeopt.tasks.detection.boxes import DetectionHead
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.size import parse_size
 
+MAX_CLASSES = 10_000  # a class count read from a file cannot make a head of millions of channels
 NEGATIVES_PER_POSITIVE = 3  # SSD's hard negative mining ratio
 DEPLOY_SCORE_THRESHOLD = 0.25  # Ultralytics' predict default; evaluation uses 0.01
 
@@ -128,8 +129,12 @@ def ssdlite(num_classes: int = 6, in_channels: int = 3, size: "int | str" = 128,
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-    # MobileNetV3 ends at 1/32 but pads its way there: sides of 16 px steps (240 = 7.5 x 32) work as well
-    width, height = _input_size(size, multiple=16, smallest=64, name="ssdlite")
+    # MobileNetV3 pads its way down to 1/32 and the anchors follow the feature maps' own grids, so any side works
+    # (240 = 7.5 x 32; a lower resolution of 320x240 at 0.75 is 240x180)
+    width, height = _input_size(size, smallest=64, name="ssdlite")
+    if not 0 < width_mult <= 4 or not 1 <= num_classes <= MAX_CLASSES:
+        raise ConfigError(f"ssdlite takes 0 < width_mult <= 4 and 1..{MAX_CLASSES} classes; got {width_mult} and "
+                          f"{num_classes}")
     if not 0 < min_ratio < max_ratio <= 1:
         raise ConfigError(f"ssdlite's anchors need 0 < min_ratio < max_ratio <= 1; got {min_ratio} and {max_ratio}")
     ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
@@ -143,12 +148,11 @@ def ssdlite(num_classes: int = 6, in_channels: int = 3, size: "int | str" = 128,
     return SSDGraph(ssd, (height, width))
 
 
-def _input_size(size: "int | str", multiple: int, smallest: int, name: str) -> tuple[int, int]:
-    """``size`` as (width, height), each side a multiple of ``multiple`` and at least ``smallest``."""
+def _input_size(size: "int | str", smallest: int, name: str) -> tuple[int, int]:
+    """``size`` as (width, height), each side at least ``smallest`` (and at most ``core.size.MAX_SIDE``)."""
     width, height = parse_size(size)
-    if min(width, height) < smallest or width % multiple or height % multiple:
-        raise ConfigError(f"{name} needs input sides that are multiples of {multiple}, at least {smallest}; "
-                          f"got {width}x{height}")
+    if min(width, height) < smallest:
+        raise ConfigError(f"{name} needs input sides of at least {smallest} px; got {width}x{height}")
     return width, height
 
 
@@ -176,12 +180,12 @@ def ssd_tiny(num_classes: int = 6, in_channels: int = 3, size: "int | str" = 64,
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.ssd import SSD, SSDHead
 
-    if width < 1:
-        raise ConfigError(f"ssd_tiny needs width >= 1, got {width}")
-    size_w, size_h = _input_size(size, multiple=16, smallest=32, name="ssd_tiny")
+    if not 1 <= width <= 256 or not 1 <= num_classes <= MAX_CLASSES:
+        raise ConfigError(f"ssd_tiny takes 1 <= width <= 256 and 1..{MAX_CLASSES} classes; got {width} and {num_classes}")
+    size_w, size_h = _input_size(size, smallest=32, name="ssd_tiny")
     anchors = DefaultBoxGenerator([[2], [2]])
     head = SSDHead([width * 2, width * 4], anchors.num_anchors_per_location(), num_classes + 1)
-    ssd = SSD(_TinyBackbone(in_channels, width), anchors, (size_h, size_w), num_classes + 1, head=head)
+    ssd = SSD(_TinyBackbone(in_channels, width), anchors, (size_w, size_h), num_classes + 1, head=head)  # SSD: (w, h)
     return SSDGraph(ssd, (size_h, size_w))
 
 
@@ -193,7 +197,8 @@ def wrap_torchvision(name: str, module: nn.Module) -> SSDGraph:
         raise ConfigError(f"torchvision:{name} is not an SSD; edgeopt compiles torchvision's SSD and SSDlite "
                           "detectors (ssdlite320_mobilenet_v3_large, ssd300_vgg16), or an ONNX detector with a "
                           "declared output convention")
-    return SSDGraph(module, tuple(module.transform.fixed_size or (module.transform.min_size[0],) * 2))
+    width, height = module.transform.fixed_size or (module.transform.min_size[0],) * 2  # torchvision's SSD: (w, h)
+    return SSDGraph(module, (height, width))
 
 
 def head_record(module: Any) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from edgeopt.core.errors import ConfigError, ModelSourceError, first_line
+from edgeopt.core.size import of_shape, parse_size
 from edgeopt.core.spec import InputSpec, Preprocess
 from edgeopt.core.trust import check_import, current_name, import_object, trusting
 
@@ -165,8 +166,12 @@ def _fit_detector_size(model: LoadedModel, authoritative: bool) -> None:
         return
     resize = getattr(model.module, "at_size", None)
     if resize is None:
-        raise ModelSourceError(f"{model.source} detects at {size[0]}x{size[1]}; it cannot take the input "
-                               f"{model.input_spec.shape}")
+        raise ModelSourceError(f"{model.source} detects at {size[1]}x{size[0]} (width x height); it cannot take the "
+                               f"input {model.input_spec.shape}")
+    try:
+        parse_size(of_shape(model.input_spec.shape))  # a size from a file: bounded before anchors are built for it
+    except ConfigError as exc:
+        raise ModelSourceError(f"{model.source}: {exc}") from None
     model.module = resize(tuple(model.input_spec.shape[2:4]))
     model.head = head_record(model.module)
 

@@ -201,14 +201,25 @@ class PassContext:
 class SearchRequest:
     """What a search tells a pass when it asks for stage-2 candidates: the space (``SearchSpace``:
     its epochs, calibration size, and the values of the built-in techniques), the priority
-    (latency | accuracy | memory, as the search's ``Goals`` validated it), the model's input
-    (width, height) (None: not an image model) and the lighter architectures to distil into (the
-    space's, else the task's)."""
+    (latency | accuracy | memory, as the search's ``Goals`` validated it), the model's square
+    input side (None: not an image model, or not square), its input (width, height) (None: not an
+    image model) and the lighter architectures to distil into (the space's, else the task's)."""
 
     space: "SearchSpace"
     priority: str
-    input_size: "Size | int | None" = None  # (width, height), or one side for a square
+    input_size: int | None = None
     students: tuple[str, ...] = ()
+    input_shape: "Size | None" = None
+
+    @classmethod
+    def for_input(cls, space: "SearchSpace", priority: str, size: "Size | int | None",
+                  students: tuple[str, ...] = ()) -> "SearchRequest":
+        """A request for a model whose input is ``size`` ((width, height), a square's side, or None)."""
+        from edgeopt.core.size import parse_size
+
+        shape = parse_size(size)
+        side = shape[0] if shape and shape[0] == shape[1] else None
+        return cls(space, priority, side, students, shape)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class DistillPass(Pass):
         each student (too small an input for a student's downsampling: none), fine-tuned for the
         space's ``epochs``. Lower resolutions come right after pruning when latency is the priority;
         otherwise the students come first."""
-        space, size = request.space, parse_size(request.input_size)  # (width, height); a side for a square
+        space, size = request.space, request.input_shape or parse_size(request.input_size)  # (width, height)
         tune = {"epochs": space.epochs}
         resolution, students = (2.0, 3.0) if request.priority == "latency" else (3.0, 2.0)
         lower = [SearchStep(self.config(input_size=size_text(scaled(size, f)), fine_tune=tune), resolution)

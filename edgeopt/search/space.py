@@ -162,7 +162,8 @@ def fine_tune_candidates(space: SearchSpace, base: Recipe, priority: str, export
 def model_steps(space: SearchSpace, priority: str, input_size: Size | int | None,
                 students: tuple[str, ...] = ()) -> list[tuple[Step, float]]:
     """Every registered pass's stage-2 offers and the space's extra steps, each with its order (unsorted)."""
-    request = SearchRequest(space, priority, input_size, students if space.students is None else space.students)
+    request = SearchRequest.for_input(space, priority, input_size,
+                                      students if space.students is None else space.students)
     offers = [(Step.using(technique, offer.config), offer.order)
               for technique in all_passes() for offer in technique.search_steps(request)]
     return offers + [(step, LATER) for step in space.steps]

@@ -28,9 +28,9 @@ from edgeopt.core.artifact import Artifact
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.exits import StagedExits, is_staged_exits
 from edgeopt.core.ladder import Ladder, is_ladder
-from edgeopt.measure.energy import UNAVAILABLE, EnergyMeter
+from edgeopt.measure.energy import UNAVAILABLE, EnergyMeter, EnergyTally
 from edgeopt.runtime.controller import Backlog, ControlConfig, RungController
-from edgeopt.runtime.predictor import predict_pixels
+from edgeopt.runtime.predictor import describe, predict_pixels
 from edgeopt.stream.sources import SourceCounts, is_live, open_source
 from edgeopt.tasks import task_of
 
@@ -43,6 +43,10 @@ class StreamConfig:
     duration: float | None = None  # stop after this many seconds
     score_threshold: float = 0.3
     track: bool = True  # detectors: ByteTrack ids (trackers), needed for line counts
+    # detectors: boxes down to this score reach the tracker's second association only (ByteTrack's low-score
+    # boxes: a vehicle whose score dips for a few frames keeps its track, so it is counted once); new tracks
+    # and the records take boxes at score_threshold and above
+    track_threshold: float = 0.05
     line: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in frame pixels: count crossings
     annotate: Path | None = None  # write the frames with boxes drawn to this video file
     reconnect_attempts: int = 10
@@ -134,14 +138,15 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         raise ConfigError(f"--line counts tracked boxes: it needs a detector artifact (this one's task is {task.name})")
     live = config.realtime or is_live(source)
     counter = Counter(config.line, config.score_threshold) if task.boxes_tracked and config.track else None
+    decode_at = min(config.track_threshold, config.score_threshold) if counter is not None else config.score_threshold
     # the source opens last: a live one starts delivering at once, and nothing may be skipped while we load
-    feed = open_source(source, realtime=config.realtime, reconnect_attempts=config.reconnect_attempts)
+    feed = open_source(source, realtime=config.realtime, reconnect_attempts=config.reconnect_attempts, stop=stop)
     if counter is not None:
         counter.start(feed.fps)
     writer = None
     meter = EnergyMeter.find()
     stats = StreamStats(feed.counts, energy_source=meter.source if meter else UNAVAILABLE)
-    energy_start = meter.read_uj() if meter else None
+    energy = EnergyTally(meter) if meter else None
     started, last = time.perf_counter(), 0.0
     try:
         for frame in feed.frames(stop):
@@ -152,16 +157,19 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
                     continue
             last = time.perf_counter()
             rung = model.pick(frame.captured)
-            record, result = predict_pixels(model.sessions[rung], spec, task, labels, frame.image, config.score_threshold)
+            record, result = predict_pixels(model.sessions[rung], spec, task, labels, frame.image, decode_at)
+            tracked = task.boxes(result)
+            if decode_at < config.score_threshold:  # the faint boxes were for the tracker: the record keeps the rest
+                result = task.above(result, config.score_threshold)
+                record = describe(task, result, (record["width"], record["height"]), labels)
             if model.controller is not None:
                 model.controller.observe(rung, 1, 1000 * (time.perf_counter() - last))
                 record = {"rung": model.names[rung], **record}
                 stats.rungs[model.names[rung]] = stats.rungs.get(model.names[rung], 0) + 1
             if frame.file is not None:
                 record = {"image": frame.file, **record}
-            found = task.boxes(result)
-            if counter is not None and found is not None:
-                record["track_ids"], counts = counter.update(found.boxes, found.scores, found.labels)
+            if counter is not None and tracked is not None:
+                record["track_ids"], counts = counter.update(tracked.boxes, tracked.scores, tracked.labels)
                 if counts:
                     record["counts"] = stats.counts = counts
             latency = (time.perf_counter() - frame.captured) * 1000
@@ -172,6 +180,8 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
             if config.annotate is not None:
                 writer = _annotated(writer, config.annotate, task.draw(frame.image, result, labels), feed.fps)
             stats.seconds = time.perf_counter() - started
+            if energy is not None:  # read every frame: a counter that rolls over mid-run is unrolled
+                stats.joules = energy.update()
             if on_progress is not None:
                 on_progress(stats)
             if (config.max_frames and stats.processed >= config.max_frames) or \
@@ -184,8 +194,8 @@ def run_stream(source: str, artifact: str | Path, config: StreamConfig = StreamC
         if writer is not None:
             writer.release()
         stats.seconds = time.perf_counter() - started
-        if meter is not None:
-            stats.joules = meter.joules_since(energy_start)
+        if energy is not None:
+            stats.joules = energy.update()
     return stats
 
 

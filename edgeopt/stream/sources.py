@@ -13,7 +13,8 @@ policy that keeps a live source current. Every frame is uint8 RGB, as a decoded 
   reopened with exponential backoff, counting reconnects, until ``reconnect_attempts``
   consecutive failures. A camera or server that is not up yet when the stream starts (cameras
   reboot and start late) is waited for with the same backoff: with the default 10 attempts the
-  stream gives up after about 40 s of waiting (``give_up_seconds``).
+  stream gives up after about 48 s of waiting (``give_up_seconds``; a host that does not answer
+  adds up to the 5 s open timeout per attempt), and Ctrl-C or SIGTERM ends the wait at once.
 """
 
 from __future__ import annotations
@@ -72,12 +73,18 @@ def open_capture(source: str):
     target: int | str = int(source) if source.isdigit() else source
     if isinstance(target, str) and "://" not in target and not Path(target).is_file():
         raise ConfigError(f"video source {source!r} is neither a file, a camera index nor a URL")
+    if isinstance(target, str) and "://" in target and target.split("://")[0].lower() not in STREAM_SCHEMES:
+        raise ConfigError(f"video source {source!r}: {target.split('://')[0]!r} is not a stream protocol edgeopt reads "
+                          f"({', '.join(STREAM_SCHEMES)})")
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
     capture = cv2.VideoCapture(target, cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG, params)
     if not capture.isOpened():
         capture.release()
         raise InputError(f"cannot open video source {source!r}: not a video OpenCV can decode, or not reachable")
     return capture
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt")  # what FFmpeg reads
 
 
 def is_live(source: str) -> bool:
@@ -89,14 +96,17 @@ def rgb(bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(bgr[..., None], 3, axis=-1) if bgr.ndim == 2 else bgr[..., ::-1])
 
 
-def open_source(source: str, realtime: bool = False, reconnect_attempts: int = 10):
-    """The frames of ``source``: a folder of images, a video file, a camera index or a stream URL."""
+def open_source(source: str, realtime: bool = False, reconnect_attempts: int = 10,
+                stop: threading.Event | None = None):
+    """The frames of ``source``: a folder of images, a video file, a camera index or a stream URL. ``stop`` ends
+    the wait for a live source that is not up yet (the source then gives no frames)."""
     if Path(source).is_dir():
         if realtime:
             raise ConfigError(f"{source} is a folder of images: it has no frame rate to play it at (drop --realtime)")
         return FolderSource(source)
     if realtime or is_live(source):
-        return LiveSource(source, realtime_file=realtime, reconnect_attempts=reconnect_attempts)
+        return LiveSource(source, realtime_file=realtime and not is_live(source), reconnect_attempts=reconnect_attempts,
+                          stop=stop)
     return FileSource(source)
 
 
@@ -175,7 +185,7 @@ class LiveSource:
     """The newest frame of a camera, a stream URL, or a file played in real time; see the module docstring."""
 
     def __init__(self, source: str, realtime_file: bool = False, reconnect_attempts: int = 10,
-                 max_backoff: float = MAX_BACKOFF_S) -> None:
+                 max_backoff: float = MAX_BACKOFF_S, stop: threading.Event | None = None) -> None:
         import cv2
 
         self.source = source
@@ -183,14 +193,15 @@ class LiveSource:
         self.reconnect_attempts = reconnect_attempts
         self.max_backoff = max_backoff
         self.counts = SourceCounts()
-        self.capture = open_capture(source) if realtime_file else self._first_open()
-        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS)) or 25.0
         self._slot: Frame | None = None
         self._lock = threading.Condition()
         self._stopped = threading.Event()
-        self._ended = False
+        self.capture = open_capture(source) if realtime_file else self._first_open(stop or threading.Event())
+        self._ended = self.capture is None  # stopped while waiting for the source: no frames
+        self.fps = (float(self.capture.get(cv2.CAP_PROP_FPS)) or 25.0) if self.capture is not None else 25.0
         self._thread = threading.Thread(target=self._read, name="edgeopt-capture", daemon=True)
-        self._thread.start()
+        if self.capture is not None:
+            self._thread.start()
 
     def frames(self, stop: threading.Event | None = None):
         while stop is None or not stop.is_set():
@@ -204,7 +215,8 @@ class LiveSource:
 
     def close(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 2)
         with self._lock:
             if self._slot is not None:  # received, never processed: skipped, so the counts add up
                 self.counts.skipped += 1
@@ -239,9 +251,10 @@ class LiveSource:
             self._slot = frame
             self._lock.notify_all()
 
-    def _first_open(self):
-        """The camera or server, waited for with the reconnect backoff when it is not up yet (a URL that is
-        not a source at all is refused at once); one clear error when it never comes."""
+    def _first_open(self, stop: threading.Event):
+        """The camera or server, waited for with the reconnect backoff when it is not up yet (a path or a protocol
+        that is not a source at all is refused at once); one clear error when it never comes; None when ``stop``
+        is set while waiting."""
         delays = backoff_delays(self.reconnect_attempts, self.max_backoff)
         for attempt, delay in enumerate([*delays, None], 1):
             try:
@@ -253,7 +266,8 @@ class LiveSource:
                                      "is right, or wait longer with --reconnect-attempts") from None
                 log.warning("video source %s is not up yet; trying again in %.2f s (attempt %d of %d)", self.source,
                             delay, attempt + 1, len(delays) + 1)
-                time.sleep(delay)
+                if stop.wait(delay):
+                    return None
         raise AssertionError("unreachable")
 
     def _reconnect(self) -> bool:

@@ -136,6 +136,10 @@ class Task(ABC):
         """``result``'s boxes (``edgeopt.tasks.detection.boxes.Detections``) for a tracker, or None."""
         return None
 
+    def above(self, result: Any, score_threshold: float) -> Any:
+        """``result`` keeping what scores at least ``score_threshold`` (a result without scores: itself)."""
+        return result
+
     def draw_samples(self, outputs: list[np.ndarray], dataset: Any, folder: "Path", count: int = 6) -> list[str]:
         """A few of ``dataset``'s images with the truth and ``outputs`` drawn, as PNGs in ``folder``
         (names relative to it); tasks with nothing to draw return none."""

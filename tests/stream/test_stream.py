@@ -215,6 +215,23 @@ def test_a_source_that_never_comes_up_is_given_up_on_with_one_clear_error(served
     assert time.perf_counter() - started < 30
 
 
+def test_a_stream_waiting_for_its_source_stops_at_sigterm_and_a_protocol_it_cannot_read_is_refused_at_once(served,
+                                                                                                      tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/never.ts"
+    stream = subprocess.Popen([sys.executable, "-m", "edgeopt", "stream", url, str(served["det"]), "--summary",
+                               str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "not up yet" not in (line := stream.stderr.readline()) and line and time.monotonic() < deadline:
+        pass  # edgeopt's imports and the model's load take a few seconds here: wait for the first retry
+    stream.terminate()  # a service manager stopping it mid-wait
+    out, err = stream.communicate(timeout=15)
+    assert stream.returncode == 0 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "s.json").read_text())["received"] == 0
+    started = time.perf_counter()
+    proc = edgeopt("stream", "htps://127.0.0.1/typo", str(served["det"]))
+    assert proc.returncode != 0 and "not a stream protocol" in proc.stderr and time.perf_counter() - started < 20
+
+
 def _assert_reconnects_after_a_drop(url: str, start_server, artifact, tmp_path) -> None:
     """`edgeopt stream URL` for 8 s while the server started by ``start_server`` is killed about 3 s in (2 s after
     the stream's first frame: the drop is mid-run however long the stream took to start) and started again 1 s

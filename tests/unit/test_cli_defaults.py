@@ -70,7 +70,7 @@ def _stream() -> list[tuple[Any, dict[str, Field]]]:
                               "duration": "duration", "score_threshold": "score_threshold",
                               "no_track": ("track", lambda no: not no), "annotate": "annotate",
                               "line": "line", "reconnect_attempts": "reconnect_attempts", "threads": "threads",
-                              "target_ms": "target_ms"})]
+                              "target_ms": "target_ms", "track_threshold": "track_threshold"})]
 
 
 def _agent() -> list[tuple[Any, dict[str, Field]]]:

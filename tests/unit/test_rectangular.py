@@ -16,9 +16,9 @@ from edgeopt.images import fit_image, letterbox
 from tests.helpers import edgeopt, write_shapes_coco
 
 
-@pytest.mark.parametrize("text", ["0x10", "320x", "x240", "320x240x3", "-1", "big", "3.5"])
+@pytest.mark.parametrize("text", ["0x10", "320x", "x240", "320x240x3", "-1", "big", "3.5", "100000x100000"])
 def test_a_size_that_is_not_one_is_refused_saying_how_to_write_it(text):
-    with pytest.raises(ConfigError, match="WIDTHxHEIGHT|at least 1x1"):
+    with pytest.raises(ConfigError, match="WIDTHxHEIGHT|at least 1x1|up to 4096"):
         parse_size(text)
 
 
@@ -48,10 +48,23 @@ def test_edgeopts_detectors_are_built_for_a_rectangle_and_refuse_sides_they_cann
     assert widths.min() < 0.05 * 320 + 1 and head.anchors[:, 2].max() > 300  # small anchors, and they span the width
     deltas, _ = model.module.eval()(torch.zeros(1, 3, 256, 320))
     assert deltas.shape[1] == len(head.anchors)
-    with pytest.raises(ModelSourceError, match="multiples of 16"):
-        load_model("edgeopt.models.detectors:ssdlite?size=320x250")
+    odd = load_model("edgeopt.models.detectors:ssdlite?num_classes=2&size=240x180", input="1x3x180x240")  # 0.75 of 320x240
+    assert odd.module.eval()(torch.zeros(1, 3, 180, 240))[0].shape[1] == len(odd.module.anchors)
+    with pytest.raises(ModelSourceError, match="at least 64"):
+        load_model("edgeopt.models.detectors:ssdlite?size=320x48")
     with pytest.raises(ModelSourceError, match="min_ratio"):
         load_model("edgeopt.models.detectors:ssdlite?size=128&min_ratio=0.5&max_ratio=0.4")
+    for hostile in ("size=100000x100000", "size=1e3", "width_mult=1000", "num_classes=10000000"):  # read from a file
+        with pytest.raises(ModelSourceError):
+            load_model(f"edgeopt.models.detectors:ssdlite?{hostile}")
+
+
+def test_a_classifier_refuses_a_rectangle_saying_what_it_takes():
+    from edgeopt.tasks import get_task
+    from edgeopt.tasks.classification.data import load_dataset
+
+    with pytest.raises(ConfigError, match="square input"):
+        get_task("classification").new_input(load_dataset("digits"), "64x48")
 
 
 def test_a_640x480_detector_trains_exports_and_predicts_the_boxes_of_its_pytorch_model(tmp_path):

@@ -67,6 +67,16 @@ class Classification(Task):
                         seed: int = 0, extra_train: tuple[str, ...] = ()) -> DatasetSplits:
         return load_dataset(source, extra_train=extra_train, image_size=image_size, seed=seed)
 
+    def new_input(self, splits: DatasetSplits, input_size: "SizeLike | None") -> InputSpec:
+        """Classifiers here take a square input (their images are loaded square); one number, not WxH."""
+        from edgeopt.core.size import parse_size
+
+        size = parse_size(input_size)
+        if size is not None and size[0] != size[1]:
+            raise ConfigError(f"a classifier takes a square input; give --input-size one number, not "
+                              f"{size[0]}x{size[1]} (rectangular inputs are for detectors)")
+        return super().new_input(splits, input_size)
+
     def score(self, outputs: list[np.ndarray], dataset: Any) -> dict[str, float]:
         logits, labels = np.asarray(outputs[0]), np.asarray(dataset.labels)
         k = min(5, logits.shape[1])

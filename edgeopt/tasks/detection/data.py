@@ -123,8 +123,9 @@ def load_detection(source: str, size: "SizeLike | None", channels: int | None = 
     """Train/test splits of ``source`` letterboxed to ``size`` (a side, ``WxH`` or (width, height); None: the
     images' own size, when they all share one); ``channels``: 1 or 3 (None: as stored). Malformed
     annotations raise ConfigError."""
+    wanted = parse_size(size)  # a bad size is its own error, not a malformed dataset
     try:
-        return _load_detection(source, parse_size(size), channels, seed)
+        return _load_detection(source, wanted, channels, seed)
     except EdgeoptError:
         raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:  # a structure the readers did not expect

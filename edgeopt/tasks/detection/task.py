@@ -156,6 +156,9 @@ class Detection(Task):
     def boxes(self, result: Detections) -> Detections:
         return result
 
+    def above(self, result: Detections, score_threshold: float) -> Detections:
+        return result.above(score_threshold)
+
     def draw_samples(self, outputs: list[np.ndarray], dataset: DetectionDataset, folder: "Path",
                      count: int = 6) -> list[str]:
         """Test images with boxes, their true boxes (green) and the boxes found over ``CONFIDENT`` (red)."""
