@@ -45,83 +45,62 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- traffic:start -->", "<!-- traffic:end -->"
 ARCH = "edgeopt.models.detectors:ssdlite?min_ratio=0.03&max_ratio=0.4"
-TRAIN = ["--epochs", "30", "--batch-size", "16", "--lr", "0.004"]
+EPOCHS = 30
 LINE = (300, 160, 40, 160)  # in 320x240 pixels, right to left: a vehicle coming down the image counts "in"
 MATCH_FRAMES = 10  # a counted crossing matches a hand-counted vehicle this close in time
 HALF_SPEED = 0.5
 
 
-def edgeopt(*args: str, prefix: tuple[str, ...] = (), check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    command = [*prefix, sys.executable, "-m", "edgeopt", *args]
-    print("$", " ".join(command[len(prefix):]).replace(sys.executable, "python"), flush=True)
-    proc = subprocess.run(command, text=True, **kwargs)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr if proc.stderr else ''}")
-    return proc
+# The stream on the emulated device runs in its own process (pinned by taskset, throttled by the cgroup): the
+# library's run_stream, its records and summary written as `edgeopt stream --out --summary` writes them.
+STREAM_MAIN = """
+import json, sys
+from pathlib import Path
+from edgeopt.stream import StreamConfig, run_stream
+a = json.loads(sys.argv[1])
+with open(a["records"], "w") as out:
+    stats = run_stream(a["video"], a["artifact"], StreamConfig(line=tuple(a["line"]), threads=a["threads"],
+                       realtime=a["realtime"]), on_record=lambda r: out.write(json.dumps(r) + "\\n"))
+Path(a["summary"]).write_text(json.dumps(stats.summary(), indent=2))
+"""
 
 
 def train(data: Path, work: Path) -> Path:
+    import edgeopt
+
     checkpoint = work / "highway-ssdlite.safetensors"
     if not checkpoint.is_file():
-        edgeopt("train", str(data), "--task", "detection", "--arch", ARCH, *TRAIN, "--out", str(checkpoint),
-                "--threads", "2")
+        edgeopt.train(str(data), ARCH, checkpoint, EPOCHS, lr=0.004, batch_size=16, threads=2, task="detection")
     return checkpoint
 
 
 def optimize(checkpoint: Path, data: Path, work: Path, budget: str) -> dict:
+    import edgeopt
+    from edgeopt.core.errors import EdgeoptError
+
     folder = work / "optimize"
     if not (folder / "results.json").is_file():
-        edgeopt("optimize", str(checkpoint), "--data", str(data), "--device", "rpi4b", "--metric", "map50",
-                "--max-accuracy-drop", "1.5", "--backends", "onnxruntime,openvino", "--budget", budget,
-                "--prune-ratios", "0.5", "--resolutions", "none", "--students", "none", "--no-qat", "--epochs", "3",
-                "-o", str(folder), check=False)  # exit 3: nothing met the goals; the results say why
+        space = edgeopt.SearchSpace(backends=("onnxruntime", "openvino"), prune_ratios=(0.5,), resolutions=(),
+                                    students=(), qat=False, epochs=3)
+        try:
+            edgeopt.optimize(str(checkpoint), str(data), folder, goals=edgeopt.Goals(max_drop=1.5, metric="map50"),
+                             device="rpi4b", budget=budget, space=space)
+        except EdgeoptError as exc:  # nothing met the goals: the results say why
+            print(f"optimize: {exc}", flush=True)
     return json.loads((folder / "results.json").read_text())
 
 
 def evaluate(model: Path, data: Path, work: Path, name: str) -> tuple[dict, Path]:
-    """``edgeopt eval`` on the test split: its metrics, and every frame's boxes scoring at least 0.3."""
+    """``edgeopt.evaluate`` on the test split: its metrics, and every frame's boxes scoring at least 0.3."""
+    import edgeopt
+
     out, predictions = work / f"eval-{name}.json", work / f"eval-{name}-predictions.jsonl"
     if not out.is_file():
-        edgeopt("eval", str(model), "--data", str(data), "--json", str(out), "--predictions", str(predictions),
-                stdout=subprocess.DEVNULL)
+        report = edgeopt.evaluate(str(model), str(data), predictions=True)
+        predictions.write_text("".join(json.dumps({"index": i, **record}) + "\n"
+                                       for i, record in enumerate(report.pop("predictions"))))
+        out.write_text(json.dumps(report, default=str))
     return json.loads(out.read_text()), predictions
-
-
-SIZES = ((0, 12), (12, 24), (24, 48), (48, 10_000))  # px: the square root of a true box's area
-
-
-def recall_by_size(predictions: Path, truth: Path) -> list[dict]:
-    """Which true boxes a detector finds (a reported box, score >= 0.3, with IoU >= 0.5; greedy, one each), by size."""
-    import numpy as np
-
-    data = json.loads(truth.read_text())
-    boxes_of = {image["id"]: [] for image in data["images"]}
-    for annotation in data["annotations"]:
-        x, y, w, h = annotation["bbox"]
-        boxes_of[annotation["image_id"]].append([x, y, x + w, y + h])
-    order = [image["id"] for image in data["images"]]  # the test split's order: eval's "index"
-    tally = {bucket: [0, 0] for bucket in SIZES}
-    for row in map(json.loads, predictions.read_text().splitlines()):
-        found = [np.asarray(b, float) for b in row["boxes"]]
-        for true in sorted(boxes_of[order[row["index"]]], key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
-            true = np.asarray(true, float)
-            side = float(np.sqrt((true[2] - true[0]) * (true[3] - true[1])))
-            bucket = next(b for b in SIZES if b[0] <= side < b[1])
-            ious = [_iou(true, f) for f in found]
-            hit = bool(ious) and bool(max(ious) >= 0.5)
-            if hit:
-                found.pop(int(np.argmax(ious)))
-            tally[bucket][0] += hit
-            tally[bucket][1] += 1
-    return [{"size_px": f"{lo}-{hi}" if hi < 10_000 else f"{lo}+", "found": hits, "boxes": total}
-            for (lo, hi), (hits, total) in tally.items()]
-
-
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
 
 
 def video_640(source: Path, work: Path) -> Path:
@@ -157,11 +136,10 @@ def half_speed_prefix() -> tuple[str, ...] | None:
 def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, realtime: bool = False,
            model: str = "chosen") -> dict | None:
     """One ``edgeopt stream`` run: its summary, and the frames at which its line counts went up."""
-    line = ",".join(str(v * scale) for v in LINE)
     prefix: tuple[str, ...] = ()
-    threads = "2"
+    threads = 2
     if device != "host":
-        prefix, threads = ("taskset", "-c", "1"), "1"
+        prefix, threads = ("taskset", "-c", "1"), 1
         if device == "1 core at half speed":
             cgroup = half_speed_prefix()
             if cgroup is None:
@@ -170,8 +148,11 @@ def stream(video: Path, artifact: Path, scale: int, device: str, work: Path, rea
     name = f"{model.replace(' ', '_')}-{video.stem}-{device.replace(' ', '_')}{'-realtime' if realtime else ''}"
     summary, records = work / f"stream-{name}.json", work / f"stream-{name}.jsonl"
     if not (summary.is_file() and records.is_file()):
-        edgeopt("stream", str(video), str(artifact), "--line", line, "--threads", threads, "--summary", str(summary),
-                "--out", str(records), *(["--realtime"] if realtime else []), prefix=prefix, stderr=subprocess.DEVNULL)
+        settings = {"video": str(video), "artifact": str(artifact), "line": [v * scale for v in LINE],
+                    "threads": threads, "realtime": realtime, "summary": str(summary), "records": str(records)}
+        print(f"stream {name}", flush=True)
+        subprocess.run([*prefix, sys.executable, "-c", STREAM_MAIN, json.dumps(settings)], check=True,
+                       stderr=subprocess.DEVNULL)
     figures = json.loads(summary.read_text())
     events, before = [], {"in": 0, "out": 0}
     for row in map(json.loads, records.read_text().splitlines()):
