@@ -89,8 +89,9 @@ def _text(path: Path) -> str:
 
 
 def _int(path: Path) -> int | None:
+    text = _text(path)  # read once: the stream reads every counter every frame
     try:
-        return int(_text(path)) if _text(path) else None
+        return int(text) if text else None
     except ValueError:
         return None
 
