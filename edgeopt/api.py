@@ -28,6 +28,7 @@ from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, Sear
 
 if TYPE_CHECKING:
     from edgeopt.core.exits import StagedExits
+    from edgeopt.federated.settings import FederationSettings
     from edgeopt.core.size import SizeLike
     from edgeopt.core.ladder import Ladder
     from edgeopt.passes.early_exit import EarlyExitConfig
@@ -221,6 +222,50 @@ def ladder(out: PathLike, artifacts: Sequence[PathLike], *, data: str | None = N
     from edgeopt.pipeline.ladder import LadderConfig, assemble
 
     return assemble(out, [str(a) for a in artifacts], data=data, config=config or LadderConfig(), overwrite=force)[0]
+
+
+@dataclass
+class Federated:
+    """What ``federate`` made: the run's state (rounds, history), the global model's checkpoint, and,
+    when a recipe was given, the verified artifact built from it and the repository version it became."""
+
+    state: Any
+    checkpoint: Path
+    artifact: "Artifact | None" = None
+    published: Path | None = None
+
+
+def federate(settings: "FederationSettings", *, address: str = "127.0.0.1:9092", resume: bool = RESUME,
+             recipe: "Recipe | PathLike | None" = None, repository: PathLike | None = None, name: str = "model",
+             threads: int | None = None, progress: bool = True,
+             on_round: Callable[[dict], None] | None = None) -> Federated:
+    """Federated fine-tuning on Flower, then back to the device: the SuperLink on ``address`` runs
+    ``settings.rounds`` rounds with the sites that join it (``edgeopt federate client``); the global
+    model is checkpointed after every round under ``settings.out`` (``resume`` continues there).
+
+    With ``recipe`` (a recipe.toml from ``optimize``, ``prune``…, or a ``Recipe``) the final global
+    model is built through it (its training and calibration on ``settings.data``, the server's own
+    data, or the recipe's), verified like every artifact, and, with ``repository``, published there as
+    ``name``'s next version: a server watching that repository swaps it in.
+    """
+    from edgeopt.federated.coordinator import coordinate
+    from edgeopt.federated.processes import Address
+
+    state = coordinate(settings, Address.parse(address), resume=resume, on_round=on_round)
+    out = Path(settings.out)
+    result = Federated(state, state.model_path(out))
+    if recipe is None:
+        if repository is not None:
+            raise ConfigError("publishing needs a recipe (or --backend) that builds the artifact to publish")
+        return result
+    plan = recipe if isinstance(recipe, Recipe) else Recipe.read(recipe)
+    plan = dataclasses.replace(plan, model=str(result.checkpoint), data=settings.data or plan.data, arch=None)
+    result.artifact = build(plan, out / "artifact", force=True, threads=threads, progress=progress)
+    if repository is not None:
+        from edgeopt.serve.repository import publish_version
+
+        result.published = publish_version(Path(repository), name, out / "artifact")
+    return result
 
 
 def quantize(model: str, data: str, backend: str, out: PathLike, config: QuantizationConfig | None = None, *,

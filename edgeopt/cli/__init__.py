@@ -15,6 +15,7 @@ from edgeopt.cli import (  # noqa: F401  (registers the subcommands)
     eval,
     exits,
     export,
+    federate,
     inspect,
     ladder,
     optimize,

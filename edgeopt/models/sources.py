@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 META_ARCH, META_INPUT, META_LABELS, META_TASK = "edgeopt.arch", "edgeopt.input", "edgeopt.labels", "edgeopt.task"
 META_WIDTHS = "edgeopt.widths"  # layer widths of a pruned architecture (see layer_shapes)
+CHECKPOINT_META = (META_ARCH, META_INPUT, META_LABELS, META_TASK, META_WIDTHS)  # a checkpoint's header
 SOURCE_HELP = (
     "use torchvision:<name>, timm:<name>, package.module:factory, a .safetensors/.pt checkpoint "
     "with --arch, or an .onnx file"
@@ -417,7 +418,20 @@ def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind
     arch = arch or meta.get(META_ARCH)
     if not arch:
         raise ModelSourceError(f"checkpoint {path} holds weights only; name its architecture with --arch (e.g. torchvision:resnet18)")
-    model = _from_architecture(arch.strip(), given, arch_origin)
+    model = assemble(state, meta, arch, given, arch_origin, str(path))
+    model.source = str(path)
+    return model
+
+
+def assemble(state: dict[str, Any], meta: dict[str, str], arch: str, given: InputSpec | None, origin: str | None,
+             where: str, counters_optional: bool = False) -> LoadedModel:
+    """The model ``arch`` holding ``state``, described by a checkpoint's ``meta`` (input, labels, task, widths).
+
+    ``origin`` says who named ``arch`` (a file, a federation server: names from there pass the trust gate
+    first); ``where`` names the weights in errors. Every tensor must fit: nothing missing, nothing extra
+    (``counters_optional``: integer buffers such as BatchNorm's batch count may be missing; they start at 0).
+    """
+    model = _from_architecture(arch.strip(), given, origin)
     if META_WIDTHS in meta:
         from edgeopt.models.layer_shapes import reshape
 
@@ -426,13 +440,15 @@ def _from_checkpoint(path: Path, arch: str | None, given: InputSpec | None, kind
         result = model.module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when strict=False
         mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise ModelSourceError(f"checkpoint {path} does not fit {arch}: {mismatch}; check --arch and its options") from None
-    if result.missing_keys or result.unexpected_keys:
+        raise ModelSourceError(f"{where} does not fit {arch}: {mismatch}; check --arch and its options") from None
+    tensors = model.module.state_dict()
+    missing = [key for key in result.missing_keys
+               if not (counters_optional and not tensors[key].is_floating_point())]
+    if missing or result.unexpected_keys:
         raise ModelSourceError(
-            f"checkpoint {path} does not fit {arch}: missing {result.missing_keys[:3]}, unexpected "
+            f"{where} does not fit {arch}: missing {missing[:3]}, unexpected "
             f"{result.unexpected_keys[:3]}; check --arch and its options (e.g. ?num_classes=)"
         )
-    model.source = str(path)
     if META_INPUT in meta:
         model.input_spec = InputSpec.from_dict(json.loads(meta[META_INPUT]))
     model.labels = json.loads(meta[META_LABELS]) if META_LABELS in meta else model.labels
@@ -476,19 +492,25 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
     """Write ``model``'s weights as safetensors, carrying arch, InputSpec, labels and task."""
     from safetensors.torch import save_model
 
-    if model.module is None or model.arch is None:
-        raise ConfigError("only a PyTorch model with a known architecture can be saved as a checkpoint")
     path = Path(path)
-    from edgeopt.models.layer_shapes import describe
-
-    meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task,
-            META_WIDTHS: json.dumps(describe(model.module))}
-    if model.labels:
-        meta[META_LABELS] = json.dumps(model.labels)
+    meta = checkpoint_meta(model)
     tmp = path.with_name(path.name + ".partial")
     save_model(model.module, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def checkpoint_meta(model: LoadedModel) -> dict[str, str]:
+    """What a checkpoint records beside the weights: arch, InputSpec, task, layer widths, labels (``assemble`` reads it)."""
+    from edgeopt.models.layer_shapes import describe
+
+    if model.module is None or model.arch is None:
+        raise ConfigError("only a PyTorch model with a known architecture can be saved as a checkpoint")
+    meta = {META_ARCH: model.arch, META_INPUT: json.dumps(model.input_spec.to_dict()), META_TASK: model.task,
+            META_WIDTHS: json.dumps(describe(model.module))}
+    if model.labels:
+        meta[META_LABELS] = json.dumps(model.labels)
+    return meta
 
 
 def declare_detector(model: LoadedModel, convention: str, labels: list[str] | None = None) -> LoadedModel:

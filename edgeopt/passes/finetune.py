@@ -17,11 +17,12 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from edgeopt.passes.base import FineTune, Pass, PassConfig, PassContext, epochs_label
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from edgeopt.models.sources import LoadedModel
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
 
 def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, context: PassContext,
               checkpoint: Path | None = None, hints: tuple[tuple[str, str], ...] = (),
-              hint_weight: float = 0.0) -> "TrainResult | None":
-    """Train ``module`` in place as ``settings`` say (nothing when they ask for 0 epochs)."""
+              hint_weight: float = 0.0, penalty: "Callable[[nn.Module], torch.Tensor] | None" = None
+              ) -> "TrainResult | None":
+    """Train ``module`` in place as ``settings`` say (nothing when they ask for 0 epochs).
+
+    ``penalty(module)`` is added to every batch's loss (FedProx's proximal term, say).
+    """
     if settings.epochs == 0:
         return None
     from edgeopt.passes.kd import distillation_loss
@@ -48,12 +53,18 @@ def fine_tune(module: "nn.Module", spec: "InputSpec", settings: FineTune, contex
                                  hints, hint_weight, task=task)
     else:
         loss = task.training_loss()
+    if penalty is not None:
+        loss = _with_penalty(loss, penalty)
     checkpoint = checkpoint or context.checkpoint
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
     return fit(module, train, val, spec, settings.train_config(context.seed), loss, Validator(task, val, spec),
                checkpoint=checkpoint, resume=context.resume, on_epoch=context.on_epoch,
                show_progress=context.show_progress, task=task, deadline=context.deadline)
+
+
+def _with_penalty(loss, penalty):
+    return lambda module, inputs, targets: loss(module, inputs, targets) + penalty(module)
 
 
 @dataclass(frozen=True)

@@ -376,6 +376,33 @@ def check_name(name: str) -> str:
     return name
 
 
+def publish_version(repository: Path, name: str, artifact: Path) -> Path:
+    """Place ``artifact`` (a folder) in ``repository`` as ``name``'s next version: one bundle file, written
+    beside its place and renamed, so a watching server sees it whole or not at all. Returns its path.
+
+    The version number is one above the highest there (files, folders, or a bundle in flight); a rename
+    that finds its number taken (another publisher) takes the next.
+    """
+    from edgeopt.core.bundle import pack
+
+    folder = Path(repository) / check_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = pack(Path(artifact))
+    partial = folder / f".{uuid.uuid4().hex}.partial"
+    partial.write_bytes(data)
+    try:
+        while True:
+            numbers = [number for number, _ in _versions(folder)]
+            target = folder / f"{max(numbers, default=0) + 1}{BUNDLE_SUFFIX}"
+            try:
+                target.hardlink_to(partial)  # appears whole, and never replaces a version that is there
+                return target
+            except FileExistsError:
+                continue
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _versions(folder: Path) -> list[tuple[int, Path]]:
     """A model folder's versions, lowest first: ``<n>/`` folders holding a manifest and ``<n>.edgeopt``
     bundles (where both exist for one number, the folder)."""

@@ -81,6 +81,21 @@ def _agent() -> list[tuple[Any, dict[str, Field]]]:
         "timeout": "timeout_s", "body_timeout": "body_timeout_s"})]
 
 
+def _federate_server() -> list[tuple[Any, dict[str, Field]]]:
+    from edgeopt.federated.settings import FederationSettings
+
+    return [(FederationSettings("model", "out"), {"data": ("data", lambda text: text or ""), **{name: name for name in (
+        "proximal_mu",
+        "strategy", "rounds", "clients_per_round", "min_clients", "epochs", "lr", "optimizer", "schedule",
+        "batch_size", "distill", "server_lr", "round_timeout", "seed")}})]
+
+
+def _site() -> Any:
+    from edgeopt.federated.settings import SiteSettings
+
+    return SiteSettings("data")
+
+
 # command -> what makes its configs (each at its defaults) and which option sets which field
 CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
     "train": lambda: [(TrainConfig(), {name: name for name in (
@@ -126,6 +141,8 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
                                            "cuts": ("cuts", lambda t: tuple(c for c in (t or "").split(",") if c))}),
                       (ExitsConfig(), {"backend": "backend", "threads": "threads",
                                        "budgets": ("budgets", lambda t: tuple(float(b) for b in t.split(",")))})],
+    "federate server": _federate_server,
+    "federate client": lambda: [(_site(), {name: name for name in ("dp_clip", "dp_epsilon", "dp_delta", "threads")})],
     "serve": _serve,
     "stream": _stream,
     "agent": _agent,
@@ -139,7 +156,12 @@ RESUMABLE = {"train": "train", "prune": "prune", "distill": "distill", "quantize
 
 @lru_cache(maxsize=1)
 def _commands() -> dict[str, click.Command]:
-    return dict(typer.main.get_command(app).commands)
+    """Every command by its name; a group's (``federate``) as ``group command``."""
+    commands = {}
+    for name, command in typer.main.get_command(app).commands.items():
+        inner = command.commands if isinstance(command, click.Group) else {}
+        commands.update({f"{name} {sub}": c for sub, c in inner.items()} if inner else {name: command})
+    return commands
 
 
 def _options(command: str) -> dict[str, click.Parameter]:

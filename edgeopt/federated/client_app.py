@@ -1,0 +1,84 @@
+"""edgeopt's Flower ClientApp: a site fine-tunes the global model on its own images.
+
+Each round's train message holds the global model's arrays and a ConfigRecord with the
+fine-tune settings and the model's description. The site rebuilds the model (the trust gate
+first, then every array checked against it), fine-tunes it with edgeopt's one fine-tune on
+the data its SuperNode was started with (``--node-config data=...``; FedProx's proximal term
+when the server sends ``proximal-mu``; distillation from the global model when asked), and
+replies with exactly two records: the model's floating-point arrays and a MetricRecord of
+scalars (``num-examples``, ``train-loss``, ``val``). No image, file name or label leaves it.
+
+When the site asked for differential privacy (``dp-clip`` > 0 in its node config), Flower's
+``LocalDpMod`` clips the update and adds Gaussian noise before the reply leaves, and the reply's
+metrics carry the privacy parameters (``dp-epsilon``, ``dp-delta``, ``dp-clip``, ``dp-noise-std``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import LocalDpMod
+
+from edgeopt.federated.settings import SiteSettings, local_fine_tune, proximal_mu
+from edgeopt.federated.weights import ARRAYS, CONFIG, METRICS, rebuild, to_arrays
+
+SERVER = "the federation server"
+
+
+def site_privacy(msg: Message, context: Context, call_next) -> Message:
+    """Flower's LocalDpMod around a training reply, when this site asked for differential privacy."""
+    site = SiteSettings.from_node_config(context.node_config)
+    if msg.metadata.message_type != MessageType.TRAIN or not site.private:
+        return call_next(msg, context)
+    reply = LocalDpMod(clipping_norm=site.dp_clip, sensitivity=site.dp_clip, epsilon=site.dp_epsilon,
+                       delta=site.dp_delta)(msg, context, call_next)
+    if not reply.has_error():
+        reply.content.metric_records[METRICS].update({"dp-epsilon": site.dp_epsilon, "dp-delta": site.dp_delta,
+                                                      "dp-clip": site.dp_clip, "dp-noise-std": site.noise_std()})
+    return reply
+
+
+app = ClientApp(mods=[site_privacy])
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    site = SiteSettings.from_node_config(context.node_config)
+    config = msg.content.config_records[CONFIG]
+    tune, mu = local_fine_tune(config), proximal_mu(config)
+    model = rebuild(config, msg.content.array_records[ARRAYS], SERVER)
+    metrics = fine_tune_at_site(model, site, tune, mu, seed=int(config.get("seed", 0)) + int(config.get("server-round", 0)))
+    return Message(content=RecordDict({ARRAYS: to_arrays(model.module), METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+def fine_tune_at_site(model, site: SiteSettings, tune, mu: float, seed: int) -> dict[str, float | int]:
+    """Fine-tune ``model`` in place on the site's training split; the scalars the reply carries."""
+    import torch
+
+    from edgeopt.passes.base import PassContext
+    from edgeopt.passes.finetune import fine_tune
+    from edgeopt.tasks import task_of
+
+    if site.threads:
+        torch.set_num_threads(site.threads)
+    task = task_of(model)
+    splits = task.load(site.data, model.input_spec)
+    teacher = copy.deepcopy(model) if tune.distill else model
+    context = PassContext(teacher=teacher, splits=splits, task=task, seed=seed, resume=False, show_progress=False)
+    penalty = proximal_term(model.module, mu) if mu > 0 else None
+    result = fine_tune(model.module, model.input_spec, tune, context, penalty=penalty)
+    history = result.history if result else []
+    return {"num-examples": len(splits.train), "train-loss": float(history[-1]["train_loss"]) if history else 0.0,
+            "val": float(result.best_val) if result else 0.0}
+
+
+def proximal_term(module, mu: float):
+    """FedProx's μ/2·‖w − w_global‖² over the trainable weights, against the weights as received."""
+    anchors = [p.detach().clone() for p in module.parameters()]
+
+    def penalty(current) -> "torch.Tensor":
+        return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(current.parameters(), anchors))
+
+    return penalty

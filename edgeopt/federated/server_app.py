@@ -1,0 +1,165 @@
+"""edgeopt's Flower ServerApp: rounds of a Flower strategy over the global model, checkpointed.
+
+The SuperLink runs this (``[tool.flwr.app.components] serverapp``) with the run config
+``edgeopt federate server`` submitted (``FederationSettings``). It starts from the user's model
+(or, when ``state.json`` in the run folder names a finished round, from that round's
+checkpoint with the rounds left), runs Flower's ``strategy.start`` and, after every round,
+scores the global model on the server's test data (when given) and checkpoints it. Every
+site's reply is checked before it is aggregated (names, shapes, finite numbers, scalar
+metrics) and summarised in ``OUT/replies.jsonl``; a reply that fails is left out of the round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+from edgeopt.federated.settings import FederationSettings
+from edgeopt.federated.state import RunState, save_round
+from edgeopt.federated.weights import ARRAYS, METRICS, describe, load_arrays, read_arrays, reply_problem, shapes_of, to_arrays
+
+STRATEGY_CLASSES = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
+REPLIES = "replies.jsonl"
+ONLY_MIN = 1e-9  # Flower samples max(int(n · fraction), min_train_nodes): a tiny fraction lets the count decide
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = FederationSettings.from_run_config(context.run_config)
+    run_federation(grid, settings)
+
+
+def run_federation(grid: Grid, settings: FederationSettings) -> RunState | None:
+    """The rounds ``settings`` ask for, continued from the run folder's state when it has one."""
+    from edgeopt.models.sources import load_model
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState.read(out)
+    if state is not None and state.finished:
+        return state
+    done = state.round if state else 0
+    model = load_model(str(state.model_path(out)) if state else settings.model)
+    strategy = checked_strategy(settings, shapes_of(model.module), out / REPLIES)
+    rounds = Rounds(settings, model, strategy, out, done, state.history if state else [])
+    train_config = ConfigRecord({**settings.train_config(), **describe(model)})
+    strategy.start(grid, to_arrays(model.module), num_rounds=settings.rounds - done, timeout=settings.round_timeout,
+                   train_config=train_config, evaluate_fn=rounds.after_round)
+    return RunState.read(out)
+
+
+class Rounds:
+    """What happens after each round: score the global model, checkpoint it, log the round."""
+
+    def __init__(self, settings: FederationSettings, model: Any, strategy: "CheckedReplies", out: Path, done: int,
+                 history: list[dict[str, Any]]) -> None:
+        self.settings, self.model, self.strategy, self.out = settings, model, strategy, out
+        self.done, self.history = done, history
+        self.test = self._test_split() if settings.data else None
+        self.started = time.monotonic()
+
+    def _test_split(self):
+        from edgeopt.tasks import task_of
+
+        task = task_of(self.model)
+        return task, task.load(self.settings.data, self.model.input_spec).test
+
+    def after_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:  # Flower scores the starting model too (a resumed run scored it the first time)
+            metrics = None if self.done else self._score()
+            if metrics is not None:
+                self.history.append({"round": 0, **dict(metrics)})
+            return metrics
+        load_arrays(self.model.module, read_arrays(arrays, "the strategy"), "the strategy")
+        metrics = self._score()
+        round_done = self.done + server_round
+        entry = {"round": round_done, "seconds": round(time.monotonic() - self.started, 2),
+                 **self.strategy.take_round(), **(dict(metrics) if metrics else {})}
+        self.history.append(entry)
+        save_round(self.out, self.model, round_done, self.settings.rounds, self.settings.to_run_config(), self.history)
+        self.started = time.monotonic()
+        return metrics
+
+    def _score(self) -> MetricRecord | None:
+        if self.test is None:
+            return None
+        from edgeopt.passes.train import score_module
+
+        task, test = self.test
+        scores = score_module(self.model.module, test, self.model.input_spec, task)
+        return MetricRecord({k: float(v) for k, v in scores.items()})
+
+
+class CheckedReplies:
+    """A Flower strategy whose training replies are checked before they are aggregated.
+
+    Mixed in before FedAvg, FedProx or FedAdam: ``aggregate_train`` drops a reply whose arrays are
+    not the model's names and shapes (or not finite), whose metrics are not scalars or which holds
+    any other record, and writes a line per reply to the run's ``replies.jsonl``.
+    """
+
+    shapes: dict[str, tuple[int, ...]]
+    journal: Path
+    _round: dict[str, Any]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+                        ) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        self._round = {"sampled": len(messages), "bytes_down": arrays.count_bytes() * len(messages)}
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        accepted = []
+        with open(self.journal, "a") as journal:
+            for reply in replies:
+                entry = self._entry(server_round, reply)
+                if "problem" not in entry:
+                    accepted.append(reply)
+                journal.write(json.dumps(entry) + "\n")
+        self._round.update(replies=len(accepted), bytes_up=sum(r.content.array_records[ARRAYS].count_bytes()
+                                                                for r in accepted))
+        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+
+    def _entry(self, server_round: int, reply: Message) -> dict[str, Any]:
+        entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id}
+        if reply.has_error():
+            return {**entry, "problem": f"the site failed: {reply.error.reason}"}
+        content = reply.content
+        entry["records"] = sorted(content.keys())
+        entry["arrays"] = {name: [list(a.shape), a.dtype] for record in content.array_records.values()
+                           for name, a in record.items()}
+        entry["metrics"] = {name: type(value).__name__ for record in content.metric_records.values()
+                            for name, value in record.items()}
+        problem = reply_problem(content, self.shapes)
+        return {**entry, "problem": problem} if problem else entry
+
+    def take_round(self) -> dict[str, Any]:
+        """The last round's replies and bytes, for the run's history."""
+        taken, self._round = getattr(self, "_round", {}), {}
+        return taken
+
+
+def checked_strategy(settings: FederationSettings, shapes: dict[str, tuple[int, ...]], journal: Path) -> CheckedReplies:
+    """The strategy ``settings`` name, checking replies against ``shapes``; no client-side evaluation
+    (the server scores the global model on its own test data)."""
+    base = STRATEGY_CLASSES[settings.strategy]
+    options: dict[str, Any] = dict(
+        fraction_train=ONLY_MIN if settings.clients_per_round else 1.0,
+        min_train_nodes=settings.clients_per_round or settings.min_clients,
+        min_available_nodes=max(settings.min_clients, settings.clients_per_round),
+        fraction_evaluate=0.0, min_evaluate_nodes=0)
+    if settings.strategy == "fedprox":
+        options["proximal_mu"] = settings.proximal_mu
+    if settings.strategy == "fedadam":
+        options["eta"] = settings.server_lr
+    strategy = type(f"Checked{base.__name__}", (CheckedReplies, base), {})(**options)
+    strategy.shapes, strategy.journal = shapes, journal
+    return strategy
