@@ -71,6 +71,15 @@ def _script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def _die_with_parent() -> None:
+    """In the child before it runs: the kernel kills it when edgeopt dies, even by SIGKILL (Linux), so a
+    crashed coordinator leaves no SuperLink holding its port (Flower's own children watch their parents)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Child:
     """A Flower program in its own process group, its output in a log file."""
 
@@ -79,7 +88,7 @@ class Child:
         self.name, self.log = name, log
         self._log_file = open(log, "ab")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=flower_env(home),
-                                        start_new_session=True, stdin=subprocess.DEVNULL)
+                                        start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
 
     @property
     def pid(self) -> int:
@@ -134,8 +143,13 @@ def wait_for_port(address: Address, child: Child, timeout: float = START_TIMEOUT
 # -- the SuperLink, its SuperNodes -----------------------------------------------------------
 def start_superlink(address: Address, workdir: Path) -> Child:
     """Flower's SuperLink on ``address``: one HTTP port serves its fleet API (the SuperNodes connect
-    there), its control API (runs are submitted there) and the runtime API of its ServerApp process."""
-    command = [_script("flower-superlink"), "--insecure", "--host", address.host, "--port", str(address.port)]
+    there), its control API (runs are submitted there) and the runtime API of its ServerApp process.
+
+    Its state (the SuperNodes it knows) lives in a database in ``workdir``: a SuperLink restarted after
+    a crash knows the sites again, and they carry on without being restarted themselves.
+    """
+    command = [_script("flower-superlink"), "--insecure", "--host", address.host, "--port", str(address.port),
+               "--database", str(workdir / "superlink.db")]
     link = Child("the SuperLink", command, flower_home(workdir), workdir / "logs" / "superlink.log")
     wait_for_port(address, link)
     return link

@@ -1,0 +1,185 @@
+"""Federations of real Flower processes on loopback: a SuperLink and one SuperNode per site, each a process
+that reaches the others over 127.0.0.1 only, fine-tuning a digits model.
+
+What they hold to: the global model after each round is the example-weighted average of what the sites sent
+(replayed here with the same fine-tune); a site killed with SIGKILL mid-round does not stop the round, and a
+site that comes back is trained again; a coordinator killed between rounds continues with --resume to the same
+number of rounds; and every record a site sends is the model's arrays and scalar metrics, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr", reason="the federated extra (flwr) is not installed")
+
+from edgeopt.federated.coordinator import coordinate  # noqa: E402
+from edgeopt.federated.processes import Address, free_port, start_supernode  # noqa: E402
+from edgeopt.federated.settings import FederationSettings, SiteSettings  # noqa: E402
+from edgeopt.federated.state import RunState  # noqa: E402
+from tests.helpers import TINY_SOURCE  # noqa: E402
+
+SHARES = (0.5, 0.25, 0.25)  # unequal sites: a plain mean of their arrays is not the weighted one
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory) -> dict:
+    """A digits model trained one epoch, and the digits training split cut into three sites' .npz files."""
+    from edgeopt.api import train
+    from edgeopt.tasks.classification.data import load_dataset
+
+    root = tmp_path_factory.mktemp("federation")
+    train("digits", TINY_SOURCE, root / "start.safetensors", epochs=1, lr=0.01, augment=False, progress=False,
+          threads=1)
+    images = load_dataset("digits").train
+    order = np.random.default_rng(0).permutation(len(images))
+    bounds = np.cumsum([0, *[int(share * len(order)) for share in SHARES]])
+    files = []
+    for index in range(len(SHARES)):
+        part = images.subset(order[bounds[index]:bounds[index + 1]])
+        files.append(root / f"site{index}.npz")
+        np.savez(files[-1], x_train=part.images, y_train=part.labels, classes=np.array(images.classes))
+    return {"root": root, "model": root / "start.safetensors", "files": files}
+
+
+def _settings(sites: dict, out: Path, **changes) -> FederationSettings:
+    values = dict(model=str(sites["model"]), out=str(out), rounds=2, min_clients=2, epochs=1, lr=0.005,
+                  batch_size=32, round_timeout=120.0)
+    return FederationSettings(**{**values, **changes})
+
+
+def _site(path: Path) -> SiteSettings:
+    return SiteSettings(data=str(path), threads=1)  # one thread: the same arithmetic as the replay here
+
+
+class Sites:
+    """SuperNodes started for some of the site files, stopped (or already killed) on exit."""
+
+    def __init__(self, sites: dict, address: Address, workdir: Path, indices=(0, 1)) -> None:
+        self.sites, self.address, self.workdir = sites, address, workdir
+        self.nodes = {index: self.start(index) for index in indices}
+
+    def start(self, index: int, name: str | None = None):
+        return start_supernode(self.address, _site(self.sites["files"][index]).to_node_config(), self.workdir,
+                               name or f"site-{index}")
+
+    def __enter__(self) -> "Sites":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for node in self.nodes.values():
+            if node.alive():
+                node.stop()
+
+
+def _replies(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
+
+
+def test_two_rounds_end_with_the_weighted_average_and_sites_send_only_arrays_and_scalars(sites, tmp_path):
+    import torch
+
+    from edgeopt.federated.client_app import fine_tune_at_site
+    from edgeopt.federated.weights import shapes_of
+    from edgeopt.models.sources import load_model
+
+    address = Address("127.0.0.1", free_port())
+    settings = _settings(sites, tmp_path / "run")
+    with Sites(sites, address, tmp_path / "sites"):
+        state = coordinate(settings, address)
+    assert state.finished and [entry["round"] for entry in state.history] == [1, 2]
+    assert all(entry["replies"] == 2 and entry["bytes_up"] > 0 for entry in state.history)
+
+    torch.set_num_threads(1)
+    start = load_model(str(sites["model"]))
+    shapes = shapes_of(start.module)
+    previous = sites["model"]
+    for round_done in (1, 2):  # replay each round: both sites' fine-tune from the global model, then FedAvg
+        sent, counts = [], []
+        for index in (0, 1):
+            model = load_model(str(previous))
+            metrics = fine_tune_at_site(model, _site(sites["files"][index]), settings.fine_tune(), 0.0,
+                                        seed=settings.seed + round_done)
+            sent.append({k: v.detach().numpy() for k, v in model.module.state_dict().items() if k in shapes})
+            counts.append(metrics["num-examples"])
+        assert counts[0] > 1.5 * counts[1]
+        expected = {k: sum(n * arrays[k] for n, arrays in zip(counts, sent)) / sum(counts) for k in shapes}
+        current = tmp_path / "run" / "rounds" / f"round-{round_done:03d}.safetensors"
+        federated = load_model(str(current)).module.state_dict()
+        for key, value in expected.items():
+            np.testing.assert_allclose(federated[key].numpy(), value, rtol=1e-4, atol=1e-5, err_msg=key)
+        plain_mean = (sent[0]["stem.0.weight"] + sent[1]["stem.0.weight"]) / 2
+        assert not np.allclose(federated["stem.0.weight"].numpy(), plain_mean, atol=1e-6)
+        previous = current
+
+    replies = _replies(tmp_path / "run")
+    assert len(replies) == 4
+    for reply in replies:  # what a site sent, as the server received it
+        assert "problem" not in reply and reply["records"] == ["arrays", "metrics"]
+        assert {name: tuple(shape) for name, (shape, _) in reply["arrays"].items()} == shapes
+        assert {dtype for _, dtype in reply["arrays"].values()} == {"float32"}
+        assert reply["metrics"] == {"num-examples": "int", "train-loss": "float", "val": "float"}
+
+
+def test_a_site_killed_mid_round_leaves_the_round_to_the_others_and_is_trained_again_when_it_rejoins(sites, tmp_path):
+    address = Address("127.0.0.1", free_port())
+    settings = _settings(sites, tmp_path / "run", rounds=3, round_timeout=25.0)
+    with Sites(sites, address, tmp_path / "sites", indices=(0, 1, 2)) as nodes:
+        victim = nodes.nodes[2]
+        killed = threading.Event()
+
+        def kill_when_it_trains() -> None:
+            while "Start `flwr-clientapp` process" not in victim.log.read_text(errors="replace"):
+                time.sleep(0.1)
+            victim.kill()
+            killed.set()
+
+        threading.Thread(target=kill_when_it_trains, daemon=True).start()
+        rejoined = {}
+
+        def on_round(entry: dict) -> None:
+            if entry["round"] == 1:  # the site comes back (a new SuperNode, as after a reboot)
+                rejoined["node"] = nodes.nodes[3] = nodes.start(2, "site-2-again")
+
+        state = coordinate(settings, address, on_round=on_round)
+    assert killed.is_set() and "node" in rejoined
+    assert state.finished and state.history[0]["sampled"] == 3 and state.history[0]["replies"] == 2
+    replies = _replies(tmp_path / "run")
+    first_round_nodes = {reply["node"] for reply in replies if reply["round"] == 1}
+    later = [reply for reply in replies if reply["round"] > 1 and "problem" not in reply]
+    assert any(reply["node"] not in first_round_nodes for reply in later), "the rejoined site was never trained"
+
+
+def test_a_coordinator_killed_between_rounds_resumes_to_the_same_number_of_rounds(sites, tmp_path):
+    address = Address("127.0.0.1", free_port())
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "edgeopt", "federate", "server", str(sites["model"]), "--out", str(out),
+               "--address", str(address), "--rounds", "3", "--lr", "0.005", "--batch-size", "32"]
+    with Sites(sites, address, tmp_path / "sites"):
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not ((state := RunState.read(out)) and state.round >= 1) and time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read().decode()
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGKILL)  # a crash: no chance to clean up
+        server.wait(10)
+        killed_at = RunState.read(out).round
+        assert 1 <= killed_at < 3
+
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1 and "--resume" in again.stderr  # a folder holding a federation is not overwritten
+        resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    state = RunState.read(out)
+    assert state.finished and state.round == 3
+    assert [entry["round"] for entry in state.history] == [1, 2, 3]
