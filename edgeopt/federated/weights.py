@@ -120,7 +120,22 @@ def rebuild(config: Mapping[str, Any], arrays: "ArrayRecord", sender: str) -> "L
     problem = arrays_problem(numbers, shapes_of(model.module))
     if problem:
         raise ModelSourceError(f"{sender} sent a model that does not fit its description: {problem}")
+    _probe(model, sender)
     return model
+
+
+def _probe(model: "LoadedModel", sender: str) -> None:
+    """One forward pass on an example input: arrays whose shapes contradict the layers they fill (a pruned
+    model's widths are read from the arrays) fail here, with one clear error, not in the middle of training."""
+    import torch
+
+    model.module.eval()
+    try:
+        with torch.no_grad():
+            model.module(torch.from_numpy(model.input_spec.example(batch=2)))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ModelSourceError(f"the model {sender} sent does not run on its own input "
+                               f"({str(exc).splitlines()[0]})") from None
 
 
 def reply_problem(content: "RecordDict", shapes: Mapping[str, tuple[int, ...]]) -> str | None:

@@ -86,25 +86,42 @@ def _replies(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
 
 
-def test_two_rounds_end_with_the_weighted_average_and_sites_send_only_arrays_and_scalars(sites, tmp_path):
+def test_two_rounds_end_with_the_weighted_average_then_the_artifact_swaps_into_a_server_under_load(sites, tmp_path):
+    """The whole loop: 2 rounds, the global model built into an ONNX Runtime artifact and published into the
+    repository a running server watches; requests sent throughout the swap all answer 200, from both versions.
+    Then each round is replayed here (both sites' fine-tune from the global model, then FedAvg) and every
+    record a site sent is checked: the model's arrays and scalar metrics, nothing else."""
     import torch
 
+    from edgeopt.api import export, federate
     from edgeopt.federated.client_app import fine_tune_at_site
     from edgeopt.federated.weights import shapes_of
     from edgeopt.models.sources import load_model
+    from edgeopt.pipeline.recipe import ExportConfig, Recipe
+    from tests.helpers import RunningServer
 
+    repository = tmp_path / "models"
+    export(str(sites["model"]), "onnxruntime", repository / "digits" / "1")
     address = Address("127.0.0.1", free_port())
-    settings = _settings(sites, tmp_path / "run")
-    with Sites(sites, address, tmp_path / "sites"):
-        state = coordinate(settings, address)
-    assert state.finished and [entry["round"] for entry in state.history] == [1, 2]
-    assert all(entry["replies"] == 2 and entry["bytes_up"] > 0 for entry in state.history)
+    settings = _settings(sites, tmp_path / "run", data="digits")
+    recipe = Recipe(str(sites["model"]), "digits", export=ExportConfig("onnxruntime"))
+    with RunningServer("--model-repository", str(repository), "--poll-seconds", "0.2") as server, \
+            Sites(sites, address, tmp_path / "sites"):
+        load = Load(f"{server.url}/v2/models/digits")
+        result = federate(settings, address=str(address), recipe=recipe, repository=repository, name="digits",
+                          progress=False, on_round=lambda entry: load.start() if entry["round"] == 2 else None)
+        load.until_serving("2")
+    assert result.published == repository / "digits" / "2.edgeopt" and result.artifact.backend == "onnxruntime"
+    assert load.statuses and set(load.statuses) == {200} and load.versions == {"1", "2"}, (set(load.statuses),
+                                                                                            load.versions)
+    state = result.state
+    assert state.finished and [entry["round"] for entry in state.history] == [0, 1, 2]
+    assert all(entry["replies"] == 2 and entry["bytes_up"] > 0 for entry in state.history[1:])
 
     torch.set_num_threads(1)
-    start = load_model(str(sites["model"]))
-    shapes = shapes_of(start.module)
+    shapes = shapes_of(load_model(str(sites["model"])).module)
     previous = sites["model"]
-    for round_done in (1, 2):  # replay each round: both sites' fine-tune from the global model, then FedAvg
+    for round_done in (1, 2):
         sent, counts = [], []
         for index in (0, 1):
             model = load_model(str(previous))
@@ -129,6 +146,53 @@ def test_two_rounds_end_with_the_weighted_average_and_sites_send_only_arrays_and
         assert {name: tuple(shape) for name, (shape, _) in reply["arrays"].items()} == shapes
         assert {dtype for _, dtype in reply["arrays"].values()} == {"float32"}
         assert reply["metrics"] == {"num-examples": "int", "train-loss": "float", "val": "float"}
+
+
+class Load:
+    """Two clients sending digits images to a served model in a thread, from ``start`` until the server
+    has answered from ``version`` for half a second; every status and every version that answered, kept."""
+
+    def __init__(self, model_url: str) -> None:
+        self.url, self.statuses, self.versions = model_url, [], set()
+        self.done, self.thread = threading.Event(), None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import asyncio
+
+        import httpx
+
+        async def user(client: httpx.AsyncClient, body: bytes) -> None:
+            while not self.done.is_set():
+                response = await client.post(f"{self.url}/infer", content=body)
+                self.statuses.append(response.status_code)
+                if response.status_code == 200:
+                    self.versions.add(response.json()["model_version"])
+
+        async def main() -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                spec = (await client.get(self.url)).json()["inputs"][0]
+                shape = [1, *spec["shape"][1:]]
+                data = np.random.default_rng(0).random(shape, dtype=np.float32)
+                body = json.dumps({"inputs": [{"name": spec["name"], "shape": shape, "datatype": "FP32",
+                                               "data": data.ravel().tolist()}]}).encode()
+                await asyncio.gather(*(user(client, body) for _ in range(2)))
+
+        asyncio.run(main())
+
+    def until_serving(self, version: str, timeout: float = 60) -> None:
+        import httpx
+
+        assert self.thread is not None, "the load never started"
+        deadline = time.monotonic() + timeout
+        while httpx.get(self.url).json()["versions"] != [version] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.done.set()
+        self.thread.join(30)
 
 
 def test_a_site_killed_mid_round_leaves_the_round_to_the_others_and_is_trained_again_when_it_rejoins(sites, tmp_path):

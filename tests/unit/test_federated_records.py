@@ -1,0 +1,125 @@
+"""What crosses a federation's network, checked before it touches a model: settings, arrays, replies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr", reason="the federated extra (flwr) is not installed")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict  # noqa: E402
+
+from edgeopt.core.errors import ConfigError, ModelSourceError  # noqa: E402
+from edgeopt.core.trust import UntrustedName  # noqa: E402
+from edgeopt.federated.settings import FederationSettings, SiteSettings, local_fine_tune, proximal_mu  # noqa: E402
+from edgeopt.federated.weights import (MAX_ELEMENTS, describe, read_arrays, rebuild, reply_problem,  # noqa: E402
+                                       shapes_of, to_arrays)
+from edgeopt.models.sources import load_model  # noqa: E402
+from tests.helpers import TINY_INPUT, TINY_SOURCE  # noqa: E402
+
+SERVER = "the federation server"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(TINY_SOURCE, input=TINY_INPUT)
+
+
+def _config(model, **changes) -> dict:
+    settings = FederationSettings(model="m", out="o")
+    return {**settings.train_config(), **describe(model), **changes}
+
+
+def test_a_model_crosses_as_its_arrays_and_description_and_comes_back_identical(tiny):
+    import torch
+
+    model = rebuild(_config(tiny), to_arrays(tiny.module), SERVER)
+    assert model.arch == tiny.arch and model.input_spec == tiny.input_spec
+    for name, tensor in tiny.module.state_dict().items():
+        assert torch.equal(model.module.state_dict()[name], tensor) or not tensor.is_floating_point()
+    assert all(a.dtype == "float32" for a in to_arrays(tiny.module).values())  # no integer counters leave
+
+
+@pytest.mark.parametrize("arch", ["os:system", "mypkg.nets:build", "subprocess:run"])
+def test_an_architecture_named_by_the_server_is_imported_only_when_it_is_trusted(tiny, arch):
+    config = _config(tiny, **{"model/edgeopt.arch": arch})
+    with pytest.raises(UntrustedName, match="imports no code a file names"):
+        rebuild(config, to_arrays(tiny.module), SERVER)
+
+
+def test_arrays_of_other_shapes_nan_or_a_claimed_giant_are_refused(tiny):
+    arrays = to_arrays(tiny.module)
+    name = next(iter(arrays))
+    wrong = ArrayRecord({**{k: v for k, v in arrays.items()}, name: Array(np.zeros((3, 3), np.float32))})
+    with pytest.raises(ModelSourceError, match="does not run|does not fit"):
+        rebuild(_config(tiny), wrong, SERVER)
+    poisoned = {k: v.numpy() for k, v in arrays.items()}
+    poisoned[name] = np.full_like(poisoned[name], np.nan)
+    with pytest.raises(ModelSourceError, match="NaN"):
+        rebuild(_config(tiny), ArrayRecord({k: Array(v) for k, v in poisoned.items()}), SERVER)
+    giant = ArrayRecord({"w": Array(dtype="float32", shape=(MAX_ELEMENTS + 1,), stype="numpy.ndarray", data=b"")})
+    with pytest.raises(ModelSourceError, match="at most"):
+        read_arrays(giant, SERVER)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"epochs": 10_000}, "local epochs"),
+    ({"batch-size": 1_000_000}, "local epochs"),
+    ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"lr": "fast"}, "mistyped"),
+])
+def test_training_settings_a_server_sends_are_bounded(tiny, changes, words):
+    with pytest.raises(ConfigError, match=words):
+        local_fine_tune(_config(tiny, **changes))
+
+
+def test_a_proximal_term_outside_its_range_is_refused():
+    assert proximal_mu({"proximal-mu": 0.01}) == 0.01
+    for mu in (-1.0, float("nan"), 1e9):
+        with pytest.raises(ConfigError, match="proximal"):
+            proximal_mu({"proximal-mu": mu})
+
+
+def _reply(arrays: ArrayRecord, metrics: dict, **more) -> RecordDict:
+    return RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), **more})
+
+
+def test_a_reply_is_aggregated_only_when_it_is_the_model_and_scalar_metrics(tiny):
+    shapes = shapes_of(tiny.module)
+    arrays = to_arrays(tiny.module)
+    good = {"num-examples": 100, "train-loss": 0.5, "val": 0.9}
+    assert reply_problem(_reply(arrays, good), shapes) is None
+    assert "records" in reply_problem(_reply(arrays, good, extra=ConfigRecord({"file": "/data/x.png"})), shapes)
+    assert "scalars" in reply_problem(_reply(arrays, {**good, "pixels": [1.0, 2.0]}), shapes)
+    assert "num-examples" in reply_problem(_reply(arrays, {"val": 0.9}), shapes)
+    assert "num-examples" in reply_problem(_reply(arrays, {**good, "num-examples": 0}), shapes)
+    image = ArrayRecord({**dict(arrays.items()), "image": Array(np.zeros((64, 64), np.float32))})
+    assert "unexpected ['image']" in reply_problem(_reply(image, good), shapes)
+
+
+def test_settings_cross_as_flower_run_config_and_refuse_wrong_types():
+    settings = FederationSettings(model="/m", out="/o", strategy="fedadam", rounds=3, server_lr=0.1)
+    assert FederationSettings.from_run_config(settings.to_run_config()) == settings
+    with pytest.raises(ConfigError, match="rounds must be a int"):
+        FederationSettings.from_run_config({**settings.to_run_config(), "rounds": "3"})
+    site = SiteSettings(data="/d.npz", dp_clip=1.0, dp_epsilon=2.0)
+    assert SiteSettings.from_node_config(site.to_node_config()) == site
+    assert site.noise_std() == pytest.approx(1.0 * np.sqrt(2 * np.log(1.25 / 1e-5)) / 2.0)
+    with pytest.raises(ConfigError, match="privacy"):
+        SiteSettings(data="/d", dp_clip=1.0, dp_delta=2.0)
+
+
+def test_the_proximal_term_is_zero_at_the_received_weights_and_grows_away_from_them(tiny):
+    import copy
+
+    import torch
+
+    from edgeopt.federated.client_app import proximal_term
+
+    module = copy.deepcopy(tiny.module)
+    penalty = proximal_term(module, mu=0.5)
+    assert penalty(module).item() == 0.0
+    with torch.no_grad():
+        next(module.parameters()).add_(1.0)
+    moved = next(module.parameters()).numel()
+    assert penalty(module).item() == pytest.approx(0.5 / 2 * moved, rel=1e-5)
