@@ -123,3 +123,36 @@ def test_the_proximal_term_is_zero_at_the_received_weights_and_grows_away_from_t
         next(module.parameters()).add_(1.0)
     moved = next(module.parameters()).numel()
     assert penalty(module).item() == pytest.approx(0.5 / 2 * moved, rel=1e-5)
+
+
+def test_a_site_that_asks_for_privacy_clips_its_update_and_reports_the_parameters(tiny):
+    """Flower's LocalDpMod, as the site's ClientApp applies it: the update leaves clipped to the norm
+    (ε huge here, so the noise is negligible and the clipping shows), the parameters in the metrics."""
+    import time
+
+    from flwr.app import Context, Message, MessageType, Metadata
+
+    from edgeopt.federated.client_app import site_privacy
+
+    arrays = to_arrays(tiny.module)
+    arrived = Metadata(run_id=1, message_id="m1", src_node_id=1, dst_node_id=7, reply_to_message_id="", group_id="",
+                       created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)  # as the SuperNode hands it
+    sent = Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
+                   metadata=arrived)
+
+    def train(msg: Message, context: Context) -> Message:  # a site whose update is far larger than the clip
+        moved = ArrayRecord({k: Array(v.numpy() + 1.0) for k, v in msg.content.array_records["arrays"].items()})
+        return Message(content=RecordDict({"arrays": moved, "metrics": MetricRecord({"num-examples": 10})}),
+                       reply_to=msg)
+
+    site = SiteSettings(data="/d.npz", dp_clip=0.5, dp_epsilon=1e6, dp_delta=1e-5)
+    context = Context(run_id=1, node_id=7, node_config=site.to_node_config(), state=RecordDict(), run_config={})
+    reply = site_privacy(sent, context, train)
+    before = np.concatenate([a.numpy().ravel() for a in arrays.values()])
+    after = np.concatenate([a.numpy().ravel() for a in reply.content.array_records["arrays"].values()])
+    assert np.linalg.norm(after - before) == pytest.approx(0.5, rel=1e-3)
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["dp-clip"] == 0.5 and metrics["dp-epsilon"] == 1e6 and metrics["dp-noise-std"] == site.noise_std()
+    plain = site_privacy(sent, Context(run_id=1, node_id=7, node_config=SiteSettings(data="/d").to_node_config(),
+                                       state=RecordDict(), run_config={}), train)
+    assert "dp-clip" not in plain.content.metric_records["metrics"]
