@@ -250,15 +250,21 @@ def federate(settings: "FederationSettings", *, address: str = "127.0.0.1:9092",
     """
     from edgeopt.federated.coordinator import coordinate
     from edgeopt.federated.processes import Address
+    from edgeopt.serve.repository import check_name
 
+    # everything that can be wrong with what comes after the rounds is found before them
+    if repository is not None and recipe is None:
+        raise ConfigError("publishing needs a recipe (or --backend) that builds the artifact to publish")
+    plan = None if recipe is None else recipe if isinstance(recipe, Recipe) else Recipe.read(recipe)
+    if plan is not None and not (settings.data or plan.data):
+        raise ConfigError("building the federated model needs the server's own data (--data) for calibration and scores")
+    if repository is not None:
+        check_name(name)
     state = coordinate(settings, Address.parse(address), resume=resume, on_round=on_round)
     out = Path(settings.out)
     result = Federated(state, state.model_path(out))
-    if recipe is None:
-        if repository is not None:
-            raise ConfigError("publishing needs a recipe (or --backend) that builds the artifact to publish")
+    if plan is None:
         return result
-    plan = recipe if isinstance(recipe, Recipe) else Recipe.read(recipe)
     plan = dataclasses.replace(plan, model=str(result.checkpoint), data=settings.data or plan.data, arch=None)
     result.artifact = build(plan, out / "artifact", force=True, threads=threads, progress=progress)
     if repository is not None:

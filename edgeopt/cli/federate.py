@@ -29,7 +29,7 @@ def server_command(
     data: Optional[str] = typer.Option(None, "--data", help="The server's own data: the global model is scored on its test split after every round, and a --recipe trains and calibrates on it."),
     address: str = typer.Option("127.0.0.1:9092", "--address", help="Where the SuperLink listens (HOST:PORT); the sites connect here. 0.0.0.0:9092 for sites on other machines."),
     strategy: str = typer.Option(FEDERATION.strategy, "--strategy", help="fedavg | fedprox | fedadam"),
-    rounds: int = typer.Option(FEDERATION.rounds, "--rounds"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help=f"Rounds in all (default {FEDERATION.rounds}; with --resume, the number the run was started with)."),
     clients_per_round: int = typer.Option(FEDERATION.clients_per_round, "--clients-per-round", help="Sites trained each round (0: every connected site)."),
     min_clients: int = typer.Option(FEDERATION.min_clients, "--min-clients", help="A round waits until this many sites are connected."),
     epochs: int = typer.Option(FEDERATION.epochs, "--epochs", help="Local epochs each site trains per round."),
@@ -62,14 +62,17 @@ def server_command(
 
     if recipe and backend:
         raise ConfigError("give --recipe or --backend, not both")
+    if rounds is None:
+        from edgeopt.federated.state import RunState
+
+        saved = RunState.read(out) if resume else None
+        rounds = saved.rounds if saved else FEDERATION.rounds
     settings = FederationSettings(
         model=model, out=str(out), data=data or "", strategy=strategy, rounds=rounds,
         clients_per_round=clients_per_round, min_clients=min_clients, epochs=epochs, lr=lr, optimizer=optimizer,
         schedule=schedule, batch_size=batch_size, distill=distill, proximal_mu=proximal_mu, server_lr=server_lr,
         round_timeout=round_timeout, seed=seed)
     plan = recipe or (Recipe(model, data or "", export=ExportConfig(backend, precision)) if backend else None)
-    if plan is not None and not (data or recipe):
-        raise ConfigError("building the federated model needs the server's own --data (for calibration and scores)")
     console = make_console()
     console.print(f"[bold]federation[/]: SuperLink on {address}; sites join with "
                   f"`edgeopt federate client --server {_reachable(address)} --data THEIR_IMAGES`")

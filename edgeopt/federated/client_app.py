@@ -6,25 +6,29 @@ first, then every array checked against it), fine-tunes it with edgeopt's one fi
 the data its SuperNode was started with (``--node-config data=...``; FedProx's proximal term
 when the server sends ``proximal-mu``; distillation from the global model when asked), and
 replies with exactly two records: the model's floating-point arrays and a MetricRecord of
-scalars (``num-examples``, ``train-loss``, ``val``). No image, file name or label leaves it.
+scalars (``num-examples``, ``train-loss``, ``val`` and the privacy parameters ``dp-epsilon``,
+``dp-delta``, ``dp-clip``, ``dp-noise-std``, 0 when off: every site's metrics have the same keys,
+as Flower's strategies need). No image, file name or label leaves it; an error leaves as its kind.
 
 When the site asked for differential privacy (``dp-clip`` > 0 in its node config), Flower's
-``LocalDpMod`` clips the update and adds Gaussian noise before the reply leaves, and the reply's
-metrics carry the privacy parameters (``dp-epsilon``, ``dp-delta``, ``dp-clip``, ``dp-noise-std``).
+``LocalDpMod`` clips the update and adds Gaussian noise before the reply leaves.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 
 from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import LocalDpMod
 
+from edgeopt.core.errors import EdgeoptError
 from edgeopt.federated.settings import SiteSettings, local_fine_tune, proximal_mu
 from edgeopt.federated.weights import ARRAYS, CONFIG, METRICS, rebuild, to_arrays
 
 SERVER = "the federation server"
+log = logging.getLogger("edgeopt.federated.site")
 
 
 def site_privacy(msg: Message, context: Context, call_next) -> Message:
@@ -32,12 +36,12 @@ def site_privacy(msg: Message, context: Context, call_next) -> Message:
     site = SiteSettings.from_node_config(context.node_config)
     if msg.metadata.message_type != MessageType.TRAIN or not site.private:
         return call_next(msg, context)
-    reply = LocalDpMod(clipping_norm=site.dp_clip, sensitivity=site.dp_clip, epsilon=site.dp_epsilon,
-                       delta=site.dp_delta)(msg, context, call_next)
-    if not reply.has_error():
-        reply.content.metric_records[METRICS].update({"dp-epsilon": site.dp_epsilon, "dp-delta": site.dp_delta,
-                                                      "dp-clip": site.dp_clip, "dp-noise-std": site.noise_std()})
-    return reply
+    return LocalDpMod(clipping_norm=site.dp_clip, sensitivity=site.dp_clip, epsilon=site.dp_epsilon,
+                      delta=site.dp_delta)(msg, context, call_next)
+
+
+class SiteError(Exception):
+    """What a server learns when a site cannot train: a category, never the site's paths or data."""
 
 
 app = ClientApp(mods=[site_privacy])
@@ -45,11 +49,24 @@ app = ClientApp(mods=[site_privacy])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    """One round at this site. Any failure reaches the server as a SiteError naming its kind only (Flower
+    sends an exception's text to the server, and a site's errors name its files); the site's own log
+    (its SuperNode's) has the whole story."""
     site = SiteSettings.from_node_config(context.node_config)
-    config = msg.content.config_records[CONFIG]
-    tune, mu = local_fine_tune(config), proximal_mu(config)
-    model = rebuild(config, msg.content.array_records[ARRAYS], SERVER)
-    metrics = fine_tune_at_site(model, site, tune, mu, seed=int(config.get("seed", 0)) + int(config.get("server-round", 0)))
+    try:
+        config = msg.content.config_records[CONFIG]
+        tune, mu = local_fine_tune(config), proximal_mu(config)
+        model = rebuild(config, msg.content.array_records[ARRAYS], SERVER)
+    except (EdgeoptError, KeyError, TypeError, ValueError) as exc:
+        log.error("refused the server's round: %s", exc)
+        raise SiteError("the site refused the server's model or settings (its log says why)") from None
+    try:
+        seed = (int(config.get("seed", 0)) + int(config.get("server-round", 0))) % 2**31
+        metrics = fine_tune_at_site(model, site, tune, mu, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, its text stays here
+        log.exception("training failed: %s", exc)
+        raise SiteError(f"the site could not train this round ({type(exc).__name__}; its log says why)") from None
+    metrics.update(site.privacy_record())
     return Message(content=RecordDict({ARRAYS: to_arrays(model.module), METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 

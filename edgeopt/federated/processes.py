@@ -142,17 +142,31 @@ def wait_for_port(address: Address, child: Child, timeout: float = START_TIMEOUT
 
 # -- the SuperLink, its SuperNodes -----------------------------------------------------------
 def start_superlink(address: Address, workdir: Path) -> Child:
-    """Flower's SuperLink on ``address``: one HTTP port serves its fleet API (the SuperNodes connect
-    there), its control API (runs are submitted there) and the runtime API of its ServerApp process.
+    """Flower's SuperLink on ``address`` (keep it on 127.0.0.1: one HTTP port serves its fleet API, its
+    unauthenticated control API and the runtime API of its ServerApp process; ``start_gateway`` opens
+    the fleet API alone to the sites). It never installs an app's dependencies.
 
     Its state (the SuperNodes it knows) lives in a database in ``workdir``: a SuperLink restarted after
     a crash knows the sites again, and they carry on without being restarted themselves.
     """
     command = [_script("flower-superlink"), "--insecure", "--host", address.host, "--port", str(address.port),
-               "--database", str(workdir / "superlink.db")]
-    link = Child("the SuperLink", command, flower_home(workdir), workdir / "logs" / "superlink.log")
-    wait_for_port(address, link)
-    return link
+               "--database", str(workdir / "superlink.db"), "--disable-runtime-dependency-installation"]
+    return _started(Child("the SuperLink", command, flower_home(workdir), workdir / "logs" / "superlink.log"), address)
+
+
+def start_gateway(listen: Address, superlink: Address, workdir: Path) -> Child:
+    """The sites' door (``edgeopt.federated.gateway``): the SuperLink's fleet API on ``listen``, nothing else."""
+    command = [sys.executable, "-m", "edgeopt.federated.gateway", str(listen), str(superlink)]
+    return _started(Child("the fleet gateway", command, flower_home(workdir), workdir / "logs" / "gateway.log"), listen)
+
+
+def _started(child: Child, address: Address) -> Child:
+    try:
+        wait_for_port(address, child)
+    except BaseException:
+        child.stop()
+        raise
+    return child
 
 
 def start_supernode(superlink: Address, node_config: Mapping[str, Any], workdir: Path, name: str,
@@ -161,9 +175,8 @@ def start_supernode(superlink: Address, node_config: Mapping[str, Any], workdir:
     runtime = Address("127.0.0.1", port or free_port())
     command = [_script("flower-supernode"), "--insecure", "--superlink", str(superlink),
                "--host", runtime.host, "--port", str(runtime.port), "--node-config", node_config_text(node_config)]
-    node = Child(f"the SuperNode of {name}", command, flower_home(workdir), workdir / "logs" / f"{name}.log")
-    wait_for_port(runtime, node)
-    return node
+    return _started(Child(f"the SuperNode of {name}", command, flower_home(workdir), workdir / "logs" / f"{name}.log"),
+                    runtime)
 
 
 def node_config_text(values: Mapping[str, Any]) -> str:

@@ -6,7 +6,9 @@ The SuperLink runs this (``[tool.flwr.app.components] serverapp``) with the run 
 checkpoint with the rounds left), runs Flower's ``strategy.start`` and, after every round,
 scores the global model on the server's test data (when given) and checkpoints it. Every
 site's reply is checked before it is aggregated (names, shapes, finite numbers, scalar
-metrics) and summarised in ``OUT/replies.jsonl``; a reply that fails is left out of the round.
+metrics) and summarised in ``OUT/replies.jsonl``; a reply that fails is left out of the round. A round
+that no reply survives, or whose aggregate is not a finite model, stops the run with the last good
+round checkpointed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
+from edgeopt.core.errors import EdgeoptError, ModelSourceError
 from edgeopt.federated.settings import FederationSettings
 from edgeopt.federated.state import RunState, save_round
 from edgeopt.federated.weights import ARRAYS, METRICS, describe, load_arrays, read_arrays, reply_problem, shapes_of, to_arrays
@@ -50,7 +53,8 @@ def run_federation(grid: Grid, settings: FederationSettings) -> RunState | None:
     model = load_model(str(state.model_path(out)) if state else settings.model)
     strategy = checked_strategy(settings, shapes_of(model.module), out / REPLIES)
     rounds = Rounds(settings, model, strategy, out, done, state.history if state else [])
-    train_config = ConfigRecord({**settings.train_config(), **describe(model)})
+    # the sites seed each round's shuffling with seed + round; Flower counts rounds from 1 again on a resume
+    train_config = ConfigRecord({**settings.train_config(), "seed": settings.seed + done, **describe(model)})
     strategy.start(grid, to_arrays(model.module), num_rounds=settings.rounds - done, timeout=settings.round_timeout,
                    train_config=train_config, evaluate_fn=rounds.after_round)
     return RunState.read(out)
@@ -78,11 +82,19 @@ class Rounds:
             if metrics is not None:
                 self.history.append({"round": 0, **dict(metrics)})
             return metrics
-        load_arrays(self.model.module, read_arrays(arrays, "the strategy"), "the strategy")
-        metrics = self._score()
         round_done = self.done + server_round
-        entry = {"round": round_done, "seconds": round(time.monotonic() - self.started, 2),
-                 **self.strategy.take_round(), **(dict(metrics) if metrics else {})}
+        taken = self.strategy.take_round()
+        if not taken.get("replies"):
+            raise RoundFailed(f"round {round_done}: no site's reply could be used ({REPLIES} in the run folder says "
+                              f"why); the global model after round {round_done - 1} is kept: --resume continues")
+        try:
+            load_arrays(self.model.module, read_arrays(arrays, "the strategy"), "the strategy")
+        except ModelSourceError as exc:
+            raise RoundFailed(f"round {round_done}: the aggregate is not a usable model ({exc}); the global model "
+                              f"after round {round_done - 1} is kept: --resume continues") from None
+        metrics = self._score()
+        entry = {"round": round_done, "seconds": round(time.monotonic() - self.started, 2), **taken,
+                 **(dict(metrics) if metrics else {})}
         self.history.append(entry)
         save_round(self.out, self.model, round_done, self.settings.rounds, self.settings.to_run_config(), self.history)
         self.started = time.monotonic()
@@ -96,6 +108,10 @@ class Rounds:
         task, test = self.test
         scores = score_module(self.model.module, test, self.model.input_spec, task)
         return MetricRecord({k: float(v) for k, v in scores.items()})
+
+
+class RoundFailed(EdgeoptError):
+    """A round that produced no model worth keeping: the run stops, its last good round checkpointed."""
 
 
 class CheckedReplies:
@@ -136,8 +152,8 @@ class CheckedReplies:
         entry["records"] = sorted(content.keys())
         entry["arrays"] = {name: [list(a.shape), a.dtype] for record in content.array_records.values()
                            for name, a in record.items()}
-        entry["metrics"] = {name: type(value).__name__ for record in content.metric_records.values()
-                            for name, value in record.items()}
+        entry["metrics"] = {name: value if isinstance(value, (int, float)) else type(value).__name__
+                            for record in content.metric_records.values() for name, value in record.items()}
         problem = reply_problem(content, self.shapes)
         return {**entry, "problem": problem} if problem else entry
 

@@ -29,6 +29,7 @@ from edgeopt.passes.base import OPTIMIZERS, SCHEDULES, FineTune
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 MAX_LOCAL_EPOCHS = 100  # a site refuses more work per round than this from a server
 MAX_BATCH = 4096
+MAX_MU = 1e3  # FedProx's μ: the same bound on the server and at the sites
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,10 @@ class FederationSettings:
             raise ConfigError(f"a federation runs at least 1 round, not {self.rounds}")
         if self.min_clients < 1 or self.clients_per_round < 0:
             raise ConfigError("min_clients must be at least 1 and clients_per_round 0 (all) or more")
-        if self.proximal_mu < 0 or self.server_lr <= 0 or not math.isfinite(self.proximal_mu):
-            raise ConfigError("proximal_mu must be 0 or more and server_lr positive")
+        if not (0.0 <= self.proximal_mu <= MAX_MU and 0.0 < self.server_lr <= 10.0):  # NaN fails both
+            raise ConfigError(f"proximal_mu must lie in [0, {MAX_MU:g}] and server_lr in (0, 10]")
+        if not 0 <= self.seed < 2**31:
+            raise ConfigError(f"the seed must lie in [0, 2^31), not {self.seed}")
         if not 1.0 <= self.round_timeout <= 86_400.0:
             raise ConfigError(f"round_timeout must be between 1 s and a day, not {self.round_timeout}")
         self.fine_tune()  # the fine-tune settings validate themselves
@@ -105,11 +108,11 @@ class FederationSettings:
 def local_fine_tune(config: Mapping[str, Any]) -> FineTune:
     """A site's fine-tune from the settings a server sent: typed, bounded, validated."""
     try:
-        epochs, batch = int(config["epochs"]), int(config["batch-size"])
+        epochs, batch = int(config["epochs"]), int(config["batch-size"])  # an infinite float raises OverflowError
         tune = FineTune(epochs=epochs, lr=float(config["lr"]), optimizer=str(config["optimizer"]),
                         schedule=str(config["schedule"]), weight_decay=float(config["weight-decay"]),
                         batch_size=batch, distill=bool(config["distill"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"the server's training settings are incomplete or mistyped ({exc!r})") from None
     if not 1 <= epochs <= MAX_LOCAL_EPOCHS or batch > MAX_BATCH or not math.isfinite(tune.lr):
         raise ConfigError(f"the server asks for {epochs} local epochs of batch {batch}; a site trains 1 to "
@@ -121,9 +124,13 @@ def local_fine_tune(config: Mapping[str, Any]) -> FineTune:
 
 def proximal_mu(config: Mapping[str, Any]) -> float:
     """FedProx's μ from a server's settings (0: plain local training)."""
-    mu = float(config.get("proximal-mu", 0.0))
-    if not (math.isfinite(mu) and 0.0 <= mu <= 1e3):
-        raise ConfigError(f"the server asks for a proximal term of {mu}; it must lie in [0, 1000]")
+    try:
+        mu = float(config.get("proximal-mu", 0.0))
+    except (TypeError, ValueError):
+        mu = float("nan")
+    if not 0.0 <= mu <= MAX_MU:  # NaN fails too
+        raise ConfigError(f"the server asks for a proximal term of {config.get('proximal-mu')!r}; it must lie in "
+                          f"[0, {MAX_MU:g}]")
     return mu
 
 
@@ -154,6 +161,13 @@ class SiteSettings:
     def noise_std(self) -> float:
         """The Gaussian noise's standard deviation LocalDpMod adds (the Gaussian mechanism's)."""
         return self.dp_clip * math.sqrt(2 * math.log(1.25 / self.dp_delta)) / self.dp_epsilon
+
+    def privacy_record(self) -> dict[str, float]:
+        """The privacy a reply was sent with (all 0 without differential privacy)."""
+        if not self.private:
+            return {"dp-epsilon": 0.0, "dp-delta": 0.0, "dp-clip": 0.0, "dp-noise-std": 0.0}
+        return {"dp-epsilon": self.dp_epsilon, "dp-delta": self.dp_delta, "dp-clip": self.dp_clip,
+                "dp-noise-std": self.noise_std()}
 
     def to_node_config(self) -> dict[str, Any]:
         return {field.name.replace("_", "-"): getattr(self, field.name) for field in fields(self)}

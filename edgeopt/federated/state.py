@@ -71,6 +71,13 @@ def save_round(folder: Path, model: Any, round_done: int, rounds: int, settings:
     tmp = folder / (STATE + ".partial")
     tmp.write_text(json.dumps(asdict(state), indent=2))
     os.replace(tmp, folder / STATE)
-    for old in sorted((folder / "rounds").glob("round-*.safetensors"))[:-KEEP]:
-        old.unlink(missing_ok=True)
+    kept = sorted((folder / "rounds").glob("round-*.safetensors"), key=_round_number)
+    for old in kept[:-KEEP]:
+        if old.name != Path(name).name:
+            old.unlink(missing_ok=True)
     return state
+
+
+def _round_number(path: Path) -> int:
+    digits = path.stem.rpartition("-")[2]
+    return int(digits) if digits.isdigit() else -1

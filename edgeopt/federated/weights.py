@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # record names in a message (Flower's strategies' own)
 DESCRIPTION = "model/"  # the prefix of the model's description in the round's ConfigRecord
-MAX_ELEMENTS = 1 << 28  # 1 GiB of float32: no edge model is larger; a bigger record is refused unread
+MAX_ELEMENTS = 1 << 28  # 1 GiB of float32: no edge model is larger; a bigger one is refused before it is built
+MAX_PIXELS = 2048 * 2048  # a site resizes all its images to the model's input: bounded
+MAX_EXAMPLES = 100_000_000  # a site's example count weights its update: a larger claim is refused
+MAX_MAGNITUDE = 1e8  # no trained weight or statistic is near this; float32 sums of such would overflow
+REPLY_METRICS = ("num-examples", "train-loss", "val", "dp-epsilon", "dp-delta", "dp-clip", "dp-noise-std")
 
 
 def to_arrays(module: "nn.Module") -> "ArrayRecord":
@@ -66,18 +70,55 @@ def arrays_problem(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[
             return f"array {name} holds {array.dtype}, not floating-point numbers"
         if not np.all(np.isfinite(array)):
             return f"array {name} holds NaN or infinity"
+        if array.size and float(np.max(np.abs(array))) > MAX_MAGNITUDE:
+            return f"array {name} holds values beyond {MAX_MAGNITUDE:g}"
     return None
 
 
 def read_arrays(record: "ArrayRecord", sender: str) -> dict[str, np.ndarray]:
-    """The numpy arrays of ``record`` (refused before decoding when it claims more than MAX_ELEMENTS)."""
-    total = sum(int(np.prod(array.shape)) for array in record.values())
-    if total > MAX_ELEMENTS:
-        raise ModelSourceError(f"{sender} sent {total:,} numbers; edgeopt takes at most {MAX_ELEMENTS:,}")
+    """The numpy arrays of ``record``, each one's .npy header read first: floating point, the shape it
+    declares, the bytes that shape needs, and MAX_ELEMENTS in all, or refused before anything is allocated."""
+    total, arrays = 0, {}
+    for name, array in record.items():
+        count = _checked_npy(name, array, sender)
+        total += count
+        if total > MAX_ELEMENTS:
+            raise ModelSourceError(f"{sender} sent more than {MAX_ELEMENTS:,} numbers; edgeopt takes no larger model")
     try:
-        return {name: array.numpy() for name, array in record.items()}
-    except (ValueError, TypeError, OSError) as exc:
+        for name, array in record.items():
+            arrays[name] = array.numpy()
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
         raise ModelSourceError(f"{sender} sent arrays that are not plain numpy arrays ({exc})") from None
+    return arrays
+
+
+def _checked_npy(name: str, array: Any, sender: str) -> int:
+    """The element count of one Flower Array whose bytes are a .npy file (as Flower writes them), checked
+    against its header: numpy would otherwise allocate whatever a header claims before reading."""
+    import io
+    import math
+
+    from numpy.lib import format as npy
+
+    if array.stype != "numpy.ndarray" or not isinstance(array.data, bytes):
+        raise ModelSourceError(f"{sender} sent array {name} in a form edgeopt does not read ({array.stype!r})")
+    buffer = io.BytesIO(array.data)
+    try:
+        version = npy.read_magic(buffer)
+        reader = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f".npy version {version}")
+        shape, _, dtype = reader(buffer)
+    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        raise ModelSourceError(f"{sender} sent array {name} without a readable .npy header ({exc})") from None
+    count = math.prod(shape)
+    if dtype.kind != "f" or dtype.itemsize > 8:
+        raise ModelSourceError(f"{sender} sent array {name} of {dtype}, not floating-point numbers")
+    if tuple(shape) != tuple(array.shape) or count > MAX_ELEMENTS:
+        raise ModelSourceError(f"{sender} sent array {name} declared {tuple(array.shape)} holding {tuple(shape)}")
+    if len(array.data) - buffer.tell() != count * dtype.itemsize:
+        raise ModelSourceError(f"{sender} sent array {name} whose bytes do not match its shape {tuple(shape)}")
+    return count
 
 
 def load_arrays(module: "nn.Module", arrays: Mapping[str, np.ndarray], sender: str) -> None:
@@ -111,6 +152,7 @@ def rebuild(config: Mapping[str, Any], arrays: "ArrayRecord", sender: str) -> "L
             if key.startswith(DESCRIPTION) and key[len(DESCRIPTION):] in CHECKPOINT_META}
     if not all(isinstance(value, str) for value in meta.values()) or not isinstance(meta.get(META_ARCH), str):
         raise ModelSourceError(f"{sender} sent a model description without a readable architecture")
+    _check_size(meta, sender)
     numbers = read_arrays(arrays, sender)
     state = {name: torch.from_numpy(np.array(array, copy=True)) for name, array in numbers.items()}
     try:
@@ -122,6 +164,30 @@ def rebuild(config: Mapping[str, Any], arrays: "ArrayRecord", sender: str) -> "L
         raise ModelSourceError(f"{sender} sent a model that does not fit its description: {problem}")
     _probe(model, sender)
     return model
+
+
+def _check_size(meta: Mapping[str, str], sender: str) -> None:
+    """A description that would build a model or an input larger than edgeopt takes is refused before
+    anything is built: its input at most MAX_SIDE a side, MAX_PIXELS in all, 4 channels; its
+    architecture, built on PyTorch's meta device (nothing allocated), at most MAX_ELEMENTS numbers."""
+    import json
+
+    from edgeopt.core.size import MAX_SIDE
+    from edgeopt.core.spec import InputSpec
+    from edgeopt.models.sources import META_ARCH, META_INPUT, parameter_count
+
+    try:
+        shape = InputSpec.from_dict(json.loads(meta[META_INPUT])).shape if META_INPUT in meta else ()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelSourceError(f"{sender} sent an input description edgeopt cannot read ({exc})") from None
+    sides = [int(side) for side in shape[2:] if isinstance(side, int)]
+    if (len(shape) > 1 and isinstance(shape[1], int) and shape[1] > 4) or any(side > MAX_SIDE for side in sides) \
+            or (len(sides) >= 2 and sides[-1] * sides[-2] > MAX_PIXELS):
+        raise ModelSourceError(f"{sender} describes an input of shape {list(shape)}; a site takes at most 4 channels, "
+                               f"{MAX_SIDE} pixels a side and {MAX_PIXELS:,} in all")
+    count = parameter_count(meta[META_ARCH], sender)
+    if count > MAX_ELEMENTS:
+        raise ModelSourceError(f"{sender} describes a model of {count:,} numbers; edgeopt takes at most {MAX_ELEMENTS:,}")
 
 
 def _probe(model: "LoadedModel", sender: str) -> None:
@@ -139,22 +205,24 @@ def _probe(model: "LoadedModel", sender: str) -> None:
 
 
 def reply_problem(content: "RecordDict", shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Why a site's training reply cannot be aggregated: exactly one ArrayRecord of the model's
-    names and shapes, one MetricRecord with a positive example count, nothing else."""
+    """Why a site's training reply cannot be aggregated: exactly one ArrayRecord of the model's names
+    and shapes, one MetricRecord of exactly REPLY_METRICS (finite scalars, a positive example count no
+    larger than MAX_EXAMPLES), nothing else. Flower's strategies also need every reply's metrics alike."""
     records: dict[str, Any] = dict(content.items())
     if set(records) != {ARRAYS, METRICS}:
         return f"the reply holds records {sorted(records)}, not {[ARRAYS, METRICS]}"
     try:
         arrays = read_arrays(content.array_records[ARRAYS], "a site")
-    except (ModelSourceError, KeyError) as exc:
+    except (ModelSourceError, KeyError, MemoryError) as exc:
         return str(exc)
     problem = arrays_problem(arrays, shapes)
     if problem:
         return problem
     metrics = content.metric_records.get(METRICS)
-    if metrics is None or not isinstance(metrics.get("num-examples"), int) or metrics["num-examples"] < 1:
-        return "the reply's metrics carry no positive num-examples"
-    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in metrics.values()):
-        return "the reply's metrics are not all scalars"
+    if metrics is None or sorted(metrics) != sorted(REPLY_METRICS):
+        return f"the reply's metrics are {sorted(metrics or {})}, not {sorted(REPLY_METRICS)}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in metrics.values()):
+        return "the reply's metrics are not all finite scalars"
+    if not isinstance(metrics["num-examples"], int) or not 1 <= metrics["num-examples"] <= MAX_EXAMPLES:
+        return f"the reply's num-examples is not a count from 1 to {MAX_EXAMPLES:,}"
     return None
-

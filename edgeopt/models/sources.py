@@ -500,6 +500,23 @@ def save_checkpoint(model: LoadedModel, path: str | Path) -> Path:
     return path
 
 
+def parameter_count(arch: str, origin: str | None) -> int:
+    """Numbers in the floating-point tensors of ``arch`` as built, counted on PyTorch's meta device (nothing
+    allocated); the name passes the trust gate first, as every architecture a file or a request names."""
+    import torch
+
+    from edgeopt.core.trust import UntrustedName
+
+    try:
+        with torch.device("meta"):
+            model = _from_architecture(arch.strip(), None, origin)
+    except UntrustedName:
+        raise
+    except ModelSourceError:  # one that computes with tensors as it is built (SSDlite's anchors): built for real
+        model = _from_architecture(arch.strip(), None, origin)
+    return sum(t.numel() for t in model.module.state_dict().values() if t.is_floating_point())
+
+
 def checkpoint_meta(model: LoadedModel) -> dict[str, str]:
     """What a checkpoint records beside the weights: arch, InputSpec, task, layer widths, labels (``assemble`` reads it)."""
     from edgeopt.models.layer_shapes import describe

@@ -42,6 +42,7 @@ log = logging.getLogger("edgeopt.serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
 BUNDLE_SUFFIX = ".edgeopt"
+MAX_PUBLISH_TRIES = 100
 
 
 @dataclass
@@ -380,8 +381,8 @@ def publish_version(repository: Path, name: str, artifact: Path) -> Path:
     """Place ``artifact`` (a folder) in ``repository`` as ``name``'s next version: one bundle file, written
     beside its place and renamed, so a watching server sees it whole or not at all. Returns its path.
 
-    The version number is one above the highest there (files, folders, or a bundle in flight); a rename
-    that finds its number taken (another publisher) takes the next.
+    The version number is one above the highest there; a link that finds its number taken (another
+    publisher, or an entry by that name that is not a version) takes the next.
     """
     from edgeopt.core.bundle import pack
 
@@ -391,14 +392,15 @@ def publish_version(repository: Path, name: str, artifact: Path) -> Path:
     partial = folder / f".{uuid.uuid4().hex}.partial"
     partial.write_bytes(data)
     try:
-        while True:
-            numbers = [number for number, _ in _versions(folder)]
-            target = folder / f"{max(numbers, default=0) + 1}{BUNDLE_SUFFIX}"
+        number = max((n for n, _ in _versions(folder)), default=0) + 1
+        for _ in range(MAX_PUBLISH_TRIES):
+            target = folder / f"{number}{BUNDLE_SUFFIX}"
             try:
                 target.hardlink_to(partial)  # appears whole, and never replaces a version that is there
                 return target
-            except FileExistsError:
-                continue
+            except FileExistsError:  # another publisher, or something else by that name: the next number
+                number += 1
+        raise ConfigError(f"{folder} has {MAX_PUBLISH_TRIES} names in the way of a new version; tidy it")
     finally:
         partial.unlink(missing_ok=True)
 

@@ -84,9 +84,12 @@ def _agent() -> list[tuple[Any, dict[str, Field]]]:
 def _federate_server() -> list[tuple[Any, dict[str, Field]]]:
     from edgeopt.federated.settings import FederationSettings
 
-    return [(FederationSettings("model", "out"), {"data": ("data", lambda text: text or ""), **{name: name for name in (
+    rounds = FederationSettings("model", "out").rounds
+    return [(FederationSettings("model", "out"), {"data": ("data", lambda text: text or ""),
+                                                  "rounds": ("rounds", lambda given: rounds if given is None else given),
+                                                  **{name: name for name in (
         "proximal_mu",
-        "strategy", "rounds", "clients_per_round", "min_clients", "epochs", "lr", "optimizer", "schedule",
+        "strategy", "clients_per_round", "min_clients", "epochs", "lr", "optimizer", "schedule",
         "batch_size", "distill", "server_lr", "round_timeout", "seed")}})]
 
 

@@ -18,6 +18,7 @@ from edgeopt.models.sources import load_model  # noqa: E402
 from tests.helpers import TINY_INPUT, TINY_SOURCE  # noqa: E402
 
 SERVER = "the federation server"
+GOOD_METRICS = {"num-examples": 100, "train-loss": 0.5, "val": 0.9, **SiteSettings(data="d").privacy_record()}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,39 @@ def test_arrays_of_other_shapes_nan_or_a_claimed_giant_are_refused(tiny):
     poisoned[name] = np.full_like(poisoned[name], np.nan)
     with pytest.raises(ModelSourceError, match="NaN"):
         rebuild(_config(tiny), ArrayRecord({k: Array(v) for k, v in poisoned.items()}), SERVER)
-    giant = ArrayRecord({"w": Array(dtype="float32", shape=(MAX_ELEMENTS + 1,), stype="numpy.ndarray", data=b"")})
-    with pytest.raises(ModelSourceError, match="at most"):
-        read_arrays(giant, SERVER)
+
+def _npy(header_shape: tuple[int, ...], payload: bytes) -> bytes:
+    import io
+
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO()
+    npy.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+    return buffer.getvalue() + payload
+
+
+@pytest.mark.parametrize("declared, header, payload, words", [
+    ((2**41,), (2**41,), b"\0" * 16, "more than|holding"),        # a 100-byte reply claiming 8 TiB
+    ((4,), (2**41,), b"\0" * 16, "holding"),                       # the declared shape is not the header's
+    ((4,), (4,), b"\0" * 8, "bytes do not match"),                  # a truncated body
+    ((2**32, 2**32), (2**32, 2**32), b"", "more than|holding"),     # a product that overflows an int64
+])
+def test_a_record_is_read_only_after_its_npy_header_matches_its_bytes(declared, header, payload, words):
+    crafted = ArrayRecord({"w": Array(dtype="float32", shape=declared, stype="numpy.ndarray",
+                                      data=_npy(header, payload))})
+    with pytest.raises(ModelSourceError, match=words):
+        read_arrays(crafted, SERVER)
+    assert "w" in reply_problem(_reply(crafted, GOOD_METRICS), {"w": declared})
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("model/edgeopt.arch", "edgeopt.models.zoo:mlp?hidden=60000", "describes a model of"),
+    ("model/edgeopt.input", '{"name": "input", "shape": [1, 3, 9000, 9000]}', "describes an input"),
+    ("model/edgeopt.input", '{"name": "input", "shape": [1, 64, 32, 32]}', "describes an input"),
+])
+def test_a_description_of_a_model_or_input_too_large_is_refused_before_it_is_built(tiny, field, value, words):
+    with pytest.raises(ModelSourceError, match=words):
+        rebuild(_config(tiny, **{field: value}), to_arrays(tiny.module), SERVER)
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -84,17 +115,22 @@ def _reply(arrays: ArrayRecord, metrics: dict, **more) -> RecordDict:
     return RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), **more})
 
 
-def test_a_reply_is_aggregated_only_when_it_is_the_model_and_scalar_metrics(tiny):
+def test_a_reply_is_aggregated_only_when_it_is_the_model_and_the_same_scalar_metrics(tiny):
     shapes = shapes_of(tiny.module)
     arrays = to_arrays(tiny.module)
-    good = {"num-examples": 100, "train-loss": 0.5, "val": 0.9}
+    good = GOOD_METRICS
     assert reply_problem(_reply(arrays, good), shapes) is None
     assert "records" in reply_problem(_reply(arrays, good, extra=ConfigRecord({"file": "/data/x.png"})), shapes)
-    assert "scalars" in reply_problem(_reply(arrays, {**good, "pixels": [1.0, 2.0]}), shapes)
-    assert "num-examples" in reply_problem(_reply(arrays, {"val": 0.9}), shapes)
+    assert "metrics are" in reply_problem(_reply(arrays, {**good, "pixels": [1.0, 2.0]}), shapes)
+    assert "metrics are" in reply_problem(_reply(arrays, {**good, "extra": 1.0}), shapes)  # Flower needs them alike
+    assert "metrics are" in reply_problem(_reply(arrays, {"val": 0.9}), shapes)
+    assert "finite" in reply_problem(_reply(arrays, {**good, "val": float("nan")}), shapes)
     assert "num-examples" in reply_problem(_reply(arrays, {**good, "num-examples": 0}), shapes)
+    assert "num-examples" in reply_problem(_reply(arrays, {**good, "num-examples": 2**62}), shapes)  # a weight grab
     image = ArrayRecord({**dict(arrays.items()), "image": Array(np.zeros((64, 64), np.float32))})
     assert "unexpected ['image']" in reply_problem(_reply(image, good), shapes)
+    huge = {k: Array(np.full(v.shape, 3e38, np.float32)) for k, v in arrays.items()}
+    assert "beyond" in reply_problem(_reply(ArrayRecord(huge), good), shapes)
 
 
 def test_settings_cross_as_flower_run_config_and_refuse_wrong_types():
@@ -125,9 +161,9 @@ def test_the_proximal_term_is_zero_at_the_received_weights_and_grows_away_from_t
     assert penalty(module).item() == pytest.approx(0.5 / 2 * moved, rel=1e-5)
 
 
-def test_a_site_that_asks_for_privacy_clips_its_update_and_reports_the_parameters(tiny):
-    """Flower's LocalDpMod, as the site's ClientApp applies it: the update leaves clipped to the norm
-    (ε huge here, so the noise is negligible and the clipping shows), the parameters in the metrics."""
+def test_a_site_that_asks_for_privacy_clips_its_update_and_adds_the_noise_it_reports(tiny):
+    """Flower's LocalDpMod, as the site's ClientApp applies it, around an update far larger than the clip:
+    what leaves is the clipped update plus Gaussian noise whose spread is the σ the site reports."""
     import time
 
     from flwr.app import Context, Message, MessageType, Metadata
@@ -140,19 +176,22 @@ def test_a_site_that_asks_for_privacy_clips_its_update_and_reports_the_parameter
     sent = Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
                    metadata=arrived)
 
-    def train(msg: Message, context: Context) -> Message:  # a site whose update is far larger than the clip
+    def train(msg: Message, context: Context) -> Message:
         moved = ArrayRecord({k: Array(v.numpy() + 1.0) for k, v in msg.content.array_records["arrays"].items()})
         return Message(content=RecordDict({"arrays": moved, "metrics": MetricRecord({"num-examples": 10})}),
                        reply_to=msg)
 
-    site = SiteSettings(data="/d.npz", dp_clip=0.5, dp_epsilon=1e6, dp_delta=1e-5)
-    context = Context(run_id=1, node_id=7, node_config=site.to_node_config(), state=RecordDict(), run_config={})
-    reply = site_privacy(sent, context, train)
-    before = np.concatenate([a.numpy().ravel() for a in arrays.values()])
-    after = np.concatenate([a.numpy().ravel() for a in reply.content.array_records["arrays"].values()])
-    assert np.linalg.norm(after - before) == pytest.approx(0.5, rel=1e-3)
-    metrics = reply.content.metric_records["metrics"]
-    assert metrics["dp-clip"] == 0.5 and metrics["dp-epsilon"] == 1e6 and metrics["dp-noise-std"] == site.noise_std()
-    plain = site_privacy(sent, Context(run_id=1, node_id=7, node_config=SiteSettings(data="/d").to_node_config(),
-                                       state=RecordDict(), run_config={}), train)
-    assert "dp-clip" not in plain.content.metric_records["metrics"]
+    def sent_back(site: SiteSettings) -> np.ndarray:
+        context = Context(run_id=1, node_id=7, node_config=site.to_node_config(), state=RecordDict(), run_config={})
+        reply = site_privacy(sent, context, train)
+        before = np.concatenate([a.numpy().ravel() for a in arrays.values()])
+        return np.concatenate([a.numpy().ravel() for a in reply.content.array_records["arrays"].values()]) - before
+
+    private = SiteSettings(data="/d.npz", dp_clip=0.5, dp_epsilon=0.9, dp_delta=1e-5)
+    update = sent_back(private)
+    clipped = 0.5 / np.sqrt(update.size)  # the +1 everywhere, scaled to norm 0.5
+    assert np.std(update) == pytest.approx(private.noise_std(), rel=0.1)
+    assert abs(np.mean(update) - clipped) < 5 * private.noise_std() / np.sqrt(update.size)
+    assert private.privacy_record()["dp-noise-std"] == private.noise_std() > 1.0
+    assert np.allclose(sent_back(SiteSettings(data="/d")), 1.0)  # without privacy, the update as it was
+    assert set(SiteSettings(data="/d").privacy_record().values()) == {0.0}
