@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 # Where each public name lives. Imported on first use (PEP 562), so `import edgeopt` — and a
 # torch-free `edgeopt serve` on a small box — pays only for what it touches.
 _HOMES = {
-    "edgeopt.api": ("Compressed", "Trained", "bench", "build", "distill", "early_exits", "evaluate", "export", "ladder",
-                    "optimize", "prune", "quantize", "train"),
+    "edgeopt.api": ("Compressed", "Federated", "Trained", "bench", "build", "distill", "early_exits", "evaluate",
+                    "export", "federate", "ladder", "optimize", "prune", "quantize", "train"),
+    "edgeopt.federated.settings": ("FederationSettings", "SiteSettings"),
     "edgeopt.core.artifact": ("Artifact",),
     "edgeopt.backends": ("Session", "all_backends", "get_backend", "open_session", "register_backend"),
     "edgeopt.core.errors": ("ArtifactError", "BackendError", "BackendUnavailable", "ConfigError", "EdgeoptError",
@@ -58,8 +59,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from edgeopt.api import (Compressed, Trained, bench, build, distill, early_exits, evaluate, export,  # noqa: F401
-                             ladder, optimize, prune, quantize, train)
+    from edgeopt.api import (Compressed, Federated, Trained, bench, build, distill, early_exits,  # noqa: F401
+                             evaluate, export, federate, ladder, optimize, prune, quantize, train)
+    from edgeopt.federated.settings import FederationSettings, SiteSettings  # noqa: F401
     from edgeopt.core.artifact import Artifact  # noqa: F401
     from edgeopt.backends import Session, all_backends, get_backend, open_session, register_backend  # noqa: F401
     from edgeopt.core.errors import (ArtifactError, BackendError, BackendUnavailable, ConfigError,  # noqa: F401
