@@ -207,7 +207,7 @@ def test_a_site_killed_mid_round_leaves_the_round_to_the_others_and_is_trained_a
     import httpx
 
     address = Address("127.0.0.1", free_port())
-    settings = _settings(sites, tmp_path / "run", rounds=3, round_timeout=25.0)
+    settings = _settings(sites, tmp_path / "run", rounds=3, round_timeout=25.0, min_clients=3)  # round 1 has all three
     with Sites(sites, address, tmp_path / "sites", indices=(0, 1, 2), private=(0,)) as nodes:
         victim = nodes.nodes[2]
         killed = threading.Event()
