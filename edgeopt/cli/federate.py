@@ -74,7 +74,7 @@ def server_command(
         round_timeout=round_timeout, seed=seed)
     plan = recipe or (Recipe(model, data or "", export=ExportConfig(backend, precision)) if backend else None)
     console = make_console()
-    console.print(f"[bold]federation[/]: SuperLink on {address}; sites join with "
+    console.print(f"[bold]federation[/]: sites connect at {address} (the SuperLink's fleet API only); they join with "
                   f"`edgeopt federate client --server {_reachable(address)} --data THEIR_IMAGES`")
 
     def on_round(entry: dict) -> None:

@@ -77,6 +77,9 @@ def coordinate(settings: FederationSettings, address: Address, *, resume: bool =
             return state
         if state is None:  # the ServerApp runs elsewhere (Flower's process, its own folder): paths made absolute
             settings = dataclasses.replace(settings, model=_absolute(settings.model), data=_absolute(settings.data))
+            from edgeopt.models.sources import load_model
+
+            load_model(settings.model)  # a model that does not load is refused here, before any process starts
         return _run(settings, address, out, state, on_round, stop)
 
 
