@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse
 from edgeopt.agent.identity import AGENT_BACKENDS
 from edgeopt.agent.wire import encode_arrays
 from edgeopt.core.errors import ArtifactError, BackendError, ConfigError, EdgeoptError, InputError
+from edgeopt.core.formats import npy_header
 from edgeopt.runtime.http import STATUS as SHARED_STATUS
 from edgeopt.runtime.http import answer_errors, bearer_check, read_capped_body
 
@@ -162,24 +163,17 @@ def _probe_inputs(data: bytes | None, spec) -> np.ndarray | None:
 
 def _probe_header(data: bytes) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype a .npy header declares, once its data is known to be exactly that many bytes."""
-    from numpy.lib import format as npy
-
-    handle = io.BytesIO(data)
     try:
-        version = npy.read_magic(handle)
-        read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
-        if read is None:
-            raise ValueError(f"format version {version[0]}.{version[1]} is not 1.0 or 2.0")
-        shape, _, dtype = read(handle)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        shape, dtype, held = npy_header(data)
+    except ValueError as exc:
         raise InputError(f"{PROBE} is not a plain .npy array ({exc}); write it with numpy.save") from None
     if dtype.hasobject:
         raise InputError(f"{PROBE} holds Python objects (a pickle); send plain numbers written with numpy.save")
-    claimed, held = math.prod(shape) * dtype.itemsize, len(data) - handle.tell()
+    claimed = math.prod(shape) * dtype.itemsize
     if claimed != held:
         raise InputError(f"{PROBE}'s header declares shape {shape} of {dtype} ({claimed:,} bytes) but {held:,} bytes "
                          "follow it; write it with numpy.save")
-    return tuple(shape), dtype
+    return shape, dtype
 
 
 def _batches(text: str) -> tuple[int, ...]:

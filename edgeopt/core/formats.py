@@ -21,9 +21,13 @@ import os
 import struct
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeopt.core.errors import ModelSourceError
 from edgeopt.core.trust import require_programs
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HEAD = 64
 MAX_MODEL_BYTES = int(os.environ.get("EDGEOPT_MAX_MODEL_MB", "4096")) << 20  # checked before any parser runs
@@ -118,3 +122,23 @@ def check_loadable(path: str | os.PathLike, trust_model: bool = False) -> str:
         raise ModelSourceError(f"{path} is {DESCRIPTION[kind]}; edgeopt loads safetensors, ONNX, OpenVINO IR, "
                                "ExecuTorch, artifacts and (weights only) PyTorch checkpoints")
     return kind
+
+
+def npy_header(data: bytes) -> tuple[tuple[int, ...], "np.dtype", int]:
+    """The shape and dtype a .npy file's header declares, and how many bytes follow the header: read
+    without reading the array (numpy allocates whatever a header claims before it reads the data).
+    ValueError when there is no readable 1.0 or 2.0 header."""
+    import io
+
+    from numpy.lib import format as npy
+
+    handle = io.BytesIO(data)
+    try:
+        version = npy.read_magic(handle)
+        read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not 1.0 or 2.0")
+        shape, _, dtype = read(handle)
+    except (OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    return tuple(shape), dtype, len(data) - handle.tell()

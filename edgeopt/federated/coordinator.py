@@ -135,7 +135,7 @@ def join(site: SiteSettings, superlink: Address, workdir: Path, name: str = "sit
     """Run this site's SuperNode, connected to ``superlink`` (retrying while it is away), until ``stop``."""
     if not Path(site.data).exists() and site.data != "digits":
         raise ConfigError(f"the site's data {site.data} does not exist; pass --data with its images (.npz or a folder)")
-    site = dataclasses.replace(site, data=str(Path(site.data).resolve()) if site.data != "digits" else site.data)
+    site = dataclasses.replace(site, data=_absolute(site.data))
     node = start_supernode(superlink, site.to_node_config(), Path(workdir), name)
     try:
         while node.alive() and not (stop and stop.is_set()):

@@ -95,28 +95,22 @@ def read_arrays(record: "ArrayRecord", sender: str) -> dict[str, np.ndarray]:
 def _checked_npy(name: str, array: Any, sender: str) -> int:
     """The element count of one Flower Array whose bytes are a .npy file (as Flower writes them), checked
     against its header: numpy would otherwise allocate whatever a header claims before reading."""
-    import io
     import math
 
-    from numpy.lib import format as npy
+    from edgeopt.core.formats import npy_header
 
     if array.stype != "numpy.ndarray" or not isinstance(array.data, bytes):
         raise ModelSourceError(f"{sender} sent array {name} in a form edgeopt does not read ({array.stype!r})")
-    buffer = io.BytesIO(array.data)
     try:
-        version = npy.read_magic(buffer)
-        reader = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f".npy version {version}")
-        shape, _, dtype = reader(buffer)
-    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        shape, dtype, held = npy_header(array.data)
+    except ValueError as exc:
         raise ModelSourceError(f"{sender} sent array {name} without a readable .npy header ({exc})") from None
     count = math.prod(shape)
     if dtype.kind != "f" or dtype.itemsize > 8:
         raise ModelSourceError(f"{sender} sent array {name} of {dtype}, not floating-point numbers")
     if tuple(shape) != tuple(array.shape) or count > MAX_ELEMENTS:
         raise ModelSourceError(f"{sender} sent array {name} declared {tuple(array.shape)} holding {tuple(shape)}")
-    if len(array.data) - buffer.tell() != count * dtype.itemsize:
+    if held != count * dtype.itemsize:
         raise ModelSourceError(f"{sender} sent array {name} whose bytes do not match its shape {tuple(shape)}")
     return count
 
