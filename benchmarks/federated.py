@@ -6,12 +6,14 @@
 The setting: a ResNet-18 first trained on a small "lab" set (10% of NEU-CLS-64's training split, every class),
 then fine-tuned where the images are: the other 90% is split across ``--sites`` plants by a Dirichlet(α = 0.3)
 draw over the six defect classes, so each plant sees mostly two or three kinds of defect. Every arm starts from
-the lab model and trains the same total epochs with edgeopt's one fine-tune (AdamW, the site client's settings):
+the lab model and trains the same total epochs with edgeopt's one fine-tune (AdamW, the site client's settings),
+its learning rate following one cosine over those epochs (a federation's: over its rounds, constant within one):
 
 - **centralized**: the plants' images pooled on one machine (what federation avoids), ``rounds × local epochs``;
 - **each site alone**: a plant fine-tunes on its own images only (mean over plants);
 - **FedAvg** and **FedProx** (μ = 0.01): a Flower SuperLink and one SuperNode per plant, each a separate process
-  talking over 127.0.0.1, ``rounds`` rounds of ``local epochs``; bytes per round and wall time from the run's history.
+  talking over 127.0.0.1, ``rounds`` rounds of ``local epochs``, the sites measuring each aggregate's BatchNorm
+  statistics (edgeopt's default); bytes per round and wall time from the run's history.
 
 All arms are scored on the common NEU-CLS test split (360 images). Then the better federated model and the
 centralized one are each built into an OpenVINO INT8 artifact (NNCF's accuracy control, at most 1 point on the
@@ -84,7 +86,8 @@ def main() -> int:
     lab_model = args.runs / "lab-resnet18.safetensors"
     arm("lab", lambda: train_lab(files["lab"], lab_model, args.seed))
     epochs = args.rounds * args.local_epochs
-    tune = dataclasses.replace(FederationSettings("-", "-").fine_tune(), lr=args.lr, batch_size=args.batch_size)
+    tune = dataclasses.replace(FederationSettings("-", "-").fine_tune(), lr=args.lr, batch_size=args.batch_size,
+                               schedule="cosine")  # one cosine over all the epochs, as a federation's over its rounds
     arm("centralized", lambda: fine_tune_alone(lab_model, files["pooled"], files["lab"], tune, epochs,
                                                args.runs / "centralized.safetensors", args.seed))
     for index, site in enumerate(files["sites"]):
@@ -190,7 +193,8 @@ def federate(start: Path, sites: list[str], server_data: str, strategy: str, arg
     address = Address("127.0.0.1", free_port())
     settings = FederationSettings(model=str(start), out=str(out), data=server_data, strategy=strategy,
                                   rounds=args.rounds, min_clients=len(sites), epochs=args.local_epochs, lr=args.lr,
-                                  batch_size=args.batch_size, seed=args.seed, round_timeout=1800.0)
+                                  batch_size=args.batch_size, seed=args.seed, round_timeout=1800.0,
+                                  round_schedule="cosine", bn_statistics=True)
     nodes = [start_supernode(address, SiteSettings(data=site, threads=1).to_node_config(), out / "sites", f"site{i}")
              for i, site in enumerate(sites)]
     try:
@@ -231,8 +235,10 @@ def markdown(results: dict, details: dict) -> str:
              f"the lab model trained {LAB_EPOCHS} epochs on {LAB_SHARE:.0%} of the training split; the rest split across "
              f"{details['sites']} sites by Dirichlet(α = {details['alpha']}) (images per class and site: "
              f"{details['partition']}). Every arm: {details['rounds'] * details['local_epochs']} epochs of AdamW "
-             f"{details['lr']:g}, batch {details['batch_size']}, from the lab model; federations {details['rounds']} rounds × {details['local_epochs']} "
-             f"local epochs, all processes on these 2 cores. Scored on the 360 test images. "
+             f"{details['lr']:g} following one cosine, batch {details['batch_size']}, from the lab model; federations "
+             f"{details['rounds']} rounds × {details['local_epochs']} local epochs (the cosine over the rounds), the "
+             f"sites measuring each aggregate's BatchNorm statistics, all processes on these 2 cores. Scored on the "
+             f"360 test images. "
              f"Command: `python benchmarks/federated.py`", "",
              "| arm | test top-1 | vs centralized (pts) | bytes per round | s per round | wall |",
              "|---|---|---|---|---|---|",

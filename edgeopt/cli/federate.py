@@ -36,10 +36,12 @@ def server_command(
     lr: float = typer.Option(FEDERATION.lr, "--lr"),
     optimizer: str = typer.Option(FEDERATION.optimizer, "--optimizer", help="adamw | sgd"),
     schedule: str = typer.Option(FEDERATION.schedule, "--schedule", help="constant | cosine | onecycle (within a round)"),
+    round_schedule: str = typer.Option(FEDERATION.round_schedule, "--round-schedule", help="cosine | constant: the learning rate over the rounds (cosine: the last rounds take small steps and the global model settles)."),
     batch_size: int = typer.Option(FEDERATION.batch_size, "--batch-size"),
     distill: bool = typer.Option(FEDERATION.distill, "--distill/--no-distill", help="Sites fine-tune by distillation from the global model they received."),
     proximal_mu: float = typer.Option(FEDERATION.proximal_mu, "--mu", help="FedProx's proximal term μ (fedprox only)."),
     server_lr: float = typer.Option(FEDERATION.server_lr, "--server-lr", help="FedAdam's server learning rate η (fedadam only)."),
+    bn_stats: bool = typer.Option(FEDERATION.bn_statistics, "--bn-stats/--no-bn-stats", help="After each round the sites measure the global model's BatchNorm statistics on their images (pooled by the server) instead of averaging their own; sites with differential privacy decline."),
     round_timeout: float = typer.Option(FEDERATION.round_timeout, "--round-timeout", help="Seconds a round waits for replies; then it aggregates the ones it has."),
     seed: int = typer.Option(FEDERATION.seed, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue the federation in --out after its last finished round."),
@@ -70,8 +72,8 @@ def server_command(
     settings = FederationSettings(
         model=model, out=str(out), data=data or "", strategy=strategy, rounds=rounds,
         clients_per_round=clients_per_round, min_clients=min_clients, epochs=epochs, lr=lr, optimizer=optimizer,
-        schedule=schedule, batch_size=batch_size, distill=distill, proximal_mu=proximal_mu, server_lr=server_lr,
-        round_timeout=round_timeout, seed=seed)
+        schedule=schedule, round_schedule=round_schedule, batch_size=batch_size, distill=distill,
+        proximal_mu=proximal_mu, server_lr=server_lr, bn_statistics=bn_stats, round_timeout=round_timeout, seed=seed)
     plan = recipe or (Recipe(model, data or "", export=ExportConfig(backend, precision)) if backend else None)
     console = make_console()
     console.print(f"[bold]federation[/]: sites connect at {address} (the SuperLink's fleet API only); they join with "

@@ -12,6 +12,11 @@ as Flower's strategies need). No image, file name or label leaves it; an error l
 
 When the site asked for differential privacy (``dp-clip`` > 0 in its node config), Flower's
 ``LocalDpMod`` clips the update and adds Gaussian noise before the reply leaves.
+
+After a round, the server may query the sites that trained for the aggregate's BatchNorm
+statistics on their images (``federated.statistics``): the reply holds per-channel means and
+variances and the image count, nothing else. A site with differential privacy declines (the
+statistics would leave without noise).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import LocalDpMod
 
@@ -68,6 +73,43 @@ def train(msg: Message, context: Context) -> Message:
         raise SiteError(f"the site could not train this round ({type(exc).__name__}; its log says why)") from None
     metrics.update(site.privacy_record())
     return Message(content=RecordDict({ARRAYS: to_arrays(model.module), METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query()
+def batchnorm_statistics(msg: Message, context: Context) -> Message:
+    """The aggregate's BatchNorm statistics on this site's training images (declined under differential privacy)."""
+    site = SiteSettings.from_node_config(context.node_config)
+    if site.private:
+        raise SiteError("the site keeps differential privacy: it sends no statistics")
+    try:
+        config = msg.content.config_records[CONFIG]
+        batch_size = local_fine_tune(config).batch_size
+        model = rebuild(config, msg.content.array_records[ARRAYS], SERVER)
+    except (EdgeoptError, KeyError, TypeError, ValueError) as exc:
+        log.error("refused the server's statistics query: %s", exc)
+        raise SiteError("the site refused the server's model or settings (its log says why)") from None
+    try:
+        stats, count = statistics_at_site(model, site, batch_size)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, its text stays here
+        log.exception("measuring statistics failed: %s", exc)
+        raise SiteError(f"the site could not measure statistics ({type(exc).__name__}; its log says why)") from None
+    record = ArrayRecord({name: Array(array) for name, array in stats.items()})
+    return Message(content=RecordDict({ARRAYS: record, METRICS: MetricRecord({"num-examples": count})}), reply_to=msg)
+
+
+def statistics_at_site(model, site: SiteSettings, batch_size: int) -> tuple[dict, int]:
+    """The BatchNorm statistics of ``model`` on the site's training images, and how many images."""
+    import torch
+
+    from edgeopt.federated.statistics import measure
+    from edgeopt.tasks import task_of
+
+    if site.threads:
+        torch.set_num_threads(site.threads)
+    images = task_of(model).load(site.data, model.input_spec).train.images
+    if len(images) < 2:
+        raise ValueError("fewer than two training images")
+    return measure(model, images, batch_size), len(images)
 
 
 def fine_tune_at_site(model, site: SiteSettings, tune, mu: float, seed: int) -> dict[str, float | int]:

@@ -18,14 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from edgeopt.core.errors import EdgeoptError, ModelSourceError
 from edgeopt.federated.settings import FederationSettings
 from edgeopt.federated.state import RunState, save_round
-from edgeopt.federated.weights import ARRAYS, METRICS, describe, load_arrays, read_arrays, reply_problem, shapes_of, to_arrays
+from edgeopt.federated.statistics import pool, statistic_shapes, statistics_problem
+from edgeopt.federated.weights import (ARRAYS, CONFIG, describe, load_arrays, read_arrays, reply_problem, shapes_of,
+                                       to_arrays)
 
 STRATEGY_CLASSES = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
 REPLIES = "replies.jsonl"
@@ -51,7 +53,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> RunState | None:
         return state
     done = state.round if state else 0
     model = load_model(str(state.model_path(out)) if state else settings.model)
-    strategy = checked_strategy(settings, shapes_of(model.module), out / REPLIES)
+    strategy = checked_strategy(settings, model.module, out / REPLIES, done)
     rounds = Rounds(settings, model, strategy, out, done, state.history if state else [])
     # the sites seed each round's shuffling with seed + round; Flower counts rounds from 1 again on a resume
     train_config = ConfigRecord({**settings.train_config(), "seed": settings.seed + done, **describe(model)})
@@ -117,19 +119,26 @@ class RoundFailed(EdgeoptError):
 class CheckedReplies:
     """A Flower strategy whose training replies are checked before they are aggregated.
 
-    Mixed in before FedAvg, FedProx or FedAdam: ``aggregate_train`` drops a reply whose arrays are
-    not the model's names and shapes (or not finite), whose metrics are not scalars or which holds
-    any other record, and writes a line per reply to the run's ``replies.jsonl``.
+    Mixed in before FedAvg, FedProx or FedAdam: ``configure_train`` sends the round's learning rate;
+    ``aggregate_train`` drops a reply whose arrays are not the model's names and shapes (or not finite),
+    whose metrics are not scalars or which holds any other record, writes a line per reply to the run's
+    ``replies.jsonl`` and, when the model has BatchNorm statistics to pool, puts the sites' pooled
+    statistics into the aggregate.
     """
 
+    settings: FederationSettings
+    done: int  # rounds finished before this start: Flower counts a resumed run's rounds from 1 again
     shapes: dict[str, tuple[int, ...]]
+    statistics: dict[str, tuple[int, ...]]  # the BatchNorm statistics the sites measure ({}: none)
     journal: Path
     _round: dict[str, Any]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
                         ) -> Iterable[Message]:
-        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
-        self._round = {"sampled": len(messages), "bytes_down": arrays.count_bytes() * len(messages)}
+        lr = self.settings.round_lr(self.done + server_round)
+        self._grid, self._config = grid, ConfigRecord({**dict(config), "lr": lr})
+        messages = list(super().configure_train(server_round, arrays, self._config, grid))  # type: ignore[misc]
+        self._round = {"sampled": len(messages), "bytes_down": arrays.count_bytes() * len(messages), "lr": lr}
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
@@ -142,10 +151,13 @@ class CheckedReplies:
                 journal.write(json.dumps(entry) + "\n")
         self._round.update(replies=len(accepted), bytes_up=sum(r.content.array_records[ARRAYS].count_bytes()
                                                                 for r in accepted))
-        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        if arrays is not None and accepted and self.statistics and self.settings.bn_statistics:
+            arrays = self._with_site_statistics(server_round, arrays, [r.metadata.src_node_id for r in accepted])
+        return arrays, metrics
 
     def _entry(self, server_round: int, reply: Message) -> dict[str, Any]:
-        entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id}
+        entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id, "kind": "train"}
         if reply.has_error():
             return {**entry, "problem": f"the site failed: {reply.error.reason}"}
         content = reply.content
@@ -157,15 +169,43 @@ class CheckedReplies:
         problem = reply_problem(content, self.shapes)
         return {**entry, "problem": problem} if problem else entry
 
+    def _with_site_statistics(self, server_round: int, arrays: ArrayRecord, nodes: list[int]) -> ArrayRecord:
+        """``arrays`` with the BatchNorm statistics the ``nodes`` measured on it, pooled (unchanged when no
+        site's measurement can be used: each one's fate is a line of the journal)."""
+        content = RecordDict({ARRAYS: arrays, CONFIG: self._config})
+        queries = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=node) for node in nodes]
+        measured = []
+        with open(self.journal, "a") as journal:
+            for reply in self._grid.send_and_receive(queries, timeout=self.settings.round_timeout):
+                entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id,
+                                         "kind": "statistics"}
+                if reply.has_error():
+                    entry["problem"] = f"the site did not measure: {reply.error.reason}"
+                else:
+                    problem, usable = statistics_problem(reply.content, self.statistics)
+                    if problem:
+                        entry["problem"] = problem
+                    else:
+                        measured.append(usable)
+                        entry["num-examples"] = usable[1]
+                        self._round["bytes_up"] += reply.content.array_records[ARRAYS].count_bytes()
+                journal.write(json.dumps(entry) + "\n")
+        self._round["bytes_down"] += arrays.count_bytes() * len(queries)
+        self._round["statistics_sites"] = len(measured)
+        if not measured:
+            return arrays
+        pooled = pool(measured)
+        return ArrayRecord({name: Array(pooled[name]) if name in pooled else array for name, array in arrays.items()})
+
     def take_round(self) -> dict[str, Any]:
-        """The last round's replies and bytes, for the run's history."""
+        """The last round's replies, bytes and learning rate, for the run's history."""
         taken, self._round = getattr(self, "_round", {}), {}
         return taken
 
 
-def checked_strategy(settings: FederationSettings, shapes: dict[str, tuple[int, ...]], journal: Path) -> CheckedReplies:
-    """The strategy ``settings`` name, checking replies against ``shapes``; no client-side evaluation
-    (the server scores the global model on its own test data)."""
+def checked_strategy(settings: FederationSettings, module: Any, journal: Path, done: int = 0) -> CheckedReplies:
+    """The strategy ``settings`` name, checking replies against ``module``'s tensors, ``done`` rounds already
+    finished; no client-side evaluation (the server scores the global model on its own test data)."""
     base = STRATEGY_CLASSES[settings.strategy]
     options: dict[str, Any] = dict(
         fraction_train=ONLY_MIN if settings.clients_per_round else 1.0,
@@ -177,5 +217,6 @@ def checked_strategy(settings: FederationSettings, shapes: dict[str, tuple[int, 
     if settings.strategy == "fedadam":
         options["eta"] = settings.server_lr
     strategy = type(f"Checked{base.__name__}", (CheckedReplies, base), {})(**options)
-    strategy.shapes, strategy.journal = shapes, journal
+    strategy.settings, strategy.done, strategy.journal = settings, done, journal
+    strategy.shapes, strategy.statistics = shapes_of(module), statistic_shapes(module)
     return strategy

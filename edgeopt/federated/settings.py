@@ -29,6 +29,7 @@ from edgeopt.passes.base import OPTIMIZERS, SCHEDULES, FineTune
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 MAX_LOCAL_EPOCHS = 100  # a site refuses more work per round than this from a server
 MAX_BATCH = 4096
+ROUND_SCHEDULES = ("cosine", "constant")
 MAX_MU = 1e3  # FedProx's μ: the same bound on the server and at the sites
 
 
@@ -41,6 +42,12 @@ class FederationSettings:
     (a site that died mid-round is left out of that round). ``proximal_mu`` is FedProx's μ;
     ``server_lr`` FedAdam's η. ``data`` (optional) is the server's own test data: the global
     model is scored on it after every round.
+
+    ``round_schedule`` is the learning rate over the rounds: ``cosine`` (each round's sites start at
+    lr·½(1 + cos(π·(r−1)/rounds)), so the last rounds make small steps and the global model settles)
+    or ``constant``; ``schedule`` is the one within a round. ``bn_statistics`` has the sites that
+    trained measure the aggregate's BatchNorm statistics on their images after each round, pooled by
+    the server (``federated.statistics``), instead of keeping the average of their own.
     """
 
     model: str
@@ -54,11 +61,13 @@ class FederationSettings:
     lr: float = 1e-3
     optimizer: str = "adamw"
     schedule: str = "constant"
+    round_schedule: str = "cosine"
     weight_decay: float = 0.05
     batch_size: int = 64
     distill: bool = False
     proximal_mu: float = 0.01
     server_lr: float = 0.01
+    bn_statistics: bool = True
     round_timeout: float = 600.0
     seed: int = 0
 
@@ -67,6 +76,8 @@ class FederationSettings:
             raise ConfigError("a federation needs the starting model and an output folder")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.round_schedule not in ROUND_SCHEDULES:
+            raise ConfigError(f"round_schedule must be one of {', '.join(ROUND_SCHEDULES)}, not {self.round_schedule!r}")
         if self.rounds < 1:
             raise ConfigError(f"a federation runs at least 1 round, not {self.rounds}")
         if self.min_clients < 1 or self.clients_per_round < 0:
@@ -82,6 +93,12 @@ class FederationSettings:
     def fine_tune(self) -> FineTune:
         """How a site fine-tunes each round."""
         return local_fine_tune(self.train_config())
+
+    def round_lr(self, round_number: int) -> float:
+        """The learning rate the sites train round ``round_number`` (1 to ``rounds``) with."""
+        if self.round_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (round_number - 1) / self.rounds))
 
     def train_config(self) -> dict[str, Any]:
         """The settings sent to the sites each round (Flower's train ConfigRecord)."""

@@ -1,8 +1,8 @@
 """Federations of real Flower processes on loopback: a SuperLink and one SuperNode per site, each a process
 that reaches the others over 127.0.0.1 only, fine-tuning a digits model.
 
-What they hold to: the global model after each round is the example-weighted average of what the sites sent
-(replayed here with the same fine-tune); a site killed with SIGKILL mid-round does not stop the round, and a
+What they hold to: the global model after each round is the example-weighted average of what the sites sent,
+its BatchNorm statistics those the sites measured on it, pooled (replayed here with the same code); a site killed with SIGKILL mid-round does not stop the round, and a
 site that comes back is trained again; a coordinator killed between rounds continues with --resume to the same
 number of rounds; and every record a site sends is the model's arrays and scalar metrics, nothing else.
 """
@@ -85,20 +85,25 @@ class Sites:
                 node.stop()
 
 
-def _replies(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
+def _replies(out: Path, kind: str = "train") -> list[dict]:
+    lines = [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["kind"] == kind]
 
 
 def test_two_rounds_end_with_the_weighted_average_then_the_artifact_swaps_into_a_server_under_load(sites, tmp_path):
     """The whole loop: 2 rounds, the global model built into an ONNX Runtime artifact and published into the
     repository a running server watches; requests sent throughout the swap all answer 200, from both versions.
-    Then each round is replayed here (both sites' fine-tune from the global model, then FedAvg) and every
-    record a site sent is checked: the model's arrays and scalar metrics, nothing else."""
+    Then each round is replayed here (both sites' fine-tune from the global model at the round's learning
+    rate, FedAvg, then both sites' BatchNorm statistics of the average, pooled) and every record a site sent
+    is checked: the model's arrays and scalar metrics, nothing else."""
+    import dataclasses
+
     import torch
 
     from edgeopt.api import export, federate
-    from edgeopt.federated.client_app import fine_tune_at_site
-    from edgeopt.federated.weights import shapes_of
+    from edgeopt.federated.client_app import fine_tune_at_site, statistics_at_site
+    from edgeopt.federated.statistics import pool, statistic_shapes
+    from edgeopt.federated.weights import load_arrays, shapes_of
     from edgeopt.models.sources import load_model
     from edgeopt.pipeline.recipe import ExportConfig, Recipe
     from tests.helpers import RunningServer
@@ -119,29 +124,42 @@ def test_two_rounds_end_with_the_weighted_average_then_the_artifact_swaps_into_a
                                                                                             load.versions)
     state = result.state
     assert state.finished and [entry["round"] for entry in state.history] == [0, 1, 2]
-    assert all(entry["replies"] == 2 and entry["bytes_up"] > 0 for entry in state.history[1:])
+    assert all(entry["replies"] == 2 and entry["statistics_sites"] == 2 and entry["bytes_up"] > 0
+               for entry in state.history[1:])
+    assert [entry["lr"] for entry in state.history[1:]] == [settings.round_lr(1), settings.round_lr(2)]
+    assert state.history[2]["lr"] < state.history[1]["lr"]  # the cosine over rounds
 
     torch.set_num_threads(1)
-    shapes = shapes_of(load_model(str(sites["model"])).module)
+    start = load_model(str(sites["model"])).module
+    shapes, statistics = shapes_of(start), statistic_shapes(start)
+    assert statistics and set(statistics) < set(shapes)
     previous = sites["model"]
     for round_done in (1, 2):
         sent, counts = [], []
+        tune = dataclasses.replace(settings.fine_tune(), lr=settings.round_lr(round_done))
         for index in (0, 1):
             model = load_model(str(previous))
-            metrics = fine_tune_at_site(model, _site(sites["files"][index]), settings.fine_tune(), 0.0,
-                                        seed=settings.seed + round_done)
+            metrics = fine_tune_at_site(model, _site(sites["files"][index]), tune, 0.0, seed=settings.seed + round_done)
             sent.append({k: v.detach().numpy() for k, v in model.module.state_dict().items() if k in shapes})
             counts.append(metrics["num-examples"])
         assert counts[0] > 1.5 * counts[1]
-        expected = {k: sum(n * arrays[k] for n, arrays in zip(counts, sent)) / sum(counts) for k in shapes}
+        average = {k: sum(n * arrays[k] for n, arrays in zip(counts, sent)) / sum(counts) for k in shapes}
+        averaged = load_model(str(previous))
+        load_arrays(averaged.module, average, "the replay")
+        measured = [statistics_at_site(averaged, _site(sites["files"][index]), settings.batch_size) for index in (0, 1)]
+        expected = {**average, **pool(measured)}
         current = tmp_path / "run" / "rounds" / f"round-{round_done:03d}.safetensors"
         federated = load_model(str(current)).module.state_dict()
         for key, value in expected.items():
             np.testing.assert_allclose(federated[key].numpy(), value, rtol=1e-4, atol=1e-5, err_msg=key)
         plain_mean = (sent[0]["stem.0.weight"] + sent[1]["stem.0.weight"]) / 2
         assert not np.allclose(federated["stem.0.weight"].numpy(), plain_mean, atol=1e-6)
+        variance = next(name for name in statistics if name.endswith("running_var"))
+        assert not np.allclose(federated[variance].numpy(), average[variance], rtol=1e-3)  # measured, not averaged
         previous = current
 
+    measurements = _replies(tmp_path / "run", "statistics")
+    assert len(measurements) == 4 and all("problem" not in m and m["num-examples"] > 1 for m in measurements)
     replies = _replies(tmp_path / "run")
     assert len(replies) == 4
     for reply in replies:  # what a site sent, as the server received it
@@ -238,6 +256,12 @@ def test_a_site_killed_mid_round_leaves_the_round_to_the_others_and_is_trained_a
     private = [reply for reply in replies if "problem" not in reply and reply["metrics"]["dp-clip"] == 0.001]
     assert private and all(reply["metrics"]["dp-epsilon"] == 0.99 for reply in private)
     assert {reply["metrics"]["dp-clip"] for reply in later} == {0.0, 0.001}  # both kinds in one round
+    private_nodes = {reply["node"] for reply in private}
+    measured = _replies(tmp_path / "run", "statistics")
+    declined = [m for m in measured if m["node"] in private_nodes]
+    assert declined and all("differential privacy" in m["problem"] for m in declined)  # no un-noised statistics
+    assert all("problem" not in m for m in measured if m["node"] not in private_nodes)
+    assert all(entry["statistics_sites"] == entry["replies"] - 1 for entry in state.history)  # all but the private one
 
 
 def test_a_coordinator_killed_between_rounds_resumes_to_the_same_number_of_rounds(sites, tmp_path):

@@ -90,7 +90,8 @@ def _federate_server() -> list[tuple[Any, dict[str, Field]]]:
                                                   **{name: name for name in (
         "proximal_mu",
         "strategy", "clients_per_round", "min_clients", "epochs", "lr", "optimizer", "schedule",
-        "batch_size", "distill", "server_lr", "round_timeout", "seed")}})]
+        "batch_size", "distill", "server_lr", "round_timeout", "seed", "round_schedule")},
+                                                  "bn_stats": "bn_statistics"})]
 
 
 def _site() -> Any:
