@@ -71,24 +71,17 @@ def _script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _die_with_parent() -> None:
-    """In the child before it runs: the kernel kills it when edgeopt dies, even by SIGKILL (Linux), so a
-    crashed coordinator leaves no SuperLink holding its port (Flower's own children watch their parents)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Child:
-    """A Flower program in its own process group, its output in a log file."""
+    """A Flower program in its own process group under ``edgeopt.federated.guard`` (which takes the group,
+    the program's own children included, down when edgeopt dies, even by SIGKILL), its output in a log file."""
 
     def __init__(self, name: str, command: list[str], home: Path, log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.name, self.log = name, log
         self._log_file = open(log, "ab")
-        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=flower_env(home),
-                                        start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        guarded = [sys.executable, "-m", "edgeopt.federated.guard", str(os.getpid()), *command]
+        self.process = subprocess.Popen(guarded, stdout=self._log_file, stderr=subprocess.STDOUT, env=flower_env(home),
+                                        start_new_session=True, stdin=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:

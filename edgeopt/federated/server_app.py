@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
@@ -25,9 +26,9 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 from edgeopt.core.errors import EdgeoptError, ModelSourceError
 from edgeopt.federated.settings import FederationSettings
 from edgeopt.federated.state import RunState, save_round
-from edgeopt.federated.statistics import pool, statistic_shapes, statistics_problem
-from edgeopt.federated.weights import (ARRAYS, CONFIG, describe, load_arrays, read_arrays, reply_problem, shapes_of,
-                                       to_arrays)
+from edgeopt.federated.statistics import pool, pooled_problem, statistic_shapes, statistics_problem
+from edgeopt.federated.weights import (ARRAYS, CONFIG, METRICS, describe, load_arrays, read_arrays, reply_problem,
+                                       shapes_of, to_arrays)
 
 STRATEGY_CLASSES = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
 REPLIES = "replies.jsonl"
@@ -153,11 +154,15 @@ class CheckedReplies:
                                                                 for r in accepted))
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
         if arrays is not None and accepted and self.statistics and self.settings.bn_statistics:
-            arrays = self._with_site_statistics(server_round, arrays, [r.metadata.src_node_id for r in accepted])
+            arrays = self._with_site_statistics(server_round, arrays, accepted)
+        if arrays is not None and self.statistics:  # FedAdam steps statistics too: a variance may cross 0
+            arrays = ArrayRecord({name: Array(np.maximum(array.numpy(), 0)) if name.endswith(".running_var") else array
+                                  for name, array in arrays.items()})
         return arrays, metrics
 
     def _entry(self, server_round: int, reply: Message) -> dict[str, Any]:
-        entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id, "kind": "train"}
+        entry: dict[str, Any] = {"round": self.done + server_round, "node": reply.metadata.src_node_id,
+                                 "kind": "train"}
         if reply.has_error():
             return {**entry, "problem": f"the site failed: {reply.error.reason}"}
         content = reply.content
@@ -169,33 +174,45 @@ class CheckedReplies:
         problem = reply_problem(content, self.shapes)
         return {**entry, "problem": problem} if problem else entry
 
-    def _with_site_statistics(self, server_round: int, arrays: ArrayRecord, nodes: list[int]) -> ArrayRecord:
-        """``arrays`` with the BatchNorm statistics the ``nodes`` measured on it, pooled (unchanged when no
-        site's measurement can be used: each one's fate is a line of the journal)."""
+    def _with_site_statistics(self, server_round: int, arrays: ArrayRecord, trained: list[Message]) -> ArrayRecord:
+        """``arrays`` with the BatchNorm statistics that the sites which ``trained`` measured on it, pooled and
+        weighted by their training replies' example counts; unchanged when those cannot be used (each reply's
+        fate, and the pool's, is a line of the journal). Sites with differential privacy are not asked."""
+        counts = {reply.metadata.src_node_id: int(reply.content.metric_records[METRICS]["num-examples"])
+                  for reply in trained}
+        asked = [reply.metadata.src_node_id for reply in trained
+                 if reply.content.metric_records[METRICS]["dp-clip"] == 0]
         content = RecordDict({ARRAYS: arrays, CONFIG: self._config})
-        queries = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=node) for node in nodes]
-        measured = []
+        timeout = self.settings.round_timeout
+        queries = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=node, ttl=timeout)
+                   for node in asked]
+        measured: list[tuple[dict, int]] = []
+        round_done = self.done + server_round
         with open(self.journal, "a") as journal:
-            for reply in self._grid.send_and_receive(queries, timeout=self.settings.round_timeout):
-                entry: dict[str, Any] = {"round": server_round, "node": reply.metadata.src_node_id,
-                                         "kind": "statistics"}
+            for reply in self._grid.send_and_receive(queries, timeout=timeout) if queries else ():
+                node = reply.metadata.src_node_id
+                entry: dict[str, Any] = {"round": round_done, "node": node, "kind": "statistics"}
                 if reply.has_error():
                     entry["problem"] = f"the site did not measure: {reply.error.reason}"
                 else:
-                    problem, usable = statistics_problem(reply.content, self.statistics)
+                    problem, stats = statistics_problem(reply.content, self.statistics, counts.get(node, -1))
                     if problem:
                         entry["problem"] = problem
                     else:
-                        measured.append(usable)
-                        entry["num-examples"] = usable[1]
+                        measured.append((stats, counts[node]))
+                        entry["num-examples"] = counts[node]
                         self._round["bytes_up"] += reply.content.array_records[ARRAYS].count_bytes()
                 journal.write(json.dumps(entry) + "\n")
-        self._round["bytes_down"] += arrays.count_bytes() * len(queries)
-        self._round["statistics_sites"] = len(measured)
-        if not measured:
+            self._round["bytes_down"] += arrays.count_bytes() * len(queries)
+            pooled = pool(measured) if measured else {}
+            problem = pooled_problem(pooled, self.statistics, sum(n for _, n in measured), sum(counts.values()))
+            if problem:
+                journal.write(json.dumps({"round": round_done, "kind": "pool", "problem": problem}) + "\n")
+        self._round["statistics_sites"] = 0 if problem else len(measured)
+        if problem:
             return arrays
-        pooled = pool(measured)
-        return ArrayRecord({name: Array(pooled[name]) if name in pooled else array for name, array in arrays.items()})
+        return ArrayRecord({name: Array(pooled[name].astype(np.dtype(array.dtype))) if name in pooled else array
+                            for name, array in arrays.items()})
 
     def take_round(self) -> dict[str, Any]:
         """The last round's replies, bytes and learning rate, for the run's history."""

@@ -8,19 +8,23 @@ belong to no model. On NEU-CLS split by Dirichlet(0.3) that alone cost the globa
 points from round to round (benchmarks/federated.py).
 
 So after each round's aggregation the server sends the aggregate back to the sites that
-trained; each runs its training images through it (train mode, no gradients, PyTorch's
-cumulative average) and replies with every BatchNorm layer's mean and variance and its image
-count: per-channel numbers, the same kind FedAvg already carries. The server pools them as one
-population (the law of total variance) and puts them into the global model. A site with
-differential privacy on declines (its statistics would leave without noise); a site that does
-not answer is left out; when none answers, the averaged statistics stay.
+trained; each runs its training images through it (in a fixed shuffled order, BatchNorm layers
+in train mode and everything else, dropout too, in eval mode, no gradients, PyTorch's cumulative
+average) and replies with every BatchNorm layer's mean and variance and its image count:
+per-channel numbers, the same kind FedAvg already carries. The server pools them as one
+population (the law of total variance), each site weighted by the example count of its training
+reply (a site cannot claim more weight for its statistics than for its update), and puts them
+into the global model when the sites that measured hold at least half the round's examples and
+the pooled numbers are within the bounds every array is held to. Otherwise (and when a site has
+differential privacy on: it is not asked, its statistics would leave without noise) the
+averaged statistics stay.
 
 Example:
     >>> import numpy as np
-    >>> one = ({"bn.running_mean": np.array([0.0]), "bn.running_var": np.array([1.0])}, 100)
-    >>> two = ({"bn.running_mean": np.array([2.0]), "bn.running_var": np.array([1.0])}, 100)
+    >>> one = ({"bn.running_mean": np.array([0.0]), "bn.running_var": np.array([1.0])}, 300)
+    >>> two = ({"bn.running_mean": np.array([4.0]), "bn.running_var": np.array([1.0])}, 100)
     >>> {name: float(value[0]) for name, value in sorted(pool([one, two]).items())}
-    {'bn.running_mean': 1.0, 'bn.running_var': 2.0}
+    {'bn.running_mean': 1.0, 'bn.running_var': 4.0}
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeopt.federated.weights import ARRAYS, MAX_EXAMPLES, METRICS, arrays_problem, read_arrays
 from edgeopt.core.errors import ModelSourceError
+from edgeopt.federated.weights import ARRAYS, METRICS, arrays_problem, read_arrays
 
 if TYPE_CHECKING:
     from flwr.app import RecordDict
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from edgeopt.models.sources import LoadedModel
 
 MEAN, VAR = "running_mean", "running_var"
+MIN_COVERAGE = 0.5  # of a round's examples, held by the sites that measured, for their statistics to be used
 
 
 def statistic_shapes(module: "nn.Module") -> dict[str, tuple[int, ...]]:
@@ -54,45 +59,55 @@ def _batchnorms(module: "nn.Module") -> list[tuple[str, Any]]:
             if isinstance(layer, _BatchNorm) and layer.track_running_stats and layer.running_mean is not None]
 
 
-def measure(model: "LoadedModel", images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """Every BatchNorm layer's mean and variance over ``images`` (uint8 NHWC, preprocessed as for inference),
-    with the model's weights as they are: PyTorch's cumulative average over batches of ``batch_size``.
-    The model is left as it was (its own statistics, momentum and mode restored)."""
+def measure(model: "LoadedModel", images: np.ndarray, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every BatchNorm layer's mean and variance over ``images`` (uint8 NHWC, preprocessed as for inference)
+    with the model's weights as they are: batches of ``batch_size`` in a fixed shuffled order (a dataset
+    stored class by class would otherwise give one-class batches), BatchNorm in train mode, everything else
+    in eval mode, PyTorch's cumulative average. A layer no input reaches keeps the statistics it had. The
+    model is left as it was (statistics, momentum, modes)."""
     import torch
 
-    from edgeopt.measure.inference import to_input
+    from edgeopt.images import to_input
 
-    module, layers = model.module, [layer for _, layer in _batchnorms(model.module)]
-    names = set(statistic_shapes(module))
-    kept = [(layer.momentum, layer.running_mean.clone(), layer.running_var.clone(), layer.num_batches_tracked.clone())
-            for layer in layers]
+    module, layers = model.module, _batchnorms(model.module)
+    kept = {name: (layer.momentum, layer.running_mean.clone(), layer.running_var.clone(),
+                   layer.num_batches_tracked.clone(), layer.training) for name, layer in layers}
     was_training = module.training
+    order = np.random.default_rng(seed).permutation(len(images))
     step = max(2, batch_size)
     try:
-        for layer in layers:
+        module.eval()
+        for _, layer in layers:
             layer.reset_running_stats()
             layer.momentum = None  # a cumulative average: every batch counts the same
-        module.train()
+            layer.train()
         with torch.no_grad():
-            for start in range(0, len(images), step):
-                batch = images[start:start + step]
+            for start in range(0, len(order), step):
+                batch = images[np.sort(order[start:start + step])]
                 if len(batch) > 1:  # BatchNorm in train mode needs two values per channel
                     module(torch.from_numpy(to_input(batch, model.input_spec)))
-        return {name: tensor.detach().cpu().numpy().copy() for name, tensor in module.state_dict().items()
-                if name in names}
+        measured = {}
+        for name, layer in layers:
+            reached = int(layer.num_batches_tracked) > 0
+            _, mean, var, _, _ = kept[name]
+            measured[f"{name}.{MEAN}"] = (layer.running_mean if reached else mean).detach().cpu().numpy().copy()
+            measured[f"{name}.{VAR}"] = (layer.running_var if reached else var).detach().cpu().numpy().copy()
+        return measured
     finally:
-        for layer, (momentum, mean, var, count) in zip(layers, kept):
+        module.train(was_training)
+        for name, layer in layers:
+            momentum, mean, var, count, training = kept[name]
             layer.momentum = momentum
             layer.running_mean.copy_(mean)
             layer.running_var.copy_(var)
             layer.num_batches_tracked.copy_(count)
-        module.train(was_training)
+            layer.train(training)
 
 
 def pool(replies: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
-    """One population's statistics from the sites' (statistics, image count): the mean is the count-weighted
-    mean of means; the variance the weighted mean of (variance + mean²) less the pooled mean² (the law of total
-    variance: how far the sites' means lie apart counts too)."""
+    """One population's statistics from the sites' (statistics, example count), in float64: the mean is the
+    count-weighted mean of means; the variance the weighted mean of (variance + (mean − pooled mean)²) (the law
+    of total variance: how far the sites' means lie apart counts too; written so it is never negative)."""
     counts = np.array([count for _, count in replies], dtype=np.float64)
     weights = counts / counts.sum()
     pooled: dict[str, np.ndarray] = {}
@@ -103,17 +118,27 @@ def pool(replies: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str, n
         means = [np.asarray(stats[name], np.float64) for stats, _ in replies]
         variances = [np.asarray(stats[var_name], np.float64) for stats, _ in replies]
         mean = sum(w * m for w, m in zip(weights, means))
-        second = sum(w * (v + m * m) for w, v, m in zip(weights, variances, means))
-        dtype = replies[0][0][name].dtype
-        pooled[name] = mean.astype(dtype)
-        pooled[var_name] = np.maximum(second - mean * mean, 0.0).astype(dtype)
+        pooled[name] = mean
+        pooled[var_name] = sum(w * (v + (m - mean) ** 2) for w, v, m in zip(weights, variances, means))
     return pooled
 
 
-def statistics_problem(content: "RecordDict", shapes: Mapping[str, tuple[int, ...]]
-                       ) -> tuple[str | None, tuple[dict[str, np.ndarray], int] | None]:
+def pooled_problem(pooled: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], measured: int,
+                   examples: int) -> str | None:
+    """Why pooled statistics may not replace the aggregate's: too few of the round's ``examples`` measured,
+    or numbers beyond what any array may hold (sites whose means lie far apart make a larger variance)."""
+    if measured < MIN_COVERAGE * examples:
+        return (f"the sites that measured hold {measured} of the round's {examples} examples, under "
+                f"{MIN_COVERAGE:.0%}: the averaged statistics stay")
+    problem = arrays_problem(pooled, shapes)
+    return f"the pooled statistics are unusable ({problem}): the averaged statistics stay" if problem else None
+
+
+def statistics_problem(content: "RecordDict", shapes: Mapping[str, tuple[int, ...]], trained: int
+                       ) -> tuple[str | None, dict[str, np.ndarray] | None]:
     """A site's statistics reply, checked: exactly the model's BatchNorm statistics (finite, variances not
-    negative) and a MetricRecord holding only ``num-examples``. (problem, None) or (None, (statistics, count))."""
+    negative) and a MetricRecord holding only ``num-examples``, the count its training reply gave
+    (``trained``). (problem, None) or (None, statistics)."""
     records = dict(content.items())
     if set(records) != {ARRAYS, METRICS}:
         return f"the reply holds records {sorted(records)}, not {[ARRAYS, METRICS]}", None
@@ -128,6 +153,6 @@ def statistics_problem(content: "RecordDict", shapes: Mapping[str, tuple[int, ..
         return "a variance is negative", None
     metrics = content.metric_records.get(METRICS)
     count = metrics.get("num-examples") if metrics is not None and list(metrics) == ["num-examples"] else None
-    if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= MAX_EXAMPLES:
-        return f"the reply's metrics must be only num-examples, a count from 2 to {MAX_EXAMPLES:,}", None
-    return None, (stats, count)
+    if not isinstance(count, int) or isinstance(count, bool) or count != trained:
+        return f"the reply's metrics must be only num-examples, the {trained} of the site's training reply", None
+    return None, stats

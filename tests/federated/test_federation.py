@@ -257,11 +257,13 @@ def test_a_site_killed_mid_round_leaves_the_round_to_the_others_and_is_trained_a
     assert private and all(reply["metrics"]["dp-epsilon"] == 0.99 for reply in private)
     assert {reply["metrics"]["dp-clip"] for reply in later} == {0.0, 0.001}  # both kinds in one round
     private_nodes = {reply["node"] for reply in private}
-    measured = _replies(tmp_path / "run", "statistics")
-    declined = [m for m in measured if m["node"] in private_nodes]
-    assert declined and all("differential privacy" in m["problem"] for m in declined)  # no un-noised statistics
-    assert all("problem" not in m for m in measured if m["node"] not in private_nodes)
-    assert all(entry["statistics_sites"] == entry["replies"] - 1 for entry in state.history)  # all but the private one
+    measured, pools = _replies(tmp_path / "run", "statistics"), _replies(tmp_path / "run", "pool")
+    assert measured and not any(m["node"] in private_nodes for m in measured)  # a private site is never asked
+    assert all("problem" not in m for m in measured)
+    # round 1: the private site held two thirds of the examples, so one site's statistics did not replace the rest
+    assert pools and pools[0]["round"] == 1 and "under 50%" in pools[0]["problem"]
+    for entry in state.history:
+        assert (entry["statistics_sites"] == 0) == any(p["round"] == entry["round"] for p in pools), entry
 
 
 def test_a_coordinator_killed_between_rounds_resumes_to_the_same_number_of_rounds(sites, tmp_path):
@@ -288,3 +290,5 @@ def test_a_coordinator_killed_between_rounds_resumes_to_the_same_number_of_round
     state = RunState.read(out)
     assert state.finished and state.round == 2  # not the command line's default of 5
     assert [entry["round"] for entry in state.history] == [1, 2]
+    started = FederationSettings(str(sites["model"]), str(out), rounds=2, lr=0.005)
+    assert [entry["lr"] for entry in state.history] == [started.round_lr(1), started.round_lr(2)]  # resumed: round 2

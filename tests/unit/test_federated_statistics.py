@@ -9,8 +9,10 @@ pytest.importorskip("flwr", reason="the federated extra (flwr) is not installed"
 
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict  # noqa: E402
 
+from edgeopt.core.errors import ConfigError  # noqa: E402
 from edgeopt.federated.settings import FederationSettings  # noqa: E402
-from edgeopt.federated.statistics import measure, pool, statistic_shapes, statistics_problem  # noqa: E402
+from edgeopt.federated.statistics import (measure, pool, pooled_problem, statistic_shapes,  # noqa: E402
+                                          statistics_problem)
 from edgeopt.models.sources import load_model  # noqa: E402
 from tests.helpers import TINY_INPUT, TINY_SOURCE  # noqa: E402
 
@@ -37,14 +39,22 @@ def test_measuring_leaves_the_model_as_it_was_and_pooling_two_sites_is_measuring
     assert all(torch.equal(tensor, before[name]) for name, tensor in tiny.module.state_dict().items())
     assert set(one) == set(statistic_shapes(tiny.module)) and one
 
+    # the first BatchNorm's input depends on no other BatchNorm: one batch of both sites is the pooled population
     first = next(name for name in one if name.endswith("running_mean"))
-    together = measure(tiny, np.concatenate([dark, bright]), batch_size=128)  # one batch holding both sites
-    pooled = pool([(one, 64), (two, 64)])
     variance = first.replace("running_mean", "running_var")
-    np.testing.assert_allclose(pooled[first], together[first], rtol=1e-4, atol=1e-5)
-    # the pooled variance counts how far the sites' means lie apart: above the mean of their variances
-    assert np.all(pooled[variance] >= (one[variance] + two[variance]) / 2 - 1e-6)
-    assert np.any(pooled[variance] > (one[variance] + two[variance]) / 2 + 1e-3)
+    for dark_count in (64, 16):  # equal sites, then unequal ones (the counts weigh)
+        some_dark = dark[:dark_count]
+        alone = measure(tiny, some_dark, batch_size=64)
+        together = measure(tiny, np.concatenate([some_dark, bright]), batch_size=128)  # one batch holding both
+        pooled = pool([(alone, dark_count), (two, 64)])
+        np.testing.assert_allclose(pooled[first], together[first], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(pooled[variance], together[variance], rtol=1e-3, atol=1e-5)
+        # how far the sites' means lie apart counts: above the weighted mean of their variances
+        assert np.all(pooled[variance] > (dark_count * alone[variance] + 64 * two[variance]) / (dark_count + 64))
+    assert pooled_problem(pooled, statistic_shapes(tiny.module), measured=40, examples=80) is None
+    assert "under 50%" in pooled_problem(pooled, statistic_shapes(tiny.module), measured=39, examples=80)
+    far = {**pooled, variance: pooled[variance] + 1e9}  # sites whose means lie 10⁴·⁵ apart
+    assert "beyond" in pooled_problem(far, statistic_shapes(tiny.module), measured=80, examples=80)
 
 
 def _reply(stats: dict, metrics: dict) -> RecordDict:
@@ -54,19 +64,26 @@ def _reply(stats: dict, metrics: dict) -> RecordDict:
 def test_a_statistics_reply_is_exactly_the_models_statistics_and_a_count(tiny):
     shapes = statistic_shapes(tiny.module)
     good = {name: np.ones(shape, np.float32) for name, shape in shapes.items()}
-    assert statistics_problem(_reply(good, {"num-examples": 10}), shapes)[0] is None
+    assert statistics_problem(_reply(good, {"num-examples": 10}), shapes, trained=10)[0] is None
     variance = next(name for name in shapes if name.endswith("running_var"))
     cases = {
+        "not its training count": (_reply(good, {"num-examples": 100_000}), "the 10 of the site's training reply"),
+        "huge": (_reply({**good, variance: good[variance] * 1e9}, {"num-examples": 10}), "beyond"),
+        "half precision": (_reply({k: v.astype(np.float16) for k, v in good.items()}, {"num-examples": 10}), ""),
+        "list count": (_reply(good, {"num-examples": [10]}), "only num-examples"),
+        "no metrics": (RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in good.items()})}), "records"),
         "negative": (_reply({**good, variance: -good[variance]}, {"num-examples": 10}), "negative"),
         "nan": (_reply({**good, variance: good[variance] * np.nan}, {"num-examples": 10}), "NaN"),
         "extra array": (_reply({**good, "conv.weight": np.ones(3, np.float32)}, {"num-examples": 10}), "unexpected"),
         "wrong shape": (_reply({**good, variance: np.ones(7, np.float32)}, {"num-examples": 10}), "shape"),
         "more metrics": (_reply(good, {"num-examples": 10, "mean-label": 3.0}), "only num-examples"),
         "float count": (_reply(good, {"num-examples": 10.0}), "only num-examples"),
-        "one image": (_reply(good, {"num-examples": 1}), "from 2"),
     }
     for name, (content, words) in cases.items():
-        problem, usable = statistics_problem(content, shapes)
+        problem, usable = statistics_problem(content, shapes, trained=10)
+        if name == "half precision":  # read as any float; the server pools in float64, casts to the model's
+            assert problem is None and usable[variance].dtype == np.float16
+            continue
         assert usable is None and words in problem, (name, problem)
 
 
@@ -75,5 +92,5 @@ def test_the_round_learning_rate_follows_a_cosine_over_the_rounds_or_stays():
     rates = [cosine.round_lr(r) for r in range(1, 5)]
     assert rates[0] == 0.01 and all(a > b > 0 for a, b in zip(rates, rates[1:]))
     assert FederationSettings("m", "o", rounds=4, lr=0.01, round_schedule="constant").round_lr(4) == 0.01
-    with pytest.raises(Exception, match="round_schedule"):
+    with pytest.raises(ConfigError, match="round_schedule"):
         FederationSettings("m", "o", round_schedule="linear")
