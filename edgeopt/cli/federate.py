@@ -41,7 +41,7 @@ def server_command(
     distill: bool = typer.Option(FEDERATION.distill, "--distill/--no-distill", help="Sites fine-tune by distillation from the global model they received."),
     proximal_mu: float = typer.Option(FEDERATION.proximal_mu, "--mu", help="FedProx's proximal term μ (fedprox only)."),
     server_lr: float = typer.Option(FEDERATION.server_lr, "--server-lr", help="FedAdam's server learning rate η (fedadam only)."),
-    bn_stats: bool = typer.Option(FEDERATION.bn_statistics, "--bn-stats/--no-bn-stats", help="After each round the sites measure the global model's BatchNorm statistics on their images (pooled by the server) instead of averaging their own; sites with differential privacy decline."),
+    bn_stats: bool = typer.Option(FEDERATION.bn_statistics, "--bn-stats/--no-bn-stats", help="After each round the sites measure the global model's BatchNorm statistics on their images (pooled by the server) instead of averaging their own; sites with differential privacy are not asked."),
     round_timeout: float = typer.Option(FEDERATION.round_timeout, "--round-timeout", help="Seconds a round waits for replies; then it aggregates the ones it has."),
     seed: int = typer.Option(FEDERATION.seed, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue the federation in --out after its last finished round."),

@@ -34,10 +34,10 @@ def main(argv: list[str]) -> int:
     parent, command = int(argv[0]), argv[1:]
     program = subprocess.Popen(command)
     for sig in ENDINGS:
-        signal.signal(sig, lambda signum, frame: _end_group(program))
+        signal.signal(sig, lambda signum, frame: _end_family(program))
     _signal_when_parent_dies(signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the kernel could be asked to tell us
-        _end_group(program)
+        _end_family(program)
     return program.wait()
 
 
@@ -48,7 +48,7 @@ def _signal_when_parent_dies(sig: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
-def _end_group(program: subprocess.Popen) -> None:
+def _end_family(program: subprocess.Popen) -> None:
     """SIGTERM to every descendant (the program first), ``GRACE`` seconds, SIGKILL to those left; then exit."""
     import psutil
 

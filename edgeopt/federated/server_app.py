@@ -153,12 +153,15 @@ class CheckedReplies:
         self._round.update(replies=len(accepted), bytes_up=sum(r.content.array_records[ARRAYS].count_bytes()
                                                                 for r in accepted))
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
-        if arrays is not None and accepted and self.statistics and self.settings.bn_statistics:
-            arrays = self._with_site_statistics(server_round, arrays, accepted)
-        if arrays is not None and self.statistics:  # FedAdam steps statistics too: a variance may cross 0
-            arrays = ArrayRecord({name: Array(np.maximum(array.numpy(), 0)) if name.endswith(".running_var") else array
-                                  for name, array in arrays.items()})
-        return arrays, metrics
+        if arrays is None or not self.statistics:
+            return arrays, metrics
+        if accepted and self.settings.bn_statistics:
+            arrays, pooled = self._with_site_statistics(server_round, arrays, accepted)
+            if pooled:  # pooled variances are never negative
+                return arrays, metrics
+        # the aggregate's own statistics: FedAdam steps them too, and a variance may cross 0
+        return ArrayRecord({name: Array(np.maximum(array.numpy(), 0)) if name.endswith(".running_var") else array
+                            for name, array in arrays.items()}), metrics
 
     def _entry(self, server_round: int, reply: Message) -> dict[str, Any]:
         entry: dict[str, Any] = {"round": self.done + server_round, "node": reply.metadata.src_node_id,
@@ -174,10 +177,12 @@ class CheckedReplies:
         problem = reply_problem(content, self.shapes)
         return {**entry, "problem": problem} if problem else entry
 
-    def _with_site_statistics(self, server_round: int, arrays: ArrayRecord, trained: list[Message]) -> ArrayRecord:
+    def _with_site_statistics(self, server_round: int, arrays: ArrayRecord, trained: list[Message]
+                              ) -> tuple[ArrayRecord, bool]:
         """``arrays`` with the BatchNorm statistics that the sites which ``trained`` measured on it, pooled and
-        weighted by their training replies' example counts; unchanged when those cannot be used (each reply's
-        fate, and the pool's, is a line of the journal). Sites with differential privacy are not asked."""
+        weighted by their training replies' example counts, and True; ``arrays`` and False when those cannot be
+        used (each reply's fate, and the pool's, is a line of the journal). Sites with differential privacy are
+        not asked."""
         counts = {reply.metadata.src_node_id: int(reply.content.metric_records[METRICS]["num-examples"])
                   for reply in trained}
         asked = [reply.metadata.src_node_id for reply in trained
@@ -210,9 +215,9 @@ class CheckedReplies:
                 journal.write(json.dumps({"round": round_done, "kind": "pool", "problem": problem}) + "\n")
         self._round["statistics_sites"] = 0 if problem else len(measured)
         if problem:
-            return arrays
+            return arrays, False
         return ArrayRecord({name: Array(pooled[name].astype(np.dtype(array.dtype))) if name in pooled else array
-                            for name, array in arrays.items()})
+                            for name, array in arrays.items()}), True
 
     def take_round(self) -> dict[str, Any]:
         """The last round's replies, bytes and learning rate, for the run's history."""
