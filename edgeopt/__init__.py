@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 # Where each public name lives. Imported on first use (PEP 562), so `import edgeopt` — and a
 # torch-free `edgeopt serve` on a small box — pays only for what it touches.
 _HOMES = {
-    "edgeopt.api": ("Compressed", "Federated", "Trained", "bench", "build", "distill", "early_exits", "evaluate",
+    "edgeopt.api": ("Adapted", "Compressed", "Federated", "Trained", "adapt_batchnorm", "bench", "build", "distill", "early_exits", "evaluate",
                     "export", "federate", "ladder", "optimize", "prune", "quantize", "train"),
     "edgeopt.federated.settings": ("FederationSettings", "SiteSettings"),
     "edgeopt.core.artifact": ("Artifact",),
@@ -59,7 +59,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from edgeopt.api import (Compressed, Federated, Trained, bench, build, distill, early_exits,  # noqa: F401
+    from edgeopt.api import (Adapted, Compressed, Federated, Trained, adapt_batchnorm, bench, build, distill, early_exits,  # noqa: F401
                              evaluate, export, federate, ladder, optimize, prune, quantize, train)
     from edgeopt.federated.settings import FederationSettings, SiteSettings  # noqa: F401
     from edgeopt.core.artifact import Artifact  # noqa: F401

@@ -456,6 +456,56 @@ def export(model: "str | LoadedModel", backend: str, out: PathLike, precision: s
                               quantization=quantization, calibration=calibration, validation=validation)
 
 
+@dataclass
+class Adapted:
+    """What ``adapt_batchnorm`` made: the checkpoint, how many layers and images, and the top metric on the
+    data's test split before and after (None when the data has no test split)."""
+
+    checkpoint: Path
+    layers: int
+    images: int
+    metric: str
+    before: float | None
+    after: float | None
+
+
+def adapt_batchnorm(model: PathLike, data: str, out: PathLike, *, batch_size: int = 64,
+                    threads: int | None = None) -> Adapted:
+    """A site's own BatchNorm statistics for ``model`` (a checkpoint): measured on the training images of
+    ``data``, the weights untouched (AdaBN). For a site whose images differ from what the model was trained on
+    (a federation's global model at a plant whose camera changed): benchmarks/federated.py measures it. No
+    training and no labels; the test split, when ``data`` has one, scores the model before and after.
+
+    >>> import edgeopt
+    >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
+    ...                   augment=False, progress=False)
+    >>> adapted = edgeopt.adapt_batchnorm("runs/digits.safetensors", "digits", "runs/digits-adapted.safetensors")
+    >>> adapted.layers > 0, adapted.images > 0
+    (True, True)
+    """
+    import torch
+
+    from edgeopt.federated.statistics import adapt, adaptable_layers
+    from edgeopt.models.sources import load_model, save_checkpoint
+    from edgeopt.passes.train import score_module
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(str(model))
+    adaptable_layers(loaded.module)  # before reading the data: a model without BatchNorm is refused at once
+    task = _task_of(loaded)
+    splits = task.load(data, loaded.input_spec)
+    metric = task.main.name
+
+    def score() -> float | None:
+        return float(score_module(loaded.module, splits.test, loaded.input_spec, task)[metric]) if len(splits.test) else None
+
+    before = score()
+    layers = adapt(loaded, splits.train.images, batch_size)
+    after = score()
+    return Adapted(save_checkpoint(loaded, out), layers, len(splits.train), metric, before, after)
+
+
 def evaluate(model: str, data: str, *, reference: str | None = None, image_size: int | None = None,
              arch: str | None = None, predictions: bool = False, score_threshold: float = 0.3) -> dict[str, Any]:
     """The task's metrics and details of an artifact folder or a model source on ``data``'s test split;

@@ -124,6 +124,27 @@ def client_command(
         stop.set()
 
 
+@federate.command("adapt")
+def adapt_command(
+    model: str = typer.Argument(..., help="The federation's model (a checkpoint, e.g. the run's last rounds/round-NNN.safetensors)."),
+    data: str = typer.Option(..., "--data", help="This site's images: their training split is measured; a test split, if any, scores before and after."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where the adapted checkpoint goes (.safetensors)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per measured batch."),
+    threads: Optional[int] = ThreadsOption,
+) -> None:
+    """Make the federation's model this site's own: its BatchNorm statistics measured on the site's images,
+    the weights untouched (AdaBN). For a site whose images differ (a camera changed, other lighting). No
+    training, no labels, nothing leaves the site; build the result like any checkpoint (edgeopt build/export).
+    """
+    import edgeopt
+
+    adapted = edgeopt.adapt_batchnorm(model, data, out, batch_size=batch_size, threads=threads)
+    console = make_console()
+    console.print(f"adapted {adapted.layers} BatchNorm layers to {adapted.images} images: {adapted.checkpoint}")
+    if adapted.before is not None:
+        console.print(f"{adapted.metric} on the test split: {adapted.before:.4f} before, {adapted.after:.4f} after")
+
+
 def _reachable(address: str) -> str:
     host, _, port = address.rpartition(":")
     return f"{socket.gethostname()}:{port}" if host in ("0.0.0.0", "[::]", "::") else address

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeopt.core.errors import ModelSourceError
+from edgeopt.core.errors import ConfigError, ModelSourceError
 from edgeopt.federated.weights import ARRAYS, METRICS, arrays_problem, read_arrays
 
 if TYPE_CHECKING:
@@ -103,6 +103,32 @@ def measure(model: "LoadedModel", images: np.ndarray, batch_size: int, seed: int
             layer.running_var.copy_(var)
             layer.num_batches_tracked.copy_(count)
             layer.train(training)
+
+
+def adaptable_layers(module: "nn.Module") -> list[tuple[str, Any]]:
+    """The BatchNorm layers ``adapt`` would change; a model without any is refused (nothing to adapt)."""
+    layers = _batchnorms(module)
+    if not layers:
+        raise ConfigError("the model has no BatchNorm layer with running statistics: there is nothing to adapt "
+                          "(adapting statistics is for models with BatchNorm; fine-tune instead)")
+    return layers
+
+
+def adapt(model: "LoadedModel", images: np.ndarray, batch_size: int = 64) -> int:
+    """Put the statistics of ``images`` into ``model``'s BatchNorm layers (in place), the weights untouched:
+    AdaBN (Li et al., 2016), for a site whose images differ from the federation's (a camera changed, other
+    lighting). No training, no label, nothing leaves the site. Returns how many layers were adapted."""
+    import torch
+
+    layers = adaptable_layers(model.module)
+    if len(images) < 2:
+        raise ConfigError(f"adapting BatchNorm statistics needs at least two images, the data has {len(images)}")
+    measured = measure(model, images, batch_size)
+    state = model.module.state_dict()
+    with torch.no_grad():
+        for name, value in measured.items():
+            state[name].copy_(torch.from_numpy(value).to(state[name].dtype))
+    return len(layers)
 
 
 def pool(replies: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str, np.ndarray]:

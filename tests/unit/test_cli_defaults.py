@@ -152,7 +152,7 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
     "agent": _agent,
 }
 # Commands none of whose options sets a config field (run-level options, paths, presentation).
-WITHOUT_CONFIG = {"backends", "build", "demo", "devices", "eval", "inspect", "pack", "predict", "profile", "unpack"}
+WITHOUT_CONFIG = {"backends", "build", "demo", "devices", "eval", "federate adapt", "inspect", "pack", "predict", "profile", "unpack"}
 # --resume: one default, edgeopt.api.RESUME (command -> its function in edgeopt.api)
 RESUMABLE = {"train": "train", "prune": "prune", "distill": "distill", "quantize": "quantize", "optimize": "optimize",
              "exits": "early_exits"}

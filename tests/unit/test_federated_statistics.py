@@ -94,3 +94,41 @@ def test_the_round_learning_rate_follows_a_cosine_over_the_rounds_or_stays():
     assert FederationSettings("m", "o", rounds=4, lr=0.01, round_schedule="constant").round_lr(4) == 0.01
     with pytest.raises(ConfigError, match="round_schedule"):
         FederationSettings("m", "o", round_schedule="linear")
+
+
+def test_a_site_adapts_the_models_batchnorm_to_its_darker_images_and_nothing_else(tmp_path):
+    """``federate adapt``: the checkpoint it writes holds the statistics measured on the site's training images
+    (darkened digits, a camera that changed), every weight as it was; a model without BatchNorm is refused."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from edgeopt.models.sources import save_checkpoint
+    from tests.helpers import assert_one_line_error, edgeopt
+
+    digits = load_digits()
+    images = (np.repeat(digits.images[..., None], 3, -1) * 15).astype(np.uint8)
+    dark = np.zeros((len(images), 32, 32, 3), np.uint8)
+    dark[:, 12:20, 12:20] = images // 3  # darker, and smaller in the frame
+    site = tmp_path / "site.npz"
+    np.savez(site, x_train=dark[:1200], y_train=digits.target[:1200], x_test=dark[1200:], y_test=digits.target[1200:],
+             classes=np.array([str(c) for c in range(10)]))
+    model = load_model(TINY_SOURCE, input=TINY_INPUT)
+    start = save_checkpoint(model, tmp_path / "global.safetensors")
+    proc = edgeopt("federate", "adapt", str(start), "--data", str(site), "--out", str(tmp_path / "mine.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    assert "before" in proc.stdout and "after" in proc.stdout
+    adapted = load_model(str(tmp_path / "mine.safetensors"))
+    expected = measure(model, dark[:1200], 64)
+    before, after = model.module.state_dict(), adapted.module.state_dict()
+    for name in before:
+        if name in expected:
+            np.testing.assert_allclose(after[name].numpy(), expected[name], rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(after[name], before[name]), name
+        elif before[name].is_floating_point():
+            assert torch.equal(after[name], before[name]), name
+    plain = load_model("edgeopt.models.zoo:mlp", input="1x512")
+    save_checkpoint(plain, tmp_path / "plain.safetensors")
+    refused = edgeopt("federate", "adapt", str(tmp_path / "plain.safetensors"), "--data", str(site),
+                      "--out", str(tmp_path / "no.safetensors"))
+    assert_one_line_error(refused, "no BatchNorm")
+    assert not (tmp_path / "no.safetensors").exists()
