@@ -469,12 +469,13 @@ class Adapted:
     after: float | None
 
 
-def adapt_batchnorm(model: PathLike, data: str, out: PathLike, *, batch_size: int = 64,
+def adapt_batchnorm(model: PathLike, data: str, out: PathLike, *, batch_size: int = 64, arch: str | None = None,
                     threads: int | None = None) -> Adapted:
-    """A site's own BatchNorm statistics for ``model`` (a checkpoint): measured on the training images of
-    ``data``, the weights untouched (AdaBN). For a site whose images differ from what the model was trained on
-    (a federation's global model at a plant whose camera changed): benchmarks/federated.py measures it. No
-    training and no labels; the test split, when ``data`` has one, scores the model before and after.
+    """A site's own BatchNorm statistics for ``model`` (a PyTorch checkpoint): measured on the training images
+    of ``data``, every weight as it came (AdaBN). For a site whose images differ from what the model was trained
+    on (a federation's global model at a plant whose camera changed): benchmarks/federated.py measures it. No
+    training: the labels are not used, except that the test split, when ``data`` has one, scores the model
+    before and after with the task's main metric. ``out`` is a new file; ``model`` stays as it came.
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
@@ -483,15 +484,18 @@ def adapt_batchnorm(model: PathLike, data: str, out: PathLike, *, batch_size: in
     >>> adapted.layers > 0, adapted.images > 0
     (True, True)
     """
-    import torch
-
     from edgeopt.federated.statistics import adapt, adaptable_layers
-    from edgeopt.models.sources import load_model, save_checkpoint
+    from edgeopt.models.sources import save_checkpoint
     from edgeopt.passes.train import score_module
 
-    if threads:
-        torch.set_num_threads(threads)
-    loaded = load_model(str(model))
+    out = _new_checkpoint_path(Path(out), Path(model))
+    if batch_size < 2:
+        raise ConfigError(f"--batch-size must be 2 or more (BatchNorm needs two values per channel), not {batch_size}")
+    _threads(threads)
+    loaded = _load(str(model), None, arch)
+    if loaded.module is None:
+        raise ConfigError(f"{model} is not a PyTorch model: adapting BatchNorm statistics needs the checkpoint "
+                          "(.safetensors from edgeopt train or federate), not an exported artifact")
     adaptable_layers(loaded.module)  # before reading the data: a model without BatchNorm is refused at once
     task = _task_of(loaded)
     splits = task.load(data, loaded.input_spec)
@@ -503,7 +507,22 @@ def adapt_batchnorm(model: PathLike, data: str, out: PathLike, *, batch_size: in
     before = score()
     layers = adapt(loaded, splits.train.images, batch_size)
     after = score()
-    return Adapted(save_checkpoint(loaded, out), layers, len(splits.train), metric, before, after)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = save_checkpoint(loaded, out)
+    except OSError as exc:
+        out.with_name(out.name + ".partial").unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out") from None
+    return Adapted(written, layers, len(splits.train), metric, before, after)
+
+
+def _new_checkpoint_path(out: Path, source: Path) -> Path:
+    """``out`` checked before any work: a file path (not a folder), not the source model itself."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give the path of the checkpoint to write (e.g. {out}/adapted.safetensors)")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ConfigError(f"--out is the model itself ({source}): give another path, so the model stays as it came")
+    return out
 
 
 def evaluate(model: str, data: str, *, reference: str | None = None, image_size: int | None = None,

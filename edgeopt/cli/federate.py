@@ -127,22 +127,24 @@ def client_command(
 @federate.command("adapt")
 def adapt_command(
     model: str = typer.Argument(..., help="The federation's model (a checkpoint, e.g. the run's last rounds/round-NNN.safetensors)."),
-    data: str = typer.Option(..., "--data", help="This site's images: their training split is measured; a test split, if any, scores before and after."),
+    data: str = typer.Option(..., "--data", help="This site's images: their training split is measured; its test split scores the model before and after (a source without one is split 80/20, as everywhere in edgeopt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where the adapted checkpoint goes (.safetensors)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per measured batch."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="The architecture, for a weights-only checkpoint (as in edgeopt train)."),
     threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Make the federation's model this site's own: its BatchNorm statistics measured on the site's images,
     the weights untouched (AdaBN). For a site whose images differ (a camera changed, other lighting). No
-    training, no labels, nothing leaves the site; build the result like any checkpoint (edgeopt build/export).
+    training, nothing leaves the site; build the result like any checkpoint (edgeopt build/export).
     """
     import edgeopt
 
-    adapted = edgeopt.adapt_batchnorm(model, data, out, batch_size=batch_size, threads=threads)
+    adapted = edgeopt.adapt_batchnorm(model, data, out, batch_size=batch_size, arch=arch, threads=threads)
     console = make_console()
     console.print(f"adapted {adapted.layers} BatchNorm layers to {adapted.images} images: {adapted.checkpoint}")
     if adapted.before is not None:
-        console.print(f"{adapted.metric} on the test split: {adapted.before:.4f} before, {adapted.after:.4f} after")
+        console.print(f"{adapted.metric} on the test split: {adapted.before:.4f} before, {adapted.after:.4f} after"
+                      + ("" if adapted.after >= adapted.before else " (worse: keep the model as it came)"))
 
 
 def _reachable(address: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -114,10 +116,13 @@ def test_a_site_adapts_the_models_batchnorm_to_its_darker_images_and_nothing_els
              classes=np.array([str(c) for c in range(10)]))
     model = load_model(TINY_SOURCE, input=TINY_INPUT)
     start = save_checkpoint(model, tmp_path / "global.safetensors")
-    proc = edgeopt("federate", "adapt", str(start), "--data", str(site), "--out", str(tmp_path / "mine.safetensors"))
+    for out, problem in ((start, "the model itself"), (tmp_path, "is a folder")):
+        assert_one_line_error(edgeopt("federate", "adapt", str(start), "--data", str(site), "--out", str(out)), problem)
+    mine = tmp_path / "site" / "mine.safetensors"  # a folder that does not exist yet
+    proc = edgeopt("federate", "adapt", str(start), "--data", str(site), "--out", str(mine))
     assert proc.returncode == 0, proc.stderr
-    assert "before" in proc.stdout and "after" in proc.stdout
-    adapted = load_model(str(tmp_path / "mine.safetensors"))
+    assert re.search(r"top1 on the test split: 0\.\d{4} before, 0\.\d{4} after", proc.stdout), proc.stdout
+    adapted = load_model(str(mine))
     expected = measure(model, dark[:1200], 64)
     before, after = model.module.state_dict(), adapted.module.state_dict()
     for name in before:
