@@ -300,7 +300,7 @@ def plot(results: dict, details: dict, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 4))
     epochs_per_round = details["local_epochs"]
-    for strategy, label in (("fedavg", "FedAvg"), ("fedprox", "FedProx"), ("shifted-fedavg", "FedAvg, one site shifted")):
+    for strategy, label in (("fedavg", "FedAvg"), ("fedprox", "FedProx"), ("shifted-fedavg", "FedAvg, one site shifted (scored on the clean test images)")):
         if strategy not in results:
             continue
         curve = results[strategy]["curve"]
