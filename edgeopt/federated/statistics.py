@@ -124,9 +124,9 @@ def adapt(model: "LoadedModel", images: np.ndarray, batch_size: int = 64) -> int
     if len(images) < 2:
         raise ConfigError(f"adapting BatchNorm statistics needs at least two images, the data has {len(images)}")
     measured = measure(model, images, batch_size)
-    broken = [name for name, value in measured.items() if not np.isfinite(value).all()]
-    if broken:
-        raise ConfigError(f"the model's BatchNorm statistics on these images are not finite ({broken[0]}): its "
+    problem = arrays_problem(measured, statistic_shapes(model.module))  # the bounds a federation holds them to
+    if problem:
+        raise ConfigError(f"the model's BatchNorm statistics on these images are unusable ({problem}): its "
                           "weights are broken (NaN or overflow); adapt a model that evaluates normally")
     state = model.module.state_dict()
     with torch.no_grad():
