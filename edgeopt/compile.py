@@ -180,6 +180,8 @@ def _build(runtime: Backend, model: LoadedModel, out, notes: list[str], precisio
             "compile": result.details,
             "notes": notes + result.notes,
         }
+        if result.derived:
+            manifest["derived"] = list(result.derived)
         if recipe is not None:
             manifest["recipe"] = recipe
         staged = writer.write_manifest(manifest)

@@ -52,11 +52,16 @@ class Capabilities:
 
 @dataclass
 class CompileResult:
-    """What ``Backend.compile`` reports back: the entry file and facts for the manifest."""
+    """What ``Backend.compile`` reports back: the entry file and facts for the manifest.
+
+    ``derived``: files that re-encode another one (a flatbuffer as C source): shipped and hashed, not
+    counted again in the artifact's size.
+    """
 
     entry: str
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)
 
 
 class Session(ABC):

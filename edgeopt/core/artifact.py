@@ -88,7 +88,9 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return sum(f["bytes"] for f in self.manifest["files"].values())
+        """The bytes a device holds: every file but those ``derived`` from another (the C array of a flatbuffer)."""
+        derived = set(self.manifest.get("derived") or ())
+        return sum(f["bytes"] for name, f in self.manifest["files"].items() if name not in derived)
 
     @property
     def parity(self) -> dict[str, Any] | None:
@@ -185,6 +187,10 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
                                 "(a whole number); export the artifact again")
     if manifest["entry"] not in manifest["files"]:
         raise ArtifactError(f"{where}: its entry {manifest['entry']!r} is not among its files; export it again")
+    derived = manifest.get("derived", [])
+    if not isinstance(derived, list) or not all(isinstance(n, str) and n in manifest["files"] for n in derived) \
+            or manifest["entry"] in derived:
+        raise ArtifactError(f"{where}: \"derived\" must list some of its files other than its entry; export it again")
     if manifest["schema"] > SCHEMA_VERSION:
         raise ArtifactError(
             f"{where} uses manifest schema {manifest['schema']}, newer than this edgeopt understands "

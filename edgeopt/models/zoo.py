@@ -5,7 +5,7 @@ add, a depthwise convolution, a channel concatenation, BatchNorm, SiLU and Hards
 into a model that compiles in seconds. Use it as ``edgeopt.models.zoo:tiny_cnn``;
 ``?shuffle=true`` adds a ShuffleNetV2 unit (channel split, branch, concat, channel
 shuffle), whose reshapes on the batch dimension ExecuTorch's XNNPACK lowering cannot
-keep dynamic.
+keep dynamic. ``micro_cnn`` is the opposite: plain ReLU stages a microcontroller runs in int8.
 """
 
 from __future__ import annotations
@@ -81,3 +81,24 @@ def mlp(in_features: int = 512, hidden: int = 2048, num_classes: int = 10, seed:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes)).eval()
+
+
+class MicroCNN(nn.Sequential):
+    """A plain CNN sized for a microcontroller: stages of 3x3 conv, BatchNorm and ReLU, each halving the
+    resolution and doubling the channels, then a global average and a linear head. Only operators that
+    stay int8 in a full-integer TFLite model (ReLU, not SiLU), so TFLM runs it without float kernels."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 8, depth: int = 3) -> None:
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage in range(depth):
+            out = width * 2 ** stage
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def micro_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 8, depth: int = 3, seed: int = 0) -> MicroCNN:
+    """A seeded MicroCNN, e.g. ``edgeopt.models.zoo:micro_cnn?in_channels=1&width=16`` (the TFLM target's student)."""
+    torch.manual_seed(seed)
+    return MicroCNN(num_classes, in_channels, width, depth).eval()

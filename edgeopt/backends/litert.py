@@ -1,0 +1,83 @@
+"""LiteRT (TensorFlow Lite) through litert-torch: a ``.tflite`` flatbuffer, FP32 or full-integer INT8.
+
+Exporting needs ``edgeopt[litert-export]`` (litert-torch and torch); running needs only
+``edgeopt[litert]`` (the ``ai-edge-litert`` interpreter, no torch, no TensorFlow): the same
+file runs on a Raspberry Pi, an Android phone or a Coral board's CPU. An INT8 artifact takes
+and gives int8 tensors; its session quantizes the float input with the input's scale and zero
+point and dequantizes the outputs, so callers see floats like every other backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.backends._litert_convert import missing_package, to_tflite
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.quantization import QuantizationConfig, Validation
+
+MODEL = "model.tflite"
+
+
+def to_integer(batch: np.ndarray, dtype: type, scale: float, zero_point: int) -> np.ndarray:
+    """A float batch as the integer tensor a quantized input holds (rounded, saturated)."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(batch / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def to_float(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """An integer output as the float values it stands for."""
+    return ((values.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
+
+
+class LiteRTSession(Session):
+    def __init__(self, path: Path, input_spec, threads: int | None) -> None:
+        super().__init__(input_spec, threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = [self._run_one(sample[None]) for sample in batch]  # planned for one sample: see _litert_convert
+        return [np.concatenate(parts) for parts in zip(*results)]
+
+    def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
+        dtype = self.input["dtype"]
+        if dtype != np.float32:
+            sample = to_integer(sample, dtype, *self.input["quantization"])
+        self.interpreter.set_tensor(self.input["index"], sample)
+        self.interpreter.invoke()
+        outputs = []
+        for detail in self.outputs:
+            value = self.interpreter.get_tensor(detail["index"])
+            outputs.append(value.copy() if value.dtype == np.float32 else to_float(value, *detail["quantization"]))
+        return outputs
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+    order = 45
+    capabilities = Capabilities(precisions=("fp32", "int8"), sources=("torch",), runtime_needs_torch=False,
+                                int8_modes=("static",))
+
+    def unavailable_reason(self) -> str | None:
+        return missing_package()
+
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
+        data, notes = to_tflite(model, precision, quantization, calibration, deadline)
+        (folder / MODEL).write_bytes(data)
+        return CompileResult(entry=MODEL, notes=notes + ["one sample per invocation: a batch runs sample by sample"])
+
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        return LiteRTSession(artifact.entry, artifact.input_spec, threads)
+
+
+BACKEND = LiteRTBackend()

@@ -1,0 +1,172 @@
+"""TensorFlow Lite Micro: an INT8 flatbuffer and the C++ a microcontroller project compiles, checked by TFLM itself.
+
+The flatbuffer is LiteRT's full-integer INT8 (``_litert_convert``). Compiling runs it in the real
+TFLM interpreter on the host (the ``tflite-micro`` package, the same C++ that runs on the device
+with reference kernels): an operator TFLM lacks is refused by name, the smallest tensor arena that
+works is found by bisection (asked of a child process: TFLM can crash where it should fail, see
+``_tflm_probe``), and its outputs are compared with the LiteRT interpreter's. Beside the
+flatbuffer the artifact holds ``model_data.cc/.h`` and ``model_ops.h`` (``_tflm_source``).
+
+The manifest's ``compile`` record says what a microcontroller needs: ``arena_bytes`` (measured),
+``arena_estimate_bytes`` (the static estimate of ``_tflite_graph``, made before any interpreter ran),
+``flatbuffer_bytes``, the operators and the multiply-accumulates. Loading runs the artifact in the
+TFLM interpreter with that arena, without torch: what the host measures is TFLM's reference kernels
+on this CPU, not the microcontroller's speed (``edgeopt.devices.mcu`` estimates that).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.backends._litert_convert import PACKAGES, missing_package, to_tflite
+from edgeopt.backends._tflite_graph import TfliteGraph
+from edgeopt.backends._tflm_probe import Probe, captured_stderr, interpreter
+from edgeopt.backends._tflm_source import write_sources
+from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
+from edgeopt.backends.litert import to_float, to_integer
+from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendError
+from edgeopt.core.quantization import QuantizationConfig, Validation
+
+MODEL = "model.tflite"
+MAX_ARENA = 1 << 30  # no microcontroller has a GiB of SRAM: a manifest claiming more is refused
+COMPARE_SAMPLES = 8  # calibration samples run through both TFLM and LiteRT at compile time
+MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+
+
+def check_operators(probe: Probe, graph: TfliteGraph) -> None:
+    """Refuse, by name, an operator TFLM has no kernel for (TFLM's own registry decides)."""
+    answer = probe.ask(max(4 * graph.arena_estimate(), 1 << 16))
+    if answer["runs"]:
+        return
+    missing = sorted({m.group(1) for line in answer["stderr"] for m in [MISSING_OP.search(line)] if m})
+    if missing:
+        raise BackendError(f"TensorFlow Lite Micro has no kernel for {', '.join(missing)}: replace the layer that "
+                           f"makes it (GELU -> ReLU or Hardswish, say) or deploy with litert instead")
+    why = "crashed" if answer["crashed"] else "; ".join(answer["stderr"][-3:]) or "no reason given"
+    raise BackendError(f"TensorFlow Lite Micro could not run the model ({why}); deploy with litert instead")
+
+
+def smallest_arena(probe: Probe, hint: int, deadline: Deadline = NO_DEADLINE) -> int:
+    """The smallest arena (to 16 bytes) TFLM runs the model in, by bisection from the static estimate.
+
+    A size at which TFLM crashes (see ``_tflm_probe``) counts as one it does not run in.
+    """
+    low, high = 0, max(hint, 1024)
+    while not probe.ask(high)["runs"]:
+        low, high = high, 2 * high
+        if high > MAX_ARENA:
+            raise BackendError(f"TensorFlow Lite Micro did not run the model in {MAX_ARENA >> 20} MiB of arena")
+    step = 0
+    while high - low > 16:
+        deadline.check("arena search", step, 64)
+        middle = (low + high) // 2 // 16 * 16
+        low, high = (low, middle) if probe.ask(middle)["runs"] else (middle, high)
+        step += 1
+    return high
+
+
+def _agreement(data: bytes, arena: int, samples: np.ndarray) -> dict[str, Any]:
+    """TFLM's int8 outputs against LiteRT's on the same int8 inputs: steps of the output's scale."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    litert = Interpreter(model_content=data)
+    litert.allocate_tensors()
+    source, sink = litert.get_input_details()[0], litert.get_output_details()[0]
+    steps = []
+    with captured_stderr():
+        micro = interpreter(data, arena)
+        for sample in samples:
+            value = to_integer(sample[None], source["dtype"], *source["quantization"])
+            litert.set_tensor(source["index"], value)
+            litert.invoke()
+            micro.set_input(value, 0)
+            micro.invoke()
+            steps.append(np.abs(litert.get_tensor(sink["index"]).astype(np.int32)
+                                - micro.get_output(0).astype(np.int32)))
+    diff = np.concatenate([s.ravel() for s in steps])
+    return {"samples": len(samples), "max_steps": int(diff.max()), "identical": float(np.mean(diff == 0))}
+
+
+class MicroSession(Session):
+    """One sample at a time in the TFLM interpreter, with the arena the manifest records."""
+
+    def __init__(self, path: Path, input_spec, threads: int | None, arena: int) -> None:
+        super().__init__(input_spec, threads)
+        with Probe(path) as probe:  # first in a child process: TFLM can crash where it should fail
+            answer = probe.ask(arena)
+        if not answer["runs"]:
+            why = "it crashed" if answer["crashed"] else "; ".join(answer["stderr"][-2:]) or "no reason given"
+            raise BackendError(f"TensorFlow Lite Micro cannot run {path.name} in the {arena} bytes of arena its manifest "
+                               f"records ({why}); export it again")
+        with captured_stderr():
+            self.interpreter = interpreter(path.read_bytes(), arena)
+        self.input = self.interpreter.get_input_details(0)
+        self.outputs = [self.interpreter.get_output_details(i) for i in range(self._output_count(path))]
+
+    @staticmethod
+    def _output_count(path: Path) -> int:
+        return len(TfliteGraph.read(path.read_bytes()).outputs)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = [self._run_one(sample[None]) for sample in batch]
+        return [np.concatenate(parts) for parts in zip(*results)]
+
+    def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
+        quantization = self.input["quantization_parameters"]
+        self.interpreter.set_input(to_integer(sample, self.input["dtype"], float(quantization["scales"][0]),
+                                              int(quantization["zero_points"][0])), 0)
+        self.interpreter.invoke()
+        outputs = []
+        for index, detail in enumerate(self.outputs):
+            value = np.array(self.interpreter.get_output(index))
+            params = detail["quantization_parameters"]
+            outputs.append(value.astype(np.float32) if value.dtype == np.float32 else
+                           to_float(value, float(params["scales"][0]), int(params["zero_points"][0])))
+        return outputs
+
+
+class MicroBackend(Backend):
+    name = "tflm"
+    order = 46
+    capabilities = Capabilities(precisions=("int8",), sources=("torch",), runtime_needs_torch=False,
+                                int8_modes=("static",))
+
+    def unavailable_reason(self) -> str | None:
+        return missing_package((("tflite_micro", "tflm"), *PACKAGES))
+
+    def compile(self, model, precision: str, folder: Path, options: dict[str, Any],
+                quantization: QuantizationConfig | None = None, calibration: np.ndarray | None = None,
+                validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
+        data, notes = to_tflite(model, "int8", quantization, calibration, deadline)
+        graph = TfliteGraph.read(data)
+        (folder / MODEL).write_bytes(data)
+        with Probe(folder / MODEL) as probe:
+            check_operators(probe, graph)
+            deadline.check("finding the arena")
+            arena = smallest_arena(probe, graph.arena_estimate(), deadline)
+        derived = write_sources(folder, data, graph, arena)
+        floats = graph.float_operators()
+        if floats:
+            notes.append(f"not full-integer: {', '.join(floats)} run in float (the quantizer has no int8 pattern for "
+                         "them, e.g. SiLU); a part without an FPU runs them slowly — ReLU, ReLU6 and Hardswish stay int8")
+        details = {"arena_bytes": arena, "arena_estimate_bytes": graph.arena_estimate(),
+                   "activation_bytes": graph.activation_bytes(), "persistent_estimate_bytes": graph.persistent_bytes(),
+                   "flatbuffer_bytes": len(data), "operators": graph.operator_names, "macs": graph.macs(),
+                   "full_integer": not floats, "litert_agreement": _agreement(data, arena, calibration[:COMPARE_SAMPLES])}
+        notes.append(f"TFLM arena {arena} bytes measured (static estimate {details['arena_estimate_bytes']}); "
+                     f"C sources {', '.join(derived)}")
+        return CompileResult(entry=MODEL, notes=notes, details=details, derived=derived)
+
+    def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        arena = (artifact.manifest.get("compile") or {}).get("arena_bytes")
+        if not isinstance(arena, int) or isinstance(arena, bool) or not 0 < arena <= MAX_ARENA:
+            raise BackendError(f"the manifest's arena size {arena!r} is not a size TFLM can use; export it again")
+        return MicroSession(artifact.entry, artifact.input_spec, threads, arena)
+
+
+BACKEND = MicroBackend()
