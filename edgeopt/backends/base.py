@@ -38,6 +38,7 @@ class Capabilities:
     "qat" (turns a QAT model's trained fake-quantizers into INT8). ``concurrent_runs``: one loaded
     session may run batches from several threads at once (a server's ``--instances``); False where a
     session holds one set of buffers (an OpenVINO infer request, an ExecuTorch method, a TensorRT context).
+    ``microcontroller``: its artifacts are for a microcontroller and record the arena and flash they need.
     """
 
     precisions: tuple[str, ...]
@@ -48,6 +49,7 @@ class Capabilities:
     options: tuple[str, ...] = field(default_factory=tuple)
     int8_modes: tuple[str, ...] = ()
     concurrent_runs: bool = False
+    microcontroller: bool = False  # its artifacts record a tensor arena and flash size (edgeopt.devices.mcu)
 
 
 @dataclass

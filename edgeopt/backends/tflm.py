@@ -134,7 +134,7 @@ class MicroBackend(Backend):
     name = "tflm"
     order = 46
     capabilities = Capabilities(precisions=("int8",), sources=("torch",), runtime_needs_torch=False,
-                                int8_modes=("static",))
+                                int8_modes=("static",), microcontroller=True)
 
     def unavailable_reason(self) -> str | None:
         return missing_package((("tflite_micro", "tflm"), *PACKAGES))

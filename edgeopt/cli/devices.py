@@ -23,8 +23,10 @@ def devices_command(
         table.add_column(header, justify="right" if header in ("cores", "memory MB", "FP32 GFLOPS", "INT8 GOPS", "GB/s") else "left")
     for device in all_devices():
         cpu = device.cpu
-        table.add_row(device.id, device.name, cpu.description, str(cpu.cores), f"{device.memory_mb:.0f}",
-                      f"{cpu.fp32_gflops:.0f}", f"{cpu.int8_gops:.0f}" if cpu.int8_gops else "–",
+        memory = (f"{device.mcu.sram_kb:g} KB SRAM, {device.mcu.flash_kb:g} KB flash" if device.mcu
+                  else f"{device.memory_mb:.0f}")
+        table.add_row(device.id, device.name, cpu.description, str(cpu.cores), memory,
+                      f"{cpu.fp32_gflops:.3g}", f"{cpu.int8_gops:.3g}" if cpu.int8_gops else "–",
                       f"{cpu.memory_gbps:.1f}" if cpu.memory_gbps else "–",
                       device.gpu.description if device.gpu else "–", ", ".join(device.backends),
                       "measured" if device.is_host else "estimated")

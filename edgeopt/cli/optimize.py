@@ -44,6 +44,8 @@ def optimize_command(
     sustained_seconds: float = typer.Option(SearchConfig.sustained_s, "--sustained-seconds", help="How long each candidate runs back to back when --max-sustained-p99-ms is set."),
     max_size_mb: Optional[float] = typer.Option(GOALS.max_size_mb, "--max-size-mb", help="Goal: artifact size."),
     max_memory_mb: Optional[float] = typer.Option(GOALS.max_memory_mb, "--max-memory-mb", help="Goal: peak memory of the process running it."),
+    max_sram_kb: Optional[float] = typer.Option(GOALS.max_sram_kb, "--max-sram-kb", help="Goal (a microcontroller): the tensor arena TFLM measures. A microcontroller --device sets it from its SRAM."),
+    max_flash_kb: Optional[float] = typer.Option(GOALS.max_flash_kb, "--max-flash-kb", help="Goal (a microcontroller): flatbuffer plus TFLM runtime in flash. A microcontroller --device sets it from its flash."),
     max_accuracy_drop: float = typer.Option(GOALS.max_drop, "--max-accuracy-drop", help="Goal: points of the main metric (top-1 for a classifier) the candidate may lose to the baseline."),
     metric: Optional[str] = typer.Option(GOALS.metric, "--metric", help="The metric the drop goal and the Pareto front use (default: the task's main one, e.g. top1; or top5)."),
     priority: str = typer.Option(GOALS.priority, "--priority", help="latency | accuracy | memory: which candidate wins among those meeting the goals."),
@@ -54,7 +56,7 @@ def optimize_command(
     int8: bool = typer.Option(SPACE.int8, "--int8/--no-int8", help="Try INT8 (PTQ, accuracy-aware, QAT)."),
     prune_ratios: str = typer.Option(_listed(SPACE.prune_ratios), "--prune-ratios", help="Channel-pruning ratios to try (or none)."),
     resolutions: str = typer.Option(_listed(SPACE.resolutions), "--resolutions", help="Lower input sizes to distil to, as fractions (or none)."),
-    students: str = typer.Option(_listed(SPACE.students, none="auto"), "--students", help="Lighter architectures to distil into (or none); auto: the task's (MobileNetV2 for a classifier, a half-width SSDlite for a detector)."),
+    students: str = typer.Option(_listed(SPACE.students, none="auto"), "--students", help="Lighter architectures to distil into (or none); auto: the task's (MobileNetV2 for a classifier, a half-width SSDlite for a detector; for a microcontroller, its small ReLU CNNs and MobileNetV2 at width 0.35)."),
     qat: bool = typer.Option(SPACE.qat, "--qat/--no-qat", help="Try quantization-aware training."),
     epochs: int = typer.Option(SPACE.epochs, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
     qat_epochs: int = typer.Option(SPACE.qat_epochs, "--qat-epochs"),
@@ -78,7 +80,8 @@ def optimize_command(
     from edgeopt.search import parse_duration
 
     goals = Goals(max_latency_ms=max_latency_ms, max_sustained_p99_ms=max_sustained_p99_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
-                  max_drop=max_accuracy_drop, metric=metric, priority=priority)
+                  max_drop=max_accuracy_drop, metric=metric, priority=priority, max_sram_kb=max_sram_kb,
+                  max_flash_kb=max_flash_kb)
     space = SearchSpace(backends=_split(backends) if backends else None, int8=int8,
                         prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
                         resolutions=_fractions(resolutions, "--resolutions"), students=None if students == "auto" else _split(students),

@@ -31,6 +31,7 @@ from typing import Any
 import tomllib
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.devices.mcu import McuSpec, spec_of
 
 PROFILES = Path(__file__).with_name("profiles.toml")
 HOST = "host"
@@ -67,6 +68,7 @@ class DeviceProfile:
     gpu: ComputeUnit | None = None
     sources: tuple[str, ...] = field(default_factory=tuple)
     busy_watts: float | None = None  # the board's draw with its CPU busy (a published figure): energy estimates
+    mcu: McuSpec | None = None  # a microcontroller: its SRAM and flash are the hard limits (edgeopt.devices.mcu)
 
     def __post_init__(self) -> None:
         if self.memory_mb <= self.os_reserve_mb:
@@ -79,9 +81,10 @@ class DeviceProfile:
         return self.id == HOST
 
     @property
-    def memory_cap_mb(self) -> float:
-        """What one model process may use: the board's memory less the OS's share."""
-        return self.memory_mb - self.os_reserve_mb
+    def memory_cap_mb(self) -> float | None:
+        """What one model process may use: the board's memory less the OS's share. None on a microcontroller,
+        where no process runs: its arena and flash are judged instead (``mcu``)."""
+        return None if self.mcu else self.memory_mb - self.os_reserve_mb
 
     def threads_here(self, host_cpus: int) -> int:
         """Intra-op threads to emulate this device with on a machine of ``host_cpus``."""
@@ -109,8 +112,9 @@ def _profile(device_id: str, data: dict[str, Any]) -> DeviceProfile:
             os_reserve_mb=float(data["os_reserve_mb"]), backends=tuple(data["backends"]), cpu=_unit(data["cpu"]),
             gpu=_unit(data["gpu"]) if "gpu" in data else None, sources=tuple(data.get("sources", ())),
             busy_watts=float(data["busy_watts"]) if "busy_watts" in data else None,
+            mcu=spec_of(data["mcu"]) if "mcu" in data else None,
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"device profile {device_id!r} in {PROFILES} is malformed: {exc}") from None
 
 

@@ -48,6 +48,8 @@ class Measurement:
     estimate_low_ms: float | None = None  # an estimate's interval, and how many device measurements back it
     estimate_high_ms: float | None = None
     estimate_basis: int | None = None
+    arena_kb: float | None = None  # a microcontroller artifact: the tensor arena TFLM measured, and
+    flash_kb: float | None = None  # its flash (flatbuffer + runtime estimate); None for any other runtime
     p50_runs: list[float] = field(default_factory=list)  # p50 of each timing process, when re-timed: latency_ms is their median
 
     def __post_init__(self) -> None:

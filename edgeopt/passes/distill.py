@@ -105,7 +105,8 @@ class DistillPass(Pass):
         return (config.student,) if config.student else ()
 
     def label(self, config: DistillConfig) -> str:
-        student = (config.student or "same arch").split(":")[-1].split("?")[0].split("/")[-1]
+        name, _, query = (config.student or "same arch").split(":")[-1].partition("?")
+        student = name.split("/")[-1] + (f"({query.replace('&', ',')})" if query else "")
         size = f" @{config.input_size}px" if config.input_size else ""
         return f"distil→{student}{size}{epochs_label(config)}"
 

@@ -13,6 +13,7 @@ import io
 import json
 from typing import Any
 
+from edgeopt.devices.mcu import McuSpec
 from edgeopt.report.search import RANKING_HEADERS, host_choice_text, ranking_rows, where_text
 
 STYLE = """
@@ -27,6 +28,14 @@ figure{margin:0}svg{max-width:100%;height:auto}
 
 def _esc(value: Any) -> str:
     return html.escape(str(value))
+
+
+def _memory_text(device: dict) -> str:
+    mcu = device.get("mcu")
+    if mcu:
+        return (f"{mcu['sram_kb']:g} KB of SRAM for the tensor arena and {mcu['flash_kb']:g} KB of flash (hard limits); "
+                f"latency {_esc(McuSpec(**mcu).basis)}")
+    return f"{device['memory_mb']:.0f} MB (a model process may use {device['memory_cap_mb']:.0f} MB)"
 
 
 def _table(headers: list[str], rows: list[list[str]], css_id: str) -> str:
@@ -192,8 +201,8 @@ def render_html(outcome, rows: list[list[str]], headers: list[str], decision: st
 {_rankings(outcome)}
 {recipe}
 {_winner_sections(outcome)}
-<h2>Device</h2><p>{_esc(device['name'])}: {_esc(device['cpu']['description'])}, {device['memory_mb']:.0f} MB
-(a model process may use {device['memory_cap_mb']:.0f} MB); {_esc(where_text(outcome))}{'' if outcome.measured_on else f" with {device['threads_here']} threads"}.</p>
+<h2>Device</h2><p>{_esc(device['name'])}: {_esc(device['cpu']['description'])}, {_memory_text(device)};
+{_esc(where_text(outcome))}{'' if outcome.measured_on else f" with {device['threads_here']} threads"}.</p>
 <ul>{sources}</ul>
 <h2>Environment</h2><pre>{_esc(json.dumps(env, indent=2))}</pre>
 </body></html>

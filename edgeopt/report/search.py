@@ -37,6 +37,8 @@ def where_text(outcome) -> str:
     """Where the latencies of ``outcome`` come from, in a few words."""
     if outcome.measured_on:
         return f"measured on {outcome.measured_on} by its agent"
+    if outcome.estimated and outcome.device.get("mcu"):
+        return f"estimated for {outcome.device['name']} from each model's MACs at an assumed int8 rate, not measured"
     if outcome.estimated:
         basis = max((r.measurement.estimate_basis or 0 for r in outcome.records if r.ok), default=0)
         backing = f"corrected by {basis} measurements of that device" if basis else "no device measurement backs them yet"
@@ -111,8 +113,16 @@ def _rows(outcome) -> list[Candidate]:
 
 
 def headers(outcome) -> list[str]:
-    return ["", "candidate", "status", "p50 ms", outcome.baseline["metric_title"], "Δ points", "size MB", "peak MB",
+    """The table's columns; for a microcontroller the arena and flash take the place of the host process's memory."""
+    memory = ["arena KB", "flash KB"] if outcome.config.goals.microcontroller else ["peak MB"]
+    return ["", "candidate", "status", "p50 ms", outcome.baseline["metric_title"], "Δ points", "size MB", *memory,
             "verdict"]
+
+
+def _memory_cells(outcome, m) -> list[str]:
+    if outcome.config.goals.microcontroller:
+        return [f"{m.arena_kb:.0f}" if m.arena_kb is not None else "–", f"{m.flash_kb:.0f}" if m.flash_kb is not None else "–"]
+    return [f"{m.peak_rss_mb:.0f}"]
 
 
 def table_rows(outcome) -> list[list[str]]:
@@ -123,11 +133,12 @@ def table_rows(outcome) -> list[list[str]]:
     for r in _rows(outcome):
         mark = "★" if r.key == chosen else ("◆" if r.key in front else "")
         if not r.ok:
-            rows.append([mark, r.label, r.status, "", "", "", "", "", (r.reason or "")[:160]])
+            blank = [""] * (len(headers(outcome)) - 4)
+            rows.append([mark, r.label, r.status, *blank, (r.reason or "")[:160]])
             continue
         m = r.measurement
         rows.append([mark, r.label, "ok", latency_text(r), value_text(r), points(r), f"{m.size_mb:.2f}",
-                     f"{m.peak_rss_mb:.0f}", verdict(r)])
+                     *_memory_cells(outcome, m), verdict(r)])
     return rows
 
 
@@ -137,7 +148,7 @@ def print_outcome(outcome, console: Console) -> None:
     title = outcome.baseline["metric_title"]
     baseline = _baseline_text(outcome)
     table = Table(title=f"candidates — latency at batch 1, {where}; baseline {title} {baseline}")
-    numeric = ("p50 ms", title, "Δ points", "size MB", "peak MB")
+    numeric = ("p50 ms", title, "Δ points", "size MB", "peak MB", "arena KB", "flash KB")
     for header in headers(outcome):
         table.add_column(header, justify="right" if header in numeric else "left")
     for row in table_rows(outcome):
@@ -165,6 +176,10 @@ def _baseline_text(outcome) -> str:
     return _number(outcome.baseline["metrics"][outcome.baseline["metric"]])
 
 
+def _budget(bound_kb: float | None) -> str:
+    return "no budget" if bound_kb is None else f"budget {bound_kb:g} KB"
+
+
 def decision_text(outcome) -> str:
     goals, title = outcome.config.goals, outcome.baseline["metric_title"]
     if outcome.chosen:
@@ -176,10 +191,15 @@ def decision_text(outcome) -> str:
                 f"recipe: {outcome.config.out}/best.toml")
     words = {"max_drop": f"{title} drop", "max_latency_ms": "latency", "max_sustained_p99_ms": "sustained p99",
              "max_size_mb": "size",
-             "max_memory_mb": "memory", "memory_cap": "the device's memory"}
+             "max_memory_mb": "memory", "memory_cap": "the device's memory", "max_sram_kb": "SRAM", "max_flash_kb": "flash"}
     missed = sorted({words[v.goal] for r in outcome.records if r.ok for v in r.violations})
     lines = [f"no candidate meets the goals ({goals.describe(title)}); missed: "
              f"{', '.join(missed) or 'no candidate was measured'}."]
+    smallest = outcome.smallest_footprint
+    if smallest:
+        lines.insert(0, f"nothing fits: smallest arena found {smallest['arena_kb']:.0f} KB ({_budget(goals.max_sram_kb)}), "
+                        f"smallest flash {smallest['flash_kb']:.0f} KB ({_budget(goals.max_flash_kb)}); "
+                        "no artifact was written.")
     if outcome.closest:
         lines.append("closest: " + "; ".join(f"{r.label} ({latency_text(r)} ms, {metric_text(r)}, misses: "
                                              f"{'; '.join(v.text for v in r.violations)})" for r in outcome.closest))

@@ -42,6 +42,7 @@ class Violation:
     """One goal a candidate misses: which, its bound, the candidate's value and the unit."""
 
     goal: str  # max_drop | max_latency_ms | max_sustained_p99_ms | max_size_mb | max_memory_mb | memory_cap
+    #            | max_sram_kb | max_flash_kb
     bound: float
     value: float
     unit: str
@@ -54,7 +55,7 @@ class Violation:
         if self.goal == "memory_cap":
             return f"peak memory {self.value:.0f} MB (the {self.subject} cap is {self.bound:.0f} MB)"
         what = {"max_latency_ms": "p50", "max_sustained_p99_ms": "sustained p99", "max_size_mb": "size",
-                "max_memory_mb": "peak memory"}[self.goal]
+                "max_memory_mb": "peak memory", "max_sram_kb": "arena", "max_flash_kb": "flash"}[self.goal]
         return f"{what} {self.value:.3g} {self.unit} (at most {self.bound:g})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,11 +77,19 @@ class Goals:
     max_drop: float | None = 1.0
     metric: str | None = None
     priority: str = "latency"
+    max_sram_kb: float | None = None  # a microcontroller's hard limits: the tensor arena TFLM measures,
+    max_flash_kb: float | None = None  # and the flatbuffer plus the runtime in flash
+
+    @property
+    def microcontroller(self) -> bool:
+        """Whether the goals bound a microcontroller's SRAM or flash (only TFLM artifacts can meet them)."""
+        return self.max_sram_kb is not None or self.max_flash_kb is not None
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
             raise ConfigError(f"the priority must be one of {', '.join(PRIORITIES)}; got {self.priority!r}")
-        for name in ("max_latency_ms", "max_sustained_p99_ms", "max_size_mb", "max_memory_mb"):
+        for name in ("max_latency_ms", "max_sustained_p99_ms", "max_size_mb", "max_memory_mb", "max_sram_kb",
+                     "max_flash_kb"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive; got {value}")
@@ -96,6 +105,8 @@ class Goals:
             ("max_size_mb", self.max_size_mb, measured.size_mb, "MB", ""),
             ("max_memory_mb", self.max_memory_mb, measured.peak_rss_mb, "MB", ""),
             ("memory_cap", memory_cap_mb, measured.peak_rss_mb, "MB", device),
+            ("max_sram_kb", self.max_sram_kb, measured.arena_kb, "KB", ""),
+            ("max_flash_kb", self.max_flash_kb, measured.flash_kb, "KB", ""),
         )
         return [Violation(goal, bound, value, unit, subject) for goal, bound, value, unit, subject in checks
                 if bound is not None and value is not None and value > bound + 1e-9]
@@ -110,7 +121,8 @@ class Goals:
     def describe(self, metric_title: str = "the main metric") -> str:
         bounds = {"max_latency_ms": "p50 at most {:g} ms", "max_sustained_p99_ms": "sustained p99 at most {:g} ms",
                   "max_size_mb": "size at most {:g} MB",
-                  "max_memory_mb": "peak memory at most {:g} MB"}
+                  "max_memory_mb": "peak memory at most {:g} MB", "max_sram_kb": "arena at most {:g} KB",
+                  "max_flash_kb": "flash at most {:g} KB"}
         parts = [f"at most {self.max_drop:g} point{'s' if self.max_drop != 1 else ''} of {metric_title} lost"] \
             if self.max_drop is not None else []
         parts += [text.format(getattr(self, name)) for name, text in bounds.items() if getattr(self, name) is not None]

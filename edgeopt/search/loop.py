@@ -115,6 +115,8 @@ class Search:
             self.device = profile_of(self.agent_identity)  # the agent's device is the target
         else:
             self.device = get_device(config.device)
+        if self.device.mcu is not None:  # a microcontroller's SRAM and flash are goals a candidate must meet
+            self.config = dataclasses.replace(config, goals=within_part(config.goals, self.device.mcu))
         self.host = host_profile()
         self.threads = self.device.threads_here(environment.cpu_count())
         self.not_tried: list[dict[str, Any]] = []
@@ -194,8 +196,9 @@ class Search:
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
         spec = self.context.baseline.input_spec
         input_size = of_shape(spec.shape) if len(spec.shape) == 4 else None
+        task = self.context.task
         stage2 = fine_tune_candidates(self.config.space, base, goals.priority, exports, input_size, qat_backends,
-                                      self.context.task.students)
+                                      task.micro_students if goals.microcontroller else task.students)
         self.emit(events.StageStarted(2, len(stage2), goals.priority))
         for recipe in stage2:
             self._consider(recipe, stage=2)
@@ -217,6 +220,9 @@ class Search:
                 self._not_tried(f"{name} (any precision)", f"unavailable here: {reason}")
             elif not self.device.runs(name):
                 self._not_tried(f"{name} (any precision)", f"does not run on {self.device.name}")
+            elif self.config.goals.microcontroller and not get_backend(name).capabilities.microcontroller:
+                self._not_tried(f"{name} (any precision)", "the goals bound a microcontroller's SRAM and flash, which "
+                                                            "only a microcontroller runtime's artifacts record")
             elif self.agent_identity and name not in self.agent_identity["backends"]:
                 runs = ", ".join(self.agent_identity["backends"]) or "nothing yet"
                 self._not_tried(f"{name} (any precision)", f"the device's agent cannot run it (it runs {runs})")
@@ -347,6 +353,8 @@ class Search:
             reason = f"predicted {self._ms(measured.latency_ms)} > the latency goal of {goals.max_latency_ms:g} ms (untrained probe)"
         elif measured and goals.max_size_mb and measured.size_mb > goals.max_size_mb:
             reason = f"its size {measured.size_mb:.2f} MB > the size goal of {goals.max_size_mb:g} MB"
+        elif measured and (misses := over_budget(goals, measured)):
+            reason = f"{misses} (untrained probe: weights change neither)"
         else:
             reason = self._cannot_win(recipe, measured) or self._fine_tuned_too_inaccurate(recipe)
         if reason:
@@ -433,7 +441,33 @@ class Search:
                                             "host_threads": self.meter.host_threads},
             environment=environment.collect(), elapsed_s=self._used_s(),
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
+            smallest_footprint=smallest_footprint(self.journal.records.values()) if self.config.goals.microcontroller
+            else None,
         )
+
+
+def within_part(goals: Goals, part) -> Goals:
+    """``goals`` bounded by a microcontroller's SRAM and flash (a tighter bound the user gave stays)."""
+    return dataclasses.replace(goals, max_sram_kb=min(goals.max_sram_kb or part.sram_kb, part.sram_kb),
+                               max_flash_kb=min(goals.max_flash_kb or part.flash_kb, part.flash_kb))
+
+
+def over_budget(goals: Goals, measured) -> str | None:
+    """How a candidate's arena or flash breaks the microcontroller's budget, or None."""
+    misses = [f"its {what} {value:.0f} KB > the budget of {bound:g} KB"
+              for what, value, bound in (("arena", measured.arena_kb, goals.max_sram_kb),
+                                         ("flash", measured.flash_kb, goals.max_flash_kb))
+              if bound is not None and value is not None and value > bound]
+    return "; ".join(misses) or None
+
+
+def smallest_footprint(records) -> dict[str, float] | None:
+    """The smallest arena and the smallest flash (KB) among measured candidates and probes, or None."""
+    measured = [r.measurement for r in records if getattr(r, "status", None) == "ok" and r.measurement is not None
+                and r.measurement.arena_kb is not None]
+    if not measured:
+        return None
+    return {"arena_kb": min(m.arena_kb for m in measured), "flash_kb": min(m.flash_kb for m in measured)}
 
 
 def _quiet_libraries() -> None:

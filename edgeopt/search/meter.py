@@ -28,7 +28,8 @@ from typing import Any
 from edgeopt.agent.client import AgentClient, AgentUnavailable
 from edgeopt.core.deadline import NO_DEADLINE, BudgetExhausted, Deadline
 from edgeopt.devices.calibration import MeasurementStore, Observation
-from edgeopt.core.errors import EdgeoptError, ParityError
+from edgeopt.core.errors import BackendError, EdgeoptError, ParityError
+from edgeopt.devices.mcu import footprint_kb
 from edgeopt.measure.fidelity import finite_or_none, sqnr_db
 from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
@@ -148,13 +149,29 @@ class Meter:
         if self.agent is not None:
             return self._timing_on_device(artifact, cost, inputs, sustained_s)
         config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=sustained_s)
+        footprint = footprint_kb(artifact.manifest.get("compile") or {}) or (None, None)
         measured = measurement_from(time_artifact(artifact.path, config, inputs), artifact.size_bytes, self.threads,
-                                    macs=cost["macs"], params=cost["params"])
+                                    macs=cost["macs"], params=cost["params"], arena_kb=footprint[0],
+                                    flash_kb=footprint[1])
         if self.device.is_host:
             return measured
+        if self.device.mcu is not None:
+            return self._on_microcontroller(measured, artifact)
         estimate, low, high, basis = self._estimate(measured.latency_ms, artifact, cost)
         return dataclasses.replace(measured, latency_ms=estimate, estimated=True, p90_ms=None, p99_ms=None,
                                    estimate_low_ms=low, estimate_high_ms=high, estimate_basis=basis)
+
+    def _on_microcontroller(self, measured: Measurement, artifact) -> Measurement:
+        """A microcontroller's latency: estimated from the flatbuffer's MACs and the part's assumed int8 rate
+        (``edgeopt.devices.mcu``); what this machine timed (TFLM's reference kernels here) stays as ``host_ms``."""
+        macs = (artifact.manifest.get("compile") or {}).get("macs")
+        if not isinstance(macs, int):
+            raise BackendError(f"{artifact.backend} artifacts carry no MAC count: a microcontroller's latency cannot "
+                               "be estimated; export with tflm")
+        estimate, low, high = self.device.mcu.estimate_ms(macs)
+        return dataclasses.replace(measured, latency_ms=estimate, estimated=True, p90_ms=None, p99_ms=None,
+                                   host_ms=measured.measured_ms, estimate_low_ms=low, estimate_high_ms=high,
+                                   estimate_basis=0)
 
     def _roofline_ms(self, here_ms: float, threads_here: int, artifact, cost: dict[str, int]) -> float:
         from edgeopt.devices import estimate_ms

@@ -29,6 +29,8 @@ class SearchOutcome:
     elapsed_s: float
     not_tried: list[dict[str, Any]]
     winner_details: dict[str, Any] = field(default_factory=dict)
+    # goals bounding a microcontroller: the smallest arena and flash any build or probe reached (KB)
+    smallest_footprint: dict[str, float] | None = None
 
     SCHEMA = 2
 
@@ -66,4 +68,5 @@ class SearchOutcome:
             "pareto_front": [r.key for r in self.front], "closest": [r.key for r in self.closest],
             "candidates": [r.to_dict() for r in self.records], "not_tried": self.not_tried,
             "winner": self.winner_details, "space": self.config.space.to_dict(), "environment": self.environment,
+            "smallest_footprint": self.smallest_footprint,
         }

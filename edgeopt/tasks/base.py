@@ -74,6 +74,7 @@ class Task(ABC):
     metrics: tuple[Metric, ...] = ()
     agreement: str | None = None  # the fidelity measure an FP32 export must match exactly
     students: tuple[str, ...] = ()  # lighter architectures a search distils into by default
+    micro_students: tuple[str, ...] = ()  # the same for a microcontroller's SRAM and flash (none: not offered)
     # whether a teacher must see the student's own input in distillation: a detector's outputs are
     # per anchor, and anchors depend on the input size (a classifier's teacher sees its own size)
     teacher_sees_student_input: bool = False

@@ -189,6 +189,46 @@ def test_impossible_goal_names_the_goal_and_the_closest_candidates(trained, tmp_
     assert not (out / "best").exists()
 
 
+def microcontroller_search(model, out, *args):
+    """A quick search whose goals bound a microcontroller: (process, results.json)."""
+    if get_backend("tflm").unavailable_reason():
+        pytest.skip(f"tflm: {get_backend('tflm').unavailable_reason()}")
+    proc = optimize(model, out, *args, *QUICK)
+    return proc, json.loads((out / "results.json").read_text())
+
+
+def test_a_microcontroller_search_keeps_to_tflm_and_chooses_an_artifact_within_its_sram_and_flash(trained, tmp_path):
+    out = tmp_path / "search"
+    proc, results = microcontroller_search(trained[0], out, "--device", "nano33-ble", "--max-accuracy-drop", "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert results["goals"]["max_sram_kb"] == 256 and results["goals"]["max_flash_kb"] == 1024  # the part's limits
+    chosen = results["chosen"]
+    assert chosen["recipe"]["export"]["backend"] == "tflm"
+    measured = chosen["measurement"]
+    manifest = Artifact.open(out / "best").manifest["compile"]
+    assert measured["arena_kb"] == manifest["arena_bytes"] / 1024 <= 256
+    assert manifest["flatbuffer_bytes"] / 1024 < measured["flash_kb"] <= 1024
+    # the latency is the part's estimate from the flatbuffer's MACs (64 MHz, 0.5 MAC per cycle), labelled so
+    assert measured["estimated"] and measured["latency_ms"] == pytest.approx(manifest["macs"] / 0.5 / 64e3)
+    assert measured["estimate_low_ms"] < measured["latency_ms"] < measured["estimate_high_ms"]
+    tried = {entry["label"]: entry["reason"] for entry in results["not_tried"]}
+    assert "does not run on" in tried["onnxruntime (any precision)"]
+    text = " ".join(proc.stdout.split())
+    assert "arena KB" in text and "assumed int8 rate" in text
+
+
+def test_a_budget_nothing_fits_ends_with_the_smallest_arena_found_and_no_artifact(trained, tmp_path):
+    out = tmp_path / "search"
+    proc, results = microcontroller_search(trained[0], out, "--max-sram-kb", "1", "--max-flash-kb", "4096")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    smallest = results["smallest_footprint"]["arena_kb"]
+    assert smallest > 1 and results["chosen"] is None and not (out / "best").exists()
+    text = " ".join(proc.stdout.split())
+    assert f"nothing fits: smallest arena found {smallest:.0f} KB (budget 1 KB)" in text
+    tried = {entry["label"]: entry["reason"] for entry in results["not_tried"]}
+    assert "only a microcontroller runtime" in tried["openvino (any precision)"]  # nothing else can be judged
+
+
 def test_remote_device_latencies_are_estimates_with_intervals_from_the_measurement_store(trained, tmp_path):
     from edgeopt.devices.calibration import MeasurementStore, Observation
 

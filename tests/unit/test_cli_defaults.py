@@ -124,7 +124,8 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
     "optimize": lambda: [
         (Goals(), {"max_latency_ms": "max_latency_ms", "max_sustained_p99_ms": "max_sustained_p99_ms",
                    "max_size_mb": "max_size_mb", "max_memory_mb": "max_memory_mb", "max_accuracy_drop": "max_drop",
-                   "metric": "metric", "priority": "priority"}),
+                   "metric": "metric", "priority": "priority", "max_sram_kb": "max_sram_kb",
+                   "max_flash_kb": "max_flash_kb"}),
         (SearchSpace(), {"backends": ("backends", _commas), "int8": "int8",
                          "prune_ratios": ("prune_ratios", lambda t: _fractions(t, "--prune-ratios")),
                          "resolutions": ("resolutions", lambda t: _fractions(t, "--resolutions")),

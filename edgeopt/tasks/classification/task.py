@@ -57,6 +57,10 @@ class Classification(Task):
     metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
     agreement = "top1_agreement"
     students = ("torchvision:mobilenet_v2",)
+    # A microcontroller's: plain ReLU CNNs of a few thousand to a hundred thousand weights, and MobileNetV2 at its
+    # smallest published width (0.35, as MCUNet's baselines), all int8 end to end in TFLM
+    micro_students = ("edgeopt.models.zoo:micro_cnn?width=8", "edgeopt.models.zoo:micro_cnn?width=16&depth=4",
+                      "torchvision:mobilenet_v2?width_mult=0.35")
 
     def load(self, source: str, input_spec: InputSpec) -> DatasetSplits:
         # an ImageFolder tree is loaded at the model's image size
