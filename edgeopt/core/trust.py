@@ -42,7 +42,8 @@ from typing import Any, Iterator
 from edgeopt.core.errors import ModelSourceError
 
 # edgeopt's own architectures: a file may name these (its own checkpoints do)
-BUILT_IN = frozenset({"edgeopt.models.zoo:tiny_cnn", "edgeopt.models.zoo:mlp", "edgeopt.models.detectors:ssdlite",
+BUILT_IN = frozenset({"edgeopt.models.zoo:tiny_cnn", "edgeopt.models.zoo:micro_cnn", "edgeopt.models.zoo:mlp",
+                      "edgeopt.models.detectors:ssdlite",
                       "edgeopt.models.detectors:ssd_tiny"})
 # where edgeopt's architectures lived before edgeopt.models: checkpoints made then record these module names
 RENAMED = {"edgeopt.zoo": "edgeopt.models.zoo", "edgeopt.detectors": "edgeopt.models.detectors"}
