@@ -15,6 +15,8 @@ Micro's arena needs, made before any interpreter is built:
   per-channel fully connected layers, and a kernel's op data and the planner's bookkeeping per
   operator. The per-operator constants were read off TFLM's ``RecordingMicroAllocator`` for its
   reference kernels (tflite-micro 2026-10); a vendor's optimized kernels (CMSIS-NN) may ask for more.
+- **planning**: while it plans, TFLM keeps its planner's records where the activations will go,
+  about 64 bytes per tensor (measured); only in the smallest models do they outgrow the activations.
 
 Example:
     >>> graph = TfliteGraph.read(open("model.tflite", "rb").read())   # doctest: +SKIP
@@ -36,6 +38,7 @@ NODE_BYTES = 64
 IO_TENSOR_BYTES = 64 + 32  # a persistent TfLiteTensor and its quantization record, per graph input and output
 OP_DATA_BYTES = 96  # a kernel's own op data and the planner's record, per operator (measured mean, reference kernels)
 FIXED_BYTES = 512  # the allocator's and the planner's fixed records
+PLANNING_BYTES_PER_TENSOR = 64  # the planner's records during allocation, at the head of the arena
 PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 ELEMENT_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT32": 4, "INT64": 8, "INT16": 2, "UINT16": 2, "INT8": 1,
                  "UINT8": 1, "BOOL": 1, "INT4": 1}  # INT4 is packed two per byte in files, one per byte in the arena
@@ -164,8 +167,10 @@ class TfliteGraph:
                 + IO_TENSOR_BYTES * (len(self.inputs) + len(self.outputs)) + per_channel + FIXED_BYTES)
 
     def arena_estimate(self) -> int:
-        """Activations plus persistent allocations: the static estimate of the arena TFLM needs."""
-        return self.activation_bytes() + self.persistent_bytes()
+        """Activations (or the planner's records, when larger) plus persistent allocations: the static estimate
+        of the arena TFLM needs."""
+        planning = PLANNING_BYTES_PER_TENSOR * len(self.tensors)
+        return max(self.activation_bytes(), planning) + self.persistent_bytes()
 
     def _output_channels(self, op: Operator) -> int:
         weights = self.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
