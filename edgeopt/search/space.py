@@ -72,12 +72,12 @@ class SearchSpace:
 
 
 def export_candidates(space: SearchSpace, base: Recipe, backends: list[Any], max_drop: float | None) -> list[Recipe]:
-    """Stage 1: each backend at FP32, INT8 PTQ and accuracy-aware INT8 (baseline first)."""
+    """Stage 1: each backend at FP32, INT8 PTQ and accuracy-aware INT8 (baseline first), as far as it has them."""
     recipes = []
     for backend in backends:
         caps = backend.capabilities
         modes = [("static", None)] + ([("aware", max_drop)] if "aware" in caps.int8_modes and max_drop is not None else [])
-        exports = [ExportConfig(backend.name)]
+        exports = [ExportConfig(backend.name)] if "fp32" in caps.precisions else []  # tflm is INT8 only
         if space.int8 and "int8" in caps.precisions and "static" in caps.int8_modes:
             exports += [ExportConfig(backend.name, "int8", QuantizationConfig(mode=mode, max_drop=drop,
                                                                               calibration_samples=space.calibration_samples))
