@@ -90,7 +90,7 @@ def table(device: str) -> tuple[str, list[dict], dict]:
              "", f"Baseline ResNet-18 FP32 (eager, this machine): top-1 {100 * base['metrics']['top1']:.2f}%; goal: at "
              f"most {goals['max_drop']:g} points lost, accuracy first. "
              + (f"**Chosen: {results['chosen']['label']}.**" if results["chosen"] else
-                f"**Nothing fits** (smallest arena found {results['smallest_footprint']['arena_kb']:.0f} KB)."),
+                "**No candidate meets the goals.**"),
              "", "| candidate | top-1 % | Δ pts | arena KB (TFLM) | arena KB (static estimate) | est. error | flatbuffer KB "
                  "| flash KB | full int8 | ms on the part (est., range) | ms here (TFLM ref. kernels) | fits and meets |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -113,7 +113,7 @@ def export(
     except (ParityError, BackendUnavailable):
         raise
     except BackendError as exc:
-        if not spec.dynamic_batch:
+        if not spec.dynamic_batch or runtime.capabilities.sample_by_sample:  # a fixed batch would fail the same way
             raise
         # Some lowerings cannot keep the batch dimension dynamic for every model (XNNPACK
         # with a channel shuffle, say). A fixed-batch artifact at the spec's own batch is

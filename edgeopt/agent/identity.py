@@ -13,7 +13,8 @@ from dataclasses import asdict
 from typing import Any
 
 # The artifact backends an agent may run: non-executable formats only (never TorchScript or pickles).
-AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch.runtime"}
+AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch.runtime",
+                  "litert": "ai_edge_litert.interpreter"}
 
 
 def _importable(module: str) -> bool:

@@ -49,7 +49,7 @@ def to_tflite(model: "LoadedModel", precision: str, quantization: QuantizationCo
     if keep_float:
         raise BackendError("LiteRT's PT2E quantizer cannot keep chosen layers in float (asked: "
                            f"{', '.join(keep_float)}); quantize every layer (a detector: --quantize-head) or use openvino")
-    example = torch.zeros((1, *model.input_spec.shape[1:]), dtype=torch.float32)
+    example = torch.from_numpy(model.input_spec.example(batch=1))  # its own dtype and sample shape
     module = model.module.eval()
     if precision == "fp32":
         return litert_torch.convert(module, (example,)).model_content(), ["FP32 through litert-torch"]

@@ -29,8 +29,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from math import prod
+from typing import TYPE_CHECKING
 
 from edgeopt.core.errors import BackendError
+
+if TYPE_CHECKING:
+    from edgeopt.core.spec import InputSpec
 
 ALIGNMENT = 16  # TFLM's kBufferAlignment: every arena buffer starts on a 16-byte boundary
 EVAL_TENSOR_BYTES = 24
@@ -90,13 +94,15 @@ class TfliteGraph:
         try:
             model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
             return cls._of(model, schema, len(data))
-        except (IndexError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except BackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the flatbuffers reader raises whatever its struct unpacking hits
             raise BackendError(f"the TFLite flatbuffer is damaged ({type(exc).__name__}): export it again") from None
 
     @classmethod
     def _of(cls, model, schema, size: int) -> "TfliteGraph":
         if not model.subgraphs:
-            raise BackendError("the TFLite model has no subgraph: export it again")
+            raise BackendError("the TFLite flatbuffer holds no subgraph: export it again")
         builtin = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
         dtypes = {value: key for key, value in vars(schema.TensorType).items() if not key.startswith("_")}
         graph = model.subgraphs[0]
@@ -113,7 +119,11 @@ class TfliteGraph:
             custom = builtin.get(number) == "CUSTOM"
             name = (code.customCode or b"custom").decode(errors="replace") if custom else builtin.get(number, str(number))
             operators.append(Operator(name, _indices(op.inputs), _indices(op.outputs), custom))
-        return cls(tensors, tuple(operators), _indices(graph.inputs), _indices(graph.outputs), len(model.subgraphs), size)
+        inputs, outputs = _indices(graph.inputs), _indices(graph.outputs)
+        named = [*inputs, *outputs, *(i for op in operators for i in (*op.inputs, *op.outputs))]
+        if any(index >= len(tensors) for index in named):
+            raise BackendError("the TFLite flatbuffer names a tensor it does not hold: export it again")
+        return cls(tensors, tuple(operators), inputs, outputs, len(model.subgraphs), size)
 
     @property
     def operator_names(self) -> list[str]:
@@ -175,6 +185,19 @@ class TfliteGraph:
     def _output_channels(self, op: Operator) -> int:
         weights = self.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
         return weights.channels if weights is not None and weights.channels > 1 else 0
+
+
+def checked_graph(data: bytes, input_spec: "InputSpec") -> TfliteGraph:
+    """The flatbuffer's graph, refused unless it takes one input of the manifest's sample shape and gives outputs."""
+    graph = TfliteGraph.read(data)
+    if len(graph.inputs) != 1 or not graph.outputs:
+        raise BackendError(f"the flatbuffer has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; edgeopt's "
+                           "take one input and give at least one output: export it again")
+    shape = graph.tensors[graph.inputs[0]].shape
+    if tuple(shape[1:]) != tuple(input_spec.shape[1:]):
+        raise BackendError(f"the flatbuffer's input is {'x'.join(map(str, shape))}, its manifest says "
+                           f"{'x'.join(map(str, input_spec.shape))}: export it again")
+    return graph
 
 
 def resolver_method(name: str) -> str:

@@ -4,12 +4,16 @@ TFLM (tflite-micro 2026-10) does not always fail cleanly when the arena is short
 just below what a model needs, its tail allocation underflows and the process dies with a
 segmentation fault. So the question is asked of a child process (``python -m
 edgeopt.backends._tflm_probe MODEL``) that reads arena sizes on stdin and answers one JSON line each;
-a child that dies is an answer too (``crashed``), and the next question starts a new one.
+a child that dies is an answer too (``crashed``), and the next question starts a new one. A child that
+does not answer within ``ANSWER_S`` (a model whose loop never ends) is killed and said so (``timed_out``);
+it also stops itself past ``CPU_LIMIT_S`` of CPU time, so a parent killed meanwhile leaves nothing running.
+The child starts without the current folder on its import path: a ``numpy.py`` lying where a server runs
+is never imported.
 
 Example:
     >>> with Probe(Path("model.tflite")) as probe:          # doctest: +SKIP
     ...     probe.ask(65536)
-    {'arena': 65536, 'runs': True, 'crashed': False, 'stderr': []}
+    {'arena': 65536, 'runs': True, 'crashed': False, 'timed_out': False, 'missing': [], 'stderr': []}
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import select
 import subprocess
 import sys
 import tempfile
@@ -24,6 +30,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+ANSWER_S = 120.0  # one allocation and one run of a model a microcontroller could hold take a second or two here
+CPU_LIMIT_S = 600
+MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+# the child's command: runpy instead of ``-m``, after dropping the current folder ``-c`` puts first on sys.path
+CHILD = ("import runpy, sys; sys.path.pop(0); "
+         "runpy.run_module('edgeopt.backends._tflm_probe', run_name='__main__', alter_sys=True)")
 
 
 @contextlib.contextmanager
@@ -68,19 +81,34 @@ class Probe:
 
     def ask(self, arena: int) -> dict[str, Any]:
         if self.child is None:
-            self.child = subprocess.Popen([sys.executable, "-m", "edgeopt.backends._tflm_probe", str(self.path)],
+            self.child = subprocess.Popen([sys.executable, "-c", CHILD, str(self.path.resolve())],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                           text=True)
         try:
             self.child.stdin.write(f"{arena}\n")
             self.child.stdin.flush()
-            line = self.child.stdout.readline()
         except BrokenPipeError:
-            line = ""
-        if line:
-            return json.loads(line)
-        self.close()  # it died on this question
-        return {"arena": arena, "runs": False, "crashed": True, "stderr": []}
+            pass  # it died: the read below says so
+        answer = self._answer()
+        if answer is None or answer == "timeout":
+            self.close()
+            failed = {"arena": arena, "runs": False, "crashed": answer is None, "timed_out": answer == "timeout"}
+            return failed | {"missing": [], "stderr": []}
+        return answer
+
+    def _answer(self) -> dict[str, Any] | str | None:
+        """The child's next JSON line; None when it died, "timeout" past ``ANSWER_S``. Other output is skipped."""
+        while True:
+            ready, _, _ = select.select([self.child.stdout], [], [], ANSWER_S)
+            if not ready:
+                return "timeout"
+            line = self.child.stdout.readline()
+            if not line:
+                return None
+            with contextlib.suppress(ValueError):
+                answer = json.loads(line)
+                if isinstance(answer, dict) and "runs" in answer:
+                    return answer
 
     def close(self) -> None:
         if self.child is not None:
@@ -92,6 +120,9 @@ class Probe:
 
 
 def _serve(path: str) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
     data = Path(path).read_bytes()
     for line in sys.stdin:
         arena = int(line)
@@ -101,7 +132,9 @@ def _serve(path: str) -> None:
                 runs = True
             except RuntimeError:
                 runs = False
-        print(json.dumps({"arena": arena, "runs": runs, "crashed": False, "stderr": stderr[-5:]}), flush=True)
+        missing = sorted({m.group(1) for text in stderr for m in [MISSING_OP.search(text)] if m})
+        print(json.dumps({"arena": arena, "runs": runs, "crashed": False, "timed_out": False, "missing": missing,
+                          "stderr": stderr[-5:]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ class Capabilities:
     session may run batches from several threads at once (a server's ``--instances``); False where a
     session holds one set of buffers (an OpenVINO infer request, an ExecuTorch method, a TensorRT context).
     ``microcontroller``: its artifacts are for a microcontroller and record the arena and flash they need.
+    ``sample_by_sample``: the compiled model holds one sample (TFLite kernels are planned for one shape) and
+    its session runs a batch sample by sample: any batch runs, and a fixed-batch compile would change nothing.
     """
 
     precisions: tuple[str, ...]
@@ -50,6 +52,7 @@ class Capabilities:
     int8_modes: tuple[str, ...] = ()
     concurrent_runs: bool = False
     microcontroller: bool = False  # its artifacts record a tensor arena and flash size (edgeopt.devices.mcu)
+    sample_by_sample: bool = False  # its model holds one sample and a session runs a batch one sample at a time
 
 
 @dataclass

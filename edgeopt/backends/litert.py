@@ -14,22 +14,32 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.backends._litert_convert import missing_package, to_tflite
+from edgeopt.backends._litert_convert import PACKAGES, missing_package, to_tflite
+from edgeopt.backends._tflite_graph import checked_graph
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.core.deadline import NO_DEADLINE, Deadline
+from edgeopt.core.errors import BackendError, BackendUnavailable, first_line
 from edgeopt.core.quantization import QuantizationConfig, Validation
 
 MODEL = "model.tflite"
 
 
-def to_integer(batch: np.ndarray, dtype: type, scale: float, zero_point: int) -> np.ndarray:
-    """A float batch as the integer tensor a quantized input holds (rounded, saturated)."""
+def to_integer(batch: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
+    """A float batch as the tensor an input of ``dtype`` holds: quantized (rounded half away from zero, as
+    TFLite's own Quantize, then saturated) when it has a scale, else only cast."""
+    dtype = np.dtype(dtype)
+    if scale <= 0 or dtype.kind not in "iu":
+        return batch.astype(dtype)
     info = np.iinfo(dtype)
-    return np.clip(np.rint(batch / scale) + zero_point, info.min, info.max).astype(dtype)
+    scaled = batch / scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
 
 
 def to_float(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """An integer output as the float values it stands for."""
+    """An output as the float values it stands for: dequantized when it has a scale, else only cast."""
+    if scale <= 0 or values.dtype.kind not in "iu":
+        return values.astype(np.float32)
     return ((values.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
@@ -38,8 +48,13 @@ class LiteRTSession(Session):
         super().__init__(input_spec, threads)
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        data = path.read_bytes()
+        checked_graph(data, input_spec)  # one clear error for a file that is not what its manifest says
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"LiteRT could not load {path.name} ({first_line(exc)[:200]}); export it again") from None
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = self.interpreter.get_output_details()
 
@@ -48,23 +63,17 @@ class LiteRTSession(Session):
         return [np.concatenate(parts) for parts in zip(*results)]
 
     def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
-        dtype = self.input["dtype"]
-        if dtype != np.float32:
-            sample = to_integer(sample, dtype, *self.input["quantization"])
-        self.interpreter.set_tensor(self.input["index"], sample)
+        self.interpreter.set_tensor(self.input["index"], to_integer(sample, self.input["dtype"], *self.input["quantization"])
+                                    if self.input["dtype"] != np.float32 else sample)
         self.interpreter.invoke()
-        outputs = []
-        for detail in self.outputs:
-            value = self.interpreter.get_tensor(detail["index"])
-            outputs.append(value.copy() if value.dtype == np.float32 else to_float(value, *detail["quantization"]))
-        return outputs
+        return [to_float(self.interpreter.get_tensor(detail["index"]), *detail["quantization"]) for detail in self.outputs]
 
 
 class LiteRTBackend(Backend):
     name = "litert"
     order = 45
     capabilities = Capabilities(precisions=("fp32", "int8"), sources=("torch",), runtime_needs_torch=False,
-                                int8_modes=("static",))
+                                int8_modes=("static",), sample_by_sample=True)
 
     def unavailable_reason(self) -> str | None:
         return missing_package()
@@ -77,6 +86,9 @@ class LiteRTBackend(Backend):
         return CompileResult(entry=MODEL, notes=notes + ["one sample per invocation: a batch runs sample by sample"])
 
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        reason = missing_package(PACKAGES[:1])  # running needs the interpreter only
+        if reason:
+            raise BackendUnavailable(f"litert artifacts cannot run here: {reason}")
         return LiteRTSession(artifact.entry, artifact.input_spec, threads)
 
 

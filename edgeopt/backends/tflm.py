@@ -16,39 +16,41 @@ on this CPU, not the microcontroller's speed (``edgeopt.devices.mcu`` estimates 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.backends._litert_convert import PACKAGES, missing_package, to_tflite
-from edgeopt.backends._tflite_graph import TfliteGraph
-from edgeopt.backends._tflm_probe import Probe, captured_stderr, interpreter
+from edgeopt.backends._tflite_graph import TfliteGraph, checked_graph
+from edgeopt.backends._tflm_probe import ANSWER_S, Probe, interpreter
 from edgeopt.backends._tflm_source import write_sources
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
 from edgeopt.backends.litert import to_float, to_integer
 from edgeopt.core.deadline import NO_DEADLINE, Deadline
-from edgeopt.core.errors import BackendError
+from edgeopt.core.errors import BackendError, BackendUnavailable
 from edgeopt.core.quantization import QuantizationConfig, Validation
 
 MODEL = "model.tflite"
-MAX_ARENA = 1 << 30  # no microcontroller has a GiB of SRAM: a manifest claiming more is refused
+MAX_ARENA = 1 << 30  # no microcontroller has a GiB of SRAM: a search past it is given up
+ARENA_SLACK = 4  # a manifest's arena may exceed the static estimate this many times (never more, whatever it says)
 COMPARE_SAMPLES = 8  # calibration samples run through both TFLM and LiteRT at compile time
-MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+
+
+def _refuse_hung(answer: dict[str, Any]) -> None:
+    if answer["timed_out"]:
+        raise BackendError("TensorFlow Lite Micro did not finish one run of the model in "
+                           f"{ANSWER_S:.0f} s (a loop that never ends?); deploy with litert instead")
 
 
 def check_operators(probe: Probe, graph: TfliteGraph) -> None:
-    """Refuse, by name, an operator TFLM has no kernel for (TFLM's own registry decides)."""
+    """Refuse, by name, an operator TFLM has no kernel for (TFLM's own registry decides). Any other failure at
+    this first size is left to the arena search, which grows the arena."""
     answer = probe.ask(max(4 * graph.arena_estimate(), 1 << 16))
-    if answer["runs"]:
-        return
-    missing = sorted({m.group(1) for line in answer["stderr"] for m in [MISSING_OP.search(line)] if m})
-    if missing:
-        raise BackendError(f"TensorFlow Lite Micro has no kernel for {', '.join(missing)}: replace the layer that "
-                           f"makes it (GELU -> ReLU or Hardswish, say) or deploy with litert instead")
-    why = "crashed" if answer["crashed"] else "; ".join(answer["stderr"][-3:]) or "no reason given"
-    raise BackendError(f"TensorFlow Lite Micro could not run the model ({why}); deploy with litert instead")
+    _refuse_hung(answer)
+    if answer["missing"]:
+        raise BackendError(f"TensorFlow Lite Micro has no kernel for {', '.join(answer['missing'])}: replace the layer "
+                           f"that makes it (GELU -> ReLU or Hardswish, say) or deploy with litert instead")
 
 
 def smallest_arena(probe: Probe, hint: int, deadline: Deadline = NO_DEADLINE) -> int:
@@ -57,7 +59,7 @@ def smallest_arena(probe: Probe, hint: int, deadline: Deadline = NO_DEADLINE) ->
     A size at which TFLM crashes (see ``_tflm_probe``) counts as one it does not run in.
     """
     low, high = 0, max(hint, 1024)
-    while not probe.ask(high)["runs"]:
+    while not _runs(probe, high):
         low, high = high, 2 * high
         if high > MAX_ARENA:
             raise BackendError(f"TensorFlow Lite Micro did not run the model in {MAX_ARENA >> 20} MiB of arena")
@@ -65,9 +67,15 @@ def smallest_arena(probe: Probe, hint: int, deadline: Deadline = NO_DEADLINE) ->
     while high - low > 16:
         deadline.check("arena search", step, 64)
         middle = (low + high) // 2 // 16 * 16
-        low, high = (low, middle) if probe.ask(middle)["runs"] else (middle, high)
+        low, high = (low, middle) if _runs(probe, middle) else (middle, high)
         step += 1
     return high
+
+
+def _runs(probe: Probe, arena: int) -> bool:
+    answer = probe.ask(arena)
+    _refuse_hung(answer)
+    return answer["runs"]
 
 
 def _agreement(data: bytes, arena: int, samples: np.ndarray) -> dict[str, Any]:
@@ -78,16 +86,14 @@ def _agreement(data: bytes, arena: int, samples: np.ndarray) -> dict[str, Any]:
     litert.allocate_tensors()
     source, sink = litert.get_input_details()[0], litert.get_output_details()[0]
     steps = []
-    with captured_stderr():
-        micro = interpreter(data, arena)
-        for sample in samples:
-            value = to_integer(sample[None], source["dtype"], *source["quantization"])
-            litert.set_tensor(source["index"], value)
-            litert.invoke()
-            micro.set_input(value, 0)
-            micro.invoke()
-            steps.append(np.abs(litert.get_tensor(sink["index"]).astype(np.int32)
-                                - micro.get_output(0).astype(np.int32)))
+    micro = interpreter(data, arena)  # the probe ran it at this arena: no failure left to report
+    for sample in samples:
+        value = to_integer(sample[None], source["dtype"], *source["quantization"])
+        litert.set_tensor(source["index"], value)
+        litert.invoke()
+        micro.set_input(value, 0)
+        micro.invoke()
+        steps.append(np.abs(litert.get_tensor(sink["index"]).astype(np.int32) - micro.get_output(0).astype(np.int32)))
     diff = np.concatenate([s.ravel() for s in steps])
     return {"samples": len(samples), "max_steps": int(diff.max()), "identical": float(np.mean(diff == 0))}
 
@@ -97,44 +103,49 @@ class MicroSession(Session):
 
     def __init__(self, path: Path, input_spec, threads: int | None, arena: int) -> None:
         super().__init__(input_spec, threads)
-        with Probe(path) as probe:  # first in a child process: TFLM can crash where it should fail
+        data = path.read_bytes()
+        graph = checked_graph(data, input_spec)
+        if arena > ARENA_SLACK * graph.arena_estimate():
+            raise BackendError(f"the manifest's arena of {arena} bytes is over {ARENA_SLACK}x what {path.name} needs by "
+                               f"its own tensors ({graph.arena_estimate()}); export it again")
+        with Probe(path) as probe:  # first in a child process: TFLM can crash, or never finish, where it should fail
             answer = probe.ask(arena)
         if not answer["runs"]:
-            why = "it crashed" if answer["crashed"] else "; ".join(answer["stderr"][-2:]) or "no reason given"
+            why = ("it crashed" if answer["crashed"] else "it did not finish" if answer["timed_out"]
+                   else "; ".join(answer["stderr"][-2:]) or "no reason given")
             raise BackendError(f"TensorFlow Lite Micro cannot run {path.name} in the {arena} bytes of arena its manifest "
                                f"records ({why}); export it again")
-        with captured_stderr():
-            self.interpreter = interpreter(path.read_bytes(), arena)
+        self.interpreter = interpreter(data, arena)
         self.input = self.interpreter.get_input_details(0)
-        self.outputs = [self.interpreter.get_output_details(i) for i in range(self._output_count(path))]
-
-    @staticmethod
-    def _output_count(path: Path) -> int:
-        return len(TfliteGraph.read(path.read_bytes()).outputs)
+        self.outputs = [self.interpreter.get_output_details(i) for i in range(len(graph.outputs))]
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         results = [self._run_one(sample[None]) for sample in batch]
         return [np.concatenate(parts) for parts in zip(*results)]
 
     def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
-        quantization = self.input["quantization_parameters"]
-        self.interpreter.set_input(to_integer(sample, self.input["dtype"], float(quantization["scales"][0]),
-                                              int(quantization["zero_points"][0])), 0)
+        self.interpreter.set_input(to_integer(sample, self.input["dtype"], *_scale(self.input)), 0)
         self.interpreter.invoke()
-        outputs = []
-        for index, detail in enumerate(self.outputs):
-            value = np.array(self.interpreter.get_output(index))
-            params = detail["quantization_parameters"]
-            outputs.append(value.astype(np.float32) if value.dtype == np.float32 else
-                           to_float(value, float(params["scales"][0]), int(params["zero_points"][0])))
-        return outputs
+        return [to_float(np.array(self.interpreter.get_output(i)), *_scale(detail))
+                for i, detail in enumerate(self.outputs)]
+
+
+def _scale(detail: dict[str, Any]) -> tuple[float, int]:
+    """(scale, zero point) of a TFLM tensor; (0, 0) when it has none (a float or plain integer tensor)."""
+    params = detail.get("quantization_parameters") or {}
+    scales, zero_points = params.get("scales"), params.get("zero_points")
+    if scales is None or len(scales) == 0:
+        return 0.0, 0
+    return float(scales[0]), int(zero_points[0]) if zero_points is not None and len(zero_points) else 0
+
+
 
 
 class MicroBackend(Backend):
     name = "tflm"
     order = 46
     capabilities = Capabilities(precisions=("int8",), sources=("torch",), runtime_needs_torch=False,
-                                int8_modes=("static",), microcontroller=True)
+                                int8_modes=("static",), microcontroller=True, sample_by_sample=True)
 
     def unavailable_reason(self) -> str | None:
         return missing_package((("tflite_micro", "tflm"), *PACKAGES))
@@ -163,6 +174,9 @@ class MicroBackend(Backend):
         return CompileResult(entry=MODEL, notes=notes, details=details, derived=derived)
 
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
+        reason = missing_package((("tflite_micro", "tflm"), ("ai_edge_litert", "litert")))
+        if reason:
+            raise BackendUnavailable(f"tflm artifacts cannot run here: {reason}")
         arena = (artifact.manifest.get("compile") or {}).get("arena_bytes")
         if not isinstance(arena, int) or isinstance(arena, bool) or not 0 < arena <= MAX_ARENA:
             raise BackendError(f"the manifest's arena size {arena!r} is not a size TFLM can use; export it again")

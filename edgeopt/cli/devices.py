@@ -19,14 +19,15 @@ def devices_command(
 
     console = make_console()
     table = Table(title="device profiles (peaks are theoretical; host: this machine, emulated and measured)")
-    for header in ("id", "device", "CPU", "cores", "memory MB", "FP32 GFLOPS", "INT8 GOPS", "GB/s", "GPU", "runtimes", "latency"):
-        table.add_column(header, justify="right" if header in ("cores", "memory MB", "FP32 GFLOPS", "INT8 GOPS", "GB/s") else "left")
+    for header in ("id", "device", "CPU", "cores", "memory", "FP32 GFLOPS", "INT8 GOPS", "GB/s", "GPU", "runtimes", "latency"):
+        table.add_column(header, justify="right" if header in ("cores", "memory", "FP32 GFLOPS", "INT8 GOPS", "GB/s") else "left")
     for device in all_devices():
         cpu = device.cpu
         memory = (f"{device.mcu.sram_kb:g} KB SRAM, {device.mcu.flash_kb:g} KB flash" if device.mcu
-                  else f"{device.memory_mb:.0f}")
+                  else f"{device.memory_mb:.0f} MB")
+        peak = "{:.3g}" if device.mcu else "{:.0f}"  # a microcontroller's peaks are fractions of a GOPS
         table.add_row(device.id, device.name, cpu.description, str(cpu.cores), memory,
-                      f"{cpu.fp32_gflops:.3g}", f"{cpu.int8_gops:.3g}" if cpu.int8_gops else "–",
+                      peak.format(cpu.fp32_gflops), peak.format(cpu.int8_gops) if cpu.int8_gops else "–",
                       f"{cpu.memory_gbps:.1f}" if cpu.memory_gbps else "–",
                       device.gpu.description if device.gpu else "–", ", ".join(device.backends),
                       "measured" if device.is_host else "estimated")

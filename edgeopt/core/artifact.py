@@ -187,15 +187,17 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
                                 "(a whole number); export the artifact again")
     if manifest["entry"] not in manifest["files"]:
         raise ArtifactError(f"{where}: its entry {manifest['entry']!r} is not among its files; export it again")
-    derived = manifest.get("derived", [])
-    if not isinstance(derived, list) or not all(isinstance(n, str) and n in manifest["files"] for n in derived) \
-            or manifest["entry"] in derived:
-        raise ArtifactError(f"{where}: \"derived\" must list some of its files other than its entry; export it again")
     if manifest["schema"] > SCHEMA_VERSION:
         raise ArtifactError(
             f"{where} uses manifest schema {manifest['schema']}, newer than this edgeopt understands "
             f"({SCHEMA_VERSION}); upgrade edgeopt"
         )
+    derived = manifest.get("derived", [])
+    if not isinstance(derived, list) or not all(isinstance(n, str) and n in manifest["files"] for n in derived) \
+            or manifest["entry"] in derived:
+        raise ArtifactError(f"{where}: \"derived\" must list some of its files other than its entry; export it again")
+    if not isinstance(manifest.get("compile", {}), (dict, type(None))):
+        raise ArtifactError(f"{where}: \"compile\" must be an object; export it again")
     return manifest
 
 

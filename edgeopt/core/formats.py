@@ -38,7 +38,8 @@ DESCRIPTION = {
     "safetensors": "a safetensors file", "onnx": "an ONNX model", "openvino-ir": "an OpenVINO IR model",
     "executorch": "an ExecuTorch program", "artifact": "an edgeopt artifact", "pickle": "a Python pickle",
     "torch-zip": "a torch.save checkpoint (a zip of pickles)", "torchscript": "a TorchScript archive",
-    "pt2": "a torch.export .pt2 archive", "zip": "a zip archive", "unknown": "of no format edgeopt knows",
+    "pt2": "a torch.export .pt2 archive", "zip": "a zip archive", "tflite": "a TFLite flatbuffer",
+    "unknown": "of no format edgeopt knows",
 }
 # What a file name promises (a mismatch with the content is refused)
 SUFFIXES = {".safetensors": ("safetensors",), ".onnx": ("onnx",), ".xml": ("openvino-ir",), ".pte": ("executorch",),
@@ -53,6 +54,8 @@ def sniff_bytes(head: bytes, size: int | None = None) -> str:
         return "zip"
     if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
         return "executorch"
+    if len(head) >= 8 and head[4:8] == b"TFL3":  # a TFLite flatbuffer's file identifier
+        return "tflite"
     stripped = head.lstrip()
     if stripped.startswith(b"<?xml") or stripped.startswith(b"<net"):
         return "openvino-ir"

@@ -40,7 +40,7 @@ class McuSpec:
 
     core: str
     clock_mhz: float
-    sram_kb: float  # the largest contiguous SRAM an application can give the tensor arena
+    sram_kb: float  # the part's SRAM (its largest contiguous block, where smaller): firmware needs a share of it
     flash_kb: float
     int8_macs_per_cycle: float
     fpu: bool = True

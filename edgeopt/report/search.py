@@ -196,10 +196,11 @@ def decision_text(outcome) -> str:
     lines = [f"no candidate meets the goals ({goals.describe(title)}); missed: "
              f"{', '.join(missed) or 'no candidate was measured'}."]
     smallest = outcome.smallest_footprint
-    if smallest:
+    fits = any(r.ok and not any(v.goal in ("max_sram_kb", "max_flash_kb") for v in r.violations) for r in outcome.records)
+    if smallest and not fits:
         lines.insert(0, f"nothing fits: smallest arena found {smallest['arena_kb']:.0f} KB ({_budget(goals.max_sram_kb)}), "
                         f"smallest flash {smallest['flash_kb']:.0f} KB ({_budget(goals.max_flash_kb)}); "
-                        "no artifact was written.")
+                        "no best/ artifact was chosen.")
     if outcome.closest:
         lines.append("closest: " + "; ".join(f"{r.label} ({latency_text(r)} ms, {metric_text(r)}, misses: "
                                              f"{'; '.join(v.text for v in r.violations)})" for r in outcome.closest))

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,7 +57,8 @@ class Violation:
             return f"peak memory {self.value:.0f} MB (the {self.subject} cap is {self.bound:.0f} MB)"
         what = {"max_latency_ms": "p50", "max_sustained_p99_ms": "sustained p99", "max_size_mb": "size",
                 "max_memory_mb": "peak memory", "max_sram_kb": "arena", "max_flash_kb": "flash"}[self.goal]
-        return f"{what} {self.value:.3g} {self.unit} (at most {self.bound:g})"
+        value = f"{self.value:.0f}" if self.unit == "KB" else f"{self.value:.3g}"
+        return f"{what} {value} {self.unit} (at most {self.bound:g})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,8 +93,8 @@ class Goals:
         for name in ("max_latency_ms", "max_sustained_p99_ms", "max_size_mb", "max_memory_mb", "max_sram_kb",
                      "max_flash_kb"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be positive; got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number; got {value}")
 
     def violations(self, measured: Measurement, drop_points: float | None, metric_title: str = "the main metric",
                    memory_cap_mb: float | None = None, device: str = "device") -> list[Violation]:
@@ -129,4 +131,8 @@ class Goals:
         return f"priority {self.priority}" + (f"; {', '.join(parts)}" if parts else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in ("max_sram_kb", "max_flash_kb"):  # absent unless set: a search started before them still resumes
+            if data[name] is None:
+                del data[name]
+        return data

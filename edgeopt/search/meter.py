@@ -131,7 +131,8 @@ class Meter:
         scale = cost["macs"] / max(full.macs, 1)
         predicted = dataclasses.replace(full, latency_ms=full.latency_ms * scale, measured_ms=full.measured_ms * scale,
                                         size_mb=full.size_mb * cost["params"] / max(full.params or 1, 1),
-                                        macs=cost["macs"], params=cost["params"], metrics={}, fidelity={})
+                                        macs=cost["macs"], params=cost["params"], metrics={}, fidelity={},
+                                        arena_kb=None, flash_kb=None)  # another model's: not this one's to judge
         return Probe(key, "ok", predicted, reason=failure, predicted_from="MACs")
 
     def _cost(self, recipe: Recipe) -> dict[str, int]:
@@ -146,13 +147,17 @@ class Meter:
 
         inputs = to_input(self.context.splits.test.images[:16], artifact.input_spec)  # a detector's NMS needs real images
         sustained_s = self.sustained_s if sustained else 0.0
+        footprint = footprint_kb(artifact.manifest.get("compile") or {})
+        if footprint is None and self.goals.microcontroller:  # unjudgeable: it must not pass for fitting
+            raise BackendError(f"{artifact.backend} artifacts record no tensor arena or flash size, which the goals "
+                               "bound; only a microcontroller runtime's (tflm) do")
+        arena_kb, flash_kb = footprint or (None, None)
         if self.agent is not None:
-            return self._timing_on_device(artifact, cost, inputs, sustained_s)
+            measured = self._timing_on_device(artifact, cost, inputs, sustained_s)
+            return dataclasses.replace(measured, arena_kb=arena_kb, flash_kb=flash_kb)
         config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=sustained_s)
-        footprint = footprint_kb(artifact.manifest.get("compile") or {}) or (None, None)
         measured = measurement_from(time_artifact(artifact.path, config, inputs), artifact.size_bytes, self.threads,
-                                    macs=cost["macs"], params=cost["params"], arena_kb=footprint[0],
-                                    flash_kb=footprint[1])
+                                    macs=cost["macs"], params=cost["params"], arena_kb=arena_kb, flash_kb=flash_kb)
         if self.device.is_host:
             return measured
         if self.device.mcu is not None:

@@ -105,3 +105,28 @@ def test_running_a_tflm_artifact_imports_no_torch(micro):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "torch" not in loaded and "tflite_micro" in loaded
+
+
+def test_a_damaged_flatbuffer_or_one_unlike_its_manifest_is_one_clear_error(micro, tmp_path):
+    import json
+
+    from edgeopt.backends._tflite_graph import TfliteGraph
+    from edgeopt.core.artifact import Artifact
+
+    rng = np.random.default_rng(0)
+    for data in (b"\0\0\0\0TFL3" + rng.bytes(200), b"not a flatbuffer at all", b""):
+        with pytest.raises(BackendError, match="flatbuffer"):
+            TfliteGraph.read(data)
+    _, _, artifact = micro
+    for backend, change in (("tflm", "garbage"), ("litert", "garbage"), ("tflm", "shape")):
+        copy = tmp_path / f"{backend}-{change}"
+        shutil.copytree(artifact.path, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["backend"] = backend
+        if change == "garbage":
+            (copy / "model.tflite").write_bytes(b"\0\0\0\0TFL3" + rng.bytes(5000))
+        else:
+            manifest["input"]["shape"] = [1, 1, 16, 16]
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BackendError, match="export it again"):
+            get_backend(backend).load(Artifact.open(copy, verify=False))

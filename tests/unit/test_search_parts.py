@@ -299,3 +299,17 @@ def test_a_latency_probe_calibrates_its_int8_on_a_few_samples_only():
     assert light.steps == recipe.steps and light.export.backend == "executorch"  # the same graph, so the same latency
     fp32 = Recipe("m", "d", export=ExportConfig("onnxruntime"))
     assert _lightly_calibrated(fp32) is fp32
+
+
+def test_a_microcontroller_bound_must_be_a_positive_number_and_the_part_bounds_the_goals():
+    from edgeopt.search.goals import Goals
+    from edgeopt.search.loop import within_part
+
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        with pytest.raises(ConfigError, match="max_sram_kb must be a positive number"):
+            Goals(max_sram_kb=bad)
+    part = get_device("nano33-ble").mcu
+    assert (within_part(Goals(), part).max_sram_kb, within_part(Goals(), part).max_flash_kb) == (256, 1024)
+    assert within_part(Goals(max_sram_kb=100, max_flash_kb=5000), part).max_sram_kb == 100  # the tighter one holds
+    assert within_part(Goals(max_sram_kb=100, max_flash_kb=5000), part).max_flash_kb == 1024
+    assert "max_sram_kb" not in Goals().to_dict()  # a search started before these bounds existed still resumes
