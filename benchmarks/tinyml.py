@@ -80,7 +80,10 @@ def rows_of(device: str) -> tuple[dict, list[dict]]:
 
 
 def v_text(violation: dict) -> str:
-    return f"{violation['goal'].removeprefix('max_')} {violation['value']:.4g} > {violation['bound']:g}"
+    unit = {"max_sram_kb": " KB", "max_flash_kb": " KB", "max_drop": " points"}.get(violation["goal"], "")
+    what = {"max_sram_kb": "arena", "max_flash_kb": "flash", "max_drop": "drop"}.get(violation["goal"], violation["goal"])
+    return f"{what} {violation['value']:.0f}{unit} > {violation['bound']:g}{unit}" if unit == " KB" else \
+        f"{what} {violation['value']:.2f}{unit} > {violation['bound']:g}{unit}"
 
 
 def table(device: str) -> tuple[str, list[dict], dict]:
@@ -116,9 +119,13 @@ def plot(tables: dict[str, tuple[list[dict], dict]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 5), squeeze=False)
     for axis, (device, (rows, results)) in zip(axes[0], tables.items()):
         goals = results["goals"]
+        for chosen, marker, size in ((False, "o", 60), (True, "*", 220)):
+            picked = [r for r in rows if r["chosen"] == chosen]
+            points = axis.scatter([r["flash_kb"] for r in picked], [r["arena_kb"] for r in picked], s=size,
+                                  c=[r["top1"] for r in picked], cmap="viridis", vmin=85, vmax=100, marker=marker,
+                                  edgecolors="black", linewidths=0.5)
+        figure.colorbar(points, ax=axis, label="top-1 % on the test split (★ chosen)")
         for r in rows:
-            axis.scatter(r["flash_kb"], r["arena_kb"], s=60, c=[[r["top1"] / 100, 0.2, 1 - r["top1"] / 100]],
-                         marker="*" if r["chosen"] else "o")
             axis.annotate(f"{r['label'].split(' → ')[0]} ({r['top1']:.1f}%)", (r["flash_kb"], r["arena_kb"]), fontsize=7,
                           xytext=(4, 4), textcoords="offset points")
         axis.axvline(goals["max_flash_kb"], color="grey", linestyle="--")
