@@ -400,7 +400,10 @@ class Search:
         priority = self.config.goals.priority
         if priority == "latency" and measured.latency_ms >= best.latency_ms:
             return f"predicted {self._ms(measured.latency_ms)} cannot beat the best so far ({self._ms(best.latency_ms)})"
-        if (priority == "memory" and measured.size_mb >= best.measurement.size_mb
+        if priority == "memory" and measured.arena_kb is not None and best.measurement.arena_kb is not None:
+            if measured.arena_kb >= best.measurement.arena_kb and measured.flash_kb >= best.measurement.flash_kb:
+                return f"its arena {measured.arena_kb:.0f} KB and flash cannot beat the best so far"
+        elif (priority == "memory" and measured.size_mb >= best.measurement.size_mb
                 and measured.peak_rss_mb >= best.measurement.peak_rss_mb):
             return f"size {measured.size_mb:.2f} MB and memory cannot beat the best so far"
         return None

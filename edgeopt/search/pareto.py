@@ -87,8 +87,17 @@ def choose(records: list[Candidate], priority: str, metric: Metric) -> Candidate
     if priority == "accuracy":
         return min(passing, key=lambda r: (-quality(r, metric), r.latency_ms, r.key))
     if priority == "memory":
-        return min(passing, key=lambda r: (r.measurement.peak_rss_mb, r.measurement.size_mb, r.latency_ms, r.key))
+        return min(passing, key=lambda r: (*memory_of(r), r.latency_ms, r.key))
     return by_latency(passing, metric)[0]
+
+
+def memory_of(record: Candidate) -> tuple[float, float]:
+    """What memory-limited ranks by: a microcontroller artifact's arena and flash; otherwise the process's peak
+    memory and the artifact's size."""
+    m = record.measurement
+    if m.arena_kb is not None and m.flash_kb is not None:
+        return m.arena_kb, m.flash_kb
+    return m.peak_rss_mb, m.size_mb
 
 
 def closest(records: list[Candidate], count: int = 3) -> list[Candidate]:

@@ -313,3 +313,21 @@ def test_a_microcontroller_bound_must_be_a_positive_number_and_the_part_bounds_t
     assert within_part(Goals(max_sram_kb=100, max_flash_kb=5000), part).max_sram_kb == 100  # the tighter one holds
     assert within_part(Goals(max_sram_kb=100, max_flash_kb=5000), part).max_flash_kb == 1024
     assert "max_sram_kb" not in Goals().to_dict()  # a search started before these bounds existed still resumes
+
+
+def test_memory_first_ranks_microcontroller_candidates_by_arena_then_flash_not_the_host_process():
+    from edgeopt.measure.measurement import Measurement
+    from edgeopt.search.candidate import Candidate
+    from edgeopt.search.pareto import choose
+    from edgeopt.tasks import get_task
+
+    def candidate(key, arena_kb, flash_kb, peak_rss_mb):
+        record = Candidate(key, key, 2, "ok", {}, metric="top1", drop_points=0.0)
+        record.measurement = Measurement(latency_ms=1.0, peak_rss_mb=peak_rss_mb, size_mb=flash_kb / 1024, threads=1,
+                                         metrics={"top1": 0.9}, arena_kb=arena_kb, flash_kb=flash_kb)
+        return record
+
+    metric = get_task("classification").metric(None)
+    small_arena = candidate("a", 40.0, 800.0, peak_rss_mb=300.0)  # the host process's memory says nothing here
+    large_arena = candidate("b", 90.0, 100.0, peak_rss_mb=100.0)
+    assert choose([large_arena, small_arena], "memory", metric).key == "a"
