@@ -26,6 +26,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -72,6 +73,7 @@ class Probe:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.child: subprocess.Popen | None = None
+        self.pending = b""  # bytes read from the child past the last full line
 
     def __enter__(self) -> "Probe":
         return self
@@ -82,10 +84,10 @@ class Probe:
     def ask(self, arena: int) -> dict[str, Any]:
         if self.child is None:
             self.child = subprocess.Popen([sys.executable, "-c", CHILD, str(self.path.resolve())],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                          text=True)
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.pending = b""
         try:
-            self.child.stdin.write(f"{arena}\n")
+            self.child.stdin.write(f"{arena}\n".encode())
             self.child.stdin.flush()
         except BrokenPipeError:
             pass  # it died: the read below says so
@@ -97,18 +99,25 @@ class Probe:
         return answer
 
     def _answer(self) -> dict[str, Any] | str | None:
-        """The child's next JSON line; None when it died, "timeout" past ``ANSWER_S``. Other output is skipped."""
+        """The child's next JSON line; None when it died, "timeout" past ``ANSWER_S``. Other output is skipped.
+
+        Lines are cut from raw reads of the pipe, not a buffered reader's: a buffer could hold the answer
+        while ``select`` waits on an empty pipe."""
+        deadline = time.monotonic() + ANSWER_S
         while True:
-            ready, _, _ = select.select([self.child.stdout], [], [], ANSWER_S)
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
+                with contextlib.suppress(ValueError):
+                    answer = json.loads(line)
+                    if isinstance(answer, dict) and "runs" in answer:
+                        return answer
+            ready, _, _ = select.select([self.child.stdout], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
                 return "timeout"
-            line = self.child.stdout.readline()
-            if not line:
+            chunk = os.read(self.child.stdout.fileno(), 1 << 16)
+            if not chunk:
                 return None
-            with contextlib.suppress(ValueError):
-                answer = json.loads(line)
-                if isinstance(answer, dict) and "runs" in answer:
-                    return answer
+            self.pending += chunk
 
     def close(self) -> None:
         if self.child is not None:
