@@ -35,9 +35,13 @@ import numpy as np
 ANSWER_S = 120.0  # one allocation and one run of a model a microcontroller could hold take a second or two here
 CPU_LIMIT_S = 600
 MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this edgeopt, for the child to import it
 # the child's command: runpy instead of ``-m``, after dropping the current folder ``-c`` puts first on sys.path
-CHILD = ("import runpy, sys; sys.path.pop(0); "
+# (absent under PYTHONSAFEPATH) and adding the folder this edgeopt was imported from
+CHILD = ("import runpy, sys; sys.path[:1] = [] if sys.path[:1] == [''] else sys.path[:1]; "
+         f"sys.path.append({SOURCE_ROOT!r}); "
          "runpy.run_module('edgeopt.backends._tflm_probe', run_name='__main__', alter_sys=True)")
+KILLED = (-9, -24)  # SIGKILL, SIGXCPU: past its CPU limit (or killed), not a crash of TFLM
 
 
 @contextlib.contextmanager
@@ -74,6 +78,7 @@ class Probe:
         self.path = path
         self.child: subprocess.Popen | None = None
         self.pending = b""  # bytes read from the child past the last full line
+        self.errors = None  # the child's stderr: why it failed, when it did not answer
 
     def __enter__(self) -> "Probe":
         return self
@@ -83,8 +88,9 @@ class Probe:
 
     def ask(self, arena: int) -> dict[str, Any]:
         if self.child is None:
+            self.errors = tempfile.TemporaryFile()
             self.child = subprocess.Popen([sys.executable, "-c", CHILD, str(self.path.resolve())],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors)
             self.pending = b""
         try:
             self.child.stdin.write(f"{arena}\n".encode())
@@ -92,11 +98,29 @@ class Probe:
         except BrokenPipeError:
             pass  # it died: the read below says so
         answer = self._answer()
-        if answer is None or answer == "timeout":
-            self.close()
-            failed = {"arena": arena, "runs": False, "crashed": answer is None, "timed_out": answer == "timeout"}
-            return failed | {"missing": [], "stderr": []}
-        return answer
+        if isinstance(answer, dict):
+            return answer
+        failed = {"arena": arena, "runs": False, "crashed": False, "timed_out": answer == "timeout", "missing": [],
+                  "stderr": []}
+        if answer is None:  # it exited: a signal is TFLM crashing (or the CPU limit); a status is Python failing
+            code = self._exit_code()
+            failed["timed_out"] = code in KILLED
+            failed["crashed"] = code is not None and code < 0 and code not in KILLED
+            if code is not None and code > 0:
+                failed["error"] = self._stderr_tail() or f"it exited with status {code}"
+        self.close()
+        return failed
+
+    def _exit_code(self) -> int | None:
+        try:
+            return self.child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _stderr_tail(self) -> str:
+        self.errors.seek(0)
+        lines = self.errors.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(lines[-3:])
 
     def _answer(self) -> dict[str, Any] | str | None:
         """The child's next JSON line; None when it died, "timeout" past ``ANSWER_S``. Other output is skipped.
@@ -126,23 +150,30 @@ class Probe:
             self.child.kill()
             self.child.wait()
             self.child = None
+        if self.errors is not None:
+            self.errors.close()
+            self.errors = None
 
 
 def _serve(path: str) -> None:
     import resource
 
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)  # a soft limit may not exceed the hard one it inherits
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S if hard == resource.RLIM_INFINITY else min(CPU_LIMIT_S, hard),
+                                             hard))
     data = Path(path).read_bytes()
     for line in sys.stdin:
         arena = int(line)
+        failure = None
         with captured_stderr() as stderr:
             try:
                 interpreter(data, arena)
                 runs = True
-            except RuntimeError:
-                runs = False
+            except Exception as exc:  # noqa: BLE001 - TFLM's wrapper raises RuntimeError, a damaged model TypeError & co.
+                runs, failure = False, f"{type(exc).__name__}: {exc}"
+        stderr += [failure] if failure else []
         missing = sorted({m.group(1) for text in stderr for m in [MISSING_OP.search(text)] if m})
-        print(json.dumps({"arena": arena, "runs": runs, "crashed": False, "timed_out": False, "missing": missing,
+        print("\n" + json.dumps({"arena": arena, "runs": runs, "crashed": False, "timed_out": False, "missing": missing,
                           "stderr": stderr[-5:]}), flush=True)
 
 

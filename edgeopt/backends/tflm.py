@@ -38,6 +38,9 @@ COMPARE_SAMPLES = 8  # calibration samples run through both TFLM and LiteRT at c
 
 
 def _refuse_hung(answer: dict[str, Any]) -> None:
+    """A probe that failed for a reason other than the arena: one clear error, not a wrong arena."""
+    if answer.get("error"):
+        raise BackendError(f"the TFLM probe process failed ({answer['error'][-300:]}); check the tflite-micro install")
     if answer["timed_out"]:
         raise BackendError("TensorFlow Lite Micro did not finish one run of the model in "
                            f"{ANSWER_S:.0f} s (a loop that never ends?); deploy with litert instead")
@@ -160,6 +163,10 @@ class MicroBackend(Backend):
             check_operators(probe, graph)
             deadline.check("finding the arena")
             arena = smallest_arena(probe, graph.arena_estimate(), deadline)
+        if arena > ARENA_SLACK * graph.arena_estimate():  # a load would refuse it: say so now, honestly
+            raise BackendError(f"TFLM needs a {arena}-byte arena, over {ARENA_SLACK}x the static estimate from the "
+                               f"model's tensors ({graph.arena_estimate()}): an operator with scratch memory edgeopt "
+                               "does not model; deploy with litert")
         derived = write_sources(folder, data, graph, arena)
         floats = graph.float_operators()
         if floats:
@@ -174,7 +181,7 @@ class MicroBackend(Backend):
         return CompileResult(entry=MODEL, notes=notes, details=details, derived=derived)
 
     def load(self, artifact, threads: int | None = None, shared_cpu: bool = False) -> Session:
-        reason = missing_package((("tflite_micro", "tflm"), ("ai_edge_litert", "litert")))
+        reason = missing_package((("tflite_micro", "tflm-runtime"), ("ai_edge_litert", "tflm-runtime")))
         if reason:
             raise BackendUnavailable(f"tflm artifacts cannot run here: {reason}")
         arena = (artifact.manifest.get("compile") or {}).get("arena_bytes")

@@ -142,7 +142,7 @@ class Artifact:
                 kind = sniff_bytes(handle.read(HEAD))
             # An ONNX model's fields may come in any order, so an entry that shows no known format is parsed
             # too: if it is ONNX, a runtime would read it as such (a TensorRT engine, say, does not parse).
-            maybe = file == self.entry and kind == "unknown"
+            maybe = file == self.entry and kind in ("unknown", "tflite")  # TFL3 at bytes 4-8 may be an ONNX field
             if name.lower().endswith(".onnx") or kind == "onnx" or maybe:
                 try:
                     check_external_data(file)
@@ -196,7 +196,7 @@ def parse_manifest(text: bytes, where: str) -> dict[str, Any]:
     if not isinstance(derived, list) or not all(isinstance(n, str) and n in manifest["files"] for n in derived) \
             or manifest["entry"] in derived:
         raise ArtifactError(f"{where}: \"derived\" must list some of its files other than its entry; export it again")
-    if not isinstance(manifest.get("compile", {}), (dict, type(None))):
+    if not isinstance(manifest.get("compile", {}), dict):
         raise ArtifactError(f"{where}: \"compile\" must be an object; export it again")
     return manifest
 

@@ -196,8 +196,7 @@ def decision_text(outcome) -> str:
     lines = [f"no candidate meets the goals ({goals.describe(title)}); missed: "
              f"{', '.join(missed) or 'no candidate was measured'}."]
     smallest = outcome.smallest_footprint
-    fits = any(r.ok and not any(v.goal in ("max_sram_kb", "max_flash_kb") for v in r.violations) for r in outcome.records)
-    if smallest and not fits:
+    if smallest and not smallest["fits"]:
         lines.insert(0, f"nothing fits: smallest arena found {smallest['arena_kb']:.0f} KB ({_budget(goals.max_sram_kb)}), "
                         f"smallest flash {smallest['flash_kb']:.0f} KB ({_budget(goals.max_flash_kb)}); "
                         "no best/ artifact was chosen.")

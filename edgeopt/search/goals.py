@@ -90,6 +90,8 @@ class Goals:
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
             raise ConfigError(f"the priority must be one of {', '.join(PRIORITIES)}; got {self.priority!r}")
+        if self.max_drop is not None and not math.isfinite(self.max_drop):
+            raise ConfigError(f"max_drop must be a number of points; got {self.max_drop}")
         for name in ("max_latency_ms", "max_sustained_p99_ms", "max_size_mb", "max_memory_mb", "max_sram_kb",
                      "max_flash_kb"):
             value = getattr(self, name)

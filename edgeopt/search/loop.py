@@ -400,7 +400,9 @@ class Search:
         priority = self.config.goals.priority
         if priority == "latency" and measured.latency_ms >= best.latency_ms:
             return f"predicted {self._ms(measured.latency_ms)} cannot beat the best so far ({self._ms(best.latency_ms)})"
-        if priority == "memory" and measured.arena_kb is not None and best.measurement.arena_kb is not None:
+        if priority == "memory" and self.config.goals.microcontroller:
+            if measured.arena_kb is None or best.measurement.arena_kb is None:
+                return None  # a prediction from another model's figures: no arena of its own to compare
             if measured.arena_kb >= best.measurement.arena_kb and measured.flash_kb >= best.measurement.flash_kb:
                 return f"its arena {measured.arena_kb:.0f} KB and flash cannot beat the best so far"
         elif (priority == "memory" and measured.size_mb >= best.measurement.size_mb
@@ -444,7 +446,8 @@ class Search:
                                             "host_threads": self.meter.host_threads},
             environment=environment.collect(), elapsed_s=self._used_s(),
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
-            smallest_footprint=smallest_footprint(self.journal.records.values()) if self.config.goals.microcontroller
+            smallest_footprint=smallest_footprint(self.journal.records.values(), self.config.goals)
+            if self.config.goals.microcontroller
             else None,
         )
 
@@ -464,13 +467,15 @@ def over_budget(goals: Goals, measured) -> str | None:
     return "; ".join(misses) or None
 
 
-def smallest_footprint(records) -> dict[str, float] | None:
-    """The smallest arena and the smallest flash (KB) among measured candidates and probes, or None."""
+def smallest_footprint(records, goals: Goals) -> dict[str, Any] | None:
+    """The smallest arena and flash (KB) among measured candidates and probes, and whether any of them fits both
+    budgets (a probe's architecture counts: weights change neither figure); None when none was measured."""
     measured = [r.measurement for r in records if getattr(r, "status", None) == "ok" and r.measurement is not None
                 and r.measurement.arena_kb is not None]
     if not measured:
         return None
-    return {"arena_kb": min(m.arena_kb for m in measured), "flash_kb": min(m.flash_kb for m in measured)}
+    return {"arena_kb": min(m.arena_kb for m in measured), "flash_kb": min(m.flash_kb for m in measured),
+            "fits": any(over_budget(goals, m) is None for m in measured)}
 
 
 def _quiet_libraries() -> None:

@@ -29,8 +29,8 @@ class SearchOutcome:
     elapsed_s: float
     not_tried: list[dict[str, Any]]
     winner_details: dict[str, Any] = field(default_factory=dict)
-    # goals bounding a microcontroller: the smallest arena and flash any build or probe reached (KB)
-    smallest_footprint: dict[str, float] | None = None
+    # goals bounding a microcontroller: the smallest arena and flash any build or probe reached (KB), and whether any fits
+    smallest_footprint: dict[str, Any] | None = None
 
     SCHEMA = 2
 

@@ -87,17 +87,16 @@ def choose(records: list[Candidate], priority: str, metric: Metric) -> Candidate
     if priority == "accuracy":
         return min(passing, key=lambda r: (-quality(r, metric), r.latency_ms, r.key))
     if priority == "memory":
-        return min(passing, key=lambda r: (*memory_of(r), r.latency_ms, r.key))
+        on_a_part = all(r.measurement.arena_kb is not None for r in passing)  # one unit for all, never a mix
+        return min(passing, key=lambda r: (*memory_of(r, on_a_part), r.latency_ms, r.key))
     return by_latency(passing, metric)[0]
 
 
-def memory_of(record: Candidate) -> tuple[float, float]:
-    """What memory-limited ranks by: a microcontroller artifact's arena and flash; otherwise the process's peak
-    memory and the artifact's size."""
+def memory_of(record: Candidate, on_a_part: bool) -> tuple[float, float]:
+    """What memory-limited ranks by: on a microcontroller (every candidate a TFLM artifact) the arena and the
+    flash; otherwise the process's peak memory and the artifact's size."""
     m = record.measurement
-    if m.arena_kb is not None and m.flash_kb is not None:
-        return m.arena_kb, m.flash_kb
-    return m.peak_rss_mb, m.size_mb
+    return (m.arena_kb, m.flash_kb) if on_a_part else (m.peak_rss_mb, m.size_mb)
 
 
 def closest(records: list[Candidate], count: int = 3) -> list[Candidate]:

@@ -131,21 +131,3 @@ def test_a_damaged_flatbuffer_or_one_unlike_its_manifest_is_one_clear_error(micr
         with pytest.raises(BackendError, match="export it again"):
             get_backend(backend).load(Artifact.open(copy, verify=False))
 
-
-@pytest.mark.parametrize("child, expected", [
-    # native noise and the answer in one write: the answer is read, not left in a buffer until a false timeout
-    ("import sys; sys.stdin.readline(); sys.stdout.write('noise\\n{\"runs\": true, \"x\": 1}\\n'); sys.stdout.flush(); "
-     "import time; time.sleep(30)", {"runs": True, "x": 1}),
-    ("import time; time.sleep(30)", {"runs": False, "timed_out": True, "crashed": False}),  # never answers
-    ("import os; os.kill(os.getpid(), 11)", {"runs": False, "timed_out": False, "crashed": True}),  # dies
-])
-def test_the_probe_reads_its_answer_past_noise_and_gives_up_on_a_silent_or_dead_child(child, expected, monkeypatch,
-                                                                                     tmp_path):
-    from edgeopt.backends import _tflm_probe
-
-    monkeypatch.setattr(_tflm_probe, "CHILD", child)
-    monkeypatch.setattr(_tflm_probe, "ANSWER_S", 2.0)
-    with _tflm_probe.Probe(tmp_path / "model.tflite") as probe:
-        answer = probe.ask(1024)
-        assert {key: answer[key] for key in expected} == expected
-    assert probe.child is None  # closed: nothing left running
