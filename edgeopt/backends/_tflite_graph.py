@@ -54,7 +54,6 @@ def aligned(size: int) -> int:
 
 @dataclass(frozen=True)
 class Tensor:
-    name: str
     dtype: str
     shape: tuple[int, ...]
     constant: bool
@@ -70,7 +69,6 @@ class Operator:
     name: str  # the builtin name, e.g. CONV_2D, or the custom code of a custom operator
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
-    custom: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,6 @@ class TfliteGraph:
     operators: tuple[Operator, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
-    subgraphs: int
-    size: int
 
     @classmethod
     def read(cls, data: bytes) -> "TfliteGraph":
@@ -93,21 +89,21 @@ class TfliteGraph:
             raise BackendError("not a TFLite flatbuffer (its identifier is not TFL3): export it again")
         try:
             model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-            return cls._of(model, schema, len(data))
+            return cls._of(model, schema)
         except BackendError:
             raise
         except Exception as exc:  # noqa: BLE001 - the flatbuffers reader raises whatever its struct unpacking hits
             raise BackendError(f"the TFLite flatbuffer is damaged ({type(exc).__name__}): export it again") from None
 
     @classmethod
-    def _of(cls, model, schema, size: int) -> "TfliteGraph":
+    def _of(cls, model, schema) -> "TfliteGraph":
         if not model.subgraphs:
             raise BackendError("the TFLite flatbuffer holds no subgraph: export it again")
         builtin = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
         dtypes = {value: key for key, value in vars(schema.TensorType).items() if not key.startswith("_")}
         graph = model.subgraphs[0]
         tensors = tuple(Tensor(
-            name=(t.name or b"").decode(errors="replace"), dtype=dtypes.get(t.type, str(t.type)),
+            dtype=dtypes.get(t.type, str(t.type)),
             shape=tuple(int(d) for d in (t.shape if t.shape is not None else ())),
             constant=_has_data(model, t.buffer),
             channels=len(t.quantization.scale) if t.quantization is not None and t.quantization.scale is not None else 0,
@@ -116,14 +112,15 @@ class TfliteGraph:
         for op in graph.operators or ():
             code = model.operatorCodes[op.opcodeIndex]
             number = max(code.builtinCode, code.deprecatedBuiltinCode)  # the schema's two fields for one code
-            custom = builtin.get(number) == "CUSTOM"
-            name = (code.customCode or b"custom").decode(errors="replace") if custom else builtin.get(number, str(number))
-            operators.append(Operator(name, _indices(op.inputs), _indices(op.outputs), custom))
+            name = builtin.get(number, str(number))
+            if name == "CUSTOM":
+                name = (code.customCode or b"custom").decode(errors="replace")
+            operators.append(Operator(name, _indices(op.inputs), _indices(op.outputs)))
         inputs, outputs = _indices(graph.inputs), _indices(graph.outputs)
         named = [*inputs, *outputs, *(i for op in operators for i in (*op.inputs, *op.outputs))]
         if any(index >= len(tensors) for index in named):
             raise BackendError("the TFLite flatbuffer names a tensor it does not hold: export it again")
-        return cls(tensors, tuple(operators), inputs, outputs, len(model.subgraphs), size)
+        return cls(tensors, tuple(operators), inputs, outputs)
 
     @property
     def operator_names(self) -> list[str]:

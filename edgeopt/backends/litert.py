@@ -9,6 +9,7 @@ point and dequantizes the outputs, so callers see floats like every other backen
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,20 @@ def to_float(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((values.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
-class LiteRTSession(Session):
+class OneSampleSession(Session):
+    """A session whose model holds one sample (TFLite kernels are planned for one shape): a batch runs sample by
+    sample through ``_run_one``."""
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = [self._run_one(sample[None]) for sample in batch]
+        return [np.concatenate(parts) for parts in zip(*results)]
+
+    @abstractmethod
+    def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
+        """Run one sample (a batch of one)."""
+
+
+class LiteRTSession(OneSampleSession):
     def __init__(self, path: Path, input_spec, threads: int | None) -> None:
         super().__init__(input_spec, threads)
         from ai_edge_litert.interpreter import Interpreter
@@ -58,13 +72,8 @@ class LiteRTSession(Session):
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = self.interpreter.get_output_details()
 
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        results = [self._run_one(sample[None]) for sample in batch]  # planned for one sample: see _litert_convert
-        return [np.concatenate(parts) for parts in zip(*results)]
-
     def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
-        self.interpreter.set_tensor(self.input["index"], to_integer(sample, self.input["dtype"], *self.input["quantization"])
-                                    if self.input["dtype"] != np.float32 else sample)
+        self.interpreter.set_tensor(self.input["index"], to_integer(sample, self.input["dtype"], *self.input["quantization"]))
         self.interpreter.invoke()
         return [to_float(self.interpreter.get_tensor(detail["index"]), *detail["quantization"]) for detail in self.outputs]
 

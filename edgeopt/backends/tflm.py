@@ -26,7 +26,7 @@ from edgeopt.backends._tflite_graph import TfliteGraph, checked_graph
 from edgeopt.backends._tflm_probe import ANSWER_S, Probe, interpreter
 from edgeopt.backends._tflm_source import write_sources
 from edgeopt.backends.base import Backend, Capabilities, CompileResult, Session
-from edgeopt.backends.litert import to_float, to_integer
+from edgeopt.backends.litert import OneSampleSession, to_float, to_integer
 from edgeopt.core.deadline import NO_DEADLINE, Deadline
 from edgeopt.core.errors import BackendError, BackendUnavailable
 from edgeopt.core.quantization import QuantizationConfig, Validation
@@ -46,10 +46,10 @@ def _refuse_hung(answer: dict[str, Any]) -> None:
                            f"{ANSWER_S:.0f} s (a loop that never ends?); deploy with litert instead")
 
 
-def check_operators(probe: Probe, graph: TfliteGraph) -> None:
-    """Refuse, by name, an operator TFLM has no kernel for (TFLM's own registry decides). Any other failure at
-    this first size is left to the arena search, which grows the arena."""
-    answer = probe.ask(max(4 * graph.arena_estimate(), 1 << 16))
+def check_operators(probe: Probe, estimate: int) -> None:
+    """Refuse, by name, an operator TFLM has no kernel for (TFLM's own registry decides), asked at four times the
+    static arena ``estimate``. Any other failure at that size is left to the arena search, which grows the arena."""
+    answer = probe.ask(max(4 * estimate, 1 << 16))
     _refuse_hung(answer)
     if answer["missing"]:
         raise BackendError(f"TensorFlow Lite Micro has no kernel for {', '.join(answer['missing'])}: replace the layer "
@@ -101,16 +101,17 @@ def _agreement(data: bytes, arena: int, samples: np.ndarray) -> dict[str, Any]:
     return {"samples": len(samples), "max_steps": int(diff.max()), "identical": float(np.mean(diff == 0))}
 
 
-class MicroSession(Session):
+class MicroSession(OneSampleSession):
     """One sample at a time in the TFLM interpreter, with the arena the manifest records."""
 
     def __init__(self, path: Path, input_spec, threads: int | None, arena: int) -> None:
         super().__init__(input_spec, threads)
         data = path.read_bytes()
         graph = checked_graph(data, input_spec)
-        if arena > ARENA_SLACK * graph.arena_estimate():
+        estimate = graph.arena_estimate()
+        if arena > ARENA_SLACK * estimate:
             raise BackendError(f"the manifest's arena of {arena} bytes is over {ARENA_SLACK}x what {path.name} needs by "
-                               f"its own tensors ({graph.arena_estimate()}); export it again")
+                               f"its own tensors ({estimate}); export it again")
         with Probe(path) as probe:  # first in a child process: TFLM can crash, or never finish, where it should fail
             answer = probe.ask(arena)
         if not answer["runs"]:
@@ -121,10 +122,6 @@ class MicroSession(Session):
         self.interpreter = interpreter(data, arena)
         self.input = self.interpreter.get_input_details(0)
         self.outputs = [self.interpreter.get_output_details(i) for i in range(len(graph.outputs))]
-
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        results = [self._run_one(sample[None]) for sample in batch]
-        return [np.concatenate(parts) for parts in zip(*results)]
 
     def _run_one(self, sample: np.ndarray) -> list[np.ndarray]:
         self.interpreter.set_input(to_integer(sample, self.input["dtype"], *_scale(self.input)), 0)
@@ -142,8 +139,6 @@ def _scale(detail: dict[str, Any]) -> tuple[float, int]:
     return float(scales[0]), int(zero_points[0]) if zero_points is not None and len(zero_points) else 0
 
 
-
-
 class MicroBackend(Backend):
     name = "tflm"
     order = 46
@@ -158,25 +153,26 @@ class MicroBackend(Backend):
                 validation: Validation | None = None, deadline: Deadline = NO_DEADLINE) -> CompileResult:
         data, notes = to_tflite(model, "int8", quantization, calibration, deadline)
         graph = TfliteGraph.read(data)
+        estimate = graph.arena_estimate()
         (folder / MODEL).write_bytes(data)
         with Probe(folder / MODEL) as probe:
-            check_operators(probe, graph)
+            check_operators(probe, estimate)
             deadline.check("finding the arena")
-            arena = smallest_arena(probe, graph.arena_estimate(), deadline)
-        if arena > ARENA_SLACK * graph.arena_estimate():  # a load would refuse it: say so now, honestly
+            arena = smallest_arena(probe, estimate, deadline)
+        if arena > ARENA_SLACK * estimate:  # a load would refuse it: say so now, honestly
             raise BackendError(f"TFLM needs a {arena}-byte arena, over {ARENA_SLACK}x the static estimate from the "
-                               f"model's tensors ({graph.arena_estimate()}): an operator with scratch memory edgeopt "
+                               f"model's tensors ({estimate}): an operator with scratch memory edgeopt "
                                "does not model; deploy with litert")
         derived = write_sources(folder, data, graph, arena)
         floats = graph.float_operators()
         if floats:
             notes.append(f"not full-integer: {', '.join(floats)} run in float (the quantizer has no int8 pattern for "
                          "them, e.g. SiLU); a part without an FPU runs them slowly — ReLU, ReLU6 and Hardswish stay int8")
-        details = {"arena_bytes": arena, "arena_estimate_bytes": graph.arena_estimate(),
+        details = {"arena_bytes": arena, "arena_estimate_bytes": estimate,
                    "activation_bytes": graph.activation_bytes(), "persistent_estimate_bytes": graph.persistent_bytes(),
                    "flatbuffer_bytes": len(data), "operators": graph.operator_names, "macs": graph.macs(),
                    "full_integer": not floats, "litert_agreement": _agreement(data, arena, calibration[:COMPARE_SAMPLES])}
-        notes.append(f"TFLM arena {arena} bytes measured (static estimate {details['arena_estimate_bytes']}); "
+        notes.append(f"TFLM arena {arena} bytes measured (static estimate {estimate}); "
                      f"C sources {', '.join(derived)}")
         return CompileResult(entry=MODEL, notes=notes, details=details, derived=derived)
 

@@ -400,14 +400,14 @@ class Search:
         priority = self.config.goals.priority
         if priority == "latency" and measured.latency_ms >= best.latency_ms:
             return f"predicted {self._ms(measured.latency_ms)} cannot beat the best so far ({self._ms(best.latency_ms)})"
-        if priority == "memory" and self.config.goals.microcontroller:
-            if measured.arena_kb is None or best.measurement.arena_kb is None:
+        if priority == "memory":  # what the choice ranks by (pareto.memory_of)
+            on_a_part = self.config.goals.microcontroller
+            mine, theirs = pareto.memory_of(measured, on_a_part), pareto.memory_of(best.measurement, on_a_part)
+            if None in (*mine, *theirs):
                 return None  # a prediction from another model's figures: no arena of its own to compare
-            if measured.arena_kb >= best.measurement.arena_kb and measured.flash_kb >= best.measurement.flash_kb:
-                return f"its arena {measured.arena_kb:.0f} KB and flash cannot beat the best so far"
-        elif (priority == "memory" and measured.size_mb >= best.measurement.size_mb
-                and measured.peak_rss_mb >= best.measurement.peak_rss_mb):
-            return f"size {measured.size_mb:.2f} MB and memory cannot beat the best so far"
+            if all(a >= b for a, b in zip(mine, theirs)):
+                what = f"its arena {measured.arena_kb:.0f} KB and flash" if on_a_part else f"size {measured.size_mb:.2f} MB and memory"
+                return f"{what} cannot beat the best so far"
         return None
 
     def _ms(self, latency_ms: float) -> str:
@@ -458,12 +458,13 @@ def within_part(goals: Goals, part) -> Goals:
                                max_flash_kb=min(goals.max_flash_kb or part.flash_kb, part.flash_kb))
 
 
+BUDGETS = {"max_sram_kb": "arena", "max_flash_kb": "flash"}  # the goals of a microcontroller's budget
+
+
 def over_budget(goals: Goals, measured) -> str | None:
-    """How a candidate's arena or flash breaks the microcontroller's budget, or None."""
-    misses = [f"its {what} {value:.0f} KB > the budget of {bound:g} KB"
-              for what, value, bound in (("arena", measured.arena_kb, goals.max_sram_kb),
-                                         ("flash", measured.flash_kb, goals.max_flash_kb))
-              if bound is not None and value is not None and value > bound]
+    """How a candidate's arena or flash breaks the microcontroller's budget (as the goals judge it), or None."""
+    misses = [f"its {BUDGETS[v.goal]} {v.value:.0f} KB > the budget of {v.bound:g} KB"
+              for v in goals.violations(measured, None) if v.goal in BUDGETS]
     return "; ".join(misses) or None
 
 

@@ -25,7 +25,7 @@ apart run to run), and the better quality, then the smaller artifact, wins among
 
 from __future__ import annotations
 
-from edgeopt.measure.measurement import Measurement  # noqa: F401  (the doctest's records)
+from edgeopt.measure.measurement import Measurement
 from edgeopt.search.candidate import Candidate
 from edgeopt.tasks import Metric
 
@@ -88,14 +88,13 @@ def choose(records: list[Candidate], priority: str, metric: Metric) -> Candidate
         return min(passing, key=lambda r: (-quality(r, metric), r.latency_ms, r.key))
     if priority == "memory":
         on_a_part = all(r.measurement.arena_kb is not None for r in passing)  # one unit for all, never a mix
-        return min(passing, key=lambda r: (*memory_of(r, on_a_part), r.latency_ms, r.key))
+        return min(passing, key=lambda r: (*memory_of(r.measurement, on_a_part), r.latency_ms, r.key))
     return by_latency(passing, metric)[0]
 
 
-def memory_of(record: Candidate, on_a_part: bool) -> tuple[float, float]:
+def memory_of(m: Measurement, on_a_part: bool) -> tuple[float | None, float | None]:
     """What memory-limited ranks by: on a microcontroller (every candidate a TFLM artifact) the arena and the
     flash; otherwise the process's peak memory and the artifact's size."""
-    m = record.measurement
     return (m.arena_kb, m.flash_kb) if on_a_part else (m.peak_rss_mb, m.size_mb)
 
 

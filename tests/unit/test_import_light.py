@@ -7,11 +7,11 @@ import sys
 import pytest
 
 import edgeopt
+from edgeopt.agent.identity import AGENT_BACKENDS
 from edgeopt.backends import get_backend
 from tests.helpers import backend_params
 
 HEAVY = ("onnxruntime", "openvino", "executorch", "tensorrt", "ai_edge_litert", "litert_torch", "tflite_micro")
-RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
 
 
 def _modules_after(code: str) -> set[str]:
@@ -35,7 +35,7 @@ def test_running_an_artifact_of_a_torch_free_runtime_imports_no_torch(backend, a
         "assert s.run([np.zeros((2, 3, 32, 32), np.float32)])[0].shape == (2, 10)"
     )
     assert "torch" not in loaded
-    assert RUNTIME_MODULE[backend] in loaded  # it ran on its own runtime
+    assert AGENT_BACKENDS[backend].split(".")[0] in loaded  # it ran on its own runtime
 
 
 def test_public_api_is_documented_and_exists():
