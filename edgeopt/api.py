@@ -28,6 +28,7 @@ from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchOutcome, Sear
 
 if TYPE_CHECKING:
     from edgeopt.core.exits import StagedExits
+    from edgeopt.search.executor import ClusterConfig
     from edgeopt.federated.settings import FederationSettings
     from edgeopt.core.size import SizeLike
     from edgeopt.core.ladder import Ladder
@@ -317,7 +318,7 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
              device: str = SearchConfig.device, budget: str | float = SearchConfig.budget_s,
              space: SearchSpace = SearchSpace(), resume: bool = RESUME, force: bool = False, arch: str | None = None,
              seed: int = 0, agent: "AgentTarget | None" = None, sustained_s: float = SearchConfig.sustained_s,
-             measurements: PathLike | None = None, ladder: int = 0,
+             measurements: PathLike | None = None, ladder: int = 0, cluster: "ClusterConfig | None" = None,
              on_event: "Callable[[Event], None] | None" = None) -> SearchOutcome:
     """Search for the fastest (or most accurate, or smallest) artifact of ``model`` that meets ``goals``.
 
@@ -329,7 +330,8 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     or accuracy-aware INT8 that reaches it stops, and is journaled ``stopped`` (``resume`` with more
     budget builds it again, a fine-tune from its last epoch). ``ladder``: also write ``out/ladder``, up to that
     many rungs from the Pareto front (the choice, then faster candidates that are a real speed step), for
-    ``edgeopt serve --target-p99-ms``.
+    ``edgeopt serve --target-p99-ms``. ``cluster``: build the candidates on a Ray cluster (``edgeopt[ray]``;
+    ``edgeopt.search.ClusterConfig("auto")``), several at once; they are judged and timed here, as without one.
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
@@ -349,7 +351,8 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     seconds = parse_duration(budget) if isinstance(budget, str) else float(budget)
     config = SearchConfig(model=model, data=data, out=Path(out), goals=goals, device=device, budget_s=seconds,
                           space=space, resume=resume, force=force, arch=arch, seed=seed, agent=agent,
-                          sustained_s=sustained_s, measurements=Path(measurements) if measurements else None)
+                          sustained_s=sustained_s, measurements=Path(measurements) if measurements else None,
+                          cluster=cluster)
     outcome = Search(config, on_event=on_event).run()
     write_reports(outcome, config.out)
     if ladder:

@@ -11,7 +11,7 @@ from edgeopt.cli.app import app
 from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, PluginOption, SeedOption, calibration_samples_option
 from edgeopt.core.errors import ConfigError
 from edgeopt.report.console import make_console
-from edgeopt.search import AgentTarget, Goals, SearchConfig, SearchSpace
+from edgeopt.search import AgentTarget, ClusterConfig, Goals, SearchConfig, SearchSpace
 
 GOAL_NOT_MET_EXIT = 3  # distinct from 1 (a usage or input error): the search ran, no candidate met the goals
 GOALS, SPACE = Goals(), SearchSpace()  # with SearchConfig's and AgentTarget's, every default below
@@ -64,6 +64,9 @@ def optimize_command(
     agent: Optional[str] = AgentOption,
     agent_token: Optional[str] = AgentTokenOption,
     agent_retries: int = typer.Option(AgentTarget.retries, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Build candidates on a Ray cluster (pip install 'edgeopt[ray]'): auto (the cluster this machine belongs to) or the head's HOST:PORT. Several build at once; each is scored and timed here, which must offer the cluster no CPUs (`ray start --head --num-cpus 0`), or on --agent."),
+    cluster_cpus: Optional[int] = typer.Option(ClusterConfig.cpus, "--cluster-cpus", help="CPUs each build declares to the cluster and trains with (default: the search's thread count, which keeps artifact bytes those of a local search)."),
+    cluster_retries: int = typer.Option(ClusterConfig.retries, "--cluster-retries", help="Tries after the first of a build whose worker or node was lost; then it is recorded as failed."),
     measurements: Optional[Path] = typer.Option(None, "--measurements", help="The store of device measurements that corrects estimates (default ~/.cache/edgeopt/measurements, or EDGEOPT_MEASUREMENTS)."),
     ladder: int = typer.Option(0, "--ladder", help="Also write OUT/ladder: up to this many rungs from the Pareto front (the choice, then faster ones) for `edgeopt serve --target-p99-ms`."),
     arch: Optional[str] = ArchOption,
@@ -89,7 +92,8 @@ def optimize_command(
     target = AgentTarget(agent, agent_token or "", retries=agent_retries) if agent else None
     run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
                  resume=resume, force=force, arch=arch, seed=seed, agent=target, sustained_s=sustained_seconds,
-                 measurements=measurements, ladder=ladder)
+                 measurements=measurements, ladder=ladder,
+                 cluster=ClusterConfig(cluster, cluster_cpus, cluster_retries) if cluster is not None else None)
 
 
 def run_optimize(model: str, data: str, out: Path, console=None, **settings) -> None:

@@ -46,6 +46,18 @@ def where_text(outcome) -> str:
     return "measured here"
 
 
+def cluster_text(outcome) -> str:
+    """Where the candidates were built and timed, when a cluster built them (empty for a local search)."""
+    built = outcome.device.get("built_by") or {}
+    if built.get("name", "local") == "local":
+        return ""
+    nodes = built.get("built_on") or []
+    timed = outcome.measured_on or f"{built.get('timed_on')} (the search's node, which offers the cluster no CPUs)"
+    return (f"Built on the Ray cluster at {built.get('address')}: {len(nodes)} node(s) ({', '.join(nodes) or 'none'}), "
+            f"{built.get('cpus_per_build'):g} CPU per build; every candidate timed on {timed}; "
+            f"{built.get('to_workers', 0) / 2**20:.1f} MB sent to workers, {built.get('from_workers', 0) / 2**20:.1f} MB back.")
+
+
 def ranking_rows(outcome) -> list[list[str]]:
     """Measured candidates ranked on the device and as timed here, side by side (empty without an agent)."""
     timed = [r for r in outcome.records if r.ok and r.measurement.host_ms is not None]
@@ -157,6 +169,8 @@ def print_outcome(outcome, console: Console) -> None:
     if outcome.front:
         front = " → ".join(f"{r.label} ({latency_text(r)} ms, {value_text(r)})" for r in outcome.front)
         console.print(Text(f"Pareto front, fastest to most accurate: {front}"), soft_wrap=True)
+    if cluster_text(outcome):
+        console.print(Text(cluster_text(outcome)), soft_wrap=True)
     for item in outcome.not_tried:
         console.print(Text(f"not tried: {item['label']} — {item['reason']}", style="yellow"), soft_wrap=True)
     rankings = ranking_rows(outcome)
@@ -213,6 +227,8 @@ def markdown(outcome) -> str:
              f"Data `{config.data}` · device **{outcome.device['name']}** · latencies {where_text(outcome)}"
              f" · {config.goals.describe(outcome.baseline['metric_title'])} · {outcome.elapsed_s / 60:.1f} of "
              f"{config.budget_s / 60:.3g} min", "", decision_text(outcome), ""]
+    if cluster_text(outcome):
+        lines += [cluster_text(outcome), ""]
     if outcome.chosen:
         lines += ["Rebuild the chosen artifact:", "", "```bash", f"edgeopt build {config.out}/best.toml --out rebuilt",
                   "```", ""]

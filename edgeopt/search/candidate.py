@@ -50,6 +50,7 @@ class Candidate:
     predicted_ms: float | None = None
     elapsed_s: float = 0.0
     finished_at_s: float | None = None
+    built_on: str | None = None  # the cluster node that built it (None: the search's own machine)
     kind: ClassVar[str] = "candidate"
 
     RETRIED: ClassVar[tuple[str, ...]] = ("unmeasured", "stopped")  # built again on --resume

@@ -49,6 +49,7 @@ from edgeopt.measure.latency import TimingConfig
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search import events, pareto
 from edgeopt.search.goals import Goals
+from edgeopt.search.executor import ClusterConfig, Executor, executor_for
 from edgeopt.search.journal import Journal
 from edgeopt.search.meter import Meter
 from edgeopt.search.outcome import SearchOutcome
@@ -86,6 +87,7 @@ class SearchConfig:
     agent: AgentTarget | None = None
     sustained_s: float = 60.0  # how long each candidate runs back to back when a goal names sustained p99
     measurements: Path | None = None  # the measurement store (None: ~/.cache/edgeopt/measurements)
+    cluster: ClusterConfig | None = None  # build candidates on a Ray cluster (None: here, one after another)
 
     def identity(self) -> dict[str, Any]:
         """What must match for ``resume`` to continue a search (the budget, and the agent's address, may change)."""
@@ -123,6 +125,8 @@ class Search:
         self.epoch_s: dict[str, float] = {}  # fine-tuning seconds per epoch, by the model the steps make
         self.best_key: str | None = None
         self.training_label = ""
+        self.executor: Executor | None = None
+        self.stage_of: dict[str, int] = {}  # builds in flight: their stage
 
     # -- set-up ------------------------------------------------------------------------
     @staticmethod
@@ -167,7 +171,6 @@ class Search:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> "SearchOutcome":
-        from edgeopt.backends import get_backend
         from edgeopt.pipeline.builder import BuildContext
 
         goals = self.config.goals
@@ -186,11 +189,22 @@ class Search:
                            agent=self.agent, agent_label=label(self.agent_identity) if self.agent_identity else None,
                            store=MeasurementStore(self.config.measurements),
                            sustained_s=self.config.sustained_s if goals.max_sustained_p99_ms else 0.0)
+        self.executor = executor_for(self.config.cluster, self.context, self.out, base, self.agent is not None)
+        try:
+            return self._stages(base)
+        finally:
+            self.executor.close()
+
+    def _stages(self, base: Recipe) -> "SearchOutcome":
+        from edgeopt.backends import get_backend
+
+        goals = self.config.goals
         backends = [get_backend(name) for name in self._backends()]
         stage1 = export_candidates(self.config.space, base, backends, goals.max_drop)
         self.emit(events.StageStarted(1, len(stage1), goals.priority))
         for recipe in stage1:
             self._consider(recipe, stage=1)
+        self._drain()
         self._runoff([record for _, record in runtime_candidates([(r, self.journal.get(r.hash)) for r in stage1])])
         exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority, self.meter.metric)
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
@@ -202,6 +216,7 @@ class Search:
         self.emit(events.StageStarted(2, len(stage2), goals.priority))
         for recipe in stage2:
             self._consider(recipe, stage=2)
+        self._drain()
         self._runoff([r for r in self.journal.candidates() if r.meets_goals])
         return self._outcome()
 
@@ -234,6 +249,7 @@ class Search:
         return usable
 
     def _consider(self, recipe: Recipe, stage: int) -> None:
+        self._wait_for_its_model(recipe)
         key = recipe.hash
         known = self.journal.get(key)
         if known is not None and known.status not in Candidate.RETRIED:
@@ -256,9 +272,32 @@ class Search:
         if stage == 2 and not self._worth_training(recipe, remaining):
             return
         self.emit(events.CandidateStarted(recipe.label, self._used_s(), self.config.budget_s))
-        record = self._journal(self.meter.candidate(recipe, stage, self.deadline))
-        self.emit(events.CandidateFinished(record))
-        self._update_best()
+        self.stage_of[key] = stage
+        self.executor.submit(recipe, self.deadline)
+        self._collect(wait=len(self.executor.in_flight()) >= self.executor.slots())
+
+    # -- builds in flight (on a cluster; a local build has ended when it is submitted) ---------------
+    def _collect(self, wait: bool) -> None:
+        """Judge (score, time) and journal the builds that ended; ``wait``: for one at least."""
+        for recipe, built in self.executor.collect(wait):
+            record = self._journal(self.meter.judge(recipe, self.stage_of.pop(recipe.hash), built, self.deadline))
+            self.emit(events.CandidateFinished(record))
+            self._update_best()
+
+    def _drain(self) -> None:
+        while self.executor.in_flight():
+            self._collect(wait=True)
+
+    def _wait_for_its_model(self, recipe: Recipe) -> None:
+        """Before deciding on ``recipe``, wait for the builds in flight that make its model: one trained model is
+        trained once (its siblings then start from the cache), and whether accuracy-aware INT8 is needed reads
+        its plain INT8 sibling's result. The baseline's exports wait only for their own runtime's."""
+        def same_model(other: Recipe) -> bool:
+            return (other.prefix_hash(len(other.steps)) == recipe.prefix_hash(len(recipe.steps))
+                    and (bool(recipe.steps) or other.export.backend == recipe.export.backend))
+
+        while any(same_model(other) for other in self.executor.in_flight()):
+            self._collect(wait=True)
 
     def _runoff(self, pool: list[Candidate]) -> None:
         """Time again, side by side, the candidates of ``pool`` (those the next decision ranks: the runtimes
@@ -443,7 +482,8 @@ class Search:
             front=pareto.pareto_front(records, metric), closest=[] if chosen else pareto.closest(records),
             device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb,
                                             "measured_on": self.meter.agent_label, "agent": self.agent_identity,
-                                            "host_threads": self.meter.host_threads},
+                                            "host_threads": self.meter.host_threads,
+                                            "built_by": self.executor.describe()},
             environment=environment.collect(), elapsed_s=self._used_s(),
             not_tried=self.not_tried, winner_details=self.meter.winner_details(chosen) if chosen else {},
             smallest_footprint=smallest_footprint(self.journal.records.values(), self.config.goals)

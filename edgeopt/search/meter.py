@@ -35,6 +35,7 @@ from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
 from edgeopt.measure.measurement import Measurement
 from edgeopt.pipeline.builder import BuildContext, build, build_model
+from edgeopt.search.building import Built, build_candidate, candidate_folder, log_traceback
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search.goals import Goals
 from edgeopt.search.native_log import native_output_to
@@ -42,12 +43,10 @@ from edgeopt.search.candidate import Candidate, ModelScore, Probe
 from edgeopt.tasks import task_of
 
 
-def _log_traceback(log: Path) -> None:
-    import traceback
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as handle:
-        traceback.print_exc(file=handle)
+def _spent(record: Candidate, started: float) -> Candidate:
+    """``record`` with the time judging it took added to its build's."""
+    record.elapsed_s += time.monotonic() - started
+    return record
 
 
 class Meter:
@@ -218,22 +217,29 @@ class Meter:
         return measured
 
     def candidate(self, recipe: Recipe, stage: int, deadline: Deadline = NO_DEADLINE) -> Candidate:
-        """Build, verify, score on the test split, time, and judge ``recipe`` against the goals.
+        """Build ``recipe`` here, then judge it (``judge``). At ``deadline`` the work stops at its next clean
+        point and the record says ``stopped``."""
+        return self.judge(recipe, stage, build_candidate(recipe, self.context, self.out, deadline), deadline)
 
-        At ``deadline`` the work stops at its next clean point and the record says ``stopped``.
-        """
+    def judge(self, recipe: Recipe, stage: int, built: Built, deadline: Deadline = NO_DEADLINE) -> Candidate:
+        """Score the built ``recipe`` (its folder under ``OUT/candidates``, built here or on a cluster's node)
+        on the test split, time it, and judge it against the goals."""
         from edgeopt.backends import open_session
+        from edgeopt.core.artifact import Artifact
         from edgeopt.measure.inference import outputs_on
 
         started = time.monotonic()
-        folder = self.out / "candidates" / recipe.hash
-        recipe.write(folder / "recipe.toml")
-        record = Candidate(recipe.hash, recipe.label, stage, "failed", recipe.to_dict(), metric=self.metric.name,
-                           metric_title=self.metric.title, log=str((folder / "build.log").relative_to(self.out)))
+        folder = candidate_folder(self.out, recipe)
+        record = Candidate(recipe.hash, recipe.label, stage, built.status, recipe.to_dict(), reason=built.reason,
+                           metric=self.metric.name, metric_title=self.metric.title, built_on=built.built_on,
+                           log=str((folder / "build.log").relative_to(self.out)), elapsed_s=built.elapsed_s)
+        if not built.ok:
+            return record
+        record.status = "failed"
         test = self.context.splits.test
         try:
             with native_output_to(folder / "build.log"):
-                _, artifact = build(recipe, self.context, folder / "artifact", overwrite=True, deadline=deadline)
+                artifact = Artifact.open(folder / "artifact")
                 deadline.check("scoring on the test split")
                 session = open_session(artifact.path, threads=self.threads)
                 outputs = outputs_on(session.run, test, artifact.input_spec)
@@ -242,22 +248,18 @@ class Meter:
                 measured = self._timing(artifact, self._cost(recipe))
         except BudgetExhausted as exc:  # not a failure: --resume with budget left builds it again
             record.status, record.reason = "stopped", f"{exc}; `--resume` with more budget continues it"
-            record.elapsed_s = time.monotonic() - started
-            return record
+            return _spent(record, started)
         except AgentUnavailable as exc:  # never silently estimated: --resume measures it on the device
             record.status, record.reason = "unmeasured", f"{exc}; `--resume` measures it"
             record.artifact = str((folder / "artifact").relative_to(self.out))
-            record.elapsed_s = time.monotonic() - started
-            return record
+            return _spent(record, started)
         except EdgeoptError as exc:
             record.reason = str(exc)
-            record.elapsed_s = time.monotonic() - started
-            return record
+            return _spent(record, started)
         except Exception as exc:  # a bug in one candidate must not end a search of hours: record it, go on
-            _log_traceback(folder / "build.log")
+            log_traceback(folder / "build.log")
             record.reason = f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"
-            record.elapsed_s = time.monotonic() - started
-            return record
+            return _spent(record, started)
         task = task_of(artifact)  # a student at another resolution decodes with its own anchors
         metrics = task.score(outputs, test)
         fidelity = task.fidelity(self.baseline_outputs, outputs)
@@ -270,8 +272,7 @@ class Meter:
         record.status, record.shortfall = "ok", self.goals.shortfall(record.violations)
         record.artifact = str((folder / "artifact").relative_to(self.out))
         record.notes = list(artifact.manifest.get("notes", []))
-        record.elapsed_s = time.monotonic() - started
-        return record
+        return _spent(record, started)
 
     def runoff(self, records: list[Candidate], rounds: int, deadline: Deadline = NO_DEADLINE) -> dict[str, list[float]]:
         """The p50 of each of ``records``, timed ``rounds`` more times here, a fresh process each time and in

@@ -33,7 +33,7 @@ from edgeopt.pipeline.ladder import LadderConfig
 from edgeopt.passes.early_exit import EarlyExitConfig
 from edgeopt.pipeline.recipe import ExportConfig
 from edgeopt.core.quantization import QuantizationConfig
-from edgeopt.search import Goals, SearchConfig, SearchSpace, parse_duration
+from edgeopt.search import ClusterConfig, Goals, SearchConfig, SearchSpace, parse_duration
 
 Field = str | tuple[str, Callable[[Any], Any]]  # a field (dotted into a nested config), or a field and how the option's text reads
 
@@ -135,8 +135,9 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
         (SearchConfig("model", "data", Path("out")), {
             "device": "device", "budget": ("budget_s", parse_duration), "sustained_seconds": "sustained_s",
             "resume": "resume", "force": "force", "arch": "arch", "seed": "seed", "agent": "agent",
-            "measurements": "measurements"}),
+            "measurements": "measurements", "cluster": "cluster"}),
         (AgentTarget("http://device:8470", "token"), {"agent_retries": "retries"}),
+        (ClusterConfig("auto"), {"cluster_cpus": "cpus", "cluster_retries": "retries"}),
     ],
     "ladder": lambda: [(LadderConfig(), {"batch": ("batches", lambda t: tuple(parse_int_list(t, "--batch"))),
                                          "min_speedup": "min_speedup", "max_rungs": "max_rungs", "threads": "threads",

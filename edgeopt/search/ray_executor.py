@@ -1,0 +1,180 @@
+"""Builds a search's candidates as tasks on a Ray cluster (``optimize --cluster auto|HOST:PORT``, ``edgeopt[ray]``).
+
+Each build is one Ray task declaring its CPUs (``--cluster-cpus``); Ray places it on a node with
+room, and tries it again elsewhere when its worker or node is lost (``--cluster-retries``): a build
+lost more often than that is journaled ``failed`` with the reason, never dropped. As many builds
+are in flight as the cluster has CPUs for them. The baseline's model and data go to the cluster
+once (Ray's object store); each task gets the cached models its steps start from and returns
+the candidate's folder and the models it made (``remote_build``).
+
+Timing stays off the nodes that train: the search times candidates on the device's agent, or on
+its own machine — and then its own machine must offer the cluster no CPUs (start that node with
+``ray start --head --num-cpus 0``), else the search refuses to start, since a candidate's
+latency would be taken beside another's training.
+
+A Ray cluster runs what its members send it: join only nodes you trust, with Ray's token
+authentication on (its default).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeopt.core.deadline import Deadline
+from edgeopt.core.errors import ConfigError
+from edgeopt.search.building import Built, candidate_folder
+from edgeopt.search.executor import ClusterConfig
+from edgeopt.search.remote_build import BuildJob, build_remotely, cached_models, pack_files, sources_of, unpack_files
+
+if TYPE_CHECKING:
+    from edgeopt.pipeline.builder import BuildContext
+    from edgeopt.pipeline.recipe import Recipe
+
+GRACE_S = 120.0  # past the deadline, how long a build may take to stop at its next check before it is cancelled
+
+
+def _build_on_node(job: BuildJob, sources) -> tuple[Built, bytes]:
+    """The task: ``remote_build.build_remotely``, its record naming the node (host and Ray node id) that built it."""
+    import ray
+
+    built, files = build_remotely(job, sources)
+    built.built_on = f"{built.built_on} ({ray.get_runtime_context().get_node_id()[:8]})"
+    return built, files
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--cluster needs Ray: pip install 'edgeopt[ray]' (on every node of the cluster too)") from None
+    return ray
+
+
+class RayExecutor:
+    """Builds on a Ray cluster (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, cluster: ClusterConfig, context: "BuildContext", out: Path, base: "Recipe",
+                 timed_by_agent: bool) -> None:
+        import edgeopt
+
+        ray = _ray()
+        self.cluster, self.context, self.out, self.base = cluster, context, out, base
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves for Ray's usage statistics
+        try:
+            ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot join the Ray cluster at {cluster.address}: {exc}") from None
+        try:
+            self.driver_node = self._check_timing_node(ray, timed_by_agent)
+            sources = sources_of(base)
+            self.sources = ray.put(sources)
+        except BaseException:
+            ray.shutdown()
+            raise
+        self.version = edgeopt.__version__
+        # a build declares the CPUs it trains with: the cluster's scheduling then matches what runs
+        self.cpus = cluster.cpus or context.threads or 1
+        self.task = ray.remote(_build_on_node).options(num_cpus=self.cpus, max_retries=cluster.retries,
+                                                       retry_exceptions=False)
+        self.pending: dict = {}  # ObjectRef -> (recipe, deadline, submitted at, bytes sent)
+        self.builds: list[dict] = []  # per build: its time on the worker and the time around it (overhead)
+        self.nodes_used: set[str] = set()
+        # the baseline's files go to the cluster once (each node fetches them once); cached models with each build
+        self.moved_bytes = {"sources": sum(len(data) for _, data in sources.values()), "to_workers": 0,
+                            "from_workers": 0}
+
+    @staticmethod
+    def _check_timing_node(ray, timed_by_agent: bool) -> str:
+        """The search's own node; refused when it offers CPUs to tasks and candidates are timed here."""
+        mine = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n["NodeID"] == mine), {})
+        address = node.get("NodeManagerAddress", "this machine")
+        if not timed_by_agent and node.get("Resources", {}).get("CPU", 0) > 0:
+            raise ConfigError(f"this machine ({address}) offers {node['Resources']['CPU']:g} CPUs to the cluster's "
+                              "tasks, and candidates are timed here: a latency would be taken beside another "
+                              "candidate's training. Start this node with `ray start --head --num-cpus 0` (or join "
+                              "with --num-cpus 0), or time on the device with --agent")
+        return address
+
+    def slots(self) -> int:
+        cpus = _ray().cluster_resources().get("CPU", 0)
+        return max(1, int(cpus // self.cpus))
+
+    def submit(self, recipe: "Recipe", deadline: Deadline) -> None:
+        cache = pack_files(self.context.workdir, cached_models(self.context, recipe))
+        job = BuildJob(recipe, self.base, self.context.baseline.source, self.cpus, deadline.remaining(), cache,
+                       self.version)
+        self.moved_bytes["to_workers"] += len(cache)
+        self.pending[self.task.remote(job, self.sources)] = (recipe, deadline, time.monotonic(), len(cache))
+
+    def in_flight(self) -> list["Recipe"]:
+        return [recipe for recipe, *_ in self.pending.values()]
+
+    def collect(self, wait: bool) -> list[tuple["Recipe", Built]]:
+        ray = _ray()
+        if not self.pending:
+            return []
+        timeout = self._wait_s() if wait else 0
+        ready, _ = ray.wait(list(self.pending), num_returns=1 if wait else len(self.pending), timeout=timeout)
+        if wait and not ready:  # past the deadline and its grace: whatever still runs is stopped
+            return self._cancel_all()
+        # waited for: the time around the build is the cluster's overhead (not so when it was ready earlier)
+        return [self._ended(ref, waited=wait and len(ready) == 1) for ref in ready]
+
+    def _wait_s(self) -> float:
+        """Until the earliest pending deadline, plus the grace a build has to stop at its next check."""
+        earliest = min(deadline.remaining() for _, deadline, *_ in self.pending.values())
+        return max(earliest, 0.0) + GRACE_S
+
+    def _ended(self, ref, waited: bool) -> tuple["Recipe", Built]:
+        ray = _ray()
+        recipe, _, submitted, sent = self.pending.pop(ref)
+        try:
+            built, files = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # its worker or node lost more often than the retries allow
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return recipe, Built("failed", f"its build was lost with its worker {self.cluster.retries + 1} time(s) "
+                                           f"({type(exc).__name__}: {first[:200]}); the search went on without it",
+                                 time.monotonic() - submitted)
+        self.moved_bytes["from_workers"] += len(files)
+        allowed = (f"{candidate_folder(Path(''), recipe).as_posix()}/", "models/")
+        try:
+            unpack_files(files, self.out, allowed)
+        except ConfigError as exc:
+            return recipe, Built("failed", f"its worker {built.built_on} sent back {exc}", built.elapsed_s)
+        if built.built_on:
+            self.nodes_used.add(built.built_on)
+        around = time.monotonic() - submitted
+        self.builds.append({"key": recipe.hash, "label": recipe.label, "node": built.built_on, "build_s": built.elapsed_s,
+                            "round_trip_s": around, "overhead_s": around - built.elapsed_s if waited else None,
+                            "bytes_sent": sent, "bytes_back": len(files)})
+        return recipe, built
+
+    def _cancel_all(self) -> list[tuple["Recipe", Built]]:
+        ray = _ray()
+        ended = []
+        for ref, (recipe, _, submitted, _) in list(self.pending.items()):
+            ray.cancel(ref, force=True)
+            ended.append((recipe, Built("stopped", "the budget was spent while it was still building on the cluster; "
+                                                   "`--resume` with more budget builds it again",
+                                        time.monotonic() - submitted)))
+        self.pending.clear()
+        return ended
+
+    def describe(self) -> dict:
+        resources = _ray().cluster_resources()
+        return {"name": self.name, "address": self.cluster.address, "cpus_per_build": self.cpus, "builds": self.builds,
+                "cluster_cpus": resources.get("CPU", 0), "built_on": sorted(self.nodes_used),
+                "timed_on": self.driver_node, **self.moved_bytes}
+
+    def close(self) -> None:
+        ray = _ray()
+        for ref in self.pending:
+            ray.cancel(ref, force=True)
+        self.pending.clear()
+        ray.shutdown()
