@@ -24,6 +24,12 @@ and writes the candidates ranked on the device and here, side by side.
 
     python benchmarks/agent.py                  # both parts, ~6 min (the lean venv, once: ~1 min more)
     python benchmarks/agent.py --part search    # only the search on the device
+    python benchmarks/agent.py --part farm      # a farm of both devices timing one search at once (~8 min)
+
+A third part (``--part farm``) starts both devices at once (core 0, and core 1 at half speed) as a farm
+of ``optimize``: every candidate timed on both concurrently; the search runs unbounded, then again with a
+latency bound halfway between the two devices' figures for its most accurate candidate, and reports each
+device's own choice under that bound.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from edgeopt.measure.profile import count_flops_and_params
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- agent:start -->", "<!-- agent:end -->"
 SEARCH_START, SEARCH_END = "<!-- agent-search:start -->", "<!-- agent-search:end -->"
+FARM_START, FARM_END = "<!-- agent-farm:start -->", "<!-- agent-farm:end -->"
 NEU_BASELINE = ROOT / "runs" / "neu-resnet18.safetensors"  # trained by benchmarks/compression.py --datasets neu
 ARTIFACTS = [  # (model source, backend, precision): a spread of sizes, two runtimes, two precisions
     ("torchvision:resnet18", "onnxruntime", "fp32"), ("torchvision:resnet18", "onnxruntime", "int8"),
@@ -278,6 +285,61 @@ def search_on_device(python: str, work: Path, datasets: Path, core: int, cap_mb:
     return "\n".join(lines)
 
 
+def farm_search(python: str, work: Path, datasets: Path, cap_mb: float) -> str:
+    """A farm of both emulated devices (core 0; core 1 at half speed) timing one search's candidates at once: first
+    unbounded, then with a latency bound halfway between the two devices' figures for the most accurate candidate;
+    each device's own choice under that bound, as Markdown."""
+    import dataclasses
+
+    import edgeopt
+    from edgeopt.report.search import device_choices_text, headers, table_rows
+
+    if not NEU_BASELINE.is_file():
+        raise SystemExit(f"{NEU_BASELINE} is missing: train it with `python benchmarks/compression.py --datasets neu`")
+    agents, targets = [], []
+    try:
+        for core, (kind, share) in enumerate(DEVICES.items()):
+            token, port = secrets.token_urlsafe(16), free_port()
+            agent = start_device(python, work / f"store-{kind}", port, token, core, cap_mb, kind, share)
+            if agent is None:
+                raise SystemExit("the half-speed device needs a writable cgroup v1 cpu controller")
+            agents.append(agent)
+            targets.append(edgeopt.AgentTarget(f"http://127.0.0.1:{port}", token))
+        space = edgeopt.SearchSpace(backends=("openvino",), prune_ratios=(), resolutions=(), students=(), qat=False)
+        goals = edgeopt.Goals(priority="accuracy", max_drop=FARM_MAX_DROP)
+
+        def search(name: str, goals):
+            return edgeopt.optimize(str(NEU_BASELINE), str(datasets / "neu_cls_64.npz"), work / name, space=space,
+                                    goals=goals, budget="30m", force=True, agent=targets[0], farm=targets[1:],
+                                    measurements=work / f"measurements-farm-{int(time.time())}")
+
+        open_search = search("farm-unbounded", goals)
+        top = open_search.chosen
+        other = open_search.device["farm"][0]
+        bound = round((top.latency_ms + top.measurement.on_devices[other]) / 2, 2)
+        bounded = search("farm-bounded", dataclasses.replace(goals, max_latency_ms=bound))
+    finally:
+        for agent in agents:
+            agent.terminate()
+            agent.wait(timeout=30)
+        if CGROUP.exists():
+            CGROUP.rmdir()
+    columns = headers(bounded)
+    lines = [f"Measured {dt.date.today().isoformat()} · `python benchmarks/agent.py --part farm` · "
+             f"`edgeopt.optimize` of {NEU_BASELINE.relative_to(ROOT)} on NEU-CLS-64 (OpenVINO FP32 and INT8, accuracy "
+             f"first, at most {FARM_MAX_DROP:g} points lost), every candidate timed at once on a farm of two emulated "
+             f"devices: {bounded.measured_on} (deciding) and {other}. Unbounded, the most accurate candidate is "
+             f"{top.label} ({top.latency_ms:.2f} ms on the one, {top.measurement.on_devices[other]:.2f} ms on the "
+             f"other); the same search again with `--max-latency-ms {bound:g}`, halfway between:", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(bounded)]
+    lines += ["", device_choices_text(bounded), ""]
+    return "\n".join(lines)
+
+
+FARM_MAX_DROP = 3.0  # OpenVINO's INT8 of the NEU ResNet-18 loses about 2.8 points (benchmarks/backends.py)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "agent")
@@ -285,11 +347,18 @@ def main() -> None:
     parser.add_argument("--core", type=int, default=0, help="the CPU the emulated device is pinned to")
     parser.add_argument("--memory-cap-mb", type=float, default=1024.0)
     parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
-    parser.add_argument("--part", choices=("all", "estimates", "search"), default="all")
+    parser.add_argument("--part", choices=("all", "estimates", "search", "farm"), default="all")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.part in ("all", "farm"):
+        body = farm_search(lean_python(args.venv), args.work, args.datasets_dir, args.memory_cap_mb)
+        print(body)
+        if not args.no_write:
+            write_section(FARM_START, FARM_END, body, "A farm of two emulated devices (`benchmarks/agent.py --part farm`)")
+        if args.part == "farm":
+            return
     if args.part in ("all", "search"):
         body = search_on_device(lean_python(args.venv), args.work, args.datasets_dir, args.core, args.memory_cap_mb)
         print(body)

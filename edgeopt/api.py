@@ -319,6 +319,7 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
              space: SearchSpace = SearchSpace(), resume: bool = RESUME, force: bool = False, arch: str | None = None,
              seed: int = 0, agent: "AgentTarget | None" = None, sustained_s: float = SearchConfig.sustained_s,
              measurements: PathLike | None = None, ladder: int = 0, cluster: "ClusterConfig | None" = None,
+             farm: Sequence["AgentTarget"] = (),
              on_event: "Callable[[Event], None] | None" = None) -> SearchOutcome:
     """Search for the fastest (or most accurate, or smallest) artifact of ``model`` that meets ``goals``.
 
@@ -332,6 +333,8 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     many rungs from the Pareto front (the choice, then faster candidates that are a real speed step), for
     ``edgeopt serve --target-p99-ms``. ``cluster``: build the candidates on a Ray cluster (``edgeopt[ray]``;
     ``edgeopt.search.ClusterConfig("auto")``), several at once; they are judged and timed here, as without one.
+    ``farm``: more devices' agents beside ``agent``; every candidate is timed on all of them at once, the one
+    ``device`` names (an agent's name) decides, and the report shows each device's latencies and choice.
 
     >>> import edgeopt
     >>> _ = edgeopt.train("digits", "edgeopt.models.zoo:tiny_cnn", "runs/digits.safetensors", epochs=4, lr=0.01,
@@ -352,7 +355,7 @@ def optimize(model: str, data: str, out: PathLike = "out/optimize", *, goals: Go
     config = SearchConfig(model=model, data=data, out=Path(out), goals=goals, device=device, budget_s=seconds,
                           space=space, resume=resume, force=force, arch=arch, seed=seed, agent=agent,
                           sustained_s=sustained_s, measurements=Path(measurements) if measurements else None,
-                          cluster=cluster)
+                          cluster=cluster, farm=tuple(farm))
     outcome = Search(config, on_event=on_event).run()
     write_reports(outcome, config.out)
     if ladder:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgeopt.cli.app import app
-from edgeopt.cli.common import AgentOption, AgentTokenOption, ArchOption, PluginOption, SeedOption, calibration_samples_option
+from edgeopt.cli.common import AgentTokenOption, ArchOption, PluginOption, SeedOption, calibration_samples_option
 from edgeopt.core.errors import ConfigError
 from edgeopt.report.console import make_console
 from edgeopt.search import AgentTarget, ClusterConfig, Goals, SearchConfig, SearchSpace
@@ -61,7 +61,7 @@ def optimize_command(
     epochs: int = typer.Option(SPACE.epochs, "--epochs", help="Fine-tuning epochs of each pruned/distilled candidate."),
     qat_epochs: int = typer.Option(SPACE.qat_epochs, "--qat-epochs"),
     calibration_samples: int = calibration_samples_option(SPACE.calibration_samples),
-    agent: Optional[str] = AgentOption,
+    agent: List[str] = typer.Option([], "--agent", help="URL of an `edgeopt agent` on the device (http://HOST:8470): measure there, not here. Repeat it for a farm: every candidate is timed on each device at once, and --device NAME (an agent's --name) names the one that decides (default: the first)."),
     agent_token: Optional[str] = AgentTokenOption,
     agent_retries: int = typer.Option(AgentTarget.retries, "--agent-retries", help="Tries after the first when the agent does not answer (waits double from 1 s); then the candidate is recorded as not measured, for --resume."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Build candidates on a Ray cluster (pip install 'edgeopt[ray]'): auto (the cluster this machine belongs to) or the head's HOST:PORT. Several build at once; each is scored and timed here, which must offer the cluster no CPUs (`ray start --head --num-cpus 0`), or on --agent."),
@@ -89,9 +89,10 @@ def optimize_command(
                         prune_ratios=_fractions(prune_ratios, "--prune-ratios"),
                         resolutions=_fractions(resolutions, "--resolutions"), students=None if students == "auto" else _split(students),
                         qat=qat and int8, epochs=epochs, qat_epochs=qat_epochs, calibration_samples=calibration_samples)
-    target = AgentTarget(agent, agent_token or "", retries=agent_retries) if agent else None
+    targets = [AgentTarget(url, agent_token or "", retries=agent_retries) for url in agent]
     run_optimize(model, data, out, goals=goals, device=device, budget=parse_duration(budget), space=space,
-                 resume=resume, force=force, arch=arch, seed=seed, agent=target, sustained_s=sustained_seconds,
+                 resume=resume, force=force, arch=arch, seed=seed, agent=targets[0] if targets else None,
+                 farm=targets[1:], sustained_s=sustained_seconds,
                  measurements=measurements, ladder=ladder,
                  cluster=ClusterConfig(cluster, cluster_cpus, cluster_retries) if cluster is not None else None)
 

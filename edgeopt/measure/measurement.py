@@ -50,6 +50,7 @@ class Measurement:
     estimate_basis: int | None = None
     arena_kb: float | None = None  # a microcontroller artifact: the tensor arena TFLM measured, and
     flash_kb: float | None = None  # its flash (flatbuffer + runtime estimate); None for any other runtime
+    on_devices: dict[str, float | None] = field(default_factory=dict)  # a farm's other devices: p50 ms by device
     p50_runs: list[float] = field(default_factory=list)  # p50 of each timing process, when re-timed: latency_ms is their median
 
     def __post_init__(self) -> None:

@@ -84,6 +84,12 @@ def host_choice_text(outcome) -> str:
 
 
 def host_choice(outcome) -> Candidate | None:
+    return choice_by(outcome, lambda m: m.host_ms)
+
+
+def choice_by(outcome, latency_of) -> Candidate | None:
+    """What the search would have chosen had each candidate's latency been ``latency_of(measurement)`` (a
+    candidate without one left out), judged by the same goals."""
     import dataclasses
 
     from edgeopt.search import pareto
@@ -91,14 +97,41 @@ def host_choice(outcome) -> Candidate | None:
 
     metric = get_task(outcome.baseline["task"]).metric(outcome.baseline["metric"])
     goals = outcome.config.goals
-    here = []
+    rejudged = []
     for r in outcome.records:
-        if r.ok and r.measurement.host_ms is not None:
-            m = dataclasses.replace(r.measurement, latency_ms=r.measurement.host_ms)
-            here.append(dataclasses.replace(r, measurement=m, violations=goals.violations(
+        if r.ok and latency_of(r.measurement) is not None:
+            m = dataclasses.replace(r.measurement, latency_ms=latency_of(r.measurement))
+            rejudged.append(dataclasses.replace(r, measurement=m, violations=goals.violations(
                 m, r.drop_points, r.metric_title or "", outcome.device["memory_cap_mb"], outcome.device["id"])))
-    chosen = pareto.choose(here, goals.priority, metric)
+    chosen = pareto.choose(rejudged, goals.priority, metric)
     return next((r for r in outcome.records if chosen and r.key == chosen.key), None)
+
+
+def farm_devices(outcome) -> list[str]:
+    """The labels of a farm's other devices (empty without a farm)."""
+    return list(outcome.device.get("farm") or [])
+
+
+def device_choices_text(outcome) -> str:
+    """Each farm device's own choice, the same goals judged with its latencies (empty without a farm)."""
+    if not farm_devices(outcome):
+        return ""
+    parts = []
+    for device in [outcome.measured_on, *farm_devices(outcome)]:
+        deciding = device == outcome.measured_on
+        latency_of = (lambda m: m.latency_ms) if deciding else (lambda m, d=device: m.on_devices.get(d))
+        chosen = choice_by(outcome, latency_of)
+        parts.append(f"{_short(device)}{' (deciding)' if deciding else ''}: " +
+                     (f"{chosen.label} ({latency_of(chosen.measurement):.3f} ms)" if chosen else "nothing meets the goals"))
+    return "Chosen on each device of the farm — " + "; ".join(parts) + "."
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _short(device_label: str) -> str:
+    return device_label.split(" (")[0]
 
 
 def value_text(record: Candidate) -> str:
@@ -127,7 +160,9 @@ def _rows(outcome) -> list[Candidate]:
 def headers(outcome) -> list[str]:
     """The table's columns; for a microcontroller the arena and flash take the place of the host process's memory."""
     memory = ["arena KB", "flash KB"] if outcome.config.goals.microcontroller else ["peak MB"]
-    return ["", "candidate", "status", "p50 ms", outcome.baseline["metric_title"], "Δ points", "size MB", *memory,
+    others = [f"p50 ms {_short(device)}" for device in farm_devices(outcome)]
+    first = f"p50 ms {_short(outcome.measured_on)}" if others else "p50 ms"
+    return ["", "candidate", "status", first, *others, outcome.baseline["metric_title"], "Δ points", "size MB", *memory,
             "verdict"]
 
 
@@ -149,7 +184,8 @@ def table_rows(outcome) -> list[list[str]]:
             rows.append([mark, r.label, r.status, *blank, (r.reason or "")[:160]])
             continue
         m = r.measurement
-        rows.append([mark, r.label, "ok", latency_text(r), value_text(r), points(r), f"{m.size_mb:.2f}",
+        others = [_ms(m.on_devices.get(device)) for device in farm_devices(outcome)]
+        rows.append([mark, r.label, "ok", latency_text(r), *others, value_text(r), points(r), f"{m.size_mb:.2f}",
                      *_memory_cells(outcome, m), verdict(r)])
     return rows
 
@@ -162,7 +198,7 @@ def print_outcome(outcome, console: Console) -> None:
     table = Table(title=f"candidates — latency at batch 1, {where}; baseline {title} {baseline}")
     numeric = ("p50 ms", title, "Δ points", "size MB", "peak MB", "arena KB", "flash KB")
     for header in headers(outcome):
-        table.add_column(header, justify="right" if header in numeric else "left")
+        table.add_column(header, justify="right" if header in numeric or header.startswith("p50 ms") else "left")
     for row in table_rows(outcome):
         table.add_row(*[Text(cell) for cell in row])
     console.print(table)
@@ -184,6 +220,8 @@ def print_outcome(outcome, console: Console) -> None:
     console.print(Text(decision_text(outcome), style="bold green" if outcome.chosen else "bold red"), soft_wrap=True)
     if host_choice_text(outcome):
         console.print(Text(host_choice_text(outcome)), soft_wrap=True)
+    if device_choices_text(outcome):
+        console.print(Text(device_choices_text(outcome)), soft_wrap=True)
 
 
 def _baseline_text(outcome) -> str:
@@ -241,6 +279,8 @@ def markdown(outcome) -> str:
                   "|" + "---|" * len(RANKING_HEADERS)]
         lines += ["| " + " | ".join(row) + " |" for row in ranking_rows(outcome)]
         lines += ["", host_choice_text(outcome), ""]
+    if device_choices_text(outcome):
+        lines += [device_choices_text(outcome), ""]
     lines += [f"- not tried: {item['label']} — {item['reason']}" for item in outcome.not_tried]
     lines += ["", f"Measured on {env['cpu']} ({env['usable_cpus']} CPUs, {env['memory_mb']:.0f} MB), "
                   f"{outcome.device['threads_here']} threads, Python {env['python']}.", ""]

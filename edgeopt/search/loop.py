@@ -85,6 +85,7 @@ class SearchConfig:
     seed: int = 0
     timing: TimingConfig = SEARCH_TIMING
     agent: AgentTarget | None = None
+    farm: tuple[AgentTarget, ...] = ()  # more devices' agents: each candidate timed on all at once; ``device`` decides
     sustained_s: float = 60.0  # how long each candidate runs back to back when a goal names sustained p99
     measurements: Path | None = None  # the measurement store (None: ~/.cache/edgeopt/measurements)
     cluster: ClusterConfig | None = None  # build candidates on a Ray cluster (None: here, one after another)
@@ -93,7 +94,8 @@ class SearchConfig:
         """What must match for ``resume`` to continue a search (the budget, and the agent's address, may change)."""
         return {"model": self.model, "data": self.data, "goals": self.goals.to_dict(), "device": self.device,
                 "space": self.space.to_dict(), "arch": self.arch, "seed": self.seed,
-                **({"measured_by": "agent"} if self.agent else {})}
+                **({"measured_by": "agent"} if self.agent else {}),
+                **({"farm": len(self.farm)} if self.farm else {})}
 
 
 Listener = Callable[[events.Event], None]
@@ -110,8 +112,8 @@ class Search:
         self.config = config
         self.out = Path(config.out)
         self.emit = on_event or (lambda event: None)
-        self.agent, self.agent_identity = self._connect(config.agent)
-        if self.agent_identity and config.device == "host":
+        self.agent, self.agent_identity, self.farm = self._connect_farm(config.agent, config.farm, config.device)
+        if self.agent_identity and config.device in ("host", self.agent_identity["name"]):
             from edgeopt.agent.identity import profile_of
 
             self.device = profile_of(self.agent_identity)  # the agent's device is the target
@@ -129,6 +131,20 @@ class Search:
         self.stage_of: dict[str, int] = {}  # builds in flight: their stage
 
     # -- set-up ------------------------------------------------------------------------
+    @classmethod
+    def _connect_farm(cls, target: AgentTarget | None, farm: tuple[AgentTarget, ...], device: str):
+        """(the deciding agent's client, its identity, [(client, identity)] of the farm's other devices): the agent
+        named ``device`` decides, else the first one. Every agent must answer at the start."""
+        if target is None and farm:
+            raise ConfigError("a farm needs its first agent as --agent")
+        connected = [cls._connect(t) for t in (target, *farm) if t is not None] or [(None, None)]
+        names = [identity["name"] for _, identity in connected if identity]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"the farm's agents must have distinct names (edgeopt agent --name), not {names}")
+        first = next((i for i, (_, identity) in enumerate(connected) if identity and identity["name"] == device), 0)
+        client, identity = connected.pop(first)
+        return client, identity, connected
+
     @staticmethod
     def _connect(target: AgentTarget | None):
         """(client, the device's identity) for an agent; (None, None) without one. An agent that does not
@@ -187,6 +203,7 @@ class Search:
 
         self.meter = Meter(self.context, goals, self.device, self.host, self.threads, self.out, self.config.timing,
                            agent=self.agent, agent_label=label(self.agent_identity) if self.agent_identity else None,
+                           farm=[(client, label(identity)) for client, identity in self.farm],
                            store=MeasurementStore(self.config.measurements),
                            sustained_s=self.config.sustained_s if goals.max_sustained_p99_ms else 0.0)
         self.executor = executor_for(self.config.cluster, self.context, self.out, base, self.agent is not None)
@@ -202,9 +219,7 @@ class Search:
         backends = [get_backend(name) for name in self._backends()]
         stage1 = export_candidates(self.config.space, base, backends, goals.max_drop)
         self.emit(events.StageStarted(1, len(stage1), goals.priority))
-        for recipe in stage1:
-            self._consider(recipe, stage=1)
-        self._drain()
+        self._consider_all(stage1, stage=1)
         self._runoff([record for _, record in runtime_candidates([(r, self.journal.get(r.hash)) for r in stage1])])
         exports = stage2_exports([(r, self.journal.get(r.hash)) for r in stage1], goals.priority, self.meter.metric)
         qat_backends = [b.name for b in backends if "qat" in b.capabilities.int8_modes]
@@ -214,9 +229,7 @@ class Search:
         stage2 = fine_tune_candidates(self.config.space, base, goals.priority, exports, input_size, qat_backends,
                                       task.micro_students if goals.microcontroller else task.students)
         self.emit(events.StageStarted(2, len(stage2), goals.priority))
-        for recipe in stage2:
-            self._consider(recipe, stage=2)
-        self._drain()
+        self._consider_all(stage2, stage=2)
         self._runoff([r for r in self.journal.candidates() if r.meets_goals])
         return self._outcome()
 
@@ -248,8 +261,21 @@ class Search:
             usable.insert(0, "eager")
         return usable
 
+    def _consider_all(self, recipes: list[Recipe], stage: int) -> None:
+        """Consider ``recipes`` in their order, but one whose model is being built elsewhere waits (see
+        ``_builds_its_model``) while the next ones go ahead; then wait for every build of the stage. Building
+        here, nothing is ever in flight: exactly the order given."""
+        waiting = list(recipes)
+        while waiting:
+            ready = next((r for r in waiting if not self._builds_its_model(r)), None)
+            if ready is None:
+                self._collect(wait=True)
+                continue
+            waiting.remove(ready)
+            self._consider(ready, stage)
+        self._drain()
+
     def _consider(self, recipe: Recipe, stage: int) -> None:
-        self._wait_for_its_model(recipe)
         key = recipe.hash
         known = self.journal.get(key)
         if known is not None and known.status not in Candidate.RETRIED:
@@ -288,16 +314,15 @@ class Search:
         while self.executor.in_flight():
             self._collect(wait=True)
 
-    def _wait_for_its_model(self, recipe: Recipe) -> None:
-        """Before deciding on ``recipe``, wait for the builds in flight that make its model: one trained model is
-        trained once (its siblings then start from the cache), and whether accuracy-aware INT8 is needed reads
-        its plain INT8 sibling's result. The baseline's exports wait only for their own runtime's."""
+    def _builds_its_model(self, recipe: Recipe) -> bool:
+        """Whether a build in flight makes ``recipe``'s model: a trained model is trained once (its siblings
+        start from the cache once it is back), and whether accuracy-aware INT8 is needed reads the plain INT8
+        sibling's result. The baseline's exports wait only for their own runtime's."""
         def same_model(other: Recipe) -> bool:
             return (other.prefix_hash(len(other.steps)) == recipe.prefix_hash(len(recipe.steps))
                     and (bool(recipe.steps) or other.export.backend == recipe.export.backend))
 
-        while any(same_model(other) for other in self.executor.in_flight()):
-            self._collect(wait=True)
+        return any(same_model(other) for other in self.executor.in_flight())
 
     def _runoff(self, pool: list[Candidate]) -> None:
         """Time again, side by side, the candidates of ``pool`` (those the next decision ranks: the runtimes
@@ -473,6 +498,7 @@ class Search:
         self.emit(events.BestChanged(chosen))
 
     def _outcome(self) -> SearchOutcome:
+        from edgeopt.agent.identity import label as label_of
         from edgeopt.measure import environment
 
         records, metric = self.journal.candidates(), self.meter.metric
@@ -482,6 +508,7 @@ class Search:
             front=pareto.pareto_front(records, metric), closest=[] if chosen else pareto.closest(records),
             device=self.device.to_dict() | {"threads_here": self.threads, "memory_cap_mb": self.device.memory_cap_mb,
                                             "measured_on": self.meter.agent_label, "agent": self.agent_identity,
+                                            "farm": [label_of(identity) for _, identity in self.farm],
                                             "host_threads": self.meter.host_threads,
                                             "built_by": self.executor.describe()},
             environment=environment.collect(), elapsed_s=self._used_s(),

@@ -54,12 +54,14 @@ class Meter:
 
     def __init__(self, context: BuildContext, goals: Goals, device, host, threads: int, out: Path,
                  timing: TimingConfig, agent: AgentClient | None = None, agent_label: str | None = None,
-                 store: MeasurementStore | None = None, sustained_s: float = 0.0) -> None:
+                 store: MeasurementStore | None = None, sustained_s: float = 0.0,
+                 farm: list[tuple[AgentClient, str]] | None = None) -> None:
         from edgeopt.measure import environment
 
         self.context, self.goals, self.device, self.host = context, goals, device, host
         self.threads, self.out, self.timing = threads, out, timing
         self.agent, self.agent_label, self.sustained_s = agent, agent_label, sustained_s
+        self.farm = farm or []  # the other devices of a farm: (client, label), each timing every candidate too
         self.store = store or MeasurementStore()
         self.host_threads = environment.cpu_count()  # the side-by-side ranking: this machine at its own width
         self.task = context.task
@@ -152,8 +154,8 @@ class Meter:
                                "bound; only a microcontroller runtime's (tflm) do")
         arena_kb, flash_kb = footprint or (None, None)
         if self.agent is not None:
-            measured = self._timing_on_device(artifact, cost, inputs, sustained_s)
-            return dataclasses.replace(measured, arena_kb=arena_kb, flash_kb=flash_kb)
+            measured, on_devices = self._timing_on_farm(artifact, cost, inputs, sustained_s, everywhere=sustained)
+            return dataclasses.replace(measured, arena_kb=arena_kb, flash_kb=flash_kb, on_devices=on_devices)
         config = MeasureConfig(threads=self.threads, timing=self.timing, sustained_s=sustained_s)
         measured = measurement_from(time_artifact(artifact.path, config, inputs), artifact.size_bytes, self.threads,
                                     macs=cost["macs"], params=cost["params"], arena_kb=arena_kb, flash_kb=flash_kb)
@@ -193,6 +195,38 @@ class Meter:
         correction = self.store.correction(self.store_key, artifact.backend, artifact.precision)
         centre, low, high = correction.apply(self._roofline_ms(here_ms, self.threads, artifact, cost))
         return centre, low, high, correction.basis
+
+    def _timing_on_farm(self, artifact, cost: dict[str, int], inputs, sustained_s: float,
+                        everywhere: bool) -> tuple[Measurement, dict[str, float | None]]:
+        """The deciding device's measurement and, at the same time (a thread per device: each device measures one
+        artifact at a time), every other device's p50 (None where it could not measure); ``everywhere`` False:
+        the deciding device only (a probe's prediction)."""
+        if not self.farm or not everywhere:
+            return self._timing_on_device(artifact, cost, inputs, sustained_s), {}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.farm)) as pool:
+            others = {label: pool.submit(self._p50_on, client, label, artifact, inputs) for client, label in self.farm}
+            measured = self._timing_on_device(artifact, cost, inputs, sustained_s)
+            return measured, {label: future.result() for label, future in others.items()}
+
+    def _p50_on(self, client: AgentClient, label: str, artifact, inputs) -> float | None:
+        """One farm device's p50 of ``artifact`` (outputs checked against this machine's); None, noted in the
+        build log, when it cannot run it, does not answer, or its outputs differ."""
+        from edgeopt.agent.remote import measure_on_device
+
+        try:
+            remote = measure_on_device(client, artifact.path, MeasureConfig(timing=self.timing), inputs,
+                                       threads_here=self.host_threads)
+        except (AgentUnavailable, EdgeoptError) as exc:
+            reason = str(exc)
+        else:
+            if remote["parity"]["passed"] is not False:
+                return remote["timing"]["batches"]["1"]["p50"]
+            reason = f"outputs differ from this machine's: {remote['parity']['reason']}"
+        with open(artifact.path.parent / "farm.log", "a") as log:
+            log.write(f"{label}: not measured: {reason}\n")
+        return None
 
     def _timing_on_device(self, artifact, cost: dict[str, int], inputs, sustained_s: float) -> Measurement:
         """Timed by the agent, outputs checked against this machine's, also timed here; filed in the store."""

@@ -5,7 +5,8 @@ left, the cached models the recipe's steps start from) and, once per search, the
 file and data file as bytes (``sources``). The worker builds the candidate in a temporary folder
 with the same ``building.build_candidate`` a local search runs, with the same seed and thread count
 (so the same weights and artifact bytes), and answers with its ``Built`` record and the files it
-made: the candidate's folder and every model its steps cached. Nothing stays on the worker.
+made: the candidate's folder and every model its steps cached (with their training checkpoints only
+when the build stopped, to be continued). Nothing stays on the worker.
 
 Files travel as an uncompressed tar (weights compress little); unpacking takes regular files only,
 under the folders a build writes (``candidates/<hash>/``, ``models/``), nothing else.
@@ -89,7 +90,8 @@ def build_remotely(job: BuildJob, sources: dict[str, tuple[str, bytes]]) -> tupl
         before = _stamps(root / "models")
         built = build_candidate(job.recipe, context, root, Deadline.after(job.remaining_s))
         built.built_on = node
-        made = [p for p, stamp in _stamps(root / "models").items() if before.get(p) != stamp]
+        made = [p for p, stamp in _stamps(root / "models").items() if before.get(p) != stamp
+                and (not built.ok or not p.name.endswith(".train.pt"))]  # a step's checkpoint: only to resume it
         made += [p for p in candidate_folder(root, job.recipe).rglob("*") if p.is_file()]
         return built, pack_files(root, [p.relative_to(root) for p in made])
 

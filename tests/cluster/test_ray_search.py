@@ -35,6 +35,7 @@ from tests.helpers import edgeopt  # noqa: E402
 # memory measured by TFLM, so the choice hangs on nothing a busy machine's timing could change
 MCU_SEARCH = ("--data", "digits", "--device", "nano33-ble", "--max-accuracy-drop", "5", "--resolutions", "none",
               "--students", "none", "--no-qat", "--budget", "10m")
+OBJECT_STORE = 256 << 20  # per node: a test node's default 150 MiB would spill the builds' files to disk
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "dashboard", "log_monitor", "monitor.py", "runtime_env")
 
 
@@ -57,8 +58,10 @@ def cluster(monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(scratch))
     monkeypatch.setenv("HOME", str(scratch / "home"))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    ray_cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
-    workers = [ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    ray_cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                                "object_store_memory": OBJECT_STORE})
+    workers = [ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE)
+               for _ in range(2)]
     ray_cluster.wait_for_nodes()
     try:
         yield ray_cluster, workers

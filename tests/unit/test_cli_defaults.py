@@ -134,7 +134,7 @@ CONFIGS: dict[str, Callable[[], list[tuple[Any, dict[str, Field]]]]] = {
                          "calibration_samples": "calibration_samples"}),
         (SearchConfig("model", "data", Path("out")), {
             "device": "device", "budget": ("budget_s", parse_duration), "sustained_seconds": "sustained_s",
-            "resume": "resume", "force": "force", "arch": "arch", "seed": "seed", "agent": "agent",
+            "resume": "resume", "force": "force", "arch": "arch", "seed": "seed", "agent": ("agent", lambda urls: urls[0] if urls else None),
             "measurements": "measurements", "cluster": "cluster"}),
         (AgentTarget("http://device:8470", "token"), {"agent_retries": "retries"}),
         (ClusterConfig("auto"), {"cluster_cpus": "cpus", "cluster_retries": "retries"}),
