@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/cluster.py          # about 25 minutes on 2 cores
 
-The same NEU search three times, each as this command line (the search pinned to one core with
-``taskset -c 0``, so it trains and times with one thread and every build declares one CPU):
+The same NEU search three times, each what this command line runs (``edgeopt.optimize`` with the same
+settings; the search pinned to one core while it runs, so it trains and times with one thread and every
+build declares one CPU):
 
     edgeopt optimize runs/neu-resnet18.safetensors --data ../shared/datasets/neu_cls_64.npz \\
         --backends onnxruntime --prune-ratios 0.25,0.5 --resolutions none --students none --no-qat \\
@@ -42,6 +43,8 @@ from pathlib import Path
 
 from results_md import write_section  # benchmarks/results_md.py (the script's folder is on sys.path)
 
+import edgeopt
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- cluster:start -->", "<!-- cluster:end -->"
@@ -50,7 +53,9 @@ TRAIN = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "schedule": "o
 # the NEU search of benchmarks/optimize_neu.py (15 epochs a fine-tune, at most 1 point lost), on one runtime and
 # two pruning widths so that three runs of it fit in half an hour
 SEARCH = ("--backends", "onnxruntime", "--prune-ratios", "0.25,0.5", "--resolutions", "none", "--students", "none",
-          "--no-qat", "--max-accuracy-drop", "1", "--budget", "60m")
+          "--no-qat", "--max-accuracy-drop", "1", "--budget", "60m")  # as a command line (the report's wording)
+SPACE = edgeopt.SearchSpace(backends=("onnxruntime",), prune_ratios=(0.25, 0.5), resolutions=(), students=(), qat=False)
+GOALS = edgeopt.Goals(max_drop=1.0)
 OBJECT_STORE = 1 << 30  # per node (ray.cluster_utils gives a test node 150 MiB, which spills a model to disk)
 
 
@@ -67,8 +72,6 @@ def main() -> int:
         return 2
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if not BASELINE.is_file():
-        import edgeopt
-
         print("training the NEU ResNet-18 baseline (30 epochs, as tinyml.py)", flush=True)
         edgeopt.train(str(data), "torchvision:resnet18", BASELINE, 30, **TRAIN, resume=True, threads=2)
     arms = {"local": search(args.runs / "local", data, workers=0)}
@@ -94,35 +97,39 @@ def _in_loopback_namespace() -> int:
 
 
 def search(out: Path, data: Path, workers: int) -> dict:
-    """One arm: the search as a command line pinned to core 0, on a fresh cluster of ``workers`` nodes (0: none)."""
-    import shutil
+    """One arm: the search (this process pinned to one core while it runs) on a fresh cluster of ``workers`` nodes
+    (0: none), whose processes are started before the pinning and so use every core."""
+    from edgeopt.report.console import make_console
+    from edgeopt.report.progress import SearchPrinter
 
-    shutil.rmtree(out, ignore_errors=True)
-    command = ["taskset", "-c", "0", sys.executable, "-m", "edgeopt", "optimize", str(BASELINE), "--data", str(data),
-               *SEARCH, "--out", str(out)]
-    cluster = None
-    if workers:
-        from ray.cluster_utils import Cluster
-
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
-                                                                "object_store_memory": OBJECT_STORE})
-        for _ in range(workers):
-            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE)
-        cluster.wait_for_nodes()
-        command += ["--cluster", cluster.address]
-    print(f"== {out.name}: {' '.join(command[3:])}", flush=True)
+    cluster = start_cluster(workers) if workers else None
+    everything = os.sched_getaffinity(0)
+    print(f"== {out.name}" + (f": {workers} worker node(s) at {cluster.address}" if cluster else ": no cluster"),
+          flush=True)
     started = time.monotonic()
+    os.sched_setaffinity(0, {min(everything)})  # one thread: the search trains and times on one core
     try:
-        proc = subprocess.run(command, text=True, capture_output=True)
+        edgeopt.optimize(str(BASELINE), str(data), out, goals=GOALS, space=SPACE, budget="60m", force=True,
+                         cluster=edgeopt.ClusterConfig(cluster.address) if cluster else None,
+                         on_event=SearchPrinter(make_console()))
     finally:
+        os.sched_setaffinity(0, everything)
         if cluster is not None:
             cluster.shutdown()
     wall = time.monotonic() - started
-    (out / "console.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"the {out.name} search failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    results = json.loads((out / "results.json").read_text())
-    return summarize(out, results, wall)
+    return summarize(out, json.loads((out / "results.json").read_text()), wall)
+
+
+def start_cluster(workers: int):
+    """A Ray head offering no CPUs (the search's node) and ``workers`` single-CPU worker nodes, each its processes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                            "object_store_memory": OBJECT_STORE})
+    for _ in range(workers):
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE)
+    cluster.wait_for_nodes()
+    return cluster
 
 
 def summarize(out: Path, results: dict, wall: float) -> dict:
@@ -149,12 +156,8 @@ def summarize(out: Path, results: dict, wall: float) -> dict:
 def move_a_model() -> dict:
     """Seconds to send the baseline checkpoint to a worker and have it sent back, less an empty task's."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
-                                                            "object_store_memory": OBJECT_STORE})
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE)
-    cluster.wait_for_nodes()
+    cluster = start_cluster(1)
     try:
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         echo = ray.remote(num_cpus=1)(_echo)

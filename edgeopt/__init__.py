@@ -38,7 +38,7 @@ _HOMES = {
     "edgeopt.pipeline.bench": ("BenchConfig", "BenchReport"),
     "edgeopt.pipeline.recipe": ("ExportConfig", "Recipe", "Step"),
     "edgeopt.core.quantization": ("QuantizationConfig",),
-    "edgeopt.search": ("AgentTarget", "Goals", "SearchOutcome", "SearchSpace"),
+    "edgeopt.search": ("AgentTarget", "ClusterConfig", "Goals", "SearchOutcome", "SearchSpace"),
     "edgeopt.core.spec": ("InputSpec", "OutputSpec", "Preprocess"),
     "edgeopt.tasks": ("Metric", "Task", "get_task", "register_task", "task_of"),
 }
@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgeopt.pipeline.bench import BenchConfig, BenchReport  # noqa: F401
     from edgeopt.pipeline.recipe import ExportConfig, Recipe, Step  # noqa: F401
     from edgeopt.core.quantization import QuantizationConfig  # noqa: F401
-    from edgeopt.search import AgentTarget, Goals, SearchOutcome, SearchSpace  # noqa: F401
+    from edgeopt.search import AgentTarget, ClusterConfig, Goals, SearchOutcome, SearchSpace  # noqa: F401
     from edgeopt.core.spec import InputSpec, OutputSpec, Preprocess  # noqa: F401
     from edgeopt.tasks import Metric, Task, get_task, register_task, task_of  # noqa: F401
 

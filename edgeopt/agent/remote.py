@@ -23,9 +23,10 @@ PROBE_SAMPLES = 8
 
 
 def measure_on_device(client: AgentClient, path: Path, config, inputs: np.ndarray | None = None,
-                      threads_here: int | None = None) -> dict[str, Any]:
+                      threads_here: int | None = None, here: list | None = None) -> dict[str, Any]:
     """The agent's measurement of the artifact at ``path`` plus ``parity``: its outputs against this
-    machine's on the same inputs (``passed`` None, with the reason, where the artifact cannot run here)."""
+    machine's on the same inputs (``passed`` None, with the reason, where the artifact cannot run here);
+    ``here``: this machine's outputs on ``inputs`` when already computed (nothing then runs here)."""
     from edgeopt.core.artifact import Artifact
     from edgeopt.backends import open_session
     from edgeopt.measure.fidelity import compare
@@ -36,7 +37,7 @@ def measure_on_device(client: AgentClient, path: Path, config, inputs: np.ndarra
         inputs = artifact.input_spec.example(batch=PROBE_SAMPLES)
     result = client.measure(artifact.path, dataclasses.replace(config, keep_outputs=True), inputs)
     try:
-        here = open_session(artifact.path, threads=threads_here).run([inputs])
+        here = here if here is not None else open_session(artifact.path, threads=threads_here).run([inputs])
     except BackendError as exc:
         result["parity"] = {"passed": None, "reason": f"not checked: the artifact does not run here ({exc})"}
         return result

@@ -53,8 +53,11 @@ def cluster_text(outcome) -> str:
         return ""
     nodes = built.get("built_on") or []
     timed = outcome.measured_on or f"{built.get('timed_on')} (the search's node, which offers the cluster no CPUs)"
+    sharing = built.get("nodes_sharing_timing_machine") or 0
+    shared = (f" — {sharing} worker node(s) run on that same machine, whose cores they share" if sharing
+              and not outcome.measured_on else "")
     return (f"Built on the Ray cluster at {built.get('address')}: {len(nodes)} node(s) ({', '.join(nodes) or 'none'}), "
-            f"{built.get('cpus_per_build'):g} CPU per build; every candidate timed on {timed}; "
+            f"{built.get('cpus_per_build'):g} CPU per build; every candidate timed on {timed}{shared}; "
             f"{built.get('to_workers', 0) / 2**20:.1f} MB sent to workers, {built.get('from_workers', 0) / 2**20:.1f} MB back.")
 
 
@@ -123,7 +126,8 @@ def device_choices_text(outcome) -> str:
         chosen = choice_by(outcome, latency_of)
         parts.append(f"{_short(device)}{' (deciding)' if deciding else ''}: " +
                      (f"{chosen.label} ({latency_of(chosen.measurement):.3f} ms)" if chosen else "nothing meets the goals"))
-    return "Chosen on each device of the farm — " + "; ".join(parts) + "."
+    return ("Chosen on each device of the farm (its p50 judged by the same goals; its other figures are the deciding "
+            "device's) — " + "; ".join(parts) + ".")
 
 
 def _ms(value: float | None) -> str:

@@ -101,11 +101,10 @@ class LocalExecutor:
         pass
 
 
-def executor_for(cluster: ClusterConfig | None, context: "BuildContext", out: Path, base: "Recipe",
-                 timed_by_agent: bool) -> Executor:
+def executor_for(cluster: ClusterConfig | None, context: "BuildContext", out: Path, base: "Recipe") -> Executor:
     """The local executor, or a Ray cluster's (``edgeopt[ray]``) when ``cluster`` names one."""
     if cluster is None:
         return LocalExecutor(context, out)
     from edgeopt.search.ray_executor import RayExecutor
 
-    return RayExecutor(cluster, context, out, base, timed_by_agent)
+    return RayExecutor(cluster, context, out, base)

@@ -113,7 +113,8 @@ class Search:
         self.out = Path(config.out)
         self.emit = on_event or (lambda event: None)
         self.agent, self.agent_identity, self.farm = self._connect_farm(config.agent, config.farm, config.device)
-        if self.agent_identity and config.device in ("host", self.agent_identity["name"]):
+        # the deciding device: the agent's own (a farm's by its name), unless a device profile is named
+        if self.agent_identity and (config.device == "host" or (self.farm and config.device == self.agent_identity["name"])):
             from edgeopt.agent.identity import profile_of
 
             self.device = profile_of(self.agent_identity)  # the agent's device is the target
@@ -194,11 +195,21 @@ class Search:
         # the model, its data and its metric are checked before anything is written
         self.context = BuildContext.create(base, self.out, self.threads, show_progress=False, on_epoch=self._epoch)
         self.context.task.metric(goals.metric)
+        # the cluster too (its address, its nodes, files that cannot travel) is checked before anything is written
+        self.executor = executor_for(self.config.cluster, self.context, self.out, base)
+        try:
+            return self._search(base)
+        finally:
+            self.executor.close()
+
+    def _search(self, base: Recipe) -> "SearchOutcome":
+        goals = self.config.goals
         self.journal = self._open()
         _quiet_libraries()
         # wall-clock from the start of this run (loading the data counts), less what earlier runs spent
         self.deadline = Deadline(self.started + self.config.budget_s - self.journal.elapsed_s(), self._progress)
         from edgeopt.agent.identity import label
+        from edgeopt.backends import get_backend
         from edgeopt.devices.calibration import MeasurementStore
 
         self.meter = Meter(self.context, goals, self.device, self.host, self.threads, self.out, self.config.timing,
@@ -206,16 +217,6 @@ class Search:
                            farm=[(client, label(identity)) for client, identity in self.farm],
                            store=MeasurementStore(self.config.measurements),
                            sustained_s=self.config.sustained_s if goals.max_sustained_p99_ms else 0.0)
-        self.executor = executor_for(self.config.cluster, self.context, self.out, base, self.agent is not None)
-        try:
-            return self._stages(base)
-        finally:
-            self.executor.close()
-
-    def _stages(self, base: Recipe) -> "SearchOutcome":
-        from edgeopt.backends import get_backend
-
-        goals = self.config.goals
         backends = [get_backend(name) for name in self._backends()]
         stage1 = export_candidates(self.config.space, base, backends, goals.max_drop)
         self.emit(events.StageStarted(1, len(stage1), goals.priority))

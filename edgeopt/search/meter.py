@@ -20,6 +20,7 @@ Latency comes from one of three places, and the record says which:
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ class Meter:
         self.threads, self.out, self.timing = threads, out, timing
         self.agent, self.agent_label, self.sustained_s = agent, agent_label, sustained_s
         self.farm = farm or []  # the other devices of a farm: (client, label), each timing every candidate too
+        self.farm_down: set[str] = set()  # farm devices that stopped answering
         self.store = store or MeasurementStore()
         self.host_threads = environment.cpu_count()  # the side-by-side ranking: this machine at its own width
         self.task = context.task
@@ -201,29 +203,45 @@ class Meter:
         """The deciding device's measurement and, at the same time (a thread per device: each device measures one
         artifact at a time), every other device's p50 (None where it could not measure); ``everywhere`` False:
         the deciding device only (a probe's prediction)."""
-        if not self.farm or not everywhere:
+        devices = [(client, label) for client, label in self.farm if label not in self.farm_down]
+        if not devices or not everywhere:
             return self._timing_on_device(artifact, cost, inputs, sustained_s), {}
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=len(self.farm)) as pool:
-            others = {label: pool.submit(self._p50_on, client, label, artifact, inputs) for client, label in self.farm}
+        from edgeopt.backends import open_session
+
+        try:  # this machine's outputs once, before anything is timed here: the devices' threads only wait on them
+            here = open_session(artifact.path, threads=self.host_threads).run([inputs])
+        except BackendError:
+            here = None
+        with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+            others = {label: pool.submit(self._p50_on, client, label, artifact, inputs, here)
+                      for client, label in devices}
             measured = self._timing_on_device(artifact, cost, inputs, sustained_s)
             return measured, {label: future.result() for label, future in others.items()}
 
-    def _p50_on(self, client: AgentClient, label: str, artifact, inputs) -> float | None:
-        """One farm device's p50 of ``artifact`` (outputs checked against this machine's); None, noted in the
-        build log, when it cannot run it, does not answer, or its outputs differ."""
+    def _p50_on(self, client: AgentClient, label: str, artifact, inputs, here) -> float | None:
+        """One farm device's p50 of ``artifact`` (outputs checked against this machine's ``here``); None, noted in
+        the candidate's farm.log, when it cannot run it or its outputs differ. A device that does not answer (through
+        its retries) is left out for the rest of the search: one down device must not stall every candidate."""
         from edgeopt.agent.remote import measure_on_device
 
         try:
             remote = measure_on_device(client, artifact.path, MeasureConfig(timing=self.timing), inputs,
-                                       threads_here=self.host_threads)
-        except (AgentUnavailable, EdgeoptError) as exc:
-            reason = str(exc)
+                                       threads_here=self.host_threads, here=here)
+            p50 = remote["timing"]["batches"]["1"]["p50"]
+        except AgentUnavailable as exc:
+            self.farm_down.add(label)
+            reason = f"{exc}; left out for the rest of the search"
+        except Exception as exc:  # a thread's failure must not fail a candidate the deciding device measured
+            reason = f"{type(exc).__name__}: {exc}"
         else:
-            if remote["parity"]["passed"] is not False:
-                return remote["timing"]["batches"]["1"]["p50"]
-            reason = f"outputs differ from this machine's: {remote['parity']['reason']}"
+            if remote["parity"]["passed"] is False:
+                reason = f"outputs differ from this machine's: {remote['parity']['reason']}"
+            elif isinstance(p50, (int, float)) and math.isfinite(p50) and p50 > 0:
+                return float(p50)
+            else:
+                reason = f"the device answered a p50 of {p50!r}"
         with open(artifact.path.parent / "farm.log", "a") as log:
             log.write(f"{label}: not measured: {reason}\n")
         return None

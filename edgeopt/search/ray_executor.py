@@ -27,7 +27,8 @@ from edgeopt.core.deadline import Deadline
 from edgeopt.core.errors import ConfigError
 from edgeopt.search.building import Built, candidate_folder
 from edgeopt.search.executor import ClusterConfig
-from edgeopt.search.remote_build import BuildJob, build_remotely, cached_models, pack_files, sources_of, unpack_files
+from edgeopt.search.remote_build import (BuildJob, build_remotely, cached_models, digest, files_of, pack_files,
+                                         sources_of, unpack_files)
 
 if TYPE_CHECKING:
     from edgeopt.pipeline.builder import BuildContext
@@ -45,6 +46,24 @@ def _build_on_node(job: BuildJob, sources) -> tuple[Built, bytes]:
     return built, files
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:200] if text else type(exc).__name__
+
+
+def _check_recipe(out: Path, recipe: "Recipe") -> None:
+    """The artifact a worker returned was built from ``recipe`` (its manifest says so), or ConfigError."""
+    from edgeopt.core.artifact import Artifact
+    from edgeopt.core.errors import ArtifactError
+
+    try:
+        made_from = Artifact.open(candidate_folder(out, recipe) / "artifact").manifest.get("recipe")
+    except ArtifactError as exc:
+        raise ConfigError(f"an artifact that does not open ({exc})") from None
+    if made_from != recipe.to_dict():
+        raise ConfigError("an artifact whose manifest names another recipe")
+
+
 def _ray():
     try:
         import ray
@@ -58,8 +77,7 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, cluster: ClusterConfig, context: "BuildContext", out: Path, base: "Recipe",
-                 timed_by_agent: bool) -> None:
+    def __init__(self, cluster: ClusterConfig, context: "BuildContext", out: Path, base: "Recipe") -> None:
         import edgeopt
 
         ray = _ray()
@@ -69,16 +87,19 @@ class RayExecutor:
             ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot join the Ray cluster at {cluster.address}: {exc}") from None
+        # a build declares the CPUs it trains with: the cluster's scheduling then matches what runs
+        self.cpus = cluster.cpus or context.threads or 1
         try:
-            self.driver_node = self._check_timing_node(ray, timed_by_agent)
+            self.driver_node, self.sharing = self._check_timing_node(ray)
+            if self.slots() == 0:
+                raise ConfigError(f"no node of the cluster at {cluster.address} offers the {self.cpus} CPUs one build "
+                                  "declares: start workers with more (ray start --num-cpus N), or lower --cluster-cpus")
             sources = sources_of(base)
-            self.sources = ray.put(sources)
+            self.sources, self.sources_sha256 = ray.put(sources), digest(sources)
         except BaseException:
             ray.shutdown()
             raise
         self.version = edgeopt.__version__
-        # a build declares the CPUs it trains with: the cluster's scheduling then matches what runs
-        self.cpus = cluster.cpus or context.threads or 1
         self.task = ray.remote(_build_on_node).options(num_cpus=self.cpus, max_retries=cluster.retries,
                                                        retry_exceptions=False)
         self.pending: dict = {}  # ObjectRef -> (recipe, deadline, submitted at, bytes sent)
@@ -89,26 +110,30 @@ class RayExecutor:
                             "from_workers": 0}
 
     @staticmethod
-    def _check_timing_node(ray, timed_by_agent: bool) -> str:
-        """The search's own node; refused when it offers CPUs to tasks and candidates are timed here."""
+    def _check_timing_node(ray) -> tuple[str, int]:
+        """The search's own node's address, and how many CPU-offering nodes share that address (the same machine
+        running several Ray nodes, as in tests). Refused when the search's node itself offers CPUs to tasks:
+        candidates are judged and timed here (with an agent, this machine's timing is the side-by-side one)."""
         mine = ray.get_runtime_context().get_node_id()
-        node = next((n for n in ray.nodes() if n["NodeID"] == mine), {})
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        node = next((n for n in nodes if n["NodeID"] == mine), {})
         address = node.get("NodeManagerAddress", "this machine")
-        if not timed_by_agent and node.get("Resources", {}).get("CPU", 0) > 0:
+        if node.get("Resources", {}).get("CPU", 0) > 0:
             raise ConfigError(f"this machine ({address}) offers {node['Resources']['CPU']:g} CPUs to the cluster's "
                               "tasks, and candidates are timed here: a latency would be taken beside another "
                               "candidate's training. Start this node with `ray start --head --num-cpus 0` (or join "
-                              "with --num-cpus 0), or time on the device with --agent")
-        return address
+                              "with --num-cpus 0)")
+        sharing = sum(1 for n in nodes if n.get("NodeManagerAddress") == address and n["Resources"].get("CPU", 0) > 0)
+        return address, sharing
 
     def slots(self) -> int:
-        cpus = _ray().cluster_resources().get("CPU", 0)
-        return max(1, int(cpus // self.cpus))
+        """Builds that fit at once: each live node's CPUs divided by a build's, summed (a build never spans nodes)."""
+        return sum(int(n["Resources"].get("CPU", 0) // self.cpus) for n in _ray().nodes() if n.get("Alive"))
 
     def submit(self, recipe: "Recipe", deadline: Deadline) -> None:
         cache = pack_files(self.context.workdir, cached_models(self.context, recipe))
-        job = BuildJob(recipe, self.base, self.context.baseline.source, self.cpus, deadline.remaining(), cache,
-                       self.version)
+        job = BuildJob(recipe, self.base, self.context.baseline.source, self.cpus, time.time() + deadline.remaining(),
+                       cache, self.version, self.sources_sha256)
         self.moved_bytes["to_workers"] += len(cache)
         self.pending[self.task.remote(job, self.sources)] = (recipe, deadline, time.monotonic(), len(cache))
 
@@ -134,19 +159,24 @@ class RayExecutor:
     def _ended(self, ref, waited: bool) -> tuple["Recipe", Built]:
         ray = _ray()
         recipe, _, submitted, sent = self.pending.pop(ref)
+        recipe.write(candidate_folder(self.out, recipe) / "recipe.toml")  # the search's own, never a worker's
         try:
             built, files = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # raised on the worker outside the build (loading the baseline)
+            return recipe, Built("failed", f"its build could not start on the worker: {_first_line(exc)}",
+                                 time.monotonic() - submitted)
         except ray.exceptions.RayError as exc:  # its worker or node lost more often than the retries allow
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return recipe, Built("failed", f"its build was lost with its worker {self.cluster.retries + 1} time(s) "
-                                           f"({type(exc).__name__}: {first[:200]}); the search went on without it",
+                                           f"({type(exc).__name__}: {_first_line(exc)}); the search went on without it",
                                  time.monotonic() - submitted)
         self.moved_bytes["from_workers"] += len(files)
-        allowed = (f"{candidate_folder(Path(''), recipe).as_posix()}/", "models/")
         try:
-            unpack_files(files, self.out, allowed)
+            unpack_files(files, self.out, files_of(recipe))
+            if built.ok:
+                _check_recipe(self.out, recipe)
         except ConfigError as exc:
-            return recipe, Built("failed", f"its worker {built.built_on} sent back {exc}", built.elapsed_s)
+            return recipe, Built("failed", f"its worker {built.built_on} sent back {exc}", built.elapsed_s,
+                                 built.built_on)
         if built.built_on:
             self.nodes_used.add(built.built_on)
         around = time.monotonic() - submitted
@@ -169,6 +199,7 @@ class RayExecutor:
     def describe(self) -> dict:
         resources = _ray().cluster_resources()
         return {"name": self.name, "address": self.cluster.address, "cpus_per_build": self.cpus, "builds": self.builds,
+                "nodes_sharing_timing_machine": self.sharing,
                 "cluster_cpus": resources.get("CPU", 0), "built_on": sorted(self.nodes_used),
                 "timed_on": self.driver_node, **self.moved_bytes}
 

@@ -19,13 +19,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import os
+import shutil
 import socket
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable
 
 from edgeopt.core.deadline import Deadline
 from edgeopt.core.errors import ConfigError
@@ -42,9 +46,28 @@ class BuildJob:
     base: "Recipe"  # the baseline: model, data, seed, arch (model and data as the search names them)
     source: str  # the baseline's source as its manifest records it (the same wherever it is built)
     threads: int | None
-    remaining_s: float
+    deadline_unix_s: float  # the search's deadline on the wall clock (its monotonic clock is its own)
     cache: bytes  # models/<prefix>.safetensors (and .train.pt) the recipe's steps start from
     version: str  # edgeopt's on the search's machine: a worker must run the same
+    sources_sha256: str  # of the baseline's files: a worker's cached context is this search's
+
+
+def digest(sources: dict[str, tuple[str, bytes]]) -> str:
+    sha = hashlib.sha256()
+    for role, (name, data) in sorted(sources.items()):
+        sha.update(f"{role}\0{name}\0{len(data)}\0".encode())
+        sha.update(data)
+    return sha.hexdigest()
+
+
+def files_of(recipe: "Recipe") -> Callable[[str], bool]:
+    """Whether a name (relative to the search folder) is one a build of ``recipe`` makes or starts from: the
+    cached models of its own step prefixes (and their training checkpoints), its artifact and its build log.
+    Its recipe.toml is written by the search, never taken from a worker."""
+    models = {f"models/{recipe.prefix_hash(k)}{suffix}" for k in range(1, len(recipe.steps) + 1)
+              for suffix in (".safetensors", ".train.pt")}
+    folder = candidate_folder(Path(""), recipe).as_posix()
+    return lambda name: name in models or name == f"{folder}/build.log" or name.startswith(f"{folder}/artifact/")
 
 
 def sources_of(base: "Recipe") -> dict[str, tuple[str, bytes]]:
@@ -79,6 +102,7 @@ def build_remotely(job: BuildJob, sources: dict[str, tuple[str, bytes]]) -> tupl
     """Run on a worker: build ``job.recipe`` in a temporary folder; (its Built record, its files packed)."""
     import edgeopt
 
+    deadline = Deadline.after(job.deadline_unix_s - time.time())  # before anything else: loading counts too
     node = socket.gethostname()
     if job.version != edgeopt.__version__:
         return Built("failed", f"the worker node {node} runs edgeopt {edgeopt.__version__}, the search "
@@ -86,20 +110,20 @@ def build_remotely(job: BuildJob, sources: dict[str, tuple[str, bytes]]) -> tupl
     with tempfile.TemporaryDirectory(prefix="edgeopt-build-") as folder:
         root = Path(folder)
         context = dataclasses.replace(_context(job, sources, root), workdir=root)
-        unpack_files(job.cache, root, ("models/",))
+        unpack_files(job.cache, root, files_of(job.recipe))
         before = _stamps(root / "models")
-        built = build_candidate(job.recipe, context, root, Deadline.after(job.remaining_s))
+        built = build_candidate(job.recipe, context, root, deadline)
         built.built_on = node
         made = [p for p, stamp in _stamps(root / "models").items() if before.get(p) != stamp
                 and (not built.ok or not p.name.endswith(".train.pt"))]  # a step's checkpoint: only to resume it
-        made += [p for p in candidate_folder(root, job.recipe).rglob("*") if p.is_file()]
+        made += [p for p in candidate_folder(root, job.recipe).rglob("*") if p.is_file() and p.name != "recipe.toml"]
         return built, pack_files(root, [p.relative_to(root) for p in made])
 
 
 def _context(job: BuildJob, sources: dict[str, tuple[str, bytes]], scratch: Path) -> "BuildContext":
     from edgeopt.pipeline.builder import BuildContext
 
-    key = (job.base.hash, job.threads, tuple(sorted((role, name, len(data)) for role, (name, data) in sources.items())))
+    key = (job.base.hash, job.threads, job.sources_sha256)
     if key not in _CONTEXTS:
         local = {}
         for role, (name, data) in sources.items():  # files only while loading: the context keeps what it read
@@ -136,18 +160,31 @@ def pack_files(root: Path, names: list[Path]) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_files(data: bytes, root: Path, allowed: tuple[str, ...]) -> list[Path]:
-    """Write the regular files of the tar ``data`` under ``root``; a member outside the ``allowed`` folders, a
-    link, a device or an absolute or climbing path is refused before anything is written."""
+def unpack_files(data: bytes, root: Path, allowed: Callable[[str], bool]) -> list[Path]:
+    """Write the regular files of the tar ``data`` under ``root``, each name one ``allowed`` accepts; a link,
+    a device, an absolute or climbing path or any other name refuses the whole tar before anything is
+    written (``ConfigError``). Each file is written beside its place and renamed over it: a reader (or a
+    kill -9) sees the old file or the new one, never half of one."""
     if not data:
         return []
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        members = tar.getmembers()
-        for member in members:
-            name = member.name
-            if (not member.isfile() or name.startswith("/") or ".." in Path(name).parts
-                    or not name.startswith(allowed)):
-                raise ConfigError(f"a build's files hold {name!r}, which is not a file under {', '.join(allowed)}: "
-                                  "refused, nothing written")
-        tar.extractall(root, members=members, filter="data")
-    return [root / m.name for m in members]
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = member.name
+                if (not member.isfile() or name.startswith("/") or ".." in PurePosixPath(name).parts
+                        or not allowed(name)):
+                    raise ConfigError(f"a build's files hold {name!r}, which is not one of the files that build "
+                                      "makes: refused, nothing written")
+            written = []
+            for member in members:
+                target = root / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(target.name + ".partial")
+                with tar.extractfile(member) as source, open(partial, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+                os.replace(partial, target)
+                written.append(target)
+    except (tarfile.TarError, OSError) as exc:
+        raise ConfigError(f"a build's files could not be unpacked ({exc}): refused") from None
+    return written

@@ -75,4 +75,5 @@ def test_a_farm_of_two_devices_times_every_candidate_on_both_at_once(trained, tm
         assert record.measurement.on_devices[other] > 0  # the same candidate, timed on the other device too
     report = (tmp_path / "search" / "report.md").read_text()
     assert "p50 ms half-speed" in report and "p50 ms one-core" in report
-    assert "Chosen on each device of the farm — half-speed (deciding): " in report and "; one-core: " in report
+    assert "Chosen on each device of the farm" in report and "— half-speed (deciding): " in report
+    assert "; one-core: " in report
