@@ -12,7 +12,8 @@ import pytest
 # (the first trains the detector the others share), the docs' commands go beside them. A stale entry costs only order.
 LONG_FIRST = ("tests/cli/test_detection_cli.py", "tests/cli/test_docs_commands.py", "tests/realdata/test_same_answers.py",
               "tests/federated/test_federation.py",
-              "tests/security/test_kill9.py", "tests/stream/test_stream.py", "tests/cli/test_optimize.py",
+              "tests/security/test_kill9.py", "tests/agent/test_farm.py", "tests/stream/test_stream.py",
+              "tests/cli/test_optimize.py",
               "tests/cli/test_search_budget.py", "tests/agent/test_agent.py", "tests/realdata/test_compression_real.py",
               "tests/security/test_names_in_files.py", "tests/serve/test_server.py", "tests/conformance/test_int8.py",
               "tests/serve/test_ladder.py", "tests/cli/test_plugin_task.py", "tests/conformance/test_backends.py",

@@ -306,7 +306,7 @@ def farm_search(python: str, work: Path, datasets: Path, cap_mb: float) -> str:
             agents.append(agent)
             targets.append(edgeopt.AgentTarget(f"http://127.0.0.1:{port}", token))
         space = edgeopt.SearchSpace(backends=("openvino",), prune_ratios=(), resolutions=(), students=(), qat=False)
-        goals = edgeopt.Goals(priority="accuracy", max_drop=FARM_MAX_DROP)
+        goals = edgeopt.Goals(priority="accuracy")  # and the default drop bound: at most 1 point
 
         def search(name: str, goals):
             return edgeopt.optimize(str(NEU_BASELINE), str(datasets / "neu_cls_64.npz"), work / name, space=space,
@@ -327,7 +327,7 @@ def farm_search(python: str, work: Path, datasets: Path, cap_mb: float) -> str:
     columns = headers(bounded)
     lines = [f"Measured {dt.date.today().isoformat()} · `python benchmarks/agent.py --part farm` · "
              f"`edgeopt.optimize` of {NEU_BASELINE.relative_to(ROOT)} on NEU-CLS-64 (OpenVINO FP32 and INT8, accuracy "
-             f"first, at most {FARM_MAX_DROP:g} points lost), every candidate timed at once on a farm of two emulated "
+             f"first, at most {goals.max_drop:g} point lost), every candidate timed at once on a farm of two emulated "
              f"devices: {bounded.measured_on} (deciding) and {other}. Unbounded, the most accurate candidate is "
              f"{top.label} ({top.latency_ms:.2f} ms on the one, {top.measurement.on_devices[other]:.2f} ms on the "
              f"other); the same search again with `--max-latency-ms {bound:g}`, halfway between:", "",
@@ -335,9 +335,6 @@ def farm_search(python: str, work: Path, datasets: Path, cap_mb: float) -> str:
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(bounded)]
     lines += ["", device_choices_text(bounded), ""]
     return "\n".join(lines)
-
-
-FARM_MAX_DROP = 3.0  # OpenVINO's INT8 of the NEU ResNet-18 loses about 2.8 points (benchmarks/backends.py)
 
 
 def main() -> None:

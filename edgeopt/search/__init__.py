@@ -16,5 +16,5 @@ from edgeopt.search.outcome import SearchOutcome
 from edgeopt.search.candidate import Candidate
 from edgeopt.search.space import SearchSpace
 
-__all__ = ["AgentTarget", "Candidate", "ClusterConfig", "Goals", "Search", "SearchConfig", "SearchOutcome", "SearchSpace", "Violation",
-           "parse_duration"]
+__all__ = ["AgentTarget", "Candidate", "ClusterConfig", "Goals", "Search", "SearchConfig", "SearchOutcome",
+           "SearchSpace", "Violation", "parse_duration"]

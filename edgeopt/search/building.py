@@ -63,8 +63,8 @@ def build_candidate(recipe: "Recipe", context: "BuildContext", out: Path, deadli
         return Built("failed", str(exc), time.monotonic() - started)
     except Exception as exc:  # a bug in one candidate must not end a search of hours: record it, go on
         log_traceback(folder / "build.log")
-        return Built("failed", f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)",
-                     time.monotonic() - started)
+        reason = f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"
+        return Built("failed", reason, time.monotonic() - started)
     return Built("ok", elapsed_s=time.monotonic() - started)
 
 

@@ -114,7 +114,8 @@ class Search:
         self.emit = on_event or (lambda event: None)
         self.agent, self.agent_identity, self.farm = self._connect_farm(config.agent, config.farm, config.device)
         # the deciding device: the agent's own (a farm's by its name), unless a device profile is named
-        if self.agent_identity and (config.device == "host" or (self.farm and config.device == self.agent_identity["name"])):
+        named = bool(self.farm) and config.device == (self.agent_identity or {}).get("name")
+        if self.agent_identity and (config.device == "host" or named):
             from edgeopt.agent.identity import profile_of
 
             self.device = profile_of(self.agent_identity)  # the agent's device is the target
