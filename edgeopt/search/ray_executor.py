@@ -7,13 +7,14 @@ are in flight as the cluster has CPUs for them. The baseline's model and data go
 once (Ray's object store); each task gets the cached models its steps start from and returns
 the candidate's folder and the models it made (``remote_build``).
 
-Timing stays off the nodes that train: the search times candidates on the device's agent, or on
-its own machine — and then its own machine must offer the cluster no CPUs (start that node with
-``ray start --head --num-cpus 0``), else the search refuses to start, since a candidate's
-latency would be taken beside another's training.
+Timing stays off the nodes that train: the search times candidates on the device's agent or on its
+own node, and its own node must offer the cluster no CPUs (``ray start --head --num-cpus 0``) — with
+an agent too, since this machine's timing is the side-by-side ranking — else the search refuses to
+start, since a latency would be taken beside another candidate's training.
 
-A Ray cluster runs what its members send it: join only nodes you trust, with Ray's token
-authentication on (its default).
+A Ray cluster runs what its members send it, and Ray's transport is pickle: a member can run code
+on the search's machine. Join only nodes you trust, with Ray's token authentication on (its
+default); the checks on what a build sends back guard against a broken worker, not a hostile one.
 """
 
 from __future__ import annotations
