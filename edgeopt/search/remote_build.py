@@ -116,8 +116,9 @@ def build_remotely(job: BuildJob, sources: dict[str, tuple[str, bytes]]) -> tupl
         built.built_on = node
         made = [p for p, stamp in _stamps(root / "models").items() if before.get(p) != stamp
                 and (not built.ok or not p.name.endswith(".train.pt"))]  # a step's checkpoint: only to resume it
-        made += [p for p in candidate_folder(root, job.recipe).rglob("*") if p.is_file() and p.name != "recipe.toml"]
-        return built, pack_files(root, [p.relative_to(root) for p in made])
+        made += [p for p in candidate_folder(root, job.recipe).rglob("*") if p.is_file()]
+        returned = files_of(job.recipe)  # what the search takes back (its recipe.toml is its own; scratch stays)
+        return built, pack_files(root, [p.relative_to(root) for p in made if returned(p.relative_to(root).as_posix())])
 
 
 def _context(job: BuildJob, sources: dict[str, tuple[str, bytes]], scratch: Path) -> "BuildContext":
