@@ -147,7 +147,10 @@ def _context(job: BuildJob, sources: dict[str, tuple[str, bytes]], scratch: Path
 
 
 def _stamps(folder: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+    """Size and modification time of every file under ``folder``: what a build changed shows against them."""
+    if not folder.is_dir():
+        return {}
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 def pack_files(root: Path, names: list[Path]) -> bytes:
