@@ -69,12 +69,11 @@ class BuildContext:
 
     def model_path(self, recipe: Recipe, steps: int | None = None) -> Path:
         """Where the model after ``recipe``'s first ``steps`` steps (default: all) is cached."""
-        count = len(recipe.steps) if steps is None else steps
-        return self.workdir / "models" / f"{recipe.prefix_hash(count)}.safetensors"
+        return self.workdir / cached_model_name(recipe, steps)
 
     def checkpoint_path(self, recipe: Recipe, steps: int) -> Path:
         """Where step ``steps`` (1-based) of ``recipe`` checkpoints its training: beside its cached model."""
-        return self.model_path(recipe, steps).with_suffix(".train.pt")
+        return self.workdir / checkpoint_name(recipe, steps)
 
     def epochs_left(self, recipe: Recipe) -> int:
         """Training epochs ``recipe``'s model still needs: none after a cached step, less the epochs a
@@ -95,6 +94,17 @@ class BuildContext:
         return PassContext(teacher=self.baseline, splits=self.splits, task=self.task, seed=recipe.seed,
                            checkpoint=checkpoint, resume=self.resume, show_progress=self.show_progress,
                            on_epoch=self.on_epoch, deadline=deadline, origin=recipe.origin)
+
+
+def cached_model_name(recipe: Recipe, steps: int | None = None) -> Path:
+    """The cached model after ``recipe``'s first ``steps`` steps (default: all), relative to a build's folder."""
+    count = len(recipe.steps) if steps is None else steps
+    return Path("models") / f"{recipe.prefix_hash(count)}.safetensors"
+
+
+def checkpoint_name(recipe: Recipe, steps: int) -> Path:
+    """Step ``steps``' training checkpoint (1-based), beside its cached model, relative to a build's folder."""
+    return cached_model_name(recipe, steps).with_suffix(".train.pt")
 
 
 def build_model(recipe: Recipe, context: BuildContext, deadline: Deadline = NO_DEADLINE) -> "LoadedModel":

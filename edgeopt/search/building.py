@@ -62,15 +62,15 @@ def build_candidate(recipe: "Recipe", context: "BuildContext", out: Path, deadli
     except EdgeoptError as exc:
         return Built("failed", str(exc), time.monotonic() - started)
     except Exception as exc:  # a bug in one candidate must not end a search of hours: record it, go on
-        log_traceback(folder / "build.log")
-        reason = f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"
-        return Built("failed", reason, time.monotonic() - started)
+        return Built("failed", unexpected(exc, folder / "build.log"), time.monotonic() - started)
     return Built("ok", elapsed_s=time.monotonic() - started)
 
 
-def log_traceback(log: Path) -> None:
+def unexpected(exc: Exception, log: Path) -> str:
+    """The reason a candidate failed on a bug (``exc``, being handled), its traceback appended to ``log``."""
     import traceback
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as handle:
         traceback.print_exc(file=handle)
+    return f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"

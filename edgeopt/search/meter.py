@@ -36,7 +36,7 @@ from edgeopt.measure.latency import TimingConfig
 from edgeopt.measure.process import MeasureConfig, measurement_from, time_artifact
 from edgeopt.measure.measurement import Measurement
 from edgeopt.pipeline.builder import BuildContext, build, build_model
-from edgeopt.search.building import Built, build_candidate, candidate_folder, log_traceback
+from edgeopt.search.building import Built, candidate_folder, unexpected
 from edgeopt.pipeline.recipe import Recipe
 from edgeopt.search.goals import Goals
 from edgeopt.search.native_log import native_output_to
@@ -217,7 +217,7 @@ class Meter:
         with ThreadPoolExecutor(max_workers=len(devices)) as pool:
             others = {label: pool.submit(self._p50_on, client, label, artifact, inputs, here)
                       for client, label in devices}
-            measured = self._timing_on_device(artifact, cost, inputs, sustained_s)
+            measured = self._timing_on_device(artifact, cost, inputs, sustained_s, here)
             return measured, {label: future.result() for label, future in others.items()}
 
     def _p50_on(self, client: AgentClient, label: str, artifact, inputs, here) -> float | None:
@@ -246,12 +246,14 @@ class Meter:
             log.write(f"{label}: not measured: {reason}\n")
         return None
 
-    def _timing_on_device(self, artifact, cost: dict[str, int], inputs, sustained_s: float) -> Measurement:
-        """Timed by the agent, outputs checked against this machine's, also timed here; filed in the store."""
+    def _timing_on_device(self, artifact, cost: dict[str, int], inputs, sustained_s: float,
+                          here: list | None = None) -> Measurement:
+        """Timed by the agent, outputs checked against this machine's (``here``, when already computed), also
+        timed here; filed in the store."""
         from edgeopt.agent.remote import measure_on_device
 
         config = MeasureConfig(timing=self.timing, sustained_s=sustained_s)
-        remote = measure_on_device(self.agent, artifact.path, config, inputs, threads_here=self.host_threads)
+        remote = measure_on_device(self.agent, artifact.path, config, inputs, threads_here=self.host_threads, here=here)
         parity = remote["parity"]
         if parity["passed"] is False:
             raise ParityError(f"on {self.agent_label} the outputs differ from this machine's: {parity['reason']}",
@@ -267,11 +269,6 @@ class Meter:
                                    size_bytes=artifact.size_bytes,
                                    artifact=artifact.manifest["files"][artifact.manifest["entry"]]["sha256"]))
         return measured
-
-    def candidate(self, recipe: Recipe, stage: int, deadline: Deadline = NO_DEADLINE) -> Candidate:
-        """Build ``recipe`` here, then judge it (``judge``). At ``deadline`` the work stops at its next clean
-        point and the record says ``stopped``."""
-        return self.judge(recipe, stage, build_candidate(recipe, self.context, self.out, deadline), deadline)
 
     def judge(self, recipe: Recipe, stage: int, built: Built, deadline: Deadline = NO_DEADLINE) -> Candidate:
         """Score the built ``recipe`` (its folder under ``OUT/candidates``, built here or on a cluster's node)
@@ -309,8 +306,7 @@ class Meter:
             record.reason = str(exc)
             return _spent(record, started)
         except Exception as exc:  # a bug in one candidate must not end a search of hours: record it, go on
-            log_traceback(folder / "build.log")
-            record.reason = f"unexpected {type(exc).__name__}: {str(exc).strip()[:200]} (traceback in its build.log)"
+            record.reason = unexpected(exc, folder / "build.log")
             return _spent(record, started)
         task = task_of(artifact)  # a student at another resolution decodes with its own anchors
         metrics = task.score(outputs, test)

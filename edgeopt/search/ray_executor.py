@@ -104,8 +104,7 @@ class RayExecutor:
         self.task = ray.remote(_build_on_node).options(num_cpus=self.cpus, max_retries=cluster.retries,
                                                        retry_exceptions=False)
         self.pending: dict = {}  # ObjectRef -> (recipe, deadline, submitted at, bytes sent)
-        self.builds: list[dict] = []  # per build: its time on the worker and the time around it (overhead)
-        self.nodes_used: set[str] = set()
+        self.builds: list[dict] = []  # per build back: its node, its time on the worker and around it (overhead)
         # the baseline's files go to the cluster once (each node fetches them once); cached models with each build
         self.moved_bytes = {"sources": sum(len(data) for _, data in sources.values()), "to_workers": 0,
                             "from_workers": 0}
@@ -178,8 +177,6 @@ class RayExecutor:
         except ConfigError as exc:
             return recipe, Built("failed", f"its worker {built.built_on} sent back {exc}", built.elapsed_s,
                                  built.built_on)
-        if built.built_on:
-            self.nodes_used.add(built.built_on)
         around = time.monotonic() - submitted
         self.builds.append({"key": recipe.hash, "label": recipe.label, "node": built.built_on, "build_s": built.elapsed_s,
                             "round_trip_s": around, "overhead_s": around - built.elapsed_s if waited else None,
@@ -198,11 +195,10 @@ class RayExecutor:
         return ended
 
     def describe(self) -> dict:
-        resources = _ray().cluster_resources()
+        nodes = sorted({b["node"] for b in self.builds if b["node"]})
         return {"name": self.name, "address": self.cluster.address, "cpus_per_build": self.cpus, "builds": self.builds,
-                "nodes_sharing_timing_machine": self.sharing,
-                "cluster_cpus": resources.get("CPU", 0), "built_on": sorted(self.nodes_used),
-                "timed_on": self.driver_node, **self.moved_bytes}
+                "nodes_sharing_timing_machine": self.sharing, "cluster_cpus": _ray().cluster_resources().get("CPU", 0),
+                "built_on": nodes, "timed_on": self.driver_node, **self.moved_bytes}
 
     def close(self) -> None:
         ray = _ray()

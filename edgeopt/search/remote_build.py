@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from edgeopt.core.deadline import Deadline
 from edgeopt.core.errors import ConfigError
+from edgeopt.pipeline.builder import cached_model_name, checkpoint_name
 from edgeopt.search.building import Built, build_candidate, candidate_folder
 
 if TYPE_CHECKING:
@@ -64,8 +65,7 @@ def files_of(recipe: "Recipe") -> Callable[[str], bool]:
     """Whether a name (relative to the search folder) is one a build of ``recipe`` makes or starts from: the
     cached models of its own step prefixes (and their training checkpoints), its artifact and its build log.
     Its recipe.toml is written by the search, never taken from a worker."""
-    models = {f"models/{recipe.prefix_hash(k)}{suffix}" for k in range(1, len(recipe.steps) + 1)
-              for suffix in (".safetensors", ".train.pt")}
+    models = {name.as_posix() for name in _model_names(recipe)}
     folder = candidate_folder(Path(""), recipe).as_posix()
     return lambda name: name in models or name == f"{folder}/build.log" or name.startswith(f"{folder}/artifact/")
 
@@ -87,12 +87,13 @@ def sources_of(base: "Recipe") -> dict[str, tuple[str, bytes]]:
 def cached_models(context: "BuildContext", recipe: "Recipe") -> list[Path]:
     """The cached models (and training checkpoints) of ``recipe``'s step prefixes present here, relative to
     the search folder: what a worker needs to continue from where this machine is."""
-    found = []
-    for steps in range(1, len(recipe.steps) + 1):
-        for path in (context.model_path(recipe, steps), context.checkpoint_path(recipe, steps)):
-            if path.is_file():
-                found.append(path.relative_to(context.workdir))
-    return found
+    return [name for name in _model_names(recipe) if (context.workdir / name).is_file()]
+
+
+def _model_names(recipe: "Recipe") -> list[Path]:
+    """The cached model and training checkpoint of each of ``recipe``'s step prefixes (the builder's names)."""
+    return [name for steps in range(1, len(recipe.steps) + 1)
+            for name in (cached_model_name(recipe, steps), checkpoint_name(recipe, steps))]
 
 
 _CONTEXTS: dict[tuple, "BuildContext"] = {}  # per worker process: the baseline and its data load once

@@ -36,7 +36,7 @@ from tests.helpers import edgeopt  # noqa: E402
 MCU_SEARCH = ("--data", "digits", "--device", "nano33-ble", "--max-accuracy-drop", "5", "--resolutions", "none",
               "--students", "none", "--no-qat", "--budget", "10m")
 OBJECT_STORE = 256 << 20  # per node: a test node's default 150 MiB would spill the builds' files to disk
-RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::")  # any of a node's processes, or a worker
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,7 +86,7 @@ def _ray_processes(scratch: Path, wait_s: float = 20.0) -> list[str]:
                 text = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
             except psutil.Error:
                 continue
-            if process.pid != os.getpid() and (str(scratch) in text or any(p in text for p in RAY_PROCESSES[:3])):
+            if process.pid != os.getpid() and (str(scratch) in text or any(p in text for p in RAY_PROCESSES)):
                 left.append(f"{process.pid} {text[:120]}")
         if not left or time.monotonic() > deadline:
             return left
