@@ -88,6 +88,13 @@ def main() -> int:
     files = write_partitions(source, args.runs / "data", args.sites, args.seed)
     results_path = args.runs / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    settings = {name: getattr(args, name) for name in ("sites", "rounds", "local_epochs", "lr", "batch_size", "mu",
+                                                         "seed")}
+    if results.get("settings", settings) != settings:  # cached arms of other settings would be mixed in
+        print(f"{results_path} holds arms run with {results['settings']}, not {settings}: pass another --runs "
+              "folder (or delete it) to run these settings", file=sys.stderr)
+        return 2
+    results["settings"] = settings
 
     def arm(name: str, make) -> dict:  # each arm once: an interrupted run continues with the next
         if name not in results:
