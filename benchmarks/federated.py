@@ -262,7 +262,8 @@ def compress(checkpoint: Path, data: str, backend: str, out: Path) -> dict:
     """Static INT8 calibrated on the lab set (ONNX Runtime: per-channel weights, QDQ; OpenVINO: NNCF's accuracy
     control, at most 1 point on the lab set), built and verified as every artifact is."""
     quantization = INT8_QUANTIZATION[backend]
-    recipe = edgeopt.Recipe(str(checkpoint), data, export=edgeopt.ExportConfig(backend, "int8", quantization=quantization))
+    export = edgeopt.ExportConfig(backend, "int8", quantization=quantization)
+    recipe = edgeopt.Recipe(str(checkpoint), data, export=export)
     artifact = edgeopt.build(recipe, out, force=True, threads=2, progress=False)
     return {"top1": score(artifact.path, data), "fp32_top1": score(checkpoint, data), "artifact": str(artifact.path),
             "backend": backend, "source": str(checkpoint)}
@@ -296,7 +297,8 @@ def markdown(results: dict, details: dict) -> str:
              "|---|---|---|---|---|---|",
              f"| lab model (start) | {results['lab']['top1']:.2%} | {100 * (results['lab']['top1'] - central):+.2f} | | | |"]
     for name in details["central_arms"]:
-        label = f"centralized (pooled images), lr {central_lr(name, details):g}" + (" (the reference)" if name == reference else "")
+        label = f"centralized (pooled images), lr {central_lr(name, details):g}"
+        label += " (the reference)" if name == reference else ""
         lines.append(f"| {label} | {results[name]['top1']:.2%} | {100 * (results[name]['top1'] - central):+.2f} | | | "
                      f"{results[name]['wall_s'] / 60:.1f} min |")
     lines.append(f"| each site alone (mean of {len(sites)}) | {alone:.2%} | {100 * (alone - central):+.2f} | | | "
