@@ -92,8 +92,7 @@ def main() -> int:
                                                          "seed")}
     if results and results.get("settings") != settings:  # cached arms of other settings would be mixed in
         print(f"{results_path} holds arms run with {results.get('settings', 'unrecorded settings')}, not {settings}: "
-              "pass another --runs "
-              "folder (or delete it) to run these settings", file=sys.stderr)
+              "pass another --runs folder (or delete it) to run these settings", file=sys.stderr)
         return 2
     results["settings"] = settings
 
@@ -127,14 +126,12 @@ def main() -> int:
     best = max(("fedavg", "fedprox"), key=lambda s: results[s]["top1"])
     reference = max(asked, key=lambda name: results[name]["top1"])
     sources = {"int8-federated": results[best]["checkpoint"], "int8-centralized": results[reference]["checkpoint"]}
-    for name, checkpoint in sources.items():  # built again for another backend or another model
-        if name in results and (results[name].get("backend"), results[name].get("source")) != (args.int8_backend,
-                                                                                              checkpoint):
-            del results[name]
-    arm("int8-federated", lambda: compress(Path(results[best]["checkpoint"]), files["lab"], args.int8_backend,
-                                           args.runs / "int8-federated"))
-    arm("int8-centralized", lambda: compress(Path(results[reference]["checkpoint"]), files["lab"], args.int8_backend,
-                                             args.runs / "int8-centralized"))
+    for name, checkpoint in sources.items():
+        built = results.get(name, {})
+        if name in results and (built.get("backend"), built.get("source")) != (args.int8_backend, checkpoint):
+            del results[name]  # built again for another backend or another model
+        arm(name, lambda name=name, checkpoint=checkpoint: compress(Path(checkpoint), files["lab"], args.int8_backend,
+                                                                    args.runs / name))
     if args.shifted:
         shifted_sites = [files["shifted"], *files["sites"][1:]]
         arm("shifted-fedavg", lambda: federate(lab_model, shifted_sites, files["lab"], "fedavg", args,
