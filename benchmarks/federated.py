@@ -103,7 +103,8 @@ def main() -> int:
     def arm(name: str, make) -> dict:  # each arm once: an interrupted run continues with the next
         if name not in results:
             started = time.perf_counter()
-            results[name] = {**make(), "wall_s": round(time.perf_counter() - started, 1)}
+            results[name] = {**make(), "wall_s": round(time.perf_counter() - started, 1),
+                             "date": dt.date.today().isoformat()}
             results_path.write_text(json.dumps(results, indent=2))
             print(f"{name}: {json.dumps(results[name])[:300]}", flush=True)
         return results[name]
@@ -290,7 +291,8 @@ def markdown(results: dict, details: dict) -> str:
     reference = details["reference"]
     central, best = results[reference]["top1"], results[details["best"]]["top1"]
     fed_int8 = results["int8-federated"]
-    lines = [f"Measured {details['date']} on {environment_line(details['environment'])}. NEU-CLS-64, ResNet-18; "
+    lines = [f"Measured {measured_on(results, details['date'])} on {environment_line(details['environment'])}. "
+             "NEU-CLS-64, ResNet-18; "
              f"the lab model trained {LAB_EPOCHS} epochs on {LAB_SHARE:.0%} of the training split; the rest split across "
              f"{details['sites']} sites by Dirichlet(α = {details['alpha']}) (images per class and site: "
              f"{details['partition']}). Every arm: {details['rounds'] * details['local_epochs']} epochs of AdamW "
@@ -354,6 +356,14 @@ def markdown(results: dict, details: dict) -> str:
                       f"{100 * (adapted - shifted['top1_shifted']):+.2f} above the federation's model as it came."]
     lines.append("")
     return "\n".join(lines)
+
+
+def measured_on(results: dict, today: str) -> str:
+    """When the arms were measured: a run reuses the arms an earlier run left in its folder, so the dates can differ."""
+    dates = {name: r.get("date", today) for name, r in results.items() if isinstance(r, dict) and "wall_s" in r}
+    usual = max(sorted(set(dates.values())), key=list(dates.values()).count)
+    others = [f"{name} {date}" for name, date in dates.items() if date != usual]
+    return usual + (f" (except: {', '.join(others)})" if others else "")
 
 
 def plot(results: dict, details: dict, path: Path) -> None:
