@@ -19,7 +19,7 @@ constant within one):
   talking over 127.0.0.1, ``rounds`` rounds of ``local epochs``, the sites measuring each aggregate's BatchNorm
   statistics (edgeopt's default); bytes per round and wall time from the run's history;
 - **FedProx on IID sites** (a diagnostic, ``--no-iid`` does not run it): the same images dealt to the same number of
-  sites at random, with no label skew: what averaging itself costs against pooling, apart from the skew.
+  sites at random, with no label skew: what federating costs against pooling, apart from the skew.
 
 All arms are scored on the common NEU-CLS test split (360 images). Then the better federated model and the
 reference centralized one are each built into a static INT8 artifact calibrated on the lab set (``--int8-backend``:
