@@ -313,17 +313,15 @@ def markdown(results: dict, details: dict) -> str:
                      f"{results[name]['wall_s'] / 60:.1f} min |")
     lines.append(f"| each site alone (mean of {len(sites)}) | {alone:.2%} | {100 * (alone - central):+.2f} | | | "
                  f"{sum(s['wall_s'] for s in sites) / 60:.1f} min |")
-    names = {"fedavg": "FedAvg", "fedprox": f"FedProx μ={details['mu']:g}"}
-    for strategy in ("fedavg", "fedprox"):
+    names = {"fedavg": "FedAvg", "fedprox": f"FedProx μ={details['mu']:g}",
+             "fedprox-iid": f"FedProx μ={details['mu']:g} on IID sites (the same images dealt at random: no label skew)"}
+    for strategy, name in names.items():
+        if strategy not in results:  # the IID diagnostic may not have been run
+            continue
         r = results[strategy]
-        lines.append(f"| {names[strategy]} | {r['top1']:.2%} | "
+        lines.append(f"| {name} | {r['top1']:.2%} | "
                      f"{100 * (r['top1'] - central):+.2f} | {r['bytes_per_round'] / 1e6:.1f} MB | "
                      f"{r['seconds_per_round']:.0f} | {r['wall_s'] / 60:.1f} min |")
-    if "fedprox-iid" in results:
-        r = results["fedprox-iid"]
-        lines.append(f"| FedProx μ={details['mu']:g} on IID sites (the same images dealt at random: no "
-                     f"label skew) | {r['top1']:.2%} | {100 * (r['top1'] - central):+.2f} | "
-                     f"{r['bytes_per_round'] / 1e6:.1f} MB | {r['seconds_per_round']:.0f} | {r['wall_s'] / 60:.1f} min |")
     lines += ["", "Per site alone: " + ", ".join(f"site {i} {s['top1']:.2%} ({s['examples']} images)"
                                               for i, s in enumerate(sites)) + ".", "",
               f"Federated (best: {details['best']}) {best:.2%}: {100 * (best - central):+.2f} points from centralized "
